@@ -1,0 +1,431 @@
+"""The broker: the one address clients and workers know.
+
+It keeps the registry of workers and networks, places groups on workers and
+wires them, feeds rows into layer 1, gathers the last layer, computes the
+loss and the output gradient, and answers clients. It never touches a
+hidden layer: activations and gradients flow group to group.
+
+One loop shape: poll (never forever), handle one message, then expire
+late jobs and silent workers and send due heartbeats."""
+import itertools
+import logging
+import os
+import time
+from urllib.parse import urlparse
+
+import numpy as np
+import zmq
+
+from . import heartbeat, jobs, sockets, table, wire
+from .network import Network
+from .placement import place, wiring
+from .spec import Spec, initial_layer
+
+log = logging.getLogger("mesh.broker")
+DEFAULT_TIMEOUT = 60.0
+
+
+class Broker:
+    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None):
+        self.ctx = ctx or zmq.Context()
+        self.front = sockets.make(self.ctx, zmq.ROUTER, bind=bind)
+        self.address = sockets.bound_endpoint(self.front)
+        host = urlparse(self.address.replace("tcp://", "http://")).hostname
+        self.inbox = sockets.make(self.ctx, zmq.PULL)
+        self.inbox_port = self.inbox.bind_to_random_port(f"tcp://{host}")
+        self.workers = {}        # identity -> record
+        self.nets = {}
+        self.jobs = set()
+        self.worker_names = (f"w{i}" for i in itertools.count(1))
+        self.net_ids = (f"n{i}" for i in itertools.count(1))
+        self.client_ops = {wire.CREATE: self.create, wire.PREDICT: self.predict, wire.BACKPROP: self.backprop,
+                           wire.TRAIN: self.train, wire.WEIGHTS: self.weights, wire.SAVE: self.save,
+                           wire.LOAD: self.load, wire.PROCESSES: self.processes, wire.STATUS: self.status,
+                           wire.DROP: self.drop}
+        self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: lambda w, h: None,
+                           wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
+        self.inbox_ops = {wire.HELLO: self.hello, wire.READY: self.ready, wire.OUT: self.out,
+                          wire.DONE: self.done, wire.STATE: self.state, wire.FAULT: self.fault}
+        self.running = True
+
+    # -- the loop --------------------------------------------------------
+    def run(self):
+        poller = zmq.Poller()
+        poller.register(self.front, zmq.POLLIN)
+        poller.register(self.inbox, zmq.POLLIN)
+        while self.running:
+            events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
+            if self.inbox in events:
+                for _ in range(256):  # drain the data path first: it unblocks the mesh
+                    if not self.inbox.poll(0):
+                        break
+                    self.on_inbox()
+            if self.front in events:
+                self.on_front()
+            self.tick()
+
+    def close(self):
+        for net in list(self.nets.values()):
+            self.stop_net(net)
+        for wid in list(self.workers):
+            self._send_worker(wid, {"k": wire.STOP})
+        self.ctx.destroy(linger=0)
+
+    def tick(self):
+        now = time.monotonic()
+        for job in [j for j in self.jobs if j.deadline < now]:
+            job.expire()
+        for wid, w in list(self.workers.items()):
+            if w["peer"].expired():
+                self.lose_worker(wid, f"worker {w['name']} on {w['host']} stopped answering heartbeats")
+            elif w["peer"].due():
+                self._send_worker(wid, {"k": wire.HEARTBEAT})
+
+    def on_front(self):
+        try:
+            ident, h, arrays = sockets.recv(self.front, routed=True)
+        except wire.WireError as e:
+            log.warning("refused a malformed message: %s", e)
+            if e.identity is not None:
+                self.reply(e.identity, None, ok=False, error=f"malformed message: {e}")
+            return
+        k = h["k"]
+        try:
+            if k in self.worker_ops and (k == wire.REGISTER or ident in self.workers):
+                if ident in self.workers:
+                    self.workers[ident]["peer"].heard_now()
+                self.worker_ops[k](ident, h)
+                return
+            op = self.client_ops.get(k)
+            if op is None:
+                raise ValueError(f"unknown request {k!r}")
+            op(ident, h, arrays)
+        except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
+            msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
+            self.reply(ident, h.get("id"), ok=False, error=msg)
+
+    def on_inbox(self):
+        try:
+            _, h, arrays = sockets.recv(self.inbox)
+            net = self.nets.get(h.get("net"))
+            op = self.inbox_ops.get(h["k"])
+            if net is None or op is None or h.get("gid") not in net.groups:
+                return  # a network already dropped, or noise
+            op(net, h, arrays)
+        except (wire.WireError, KeyError, ValueError, TypeError) as e:
+            log.warning("refused a malformed inbox message: %s", e)
+
+    # -- replies and sends -------------------------------------------------
+    def reply(self, client, req, arrays=(), **fields):
+        try:
+            sockets.send(self.front, {"k": wire.REPLY, "id": req, **fields}, arrays, identity=client)
+        except zmq.ZMQError as e:  # the client is gone
+            log.info("could not reply to a client: %s", e)
+
+    def to_group(self, net, gid, header, arrays=()):
+        sockets.send(net.push[gid], dict(header, net=net.id), arrays)
+
+    def _send_worker(self, wid, header):
+        try:
+            sockets.send(self.front, header, identity=wid)
+        except zmq.ZMQError:
+            pass
+
+    # -- workers -----------------------------------------------------------
+    def register(self, wid, h):
+        if wid not in self.workers:
+            name = next(self.worker_names)
+            self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
+                                 "slots": int(h.get("slots") or 1), "pid": h.get("pid"), "peer": heartbeat.Peer(),
+                                 "groups": set()}
+            log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
+        self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port})
+
+    def spawned(self, wid, h):
+        net = self.nets.get(h["gid"].split(".")[0])
+        if net and h["gid"] in net.groups:
+            net.groups[h["gid"]]["pid"] = h["pid"]
+
+    def exited(self, wid, h):
+        self.workers[wid]["groups"].discard(h["gid"])
+        net = self.nets.get(str(h["gid"]).split(".")[0])
+        if net and h["gid"] in net.groups:
+            self.break_net(net, f"{net.describe(h['gid'])} exited with code {h['code']}")
+
+    def lose_worker(self, wid, why):
+        w = self.workers.pop(wid)
+        log.warning("%s", why)
+        for net in list(self.nets.values()):
+            if any(g["worker"] == wid for g in net.groups.values()):
+                self.break_net(net, why)
+
+    def break_net(self, net, why):
+        """A group is gone: the network cannot answer until it is rebuilt."""
+        if net.error is None:
+            net.error = why
+        for job in list(net.jobs):
+            job.fail(f"network {net.id} failed: {why}")
+
+    # -- the data path -----------------------------------------------------
+    def submit(self, net, p):
+        net.passes[p.seq] = p
+        net.queue.append(p)
+        self.pump(net)
+
+    def pump(self, net):
+        while net.queue and net.in_flight < net.window:
+            p = net.queue.popleft()
+            p.in_flight = True
+            net.in_flight += 1
+            X = p.X.astype(net.spec.dtype, copy=False)
+            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep}
+            if p.drop:
+                header["drop"] = p.drop
+            for gid in net.first():
+                self.to_group(net, gid, header, [X])
+
+    def finish_pass(self, net, p, forget):
+        if p.in_flight:
+            p.in_flight = False
+            net.in_flight -= 1
+            self.pump(net)
+        if forget:
+            net.passes.pop(p.seq, None)
+
+    def send_backward(self, net, p, dz, step, of, lr):
+        """Hand the output groups their slices of dL/dz for pass p; p's job hears the dones."""
+        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr)}
+        p.dones = 0
+        for gid in net.last():
+            g = net.groups[gid]
+            self.to_group(net, gid, header, [dz[:, g["lo"]:g["hi"]]])
+
+    def out(self, net, h, arrays):
+        p = net.passes.get(h["seq"])
+        if p is None:
+            return
+        p.parts[h["src"]] = arrays[0]
+        if len(p.parts) == len(net.last()):
+            p.z = net.gather(p.parts)
+            p.parts = {}
+            p.job.on_output(p)
+
+    def done(self, net, h, arrays):
+        p = net.passes.get(h["seq"])
+        if p is None:
+            return
+        p.dones += 1
+        if p.dones == len(net.first()):
+            p.job.on_done(p)
+
+    def fault(self, net, h, arrays):
+        p = net.passes.get(h.get("seq"))
+        jobs_hit = [p.job] if p is not None else list(net.jobs)
+        for job in jobs_hit:
+            job.fail(h["error"])
+
+    def hello(self, net, h, arrays):
+        g = net.groups[h["gid"]]
+        g["pid"], g["endpoints"] = h["pid"], h["endpoints"]
+        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=h["endpoints"]["tcp"])
+        for job in list(net.jobs):
+            job.on_hello(h["gid"])
+
+    def ready(self, net, h, arrays):
+        for job in list(net.jobs):
+            job.on_ready(h["gid"])
+
+    def state(self, net, h, arrays):
+        for job in list(net.jobs):
+            job.on_state(h["gid"], h, arrays)
+
+    # -- building networks -------------------------------------------------
+    def build(self, client, req, spec, timeout, layers=None, optimizer=None, encoder=None):
+        """Place a network's groups on the workers, spawn them, and start the Create job."""
+        workers = sorted(self.workers.items(), key=lambda kv: kv[1]["name"])
+        if not workers:
+            raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
+        net = Network(next(self.net_ids), spec, encoder)
+        groups = spec.groups()
+        where = place(groups, [(wid, w["slots"]) for wid, w in workers])
+        for (layer, lo, hi), wid in zip(groups, where):
+            index = len(net.layers[layer])
+            gid = f"{net.id}.{layer + 1}.{index}"
+            net.layers[layer].append(gid)
+            w = self.workers[wid]
+            net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": lo, "hi": hi, "worker": wid,
+                               "worker_name": w["name"], "host": w["host"], "pid": None, "endpoints": {}}
+            w["groups"].add(gid)
+        self.nets[net.id] = net
+        jobs.Create(self, net, client, req, timeout, layers, optimizer)
+        for gid, g in net.groups.items():
+            config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
+                      "dtype": spec.dtype}
+            self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
+        return net
+
+    def wire_up(self, net, layers=None, optimizer=None):
+        """Every group has said hello: send each its weights and its neighbours."""
+        spec = net.spec
+        setups = wiring([[net.groups[g] for g in gids] for gids in net.layers])
+        for layer, gids in enumerate(net.layers):
+            if layers is not None:
+                W, b = layers[layer]
+            elif layer == 0:
+                W, b = np.zeros((spec.sizes[0], 0), spec.dtype), np.zeros(spec.sizes[0], spec.dtype)
+            else:
+                W, b = initial_layer(spec, layer, spec.sizes[layer - 1])
+            meta, slots = optimizer[layer] if optimizer else ({}, [])
+            for gid in gids:
+                g = net.groups[gid]
+                header = {"k": wire.SETUP, "function": spec.hidden_function(layer), **setups[gid]}
+                arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
+                self.to_group(net, gid, header, arrays)
+                if meta.get("has_slots"):
+                    sl = [s[g["lo"]:g["hi"]] for s in slots]
+                    self.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
+
+    def encode(self, net, h, arrays, grow=True):
+        """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
+        X, S, strings = table.to_table(h, arrays)
+        before = net.inputs
+        M, added = net.encoder.encode(X, S, strings, grow=grow)
+        if added:
+            if before == 0:
+                W, _ = initial_layer(net.spec, 0, net.inputs)
+            else:
+                W = np.zeros((net.spec.sizes[0], added), net.spec.dtype)
+            for gid in net.first():
+                g = net.groups[gid]
+                self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], before:]])
+        return M
+
+    def stop_net(self, net):
+        for gid in net.groups:
+            if gid in net.push:
+                self.to_group(net, gid, {"k": wire.STOP})
+        for job in list(net.jobs):
+            job.fail(f"network {net.id} was dropped")
+        for sock in net.push.values():
+            sock.close()
+        for g in net.groups.values():
+            if g["worker"] in self.workers:
+                self.workers[g["worker"]]["groups"].discard(g["gid"])
+        self.nets.pop(net.id, None)
+
+    # -- client requests ---------------------------------------------------
+    def _net(self, h, ready=True):
+        net = self.nets.get(h.get("net"))
+        if net is None:
+            raise ValueError(f"unknown network {h.get('net')!r}; known: {', '.join(self.nets) or 'none'}")
+        if net.error:
+            raise RuntimeError(f"network {net.id} failed: {net.error}")
+        if ready and not net.created:
+            raise RuntimeError(f"network {net.id} is still starting")
+        return net
+
+    def _timeout(self, h):
+        t = float(h.get("timeout") or DEFAULT_TIMEOUT)
+        if not t > 0:
+            raise ValueError(f"timeout must be positive, got {t}")
+        return t
+
+    def create(self, client, h, arrays):
+        spec = Spec(**h["spec"])
+        self.build(client, h.get("id"), spec, self._timeout(h))
+
+    def predict(self, client, h, arrays):
+        net = self._net(h)
+        X = self.encode(net, h, arrays)
+        chunk = int(h.get("chunk") or 256)
+        jobs.Predict(self, net, client, h.get("id"), self._timeout(h), X, bool(h.get("keep", True)), chunk)
+
+    def backprop(self, client, h, arrays):
+        net = self._net(h)
+        if net.trainer is not None:
+            raise RuntimeError(f"network {net.id} is training; backprop after it ends")
+        lr = float(h["learning_rate"])
+        if not np.isfinite(lr) or lr < 0:
+            raise ValueError(f"invalid learning rate: {h['learning_rate']}")
+        if len(arrays) != 1:
+            raise ValueError("backprop needs one array of targets")
+        jobs.Backprop(self, net, client, h.get("id"), self._timeout(h), arrays[0], lr)
+
+    def train(self, client, h, arrays):
+        from .training import Train
+        net = self._net(h)
+        if net.trainer is not None:
+            raise RuntimeError(f"network {net.id} is already training")
+        X = self.encode(net, h, arrays[:-1])
+        net.trainer = Train(self, net, client, h.get("id"), self._timeout(h), X, arrays[-1], h.get("options", {}))
+
+    def weights(self, client, h, arrays):
+        net = self._net(h)
+
+        def then(job, layers, optim):
+            job.reply([a for W, b in layers for a in (W, b)], layers=len(layers))
+        jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
+
+    def save(self, client, h, arrays):
+        net = self._net(h)
+
+        def then(job, layers, optim):
+            out = [a for W, b in layers for a in (W, b)]
+            metas = []
+            for meta, slots in optim:
+                metas.append(dict(meta, slots=len(slots)))
+                out += slots
+            job.reply(out, spec=net.spec.to_dict(), encoder=net.encoder.to_dict(), optimizer=metas)
+        jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
+
+    def load(self, client, h, arrays):
+        from .encoder import Encoder
+        spec = Spec(**h["spec"])
+        n = len(spec.sizes)
+        if len(arrays) < 2 * n:
+            raise ValueError(f"a saved network of {n} layers needs {2 * n} arrays, got {len(arrays)}")
+        layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(n)]
+        encoder = Encoder.from_dict(h["encoder"])
+        widths = [len(encoder.keys)] + spec.sizes[:-1]
+        for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
+            if W.shape != (size, fan_in) or b.shape != (size,):
+                raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} "
+                                 f"do not fit a layer of {size} neurons with {fan_in} inputs")
+        optimizer, at = [], 2 * n
+        for meta in h.get("optimizer", []):
+            k = int(meta["slots"])
+            optimizer.append((meta, arrays[at:at + k]))
+            at += k
+        self.build(client, h.get("id"), spec, self._timeout(h), layers, optimizer or None, encoder)
+
+    def processes(self, client, h, arrays):
+        net = self._net(h, ready=False)
+        self.reply(client, h.get("id"), ok=True, processes=net.records())
+
+    def status(self, client, h, arrays):
+        workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
+                    "pid": w["pid"], "groups": len(w["groups"])} for w in self.workers.values()]
+        nets = [{"net": n.id, "sizes": n.spec.sizes, "inputs": n.inputs, "group_size": n.spec.group_size,
+                 "groups": len(n.groups), "state": "failed: " + n.error if n.error else
+                 "training" if n.trainer else "ready" if n.created else "starting",
+                 "processes": n.records()} for n in self.nets.values()]
+        self.reply(client, h.get("id"), ok=True, broker={"address": self.address, "pid": os.getpid()},
+                   workers=workers, networks=nets)
+
+    def drop(self, client, h, arrays):
+        net = self.nets.get(h.get("net"))
+        if net is None:
+            raise ValueError(f"unknown network {h.get('net')!r}")
+        self.stop_net(net)
+        self.reply(client, h.get("id"), ok=True)
+
+
+def main(bind):
+    broker = Broker(bind)
+    print(f"mesh broker listening on {broker.address}", flush=True)
+    try:
+        broker.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.close()

@@ -1,0 +1,218 @@
+"""The `mesh` command. Every option can also be set from the environment:
+MESH_BROKER for the broker address, MESH_<COMMAND>_<OPTION> for the rest
+(e.g. MESH_WORKER_SLOTS=4)."""
+import json
+import os
+import signal
+import sys
+import time
+
+import click
+
+from .lifecycle import die_with_parent, limit_blas_here
+
+broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
+                             show_default=True, help="Address of the broker.")
+timeout_option = click.option("--timeout", type=float, default=60.0, show_default=True,
+                              help="Seconds to wait for an answer.")
+
+
+def _lifetime():
+    """Processes started by `mesh up` or mesh.local die with their launcher."""
+    if os.environ.get("MESH_DIE_WITH_PARENT") == "1":
+        die_with_parent(signal.SIGTERM)
+        if os.getppid() == 1:  # the launcher is already gone
+            sys.exit(1)
+
+
+def _client(broker, timeout):
+    from .client import Client
+    return Client(broker, timeout=timeout)
+
+
+def _call(fn):
+    """Run a client call; a refusal or silence is a one-line error, not a traceback."""
+    from .client import MeshTimeout, RemoteError
+    try:
+        return fn()
+    except (RemoteError, MeshTimeout, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+
+
+@click.group(context_settings={"auto_envvar_prefix": "MESH", "help_option_names": ["-h", "--help"]})
+def cli():
+    """neuromesh: a neural network run as a mesh of processes talking ZeroMQ."""
+
+
+@cli.command()
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Address clients and workers dial.")
+def broker(bind):
+    """Run the broker in the foreground."""
+    _lifetime()
+    logging_setup()
+    from .broker import main
+    main(bind)
+
+
+@cli.command()
+@broker_option
+@click.option("--advertise", default=None, help="Address other hosts reach this one at (default: the route to the broker).")
+@click.option("--listen", default=None, help="Interface group inboxes bind (default: the advertised address).")
+@click.option("--slots", type=int, default=None, help="Capacity for placement (default: CPU count).")
+@click.option("--blas-threads", type=int, default=1, show_default=True, help="BLAS threads per group process.")
+def worker(broker, advertise, listen, slots, blas_threads):
+    """Run a worker: it joins the broker and starts group processes on its word."""
+    _lifetime()
+    limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
+    logging_setup()
+    from .worker import main
+    try:
+        main(broker, advertise, listen, slots)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True)
+@click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
+@click.option("--slots", type=int, default=None, help="Capacity of each worker.")
+@click.option("--blas-threads", type=int, default=1, show_default=True)
+def up(bind, workers, slots, blas_threads):
+    """Run a broker and local workers in the foreground; Ctrl-C ends them all."""
+    from .local import LocalMesh
+    m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind)
+    try:
+        m.start()
+        click.echo(f"mesh up: broker {m.address}, {workers} workers (pids {', '.join(map(str, m.pids()))}); "
+                   "Ctrl-C to stop")
+        while all(p.poll() is None for p in m.procs):
+            time.sleep(0.5)
+        click.echo("a mesh process exited; stopping", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        m.stop()
+
+
+def _sizes(ctx, param, value):
+    try:
+        sizes = [int(s) for s in value.replace("[", "").replace("]", "").split(",") if s.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected sizes like 5,5,1, got {value!r}") from None
+    if not sizes:
+        raise click.BadParameter("give at least one layer size")
+    return sizes
+
+
+@cli.command()
+@click.argument("sizes", callback=_sizes)
+@click.option("--group-size", type=int, default=None, help="Neurons per process (default: a whole layer).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--activation", default="sigmoid", show_default=True)
+@click.option("--output", default="sigmoid", show_default=True)
+@click.option("--loss", default="mse", show_default=True)
+@click.option("--dtype", default="float32", show_default=True)
+@broker_option
+@timeout_option
+def create(sizes, group_size, seed, activation, output, loss, dtype, broker, timeout):
+    """Create a network of SIZES (hidden layers then outputs, e.g. 5,5,1); prints its id."""
+    with _client(broker, timeout) as c:
+        net = _call(lambda: c.create(sizes, group_size=group_size, seed=seed, activation=activation,
+                                     output=output, loss=loss, dtype=dtype))
+        click.echo(net.id)
+
+
+def _parse_cell(s):
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+@cli.command()
+@click.argument("net")
+@click.argument("rows", nargs=-1)
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), help="Rows from a CSV file (with header).")
+@broker_option
+@timeout_option
+def predict(net, rows, csv_path, broker, timeout):
+    """Predict ROWS (comma-separated values, e.g. 0,1 1,0) or a CSV file's rows."""
+    if csv_path:
+        from .csvdata import read_rows
+        data = read_rows(csv_path)
+    elif rows:
+        data = [[_parse_cell(v) for v in r.split(",")] for r in rows]
+    else:
+        raise click.UsageError("give ROWS or --csv FILE")
+    with _client(broker, timeout) as c:
+        out = _call(lambda: c.network(net).predict(data, remember=False))
+    for row in out:
+        click.echo(",".join(f"{v:.6g}" for v in row))
+
+
+@cli.command()
+@click.argument("net")
+@click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", required=True, help="Column to learn.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--learning-rate", type=float, default=0.1, show_default=True)
+@click.option("--optimizer", default="sgd", show_default=True)
+@click.option("--mode", type=click.Choice(["exact", "async"]), default="exact", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@broker_option
+@timeout_option
+def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, mode, seed, broker, timeout):
+    """Train NET on a CSV file, learning column TARGET from the others."""
+    from .csvdata import read_xy
+    X, Y = read_xy(csv_path, target)
+    with _client(broker, timeout) as c:
+        history = _call(lambda: c.network(net).train(X, Y, epochs=epochs, batch_size=batch_size,
+                                                     learning_rate=learning_rate, optimizer=optimizer,
+                                                     mode=mode, seed=seed))
+    for i, loss in enumerate(history, 1):
+        click.echo(f"epoch {i}: loss {loss:.6g}")
+
+
+@cli.command()
+@broker_option
+@timeout_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def status(broker, timeout, as_json):
+    """Workers, networks, and every group process with its pid and host."""
+    with _client(broker, timeout) as c:
+        s = _call(c.status)
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    b = s["broker"]
+    click.echo(f"broker {b['address']} pid {b['pid']}")
+    for w in s["workers"]:
+        click.echo(f"worker {w['name']} host {w['host']} ({w['hostname']}) pid {w['pid']} "
+                   f"slots {w['slots']} groups {w['groups']}")
+    for n in s["networks"]:
+        click.echo(f"network {n['net']} sizes {n['sizes']} inputs {n['inputs']} groups {n['groups']} {n['state']}")
+        for p in n["processes"]:
+            lo, hi = p["neurons"]
+            click.echo(f"  {p['gid']:<12} layer {p['layer']} neurons {lo}..{hi - 1} pid {p['pid']} "
+                       f"host {p['host']} worker {p['worker']}")
+
+
+@cli.command()
+@click.argument("net")
+@broker_option
+@timeout_option
+def drop(net, broker, timeout):
+    """End network NET's processes."""
+    with _client(broker, timeout) as c:
+        _call(lambda: c.network(net).drop())
+
+
+def logging_setup():
+    import logging
+    logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def main():
+    cli(prog_name="mesh")

@@ -1,0 +1,160 @@
+"""The client API: talks only to the broker.
+
+    client = mesh.Client("tcp://127.0.0.1:5555")
+    net = client.create([5, 5, 1], group_size=1, seed=7)
+    net.predict([0.0, 1.0]); net.backprop([1.0], learning_rate=0.5)
+
+Every call has a timeout; a broker refusal is raised as RemoteError with the
+broker's message, silence as MeshTimeout naming what did not answer."""
+import itertools
+
+import numpy as np
+import zmq
+
+from . import sockets, table, wire
+from .progress import Bar
+from .spec import Spec
+
+DEFAULT_TIMEOUT = 60.0
+GRACE = 5.0  # we wait a little longer than the broker, so its error, which names the culprit, arrives first
+
+
+class RemoteError(RuntimeError):
+    """The broker refused a request; the message says why."""
+
+
+class MeshTimeout(TimeoutError):
+    """Nothing answered in time."""
+
+
+class Client:
+    def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT):
+        self.address, self.timeout = address, float(timeout)
+        self.ctx = zmq.Context()
+        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=address)
+        self.ids = itertools.count(1)
+
+    def close(self):
+        self.ctx.destroy(linger=0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def request(self, op, arrays=(), timeout=None, on_progress=None, **fields):
+        """Send one request and wait for its reply: (header, arrays)."""
+        timeout = float(timeout or self.timeout)
+        rid = next(self.ids)
+        sockets.send(self.sock, {"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
+        while True:
+            if not self.sock.poll((timeout + GRACE) * 1000):
+                raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {timeout + GRACE:g}s")
+            _, h, out = sockets.recv(self.sock, max_header=1 << 24)
+            if h.get("id") != rid:
+                continue  # a late answer to an earlier request that timed out
+            if h["k"] == wire.PROGRESS:
+                if on_progress:
+                    on_progress(h)
+                continue
+            if not h.get("ok"):
+                raise RemoteError(h.get("error", "unknown error"))
+            return h, out
+
+    def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
+               dtype="float32", timeout=None):
+        """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data."""
+        spec = Spec(list(sizes) if not isinstance(sizes, int) else [sizes], activation, output, loss, dtype,
+                    group_size, seed)
+        h, _ = self.request(wire.CREATE, spec=spec.to_dict(), timeout=timeout)
+        return Network(self, h["net"], spec)
+
+    def network(self, net_id):
+        """A handle on a network that already runs (made by another client, say)."""
+        for n in self.status()["networks"]:
+            if n["net"] == net_id:
+                return Network(self, net_id, None)
+        raise RemoteError(f"unknown network {net_id!r}")
+
+    def status(self):
+        h, _ = self.request(wire.STATUS)
+        return {k: h[k] for k in ("broker", "workers", "networks")}
+
+    def load(self, path, timeout=None):
+        """Start a network from a file written by Network.save."""
+        from .checkpoint import read
+        meta, arrays = read(path)
+        h, _ = self.request(wire.LOAD, arrays, spec=meta["spec"], encoder=meta["encoder"],
+                            optimizer=meta["optimizer"], timeout=timeout)
+        return Network(self, h["net"], Spec(**meta["spec"]))
+
+
+class Network:
+    def __init__(self, client, net_id, spec):
+        self.client, self.id, self.spec = client, net_id, spec
+
+    def __repr__(self):
+        return f"Network({self.id!r}, sizes={self.spec.sizes if self.spec else '?'})"
+
+    def _call(self, op, arrays=(), **fields):
+        return self.client.request(op, arrays, net=self.id, **fields)
+
+    def predict(self, rows, remember=True, chunk=None):
+        """Outputs for one row (1-D result) or many (rows x outputs). With
+        remember, the pass is kept so that backprop can train on it."""
+        single = _is_single_row(rows)
+        fields, arrays = table.from_rows(rows)
+        h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, **fields)
+        return out[0][0] if single else out[0]
+
+    def backprop(self, targets, learning_rate=0.1):
+        """One optimizer step of the loss on the last predict; returns that loss."""
+        T = np.asarray(targets, dtype=np.float64)
+        h, _ = self._call(wire.BACKPROP, [T], learning_rate=learning_rate)
+        return h["loss"]
+
+    def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
+              shuffle=True, seed=0, mode="exact", progress=None):
+        """Mini-batch training on the mesh; returns the mean loss of each epoch."""
+        fields, arrays = table.from_rows(X)
+        Y = np.asarray(Y, dtype=np.float64)
+        opts = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
+                "micro_batches": micro_batches, "optimizer": optimizer, "shuffle": shuffle, "seed": seed,
+                "mode": mode}
+        with Bar(total=epochs * len(Y), enabled=progress, unit="rows") as bar:
+            def on_progress(h):
+                bar.update(((h["epoch"] - 1) * h["total"] + h["rows"]), f"epoch {h['epoch']}/{h['epochs']} "
+                           f"loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
+            h, _ = self._call(wire.TRAIN, arrays + [Y], options=opts, on_progress=on_progress, **fields)
+            bar.update(epochs * len(Y), f"loss {h['history'][-1]:.4g}")
+        return h["history"]
+
+    def weights(self):
+        """[(W, b), ...] per layer, W shaped (outputs, inputs)."""
+        h, out = self._call(wire.WEIGHTS)
+        return [(out[2 * i], out[2 * i + 1]) for i in range(h["layers"])]
+
+    def processes(self):
+        """One record per group process: gid, layer, neurons [lo, hi), pid, host, worker."""
+        h, _ = self._call(wire.PROCESSES)
+        return h["processes"]
+
+    def save(self, path):
+        """Weights, optimizer state, encoder and spec, as plain data (npz with a JSON member)."""
+        from .checkpoint import write
+        h, out = self._call(wire.SAVE)
+        write(path, {"spec": h["spec"], "encoder": h["encoder"], "optimizer": h["optimizer"]}, out)
+
+    def drop(self):
+        """End this network's processes."""
+        self._call(wire.DROP)
+
+
+def _is_single_row(rows):
+    if isinstance(rows, np.ndarray):
+        return rows.ndim == 1
+    if hasattr(rows, "columns"):
+        return False
+    rows = list(rows) if not isinstance(rows, list) else rows
+    return bool(rows) and not isinstance(rows[0], (list, tuple, np.ndarray))

@@ -1,0 +1,67 @@
+"""Factors: rows that mix numbers and strings become one numeric matrix.
+
+A number at position p feeds column ("n", p); a string v at position p feeds
+its own one-hot column ("f", p, v), made the first time that pair is seen, so
+no vocabulary is ever declared. Columns keep the order in which they were
+first seen. A string never seen before, when growing is not allowed, simply
+lights no column."""
+import numpy as np
+
+
+class Encoder:
+    def __init__(self, width=None, keys=()):
+        self.width = width               # values per row, fixed by the first rows seen
+        self.keys = [tuple(k) for k in keys]
+        self.columns = {k: i for i, k in enumerate(self.keys)}
+
+    def to_dict(self):
+        return {"width": self.width, "keys": [list(k) for k in self.keys]}
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(d["width"], d["keys"])
+
+    def encode(self, X, S=None, strings=(), grow=True):
+        """(matrix of shape (rows, columns), number of columns added)."""
+        rows, width = X.shape
+        if self.width is None:
+            self.width = width
+        elif width != self.width:
+            raise ValueError(f"rows have {width} values, the network takes {self.width}")
+        is_num = np.ones(X.shape, bool) if S is None else S < 0
+        bad = is_num & ~np.isfinite(X)
+        if bad.any():
+            r, p = np.argwhere(bad)[0]
+            raise ValueError(f"row {r}, position {p}: {X[r, p]} is not a finite number")
+        added = self._grow(is_num, S, strings) if grow else 0
+        out = np.zeros((rows, len(self.keys)))
+        for p in range(width):
+            col = self.columns.get(("n", p))
+            if col is not None:
+                out[:, col] = np.where(is_num[:, p], X[:, p], 0.0)
+        if S is not None:
+            r, p = np.nonzero(~is_num)
+            cols = np.array([self.columns.get(("f", int(pp), strings[s]), -1) for pp, s in zip(p, S[r, p])], dtype=np.int64)
+            known = cols >= 0
+            out[r[known], cols[known]] = 1.0
+        return out, added
+
+    def _grow(self, is_num, S, strings):
+        first_seen = []  # (row, position, key) of keys not yet known
+        for p in range(is_num.shape[1]):
+            num_rows = np.flatnonzero(is_num[:, p])
+            if num_rows.size and ("n", p) not in self.columns:
+                first_seen.append((int(num_rows[0]), p, ("n", p)))
+            if S is not None:
+                codes = S[:, p]
+                uniq, first = np.unique(codes, return_index=True)
+                for code, r in zip(uniq, first):
+                    if code >= 0 and ("f", p, strings[code]) not in self.columns:
+                        first_seen.append((int(r), p, ("f", p, strings[code])))
+        for _, _, key in sorted(first_seen, key=lambda t: (t[0], t[1])):
+            self.columns[key] = len(self.keys)
+            self.keys.append(key)
+        return len(first_seen)
+
+    def column_names(self):
+        return [f"x{k[1]}" if k[0] == "n" else f"x{k[1]}={k[2]}" for k in self.keys]

@@ -1,0 +1,171 @@
+"""A neuron group process: one slice of one layer.
+
+It binds one PULL inbox (ipc for neighbours on this host, tcp for the rest)
+and holds one PUSH socket per neighbour. Forward: it waits for its part of
+pass `seq` from every upstream group (the fan-in), computes its activations
+and pushes them to every downstream group. Backward: it sums the dL/da slices
+from every downstream group, accumulates its gradient, pushes each upstream
+group its slice of dL/dx, and applies the step once it has seen every pass of
+that step. Layer 1 reports DONE to the broker instead of pushing further.
+"""
+import logging
+import os
+import time
+
+import numpy as np
+import zmq
+
+from . import sockets, wire
+from .neurons import Neurons
+from .optim import Optimizer
+
+log = logging.getLogger("mesh.group")
+MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
+
+
+class Group:
+    def __init__(self, ctx, config):
+        self.cfg = config
+        self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
+        self.dtype = np.dtype(config["dtype"])
+        self.inbox = sockets.make(ctx, zmq.PULL)
+        self.endpoints = {}
+        if config.get("ipc_dir"):
+            addr = f"ipc://{config['ipc_dir']}/{self.gid}"
+            self.inbox.bind(addr)
+            self.endpoints["ipc"] = addr
+        port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
+        self.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
+        self.broker = sockets.make(ctx, zmq.PUSH, connect=config["broker_inbox"])
+        self.ctx = ctx
+        self.neurons = None
+        self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
+        self.fwd_parts, self.bwd_parts = {}, {}
+        self.held = {}                # seq -> (x, a) kept for the backward
+        self.step_counts = {}         # step id -> passes of that step seen
+        self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
+                         wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
+                         wire.STOP: self.stop}
+        self.running = True
+
+    def tell_broker(self, header, arrays=()):
+        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid), arrays)
+
+    def run(self):
+        self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
+        while self.running:
+            if not self.inbox.poll(1000):
+                continue
+            header = {}
+            try:
+                _, header, arrays = sockets.recv(self.inbox)
+                handler = self.handlers.get(header["k"])
+                if handler is None:
+                    raise wire.WireError(f"group got unknown message kind {header['k']!r}")
+                handler(header, arrays)
+            except (wire.WireError, KeyError, ValueError, TypeError, IndexError) as e:
+                # A peer's mistake: say so and go on; the mesh keeps running.
+                log.warning("group %s refused a message: %s", self.gid, e)
+                self.tell_broker({"k": wire.FAULT, "seq": header.get("seq"),
+                                  "error": f"group {self.gid}: {type(e).__name__}: {e}"})
+
+    # -- control ---------------------------------------------------------
+    def setup(self, h, arrays):
+        W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+        self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
+        self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
+        for sock, _, _ in self.down + self.up:
+            sock.close()
+        self.down = [(sockets.make(self.ctx, zmq.PUSH, connect=ep), lo, hi) for ep, lo, hi in h["down"]]
+        self.up = [(sockets.make(self.ctx, zmq.PUSH, connect=ep), lo, hi) for ep, lo, hi in h["up"]]
+        self.tell_broker({"k": wire.READY})
+
+    def grow(self, h, arrays):
+        cols, = arrays
+        self.neurons.grow(cols.shape[1])
+        self.neurons.W[:, -cols.shape[1]:] = cols if cols.size else 0
+
+    def get(self, h, arrays):
+        n = self.neurons
+        meta, opt_arrays = n.optimizer.state()
+        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta}, [n.W, n.b, *opt_arrays])
+
+    def set(self, h, arrays):
+        W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+        self.neurons = Neurons(W, b, self.neurons.function, Optimizer.restore(h["optimizer"], arrays[2:], 2))
+        self.tell_broker({"k": wire.READY, "req": h.get("req")})
+
+    def optim(self, h, arrays):
+        if h["settings"] != self.neurons.optimizer.settings():
+            self.neurons.optimizer = Optimizer(**h["settings"])
+        self.tell_broker({"k": wire.READY, "req": h.get("req")})
+
+    def stop(self, h, arrays):
+        self.running = False
+
+    # -- data path -------------------------------------------------------
+    def forward(self, h, arrays):
+        seq = h["seq"]
+        parts = self.fwd_parts.setdefault(seq, {})
+        parts[h["src"]] = arrays[0]
+        if len(parts) < self.fan_in:
+            return
+        del self.fwd_parts[seq]
+        x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
+        x = x.astype(self.dtype, copy=False)
+        if x.shape[1] != self.neurons.W.shape[1]:
+            raise ValueError(f"pass {seq} has {x.shape[1]} inputs, weights expect {self.neurons.W.shape[1]}")
+        a = self.neurons.forward(x)
+        for old in h.get("drop", ()):
+            self.held.pop(old, None)
+        if h.get("keep"):
+            if len(self.held) >= MAX_HELD:
+                self.held.pop(next(iter(self.held)))
+            self.held[seq] = (x, a)
+        if not self.down:  # the last layer: the broker gathers the outputs
+            self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
+            return
+        out = dict(h, src=self.index)
+        for sock, _, _ in self.down:
+            sockets.send(sock, out, [a])
+
+    def backward(self, h, arrays):
+        seq = h["seq"]
+        parts = self.bwd_parts.setdefault(seq, {})
+        parts[h["src"]] = arrays[0]
+        if len(parts) < self.fan_out:
+            return
+        del self.bwd_parts[seq]
+        dA = parts[0].astype(self.dtype, copy=True)
+        for i in range(1, self.fan_out):
+            dA += parts[i]
+        if seq not in self.held:
+            raise ValueError(f"pass {seq} is not held here (no forward kept it, or it was already used)")
+        x, a = self.held.pop(seq)
+        dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
+        for sock, lo, hi in self.up:
+            sockets.send(sock, {"k": wire.BWD, "net": self.net, "seq": seq, "src": self.index,
+                                "step": h["step"], "of": h["of"], "lr": h["lr"]}, [dX[:, lo:hi]])
+        step = h["step"]
+        seen = self.step_counts.get(step, 0) + 1
+        if seen == h["of"]:
+            self.step_counts.pop(step, None)
+            self.neurons.apply(h["lr"])
+        else:
+            self.step_counts[step] = seen
+        if not self.up:  # after the update, so the broker's next message sees it
+            self.tell_broker({"k": wire.DONE, "seq": seq})
+
+
+def main(config):
+    """Entry point of a forked group process."""
+    logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "WARNING"),
+                        format=f"%(asctime)s group {config['gid']} %(levelname)s %(message)s")
+    ctx = zmq.Context()
+    group = Group(ctx, config)
+    try:
+        group.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        ctx.destroy(linger=0)

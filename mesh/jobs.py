@@ -1,0 +1,198 @@
+"""The broker's work, one class per client request that takes more than one
+message to answer. A job is driven by events (group replies, outputs, dones)
+and either replies once or fails with a message that says what went wrong.
+Every job has a deadline, pushed back by progress, so no client waits forever."""
+import time
+
+import numpy as np
+
+from . import wire
+from .head import loss_and_grad, output
+from .network import Pass
+from .spec import initial_layer
+
+
+class Job:
+    def __init__(self, broker, net, client, req, timeout):
+        self.broker, self.net, self.client, self.req = broker, net, client, req
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.finished = False
+        if net is not None:
+            net.jobs.add(self)
+        broker.jobs.add(self)
+
+    def progress(self):
+        self.deadline = time.monotonic() + self.timeout
+
+    def reply(self, arrays=(), **fields):
+        if not self.finished:
+            self._end()
+            self.broker.reply(self.client, self.req, arrays, ok=True, **fields)
+
+    def fail(self, error):
+        if not self.finished:
+            self._end()
+            self.broker.reply(self.client, self.req, ok=False, error=error)
+
+    def _end(self):
+        self.finished = True
+        self.broker.jobs.discard(self)
+        if self.net is not None:
+            self.net.jobs.discard(self)
+            if self.net.trainer is self:
+                self.net.trainer = None
+
+    def waiting_for(self):
+        return "the mesh"
+
+    def expire(self):
+        self.fail(f"{self.waiting_for()} did not answer within {self.timeout:g}s")
+
+    # events; a job overrides those it waits for
+    def on_hello(self, gid): pass
+    def on_ready(self, gid): pass
+    def on_state(self, gid, header, arrays): pass
+    def on_output(self, p): pass
+    def on_done(self, p): pass
+
+
+class Create(Job):
+    """Spawn every group, wait for each to say hello, wire them, wait until each is ready."""
+
+    def __init__(self, broker, net, client, req, timeout, layers=None, optimizer=None):
+        super().__init__(broker, net, client, req, timeout)
+        self.layers = layers          # (W, b) per layer when loading; else drawn from the seed
+        self.optimizer = optimizer    # per layer (meta, slot arrays) when loading
+        self.missing = set(net.groups)
+        self.stage = "start"
+
+    def waiting_for(self):
+        names = ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
+        more = f" and {len(self.missing) - 3} more" if len(self.missing) > 3 else ""
+        return f"while {self.stage}: {names}{more}"
+
+    def on_hello(self, gid):
+        self.missing.discard(gid)
+        self.progress()
+        if not self.missing:
+            self.stage = "wiring"
+            self.missing = set(self.net.groups)
+            self.broker.wire_up(self.net, self.layers, self.optimizer)
+
+    def on_ready(self, gid):
+        if self.stage != "wiring":
+            return
+        self.missing.discard(gid)
+        self.progress()
+        if not self.missing:
+            self.net.created = True
+            self.reply(net=self.net.id, groups=len(self.net.groups), inputs=self.net.inputs)
+
+
+class Predict(Job):
+    """Cut the rows into passes that stream through the mesh; answer with all outputs."""
+
+    def __init__(self, broker, net, client, req, timeout, X, keep, chunk):
+        super().__init__(broker, net, client, req, timeout)
+        self.passes = []
+        drop = [p.seq for p in net.held.pop(client, [])] if keep else []
+        for seq in drop:
+            net.passes.pop(seq, None)
+        for lo in range(0, len(X), chunk):
+            p = Pass(net.next_seq(), self, X[lo:lo + chunk], keep=keep, drop=drop)
+            drop = []
+            self.passes.append(p)
+        if keep:
+            net.held[client] = self.passes
+        self.left = len(self.passes)
+        for p in self.passes:
+            broker.submit(net, p)
+
+    def waiting_for(self):
+        gids = self.net.last()
+        return f"output of pass {self.passes[-1].seq} from {self.net.describe(gids[0])}" + (
+            f" (or one of {len(gids) - 1} more output groups)" if len(gids) > 1 else "")
+
+    def on_output(self, p):
+        self.broker.finish_pass(self.net, p, forget=not p.keep)
+        self.left -= 1
+        self.progress()
+        if self.left == 0:
+            z = np.concatenate([q.z for q in self.passes]) if len(self.passes) > 1 else self.passes[0].z
+            self.reply([output(self.net.spec.output, z)])
+
+
+class Backprop(Job):
+    """One optimizer step on the client's last predicted pass."""
+
+    def __init__(self, broker, net, client, req, timeout, T, lr):
+        super().__init__(broker, net, client, req, timeout)
+        self.passes = net.held.pop(client, None)
+        if not self.passes or any(p.z is None for p in self.passes):
+            raise ValueError("nothing to backprop: call predict first (each prediction can be backpropagated once)")
+        rows = sum(p.rows for p in self.passes)
+        n_out = net.spec.sizes[-1]
+        if T.ndim == 1:
+            T = T.reshape(1, -1) if rows == 1 else T.reshape(-1, 1)
+        if T.shape != (rows, n_out):
+            raise ValueError(f"targets have shape {list(T.shape)}, the last predict needs {[rows, n_out]}")
+        if not np.all(np.isfinite(T)):
+            raise ValueError("targets must be finite numbers")
+        self.loss = 0.0
+        self.left = len(self.passes)
+        step = net.next_step()
+        lo = 0
+        for p in self.passes:
+            t = T[lo:lo + p.rows].astype(p.z.dtype)
+            lo += p.rows
+            loss, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, t, rows)
+            self.loss += loss / rows
+            p.job = self
+            broker.send_backward(net, p, dz, step, len(self.passes), lr)
+
+    def waiting_for(self):
+        return f"backward of pass {self.passes[0].seq} at {self.net.describe(self.net.first()[0])}"
+
+    def on_done(self, p):
+        self.broker.finish_pass(self.net, p, forget=True)
+        self.left -= 1
+        self.progress()
+        if self.left == 0:
+            self.reply(loss=self.loss)
+
+
+class Collect(Job):
+    """Ask every group for its weights and optimizer state; answer per layer."""
+
+    def __init__(self, broker, net, client, req, timeout, then):
+        super().__init__(broker, net, client, req, timeout)
+        self.then = then              # callable(job, layers, optimizer) -> reply
+        self.states = {}
+        self.missing = set(net.groups)
+        for gid in net.groups:
+            broker.to_group(net, gid, {"k": wire.GET, "req": req})
+
+    def waiting_for(self):
+        return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
+
+    def on_state(self, gid, header, arrays):
+        self.states[gid] = (header, arrays)
+        self.missing.discard(gid)
+        self.progress()
+        if not self.missing:
+            layers, optim = [], []
+            for gids in self.net.layers:
+                parts = [self.states[g] for g in gids]
+                W = np.concatenate([a[0] for _, a in parts])
+                b = np.concatenate([a[1] for _, a in parts])
+                layers.append((W, b))
+                meta = parts[0][0]["optimizer"]
+                slots = [np.concatenate([a[2 + i] for _, a in parts]) for i in range(len(parts[0][1]) - 2)]
+                optim.append((meta, slots))
+            self.then(self, layers, optim)
+
+
+def draw_first_layer(net):
+    """Layer 1's initial weights, drawn once the input width is known."""
+    return initial_layer(net.spec, 0, net.inputs)

@@ -1,0 +1,108 @@
+"""A whole mesh on this machine: a broker and N workers as child processes,
+all in one process group, all ended when the mesh is closed (or when this
+process dies: they die with their parent)."""
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from .client import Client
+from .lifecycle import blas_env
+
+
+class LocalMesh:
+    def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
+                 start_timeout=30.0):
+        self.n_workers, self.slots, self.timeout = workers, slots, timeout
+        self.bind, self.start_timeout = bind, start_timeout
+        self.env = blas_env(blas_threads)
+        self.env["MESH_DIE_WITH_PARENT"] = "1"
+        self.procs, self.pgid, self.address, self.client = [], None, None, None
+
+    def _spawn(self, *args, **kw):
+        p = subprocess.Popen([sys.executable, "-m", "mesh", *args], env=self.env, stdin=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def start(self):
+        try:
+            broker = self._spawn("broker", "--bind", self.bind, stdout=subprocess.PIPE, process_group=0)
+            self.pgid = broker.pid
+            self.address = _read_address(broker, self.start_timeout)
+            for _ in range(self.n_workers):
+                extra = ["--slots", str(self.slots)] if self.slots else []
+                self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid)
+            self.client = Client(self.address, timeout=self.timeout)
+            self._wait_for_workers()
+        except BaseException:
+            self.stop()
+            raise
+        return self.client
+
+    def _wait_for_workers(self):
+        deadline = time.monotonic() + self.start_timeout
+        while len(self.client.status()["workers"]) < self.n_workers:
+            dead = [p for p in self.procs if p.poll() is not None]
+            if dead:
+                raise RuntimeError(f"mesh process {dead[0].args[3]} exited with code {dead[0].returncode} at start")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only some of {self.n_workers} workers joined within {self.start_timeout}s")
+            time.sleep(0.05)
+
+    def pids(self):
+        return [p.pid for p in self.procs]
+
+    def stop(self):
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        if self.pgid is None:
+            return
+        _signal_group(self.pgid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for p in self.procs:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        _signal_group(self.pgid, signal.SIGKILL)  # whatever is left, groups included
+        for p in self.procs:
+            p.wait()
+            if p.stdout:
+                p.stdout.close()
+        self.pgid = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def local(workers=2, **kw):
+    """`with mesh.local(workers=2) as client:` a broker and workers, ended on exit."""
+    return LocalMesh(workers, **kw)
+
+
+def _signal_group(pgid, sig):
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _read_address(proc, timeout):
+    """The broker prints 'mesh broker listening on ADDR' once bound."""
+    deadline = time.monotonic() + timeout
+    line = b""
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
+            raise TimeoutError(f"the broker did not start within {timeout}s")
+        chunk = os.read(proc.stdout.fileno(), 1)
+        if not chunk:
+            raise RuntimeError(f"the broker exited at start (code {proc.wait()})")
+        line += chunk
+    return line.decode().split()[-1]

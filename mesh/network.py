@@ -1,0 +1,70 @@
+"""The broker's record of one network: its spec, encoder, groups and the
+passes in flight. A pass is one batch of rows on its way through the mesh,
+named by its sequence number."""
+from collections import deque
+
+import numpy as np
+
+from .encoder import Encoder
+
+
+class Pass:
+    def __init__(self, seq, job, X, keep=False, drop=()):
+        self.seq, self.job, self.X, self.keep, self.drop = seq, job, X, keep, list(drop)
+        self.rows = len(X)
+        self.parts = {}      # output group index -> z slice
+        self.z = None
+        self.dones = 0       # layer-1 groups finished with its backward
+        self.in_flight = False
+        self.bwd = None      # (header, dz) once the output gradient is sent
+
+
+class Network:
+    def __init__(self, nid, spec, encoder=None, window=None):
+        self.id, self.spec = nid, spec
+        self.encoder = encoder or Encoder()
+        self.groups = {}          # gid -> record: gid, layer, index, lo, hi, worker, host, pid, endpoints
+        self.layers = [[] for _ in spec.sizes]   # gids per layer, in neuron order
+        self.push = {}            # gid -> the broker's PUSH socket to that group
+        self.seq = 0
+        self.step = 0
+        self.passes = {}          # seq -> Pass, in flight or held for a backprop
+        self.queue = deque()      # passes waiting for a slot in the window
+        self.in_flight = 0
+        self.window = window or 4 * len(spec.sizes) + 4
+        self.held = {}            # client identity -> [Pass] of its last predict
+        self.error = None         # why this network can no longer work
+        self.trainer = None       # the training job, while one runs
+        self.jobs = set()
+        self.created = False
+
+    @property
+    def inputs(self):
+        """Current input width of layer 1 (0 until the first rows arrive)."""
+        return len(self.encoder.keys)
+
+    def next_seq(self):
+        self.seq += 1
+        return self.seq
+
+    def next_step(self):
+        self.step += 1
+        return self.step
+
+    def first(self):
+        return self.layers[0]
+
+    def last(self):
+        return self.layers[-1]
+
+    def gather(self, parts):
+        """The whole last layer from its groups' slices."""
+        return parts[0] if len(parts) == 1 else np.concatenate([parts[i] for i in range(len(parts))], axis=1)
+
+    def describe(self, gid):
+        g = self.groups[gid]
+        return f"group {gid} (layer {g['layer'] + 1}, neurons {g['lo']}..{g['hi'] - 1}, pid {g.get('pid')} on {g['host']})"
+
+    def records(self):
+        return [{"gid": g["gid"], "layer": g["layer"] + 1, "neurons": [g["lo"], g["hi"]], "pid": g.get("pid"),
+                 "host": g["host"], "worker": g["worker_name"]} for g in self.groups.values()]

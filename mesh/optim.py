@@ -1,0 +1,62 @@
+"""Optimizers, held by each group for its own weights. Same definitions as the
+reference network: sgd, momentum (v = mu v + g; p -= lr v) and adam (bias
+corrected, one step counter shared by a group's arrays)."""
+import numpy as np
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays kept per parameter
+
+
+class Optimizer:
+    def __init__(self, name="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
+        if name not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        self.name, self.momentum, self.beta1, self.beta2, self.eps = name, momentum, beta1, beta2, eps
+        self.t = 0
+        self.slots = None  # per parameter: a list of arrays shaped like it
+
+    def settings(self):
+        return {"name": self.name, "momentum": self.momentum, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+    def step(self, params, grads, lr):
+        """Update params in place from grads."""
+        if self.slots is None:
+            self.slots = [[np.zeros_like(p) for _ in range(SLOTS[self.name])] for p in params]
+        self.t += 1
+        for p, g, slot in zip(params, grads, self.slots):
+            if self.name == "sgd":
+                p -= lr * g
+            elif self.name == "momentum":
+                v, = slot
+                v *= self.momentum
+                v += g
+                p -= lr * v
+            else:
+                m, v = slot
+                m *= self.beta1
+                m += (1 - self.beta1) * g
+                v *= self.beta2
+                v += (1 - self.beta2) * g * g
+                mhat = m / (1 - self.beta1 ** self.t)
+                vhat = v / (1 - self.beta2 ** self.t)
+                p -= lr * mhat / (np.sqrt(vhat) + self.eps)
+
+    def grow(self, index, new_cols):
+        """Zero state for columns appended to parameter `index` (a weight matrix)."""
+        if self.slots is not None:
+            self.slots[index] = [np.concatenate([s, np.zeros((s.shape[0], new_cols), s.dtype)], axis=1)
+                                 for s in self.slots[index]]
+
+    def state(self):
+        """(plain header data, arrays) for a snapshot."""
+        arrays = [s for slot in (self.slots or []) for s in slot]
+        return {"t": self.t, "has_slots": self.slots is not None, **self.settings()}, arrays
+
+    @classmethod
+    def restore(cls, meta, arrays, n_params):
+        opt = cls(meta["name"], meta["momentum"], meta["beta1"], meta["beta2"], meta["eps"])
+        opt.t = int(meta["t"])
+        if meta["has_slots"]:
+            k = SLOTS[opt.name]
+            opt.slots = [[np.array(a) for a in arrays[i * k:(i + 1) * k]] for i in range(n_params)]
+        return opt

@@ -1,0 +1,45 @@
+"""Where groups run and how they are wired: pure functions, no sockets."""
+
+
+def place(groups, workers):
+    """Assign groups (in network order) to workers in contiguous runs sized by
+    capacity, so consecutive slices of a layer, and adjacent layers, share a
+    host where they can. workers: [(worker_id, slots)]. -> [worker_id per group]."""
+    if not workers:
+        raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
+    total = sum(slots for _, slots in workers)
+    out, start, acc = [], 0, 0
+    for wid, slots in workers:
+        acc += slots
+        end = round(len(groups) * acc / total)
+        out += [wid] * (end - start)
+        start = end
+    return out
+
+
+def link(src_host, dst):
+    """The endpoint src should dial to reach group dst: ipc on the same host."""
+    if dst["host"] == src_host and "ipc" in dst["endpoints"]:
+        return dst["endpoints"]["ipc"]
+    return dst["endpoints"]["tcp"]
+
+
+def wiring(layers):
+    """Per group: the setup fields for its neighbours.
+
+    layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
+    endpoints. Forward goes to every group of the next layer; backward sends
+    each group of the previous layer its columns [lo, hi) of dL/dx."""
+    setups = {}
+    for l, layer in enumerate(layers):
+        prev = layers[l - 1] if l > 0 else []
+        nxt = layers[l + 1] if l + 1 < len(layers) else []
+        for index, g in enumerate(layer):
+            setups[g["gid"]] = {
+                "index": index,
+                "fan_in": len(prev) or 1,   # layer 1 hears from the broker alone
+                "fan_out": len(nxt) or 1,   # the last layer hears from the broker alone
+                "down": [[link(g["host"], d), d["lo"], d["hi"]] for d in nxt],
+                "up": [[link(g["host"], u), u["lo"], u["hi"]] for u in prev],
+            }
+    return setups

@@ -1,0 +1,56 @@
+"""The one place that makes zmq sockets, so every option is set the same way.
+
+LINGER 0: a process that stops never waits on peers that may be gone.
+HWM: flow control is done by the broker's bounded window of passes in flight,
+so the high-water mark only has to be high enough never to block or drop
+inside that window. MAXMSGSIZE: a peer cannot make us buffer an unbounded
+message.
+"""
+import zmq
+
+from . import wire
+
+HWM = 10_000
+MAX_MESSAGE = 1 << 30  # bytes; the broker's client socket carries whole data sets
+
+
+def make(ctx, kind, *, bind=None, connect=None, max_message=MAX_MESSAGE, hwm=HWM):
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_message)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    for addr in _list(bind):
+        sock.bind(addr)
+    for addr in _list(connect):
+        sock.connect(addr)
+    return sock
+
+
+def _list(x):
+    return [] if x is None else [x] if isinstance(x, str) else list(x)
+
+
+def send(sock, header, arrays=(), identity=None):
+    frames = wire.pack(header, arrays)
+    if identity is not None:
+        frames.insert(0, identity)
+    sock.send_multipart(frames, copy=False)
+
+
+def recv(sock, routed=False, max_header=wire.MAX_HEADER):
+    """(identity or None, header, arrays). WireError carries the identity for a reply."""
+    frames = sock.recv_multipart()
+    identity = frames.pop(0) if routed else None
+    try:
+        header, arrays = wire.unpack(frames, max_header)
+    except wire.WireError as e:
+        e.identity = identity
+        raise
+    return identity, header, arrays
+
+
+def bound_endpoint(sock):
+    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()

@@ -1,0 +1,83 @@
+"""What a network is: its layer sizes and functions, how it is cut into groups,
+and its initial weights, drawn in one place so that the same seed gives the
+same network whatever the group size or placement."""
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
+OUTPUTS = ("sigmoid", "linear", "softmax")
+LOSSES = ("mse", "cross_entropy")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Spec:
+    sizes: list               # hidden sizes then output size; the input width comes from the data
+    activation: str = "sigmoid"
+    output: str = "sigmoid"
+    loss: str = "mse"
+    dtype: str = "float32"
+    group_size: int = None    # None: one process per layer
+    seed: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.sizes, (int, np.integer)):
+            self.sizes = [self.sizes]
+        try:
+            self.sizes = [int(n) for n in self.sizes]
+        except (TypeError, ValueError):
+            raise ValueError(f"layer sizes must be integers, got {self.sizes!r}") from None
+        if not self.sizes or any(n < 1 for n in self.sizes):
+            raise ValueError(f"layer sizes must be one or more positive integers, got {self.sizes}")
+        _choice("activation", self.activation, ACTIVATIONS)
+        _choice("output", self.output, OUTPUTS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("dtype", self.dtype, DTYPES)
+        if self.loss == "cross_entropy" and self.output == "linear":
+            raise ValueError("cross_entropy needs a softmax or sigmoid output, not linear")
+        if self.group_size is not None:
+            if isinstance(self.group_size, bool) or not isinstance(self.group_size, (int, np.integer)) or self.group_size < 1:
+                raise ValueError(f"group_size must be a positive integer or None, got {self.group_size!r}")
+            self.group_size = int(self.group_size)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        self.seed = int(self.seed)
+
+    def to_dict(self):
+        return asdict(self)
+
+    def slices(self, layer):
+        """[(lo, hi), ...]: the neuron ranges of one layer's groups."""
+        n = self.sizes[layer]
+        k = self.group_size or n
+        return [(lo, min(lo + k, n)) for lo in range(0, n, k)]
+
+    def groups(self):
+        """[(layer, lo, hi), ...] for the whole network, layer by layer."""
+        return [(layer, lo, hi) for layer in range(len(self.sizes)) for lo, hi in self.slices(layer)]
+
+    def hidden_function(self, layer):
+        """What a group of this layer applies; the output function is the broker's."""
+        return self.activation if layer < len(self.sizes) - 1 else "linear"
+
+
+def initial_layer(spec, layer, fan_in):
+    """(W, b) of one layer: W (out, in) uniform Glorot (He for relu), b zero.
+
+    Each layer draws from its own stream (seed, layer), so growing the input
+    layer later never changes the other layers.
+    """
+    fan_out = spec.sizes[layer]
+    rng = np.random.default_rng([spec.seed, layer])
+    if spec.activation == "relu" and layer < len(spec.sizes) - 1:
+        limit = np.sqrt(6.0 / max(fan_in, 1))
+    else:
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+    W = rng.uniform(-limit, limit, size=(fan_out, fan_in)).astype(spec.dtype)
+    return W, np.zeros(fan_out, dtype=spec.dtype)
+
+
+def _choice(what, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"unknown {what} {value!r}; choose one of {', '.join(allowed)}")

@@ -1,0 +1,78 @@
+"""Rows that mix numbers and strings, carried as plain arrays:
+
+    X        float64 (rows, positions): the numbers; 0 where a cell is a string
+    S        int64   (rows, positions): -1 for a number, else an index into strings
+    strings  one uint8 frame: the distinct strings, UTF-8, NUL-separated
+
+All-number rows travel as X alone. No pickling, and no JSON per cell."""
+import numbers
+
+import numpy as np
+
+from .wire import WireError
+
+
+def from_rows(rows):
+    """(header fields, arrays) for a list of rows, one row, or a 2-D array."""
+    if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub":
+        X = np.atleast_2d(rows).astype(np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"rows must be 1-D or 2-D, got shape {rows.shape}")
+        return {"width": X.shape[1]}, [X]
+    if hasattr(rows, "to_numpy") and hasattr(rows, "columns"):  # a DataFrame
+        rows = rows.to_numpy(dtype=object).tolist()
+    elif isinstance(rows, np.ndarray):
+        rows = rows.tolist()
+    rows = list(rows)
+    if rows and not isinstance(rows[0], (list, tuple, np.ndarray)):
+        rows = [rows]
+    if not rows:
+        raise ValueError("no rows given")
+    width = len(rows[0])
+    X = np.zeros((len(rows), width))
+    S = np.full((len(rows), width), -1, dtype=np.int64)
+    strings, index = [], {}
+    for r, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"row {r} has {len(row)} values, row 0 has {width}")
+        for p, v in enumerate(row):
+            if isinstance(v, str):
+                if "\0" in v:
+                    raise ValueError(f"row {r}, position {p}: strings may not contain NUL")
+                S[r, p] = index.setdefault(v, len(index))
+                if S[r, p] == len(strings):
+                    strings.append(v)
+            elif isinstance(v, (numbers.Real, np.bool_)) and not isinstance(v, bool) or isinstance(v, (bool, np.bool_)):
+                X[r, p] = float(v)
+            else:
+                raise ValueError(f"row {r}, position {p}: {v!r} is neither a number nor a string")
+    if not strings:
+        return {"width": width}, [X]
+    blob = np.frombuffer("\0".join(strings).encode(), dtype=np.uint8)
+    return {"width": width, "strings": len(strings)}, [X, S, blob.astype(np.int64)]
+
+
+def to_table(header, arrays):
+    """(X, S or None, strings) from received fields; WireError if inconsistent."""
+    if not arrays:
+        raise WireError("no rows in message")
+    X = arrays[0]
+    if X.ndim != 2 or X.dtype != np.float64:
+        raise WireError(f"rows must be a 2-D float64 array, got {X.dtype}{list(X.shape)}")
+    n = header.get("strings", 0)
+    if not n:
+        return X, None, []
+    if len(arrays) != 3:
+        raise WireError("rows with strings need X, S and the string table")
+    S, blob = arrays[1], arrays[2]
+    if S.shape != X.shape or S.dtype != np.int64:
+        raise WireError(f"string index shape {list(S.shape)} does not match rows {list(X.shape)}")
+    if blob.size and (blob.min() < 0 or blob.max() > 255):
+        raise WireError("string table is not bytes")
+    try:
+        strings = blob.astype(np.uint8).tobytes().decode().split("\0")
+    except UnicodeDecodeError:
+        raise WireError("string table is not UTF-8") from None
+    if len(strings) != n or (S.size and (S.min() < -1 or S.max() >= n)):
+        raise WireError("string index out of range")
+    return X, S, strings

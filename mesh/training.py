@@ -1,0 +1,146 @@
+"""Training, run by the broker as one job: epochs of mini-batches, each cut
+into micro-batches that stream through the mesh back to back.
+
+exact: groups accumulate the gradients of a mini-batch's micro-batches and
+    apply them when the last one has passed; the next mini-batch starts once
+    layer 1 is done with this one. Same maths as in-process mini-batch SGD.
+async: every micro-batch is applied as soon as its backward passes; the next
+    ones are already in flight, so they see weights a few steps old (stale
+    gradients). Faster, not exact.
+"""
+import time
+
+import numpy as np
+
+from . import wire
+from .head import loss_and_grad
+from .jobs import Job
+from .network import Pass
+from .optim import Optimizer
+
+MODES = ("exact", "async")
+PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
+
+
+def options(o, rows):
+    """Checked training options with defaults; ValueError names the bad one."""
+    out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(o.get("batch_size") or 32),
+           "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
+           "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0)}
+    if out["epochs"] < 1:
+        raise ValueError(f"epochs must be at least 1, got {out['epochs']}")
+    if out["batch_size"] < 1:
+        raise ValueError(f"batch_size must be at least 1, got {out['batch_size']}")
+    if not np.isfinite(out["learning_rate"]) or out["learning_rate"] < 0:
+        raise ValueError(f"invalid learning rate: {o.get('learning_rate')}")
+    if out["mode"] not in MODES:
+        raise ValueError(f"unknown mode {out['mode']!r}; choose exact or async")
+    if out["micro_batches"] is not None and int(out["micro_batches"]) < 1:
+        raise ValueError(f"micro_batches must be at least 1, got {out['micro_batches']}")
+    opt = o.get("optimizer", "sgd")
+    settings = opt if isinstance(opt, dict) else {"name": opt}
+    out["optimizer"] = Optimizer(**settings).settings()  # validates the name
+    if rows < 1:
+        raise ValueError("no rows to train on")
+    return out
+
+
+def micro_count(batch_size, depth, asked):
+    """Micro-batches per mini-batch: enough to keep every stage busy, not so
+    many that messages cost more than the maths."""
+    if asked is not None:
+        return max(1, min(int(asked), batch_size))
+    return max(1, min(batch_size // 16, 2 * depth))
+
+
+class Train(Job):
+    def __init__(self, broker, net, client, req, timeout, X, Y, opts):
+        super().__init__(broker, net, client, req, timeout)
+        n_out = net.spec.sizes[-1]
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 1:
+            Y = Y.reshape(-1, 1) if n_out == 1 or len(Y) == len(X) else Y.reshape(1, -1)
+        if Y.shape != (len(X), n_out):
+            raise ValueError(f"targets have shape {list(Y.shape)}, need {[len(X), n_out]} (rows x outputs)")
+        if not np.all(np.isfinite(Y)):
+            raise ValueError("targets must be finite numbers")
+        self.o = options(opts, len(X))
+        self.X, self.Y = X.astype(net.spec.dtype), Y.astype(net.spec.dtype)
+        self.rng = np.random.default_rng(self.o["seed"]) if self.o["shuffle"] else None
+        self.epoch, self.history = 0, []
+        self.micro = micro_count(self.o["batch_size"], len(net.spec.sizes), self.o["micro_batches"])
+        self.started = self.reported = time.monotonic()
+        self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
+        self.configuring = set(net.groups)
+        for gid in net.groups:
+            broker.to_group(net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": req})
+
+    def waiting_for(self):
+        if self.configuring:
+            return f"optimizer set-up at {self.net.describe(sorted(self.configuring)[0])}"
+        return f"training pass at {self.net.describe(self.net.first()[0])} (or a group after it)"
+
+    def on_ready(self, gid):
+        if self.configuring:
+            self.configuring.discard(gid)
+            if not self.configuring:
+                self.start_epoch()
+
+    def start_epoch(self):
+        n = len(self.X)
+        self.order = self.rng.permutation(n) if self.rng is not None else np.arange(n)
+        self.batch_at, self.loss_sum, self.epoch_rows = 0, 0.0, 0
+        if self.o["mode"] == "async":
+            while self.batch_at < n:
+                self.start_batch()
+        else:
+            self.start_batch()
+
+    def start_batch(self):
+        bs = self.o["batch_size"]
+        idx = self.order[self.batch_at:self.batch_at + bs]
+        self.batch_at += len(idx)
+        exact = self.o["mode"] == "exact"
+        pieces = np.array_split(idx, min(self.micro, len(idx)))
+        step = self.net.next_step()
+        self.left_in_batch = len(pieces)
+        for piece in pieces:
+            p = Pass(self.net.next_seq(), self, self.X[piece], keep=True)
+            p.T, p.batch_rows = self.Y[piece], len(idx)
+            # exact: one step per mini-batch; async: every micro-batch is its own step
+            p.step, p.of = (step, len(pieces)) if exact else (self.net.next_step(), 1)
+            self.broker.submit(self.net, p)
+
+    def on_output(self, p):
+        loss, dz = loss_and_grad(self.net.spec.output, self.net.spec.loss, p.z, p.T, p.batch_rows)
+        self.loss_sum += loss
+        p.z = None
+        self.broker.send_backward(self.net, p, dz, p.step, p.of, self.o["learning_rate"])
+
+    def on_done(self, p):
+        self.broker.finish_pass(self.net, p, forget=True)
+        self.progress()
+        self.rows_done += p.rows
+        self.epoch_rows += p.rows
+        self.left_in_batch -= 1
+        self.report()
+        if self.epoch_rows < len(self.X):
+            if self.o["mode"] == "exact" and self.left_in_batch == 0:
+                self.start_batch()
+            return
+        self.history.append(self.loss_sum / len(self.X))
+        self.epoch += 1
+        if self.epoch < self.o["epochs"]:
+            self.start_epoch()
+        else:
+            self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done)
+
+    def report(self):
+        now = time.monotonic()
+        if now - self.reported < PROGRESS_EVERY:
+            return
+        self.reported = now
+        self.broker.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.epoch + 1, epochs=self.o["epochs"],
+                          rows=self.epoch_rows, total=len(self.X),
+                          loss=self.loss_sum / max(self.epoch_rows, 1),
+                          rate=self.rows_done / max(now - self.started, 1e-9))

@@ -1,0 +1,110 @@
+"""The wire contract: every message in the mesh is one multipart zmq message
+
+    frame 0      header: a UTF-8 JSON object, at most MAX_HEADER bytes
+    frame 1..n   raw array buffers, C order, described by header["a"]
+
+header["k"] names the kind of message (table below); header["a"] is a list of
+[dtype, shape] pairs, one per array frame. Data messages also carry "net" (the
+network id) and "seq" (the pass they belong to). Nothing is ever pickled: a
+peer can only send us JSON and bytes of a declared dtype and shape.
+
+On a ROUTER socket the peer identity frame comes first and is not part of this.
+"""
+import json
+
+import numpy as np
+
+MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their own frames
+DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
+
+# Kinds of message, by socket.
+# client -> broker (DEALER -> ROUTER); every reply echoes the request's "id"
+CREATE = "create"        # spec -> network id
+PREDICT = "predict"      # rows -> outputs
+BACKPROP = "backprop"    # targets of the last predict -> one optimizer step
+TRAIN = "train"          # X, Y, options -> per-epoch loss; streams PROGRESS first
+WEIGHTS = "weights"      # -> every layer's W and b
+PROCESSES = "processes"  # -> one record per group process
+STATUS = "status"        # -> workers, networks, groups
+DROP = "drop"            # end a network's group processes
+SAVE = "save"            # -> spec, encoder and arrays, for the client to write
+LOAD = "load"            # spec, encoder and arrays -> a new network
+REPLY = "reply"          # broker -> client: {"ok": true, ...} or {"ok": false, "error": ...}
+PROGRESS = "progress"    # broker -> client during long work
+
+# worker <-> broker (DEALER -> the same ROUTER)
+REGISTER = "register"    # worker: host, slots, pid
+WELCOME = "welcome"      # broker: the address of its inbox
+HEARTBEAT = "hb"         # both ways, every heartbeat interval
+SPAWN = "spawn"          # broker: start a group process with this config
+SPAWNED = "spawned"      # worker: group gid runs as pid
+EXITED = "exited"        # worker: group gid's process ended, with its exit code
+KILL = "kill"            # broker: end group gid
+
+# group inbox (PULL); broker and neighbours PUSH here
+SETUP = "setup"          # broker: weights, neighbours, fan-in
+FWD = "fwd"              # activations of one upstream group (or the input rows)
+BWD = "bwd"              # dL/da for this group from one downstream group (or the broker)
+GROW = "grow"            # broker: append input columns (layer 1 only)
+GET = "get"              # broker: send back weights and optimizer state
+SET = "set"              # broker: replace weights and optimizer state
+OPTIM = "optim"          # broker: train with these optimizer settings (fresh state if they differ)
+STOP = "stop"            # broker: exit cleanly
+
+# broker inbox (PULL); groups PUSH here
+HELLO = "hello"          # group started: its pid and inbox endpoints
+READY = "ready"          # group wired
+OUT = "out"              # last layer's activations for one pass
+DONE = "done"            # layer-1 group finished the backward of one pass
+STATE = "state"          # reply to GET
+FAULT = "fault"          # a group refused a message; says why
+
+class WireError(ValueError):
+    """A message that does not follow the contract above."""
+
+
+def pack(header, arrays=()):
+    """Frames for one message: the JSON header, then each array's buffer."""
+    arrays = [np.ascontiguousarray(a) for a in arrays]
+    for a in arrays:
+        if a.dtype.str not in DTYPES:
+            raise WireError(f"dtype {a.dtype} cannot travel; use one of {sorted(DTYPES)}")
+    header = dict(header, a=[[a.dtype.str, list(a.shape)] for a in arrays])
+    return [json.dumps(header, separators=(",", ":")).encode()] + [memoryview(a).cast("B") if a.size else b"" for a in arrays]
+
+
+def unpack(frames, max_header=MAX_HEADER):
+    """(header, arrays) from received frames; WireError on anything malformed."""
+    if not frames:
+        raise WireError("empty message")
+    raw = frames[0]
+    raw = raw if isinstance(raw, (bytes, bytearray)) else raw.bytes
+    if len(raw) > max_header:
+        raise WireError(f"header of {len(raw)} bytes exceeds the limit of {max_header}")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise WireError(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("k"), str):
+        raise WireError("header must be a JSON object with a string 'k'")
+    specs = header.pop("a", [])
+    if not isinstance(specs, list) or len(specs) != len(frames) - 1:
+        raise WireError(f"header declares {len(specs) if isinstance(specs, list) else '?'} arrays, message has {len(frames) - 1}")
+    arrays = [_array(spec, frame) for spec, frame in zip(specs, frames[1:])]
+    return header, arrays
+
+
+def _array(spec, frame):
+    try:
+        dtype_name, shape = spec
+        dtype = DTYPES[dtype_name]
+        shape = tuple(int(n) for n in shape)
+    except (TypeError, ValueError, KeyError):
+        raise WireError(f"bad array description {spec!r}") from None
+    if any(n < 0 for n in shape) or len(shape) > 4:
+        raise WireError(f"bad array shape {shape}")
+    buf = frame if isinstance(frame, (bytes, bytearray)) else frame.buffer
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if len(buf) != expected:
+        raise WireError(f"array {dtype_name}{list(shape)} needs {expected} bytes, frame has {len(buf)}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)

@@ -1,0 +1,107 @@
+"""A worker: one per machine (or slice of one). It registers with the broker,
+heartbeats, starts and ends group processes on the broker's word (through
+its spawner), and reports every group exit at once."""
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import time
+from urllib.parse import urlparse
+
+import zmq
+
+from . import heartbeat, sockets, wire
+from .spawner import Spawner
+
+log = logging.getLogger("mesh.worker")
+
+
+def route_address(broker_host):
+    """The local address this host uses to reach the broker: what peers should dial."""
+    if broker_host in ("127.0.0.1", "localhost", "::1"):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect((broker_host, 9))  # UDP connect sends nothing; it only picks a route
+        return s.getsockname()[0]
+
+
+class Worker:
+    def __init__(self, broker, advertise=None, listen=None, slots=None):
+        self.broker_addr = broker
+        self.broker_host = urlparse(broker.replace("tcp://", "http://")).hostname
+        self.advertise = advertise or route_address(self.broker_host)
+        self.listen = listen or self.advertise
+        self.slots = slots or os.cpu_count()
+        self.ipc_dir = tempfile.mkdtemp(prefix="mesh-", dir="/tmp")  # short: ipc paths are limited to ~107 bytes
+        self.groups = {}  # gid -> pid
+        self.running = True
+
+    def run(self):
+        self.spawner = Spawner()  # fork before any zmq context exists
+        self.ctx = zmq.Context()
+        try:
+            self._loop()
+        finally:
+            self.spawner.close()
+            self.ctx.destroy(linger=0)
+            shutil.rmtree(self.ipc_dir, ignore_errors=True)
+
+    def _connect(self):
+        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=self.broker_addr)
+        self.peer = heartbeat.Peer()
+        self.inbox = None
+        sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
+                                 "slots": self.slots, "pid": os.getpid(), "groups": self.groups})
+
+    def _loop(self):
+        backoff = heartbeat.Backoff()
+        self._connect()
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.spawner.fileno(), zmq.POLLIN)
+        while self.running:
+            events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
+            if self.sock in events:
+                _, h, _ = sockets.recv(self.sock)
+                self.peer.heard_now()
+                backoff.reset()
+                self._handle(h)
+            if self.spawner.fileno() in events:
+                for ev in self.spawner.events():
+                    self._report(ev)
+            if self.peer.due():
+                sockets.send(self.sock, {"k": wire.HEARTBEAT})
+            if self.peer.expired():
+                delay = backoff.next()
+                log.warning("broker %s silent; reconnecting in %.0fs", self.broker_addr, delay)
+                poller.unregister(self.sock)
+                self.sock.close()
+                time.sleep(delay)
+                self._connect()
+                poller.register(self.sock, zmq.POLLIN)
+
+    def _handle(self, h):
+        k = h["k"]
+        if k == wire.WELCOME:
+            self.inbox = f"tcp://{self.broker_host}:{h['inbox_port']}"
+        elif k == wire.SPAWN:
+            config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,
+                          advertise=self.advertise, ipc_dir=self.ipc_dir)
+            self.spawner.spawn(config["gid"], config)
+        elif k == wire.KILL:
+            self.spawner.kill(h["gid"])
+        elif k == wire.STOP:
+            self.running = False
+
+    def _report(self, ev):
+        if ev["op"] == "spawned":
+            self.groups[ev["gid"]] = ev["pid"]
+            sockets.send(self.sock, {"k": wire.SPAWNED, "gid": ev["gid"], "pid": ev["pid"]})
+        else:
+            self.groups.pop(ev["gid"], None)
+            sockets.send(self.sock, {"k": wire.EXITED, "gid": ev["gid"], "pid": ev["pid"], "code": ev["code"]})
+
+
+def main(broker, advertise=None, listen=None, slots=None):
+    Worker(broker, advertise, listen, slots).run()
