@@ -9,7 +9,7 @@ import time
 
 import click
 
-from .lifecycle import die_with_parent, limit_blas_here
+from .lifecycle import die_with_parent, limit_blas_here, raise_on_sigterm
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker.")
@@ -49,6 +49,7 @@ def cli():
 def broker(bind):
     """Run the broker in the foreground."""
     _lifetime()
+    raise_on_sigterm()
     logging_setup()
     from .broker import main
     main(bind)
@@ -64,6 +65,7 @@ def worker(broker, advertise, listen, slots, blas_threads):
     """Run a worker: it joins the broker and starts group processes on its word."""
     _lifetime()
     limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
+    raise_on_sigterm()
     logging_setup()
     from .worker import main
     try:
@@ -206,6 +208,31 @@ def drop(net, broker, timeout):
     """End network NET's processes."""
     with _client(broker, timeout) as c:
         _call(lambda: c.network(net).drop())
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
+@click.option("--quick", is_flag=True, help="A reduced run (as in the tests).")
+@click.option("--data", type=click.Path(), default=None, help="Data file for demos that read one.")
+def demo(names, workers, quick, data):
+    """Run the original's experiments on a local mesh (simple, random, ... or all)."""
+    from .demos import DEMOS, run
+    from .local import LocalMesh
+    names = list(names) or ["simple"]
+    if names == ["all"]:
+        names = list(DEMOS)
+    unknown = [n for n in names if n not in DEMOS]
+    if unknown:
+        raise click.UsageError(f"unknown demo {unknown[0]!r}; choose from {', '.join(DEMOS)} or all")
+    rows = []
+    with LocalMesh(workers) as client:
+        for name in names:
+            click.echo(f"{name}:")
+            rows.append(run(name, client, quick=quick, data=data, log=click.echo))
+    click.echo(f"\n{'demo':<8} {'result':<28} {'original':<36} {'time':>7}")
+    for r in rows:
+        click.echo(f"{r['demo']:<8} {r['result']:<28} {r['original']:<36} {r['seconds']:>6.1f}s")
 
 
 def logging_setup():

@@ -28,6 +28,11 @@ class Encoder:
             self.width = width
         elif width != self.width:
             raise ValueError(f"rows have {width} values, the network takes {self.width}")
+        if S is None and self.keys == self._plain(width):  # all numbers, all known: the common case
+            if not np.isfinite(X).all():
+                r, p = np.argwhere(~np.isfinite(X))[0]
+                raise ValueError(f"row {r}, position {p}: {X[r, p]} is not a finite number")
+            return X, 0
         is_num = np.ones(X.shape, bool) if S is None else S < 0
         bad = is_num & ~np.isfinite(X)
         if bad.any():
@@ -45,6 +50,10 @@ class Encoder:
             known = cols >= 0
             out[r[known], cols[known]] = 1.0
         return out, added
+
+    @staticmethod
+    def _plain(width):
+        return [("n", p) for p in range(width)]
 
     def _grow(self, is_num, S, strings):
         first_seen = []  # (row, position, key) of keys not yet known

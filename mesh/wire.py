@@ -11,11 +11,12 @@ peer can only send us JSON and bytes of a declared dtype and shape.
 On a ROUTER socket the peer identity frame comes first and is not part of this.
 """
 import json
+import math
 
 import numpy as np
 
 MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their own frames
-DTYPES = {"<f4": np.float32, "<f8": np.float64, "<i8": np.int64}
+DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64)}
 
 # Kinds of message, by socket.
 # client -> broker (DEALER -> ROUTER); every reply echoes the request's "id"
@@ -104,7 +105,7 @@ def _array(spec, frame):
     if any(n < 0 for n in shape) or len(shape) > 4:
         raise WireError(f"bad array shape {shape}")
     buf = frame if isinstance(frame, (bytes, bytearray)) else frame.buffer
-    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    expected = math.prod(shape) * dtype.itemsize
     if len(buf) != expected:
         raise WireError(f"array {dtype_name}{list(shape)} needs {expected} bytes, frame has {len(buf)}")
     return np.frombuffer(buf, dtype=dtype).reshape(shape)

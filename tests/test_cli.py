@@ -1,0 +1,101 @@
+"""The `mesh` command, as a user runs it: real processes, ended in teardown."""
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import alive
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mesh_cmd(*args, env=None, timeout=60):
+    return subprocess.run([sys.executable, "-m", "mesh", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def mesh_up():
+    addr = f"tcp://127.0.0.1:{free_port()}"
+    p = subprocess.Popen([sys.executable, "-m", "mesh", "up", "--bind", addr, "--workers", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0, stdin=subprocess.DEVNULL)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 30)
+        assert ready, "mesh up printed nothing within 30s"
+        line = p.stdout.readline().decode()
+        assert line.startswith("mesh up: broker " + addr), line
+        yield p, addr
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # anything of its group still there
+        except ProcessLookupError:
+            pass
+        p.stdout.close()
+        p.stderr.close()
+
+
+def test_up_create_predict_status_and_ctrl_c(mesh_up):
+    p, addr = mesh_up
+    r = mesh_cmd("create", "5,5,1", "--group-size", "1", "--seed", "7", "--broker", addr)
+    assert r.returncode == 0, r.stderr
+    net = r.stdout.strip()
+    assert net == "n1"
+    r = mesh_cmd("predict", net, "0,1", "1,0", env={"MESH_BROKER": addr})
+    assert r.returncode == 0, r.stderr
+    outs = [float(v) for v in r.stdout.split()]
+    assert len(outs) == 2 and all(0 < v < 1 for v in outs)
+    r = mesh_cmd("status", "--broker", addr)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum(line.startswith("worker ") for line in lines) == 2
+    group_lines = [line for line in lines if line.startswith("  n1.")]
+    assert len(group_lines) == 11
+    pids = [int(line.split(" pid ")[1].split()[0]) for line in group_lines]
+    assert all(alive(pid) for pid in pids)
+    # Ctrl-C on `mesh up` ends every process it started
+    p.send_signal(signal.SIGINT)
+    assert p.wait(timeout=15) == 0
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(pid) for pid in pids)
+
+
+def test_train_from_csv(mesh_up, tmp_path):
+    _, addr = mesh_up
+    csv = tmp_path / "xor.csv"
+    csv.write_text("a,b,y\n" + "0,1,1\n1,0,0\n" * 8)
+    net = mesh_cmd("create", "4,1", "--broker", addr).stdout.strip()
+    r = mesh_cmd("train", net, str(csv), "--target", "y", "--epochs", "3", "--broker", addr)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("epoch") == 3
+
+
+def test_user_mistakes_are_one_line_errors(mesh_up):
+    _, addr = mesh_up
+    r = mesh_cmd("predict", "n42", "0,1", "--broker", addr)
+    assert r.returncode == 1
+    assert "Error: unknown network 'n42'" in r.stderr and "Traceback" not in r.stderr
+    r = mesh_cmd("create", "5,x,1", "--broker", addr)
+    assert r.returncode == 2 and "expected sizes like 5,5,1" in r.stderr
+    r = mesh_cmd("status", "--broker", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.2")
+    assert r.returncode == 1 and "did not answer 'status'" in r.stderr
+
+
+def test_every_option_has_an_environment_variable():
+    r = mesh_cmd("worker", "--help")
+    assert r.returncode == 0
+    r = mesh_cmd("status", env={"MESH_BROKER": f"tcp://127.0.0.1:{free_port()}", "MESH_STATUS_TIMEOUT": "0.2"})
+    assert r.returncode == 1 and "within 5.2s" in r.stderr

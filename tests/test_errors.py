@@ -1,0 +1,152 @@
+"""Bad input gets a clear error and leaves everything running."""
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from mesh import sockets, wire
+from mesh.client import Client, MeshTimeout, RemoteError
+
+
+@pytest.fixture(scope="module")
+def net(mesh2):
+    n = mesh2.remember(mesh2.client.create([3, 1], seed=1, dtype="float64"))
+    n.predict([0.5, 0.5], remember=False)  # fixes the row width at 2
+    yield n
+    n.drop()
+
+
+def still_works(net):
+    out = net.predict([[0.1, 0.2]], remember=False)
+    assert out.shape == (1, 1) and np.isfinite(out).all()
+
+
+@pytest.mark.parametrize("rows, why", [
+    ([[1.0, 2.0, 3.0]], "rows have 3 values, the network takes 2"),
+    ([[1.0, float("nan")]], "row 0, position 1: nan is not a finite number"),
+    ([[float("inf"), 1.0]], "not a finite number"),
+    ([[1.0, None]], "neither a number nor a string"),
+    ([[1.0, {"a": 1}]], "neither a number nor a string"),
+    ([[1.0, 2.0], [1.0]], "row 1 has 1 values"),
+    ([], "no rows"),
+])
+def test_bad_rows_are_refused(net, rows, why):
+    with pytest.raises((RemoteError, ValueError), match=why):
+        net.predict(rows)
+    still_works(net)
+
+
+def test_unknown_network(mesh2):
+    from mesh.client import Network
+    with pytest.raises(RemoteError, match="unknown network 'n999'"):
+        Network(mesh2.client, "n999", None).predict([1.0, 2.0])
+
+
+def test_backprop_without_predict(net):
+    with pytest.raises(RemoteError, match="call predict first"):
+        net.backprop([1.0], learning_rate=0.1)
+    net.predict([0.1, 0.2])
+    net.backprop([1.0], learning_rate=0.1)
+    with pytest.raises(RemoteError, match="call predict first"):  # a pass trains once
+        net.backprop([1.0], learning_rate=0.1)
+    still_works(net)
+
+
+@pytest.mark.parametrize("targets, lr, why", [
+    ([1.0, 2.0], 0.1, "targets have shape"),
+    ([float("nan")], 0.1, "finite"),
+    ([1.0], -1.0, "invalid learning rate: -1"),
+])
+def test_bad_backprop(net, targets, lr, why):
+    net.predict([0.1, 0.2])
+    with pytest.raises(RemoteError, match=why):
+        net.backprop(targets, learning_rate=lr)
+    still_works(net)
+
+
+@pytest.mark.parametrize("kwargs, why", [
+    (dict(sizes=[0]), "positive integers"),
+    (dict(sizes=[2], activation="swish"), "unknown activation 'swish'"),
+    (dict(sizes=[2], output="linear", loss="cross_entropy"), "cross_entropy needs"),
+    (dict(sizes=[2], group_size=0), "group_size"),
+    (dict(sizes=[2], dtype="int8"), "unknown dtype"),
+])
+def test_bad_create(mesh2, kwargs, why):
+    with pytest.raises(ValueError, match=why):
+        mesh2.client.create(**kwargs)
+
+
+def test_bad_create_sent_raw_is_refused_by_broker(mesh2):
+    with pytest.raises(RemoteError, match="unknown activation"):
+        mesh2.client.request(wire.CREATE, spec={"sizes": [2], "activation": "nope"})
+    with pytest.raises(RemoteError, match="bad create request"):
+        mesh2.client.request(wire.CREATE, spec={"sizes": [2], "colour": "red"})
+
+
+def test_garbage_frames_on_the_broker_socket(mesh2, net):
+    ctx = zmq.Context()
+    try:
+        s = sockets.make(ctx, zmq.DEALER, connect=mesh2.mesh.address)
+        junk = [[b"\x00\xff"], [b"{}"], [b"not json", b"x"], [b'{"k": "predict", "a": [["<f8", [1000]]]}', b"12"],
+                [b'{"k": "predict", "id": 1}'], [b'{"k": "nonsense", "id": 2}'], [b'{"k": "spawned", "gid": 1}']]
+        for frames in junk:
+            s.send_multipart(frames)
+        replies = 0
+        while s.poll(2000):
+            _, h, _ = sockets.recv(s)
+            assert h["ok"] is False and h["error"]
+            replies += 1
+        assert replies == len(junk)
+    finally:
+        ctx.destroy(linger=0)
+    still_works(net)
+
+
+def test_silent_broker_times_out_with_a_clear_error():
+    ctx = zmq.Context()
+    dead = ctx.socket(zmq.ROUTER)
+    port = dead.bind_to_random_port("tcp://127.0.0.1")  # a socket that never answers
+    try:
+        with Client(f"tcp://127.0.0.1:{port}", timeout=0.2) as c:
+            t = time.monotonic()
+            with pytest.raises(MeshTimeout, match=f"broker at tcp://127.0.0.1:{port} did not answer 'status'"):
+                c.status()
+            assert time.monotonic() - t < 10
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_dead_group_fails_calls_with_its_name(fresh_mesh):
+    h = fresh_mesh(workers=1)
+    net = h.remember(h.client.create([3, 2, 1], group_size=1, seed=1))
+    net.predict([0.1, 0.2], remember=False)
+    victim = [p for p in net.processes() if p["layer"] == 2][0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            net.predict([0.1, 0.2], remember=False)
+        except RemoteError as e:
+            assert victim["gid"] in str(e) and str(victim["pid"]) in str(e)
+            break
+        assert time.monotonic() < deadline, "the dead group was never reported"
+        time.sleep(0.1)
+    # the rest of the mesh still serves new networks
+    other = h.remember(h.client.create([2, 1], seed=1))
+    assert other.predict([0.1, 0.2]).shape == (1,)
+
+
+def test_silent_group_times_out_naming_it(fresh_mesh):
+    h = fresh_mesh(workers=1, timeout=1.0)
+    net = h.remember(h.client.create([3, 1], seed=1))
+    net.predict([0.1, 0.2], remember=False)
+    out_group = [p for p in net.processes() if p["layer"] == 2][0]
+    os.kill(out_group["pid"], signal.SIGSTOP)  # alive but silent
+    try:
+        with pytest.raises(RemoteError, match=f"{out_group['gid']}.*did not answer within 1s"):
+            net.predict([0.1, 0.2], remember=False)
+    finally:
+        os.kill(out_group["pid"], signal.SIGCONT)

@@ -1,0 +1,60 @@
+"""Each neuron group is its own OS process, placed on the workers, and all of
+them end with the mesh."""
+from conftest import alive
+
+
+def cmdline(pid):
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode()
+
+
+def parent(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().split(")")[-1].split()[1])
+
+
+def test_one_process_per_neuron(mesh2):
+    net = mesh2.remember(mesh2.client.create([5, 5, 1], group_size=1, seed=7))
+    try:
+        procs = net.processes()
+        assert len(procs) == 11
+        pids = {p["pid"] for p in procs}
+        assert len(pids) == 11 and all(alive(p) for p in pids)
+        assert sorted((p["layer"], p["neurons"][0]) for p in procs) == \
+            [(1, i) for i in range(5)] + [(2, i) for i in range(5)] + [(3, 0)]
+        assert all(p["neurons"][1] - p["neurons"][0] == 1 for p in procs)
+        # groups are children of the workers' spawners, not of the broker
+        workers = {p.pid for p in mesh2.mesh.procs[1:]}
+        assert all(parent(parent(p)) in workers for p in pids)
+        assert {p["worker"] for p in procs} == {"w1", "w2"}  # spread over both workers
+    finally:
+        net.drop()
+
+
+def test_group_size_slices_layers(mesh2):
+    net = mesh2.remember(mesh2.client.create([5, 3], group_size=2, seed=7))
+    try:
+        ranges = sorted((p["layer"], tuple(p["neurons"])) for p in net.processes())
+        assert ranges == [(1, (0, 2)), (1, (2, 4)), (1, (4, 5)), (2, (0, 2)), (2, (2, 3))]
+    finally:
+        net.drop()
+
+
+def test_whole_layer_by_default(mesh2):
+    net = mesh2.remember(mesh2.client.create([5, 3], seed=7))
+    try:
+        assert sorted((p["layer"], tuple(p["neurons"])) for p in net.processes()) == [(1, (0, 5)), (2, (0, 3))]
+    finally:
+        net.drop()
+
+
+def test_drop_ends_the_group_processes(mesh2):
+    import time
+    net = mesh2.client.create([3, 3], group_size=1, seed=7)
+    pids = [p["pid"] for p in net.processes()]
+    net.drop()
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in pids)
+    assert all(n["net"] != net.id for n in mesh2.client.status()["networks"])
