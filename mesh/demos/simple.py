@@ -10,7 +10,7 @@ def run(client, quick=False, data=None, log=print):
     net = client.create([5, 5, 1], group_size=1, seed=7)
     try:
         rows, targets = [[0.0, 1.0], [1.0, 0.0]], [1.0, 0.0]
-        steps = 300 if quick else 1500
+        steps = 200 if quick else 600
         for i in range(steps):
             j = i % 2
             net.predict(rows[j])
