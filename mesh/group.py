@@ -163,9 +163,17 @@ def main(config):
                         format=f"%(asctime)s group {config['gid']} %(levelname)s %(message)s")
     ctx = zmq.Context()
     group = Group(ctx, config)
+    profile_dir = os.environ.get("MESH_PROFILE_DIR")  # a development aid: one cProfile dump per group
+    if profile_dir:
+        import cProfile
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         group.run()
     except KeyboardInterrupt:
         pass
     finally:
+        if profile_dir:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(profile_dir, f"{config['gid']}.prof"))
         ctx.destroy(linger=0)

@@ -5,13 +5,17 @@ import numpy as np
 from .optim import Optimizer
 
 
-def activate(name, z):
+def activate(name, z, out=None):
     if name == "sigmoid":
-        return 0.5 * (1.0 + np.tanh(0.5 * z))  # = 1/(1+e^-z), without overflow warnings
+        z = np.multiply(z, 0.5, out=out)
+        np.tanh(z, out=z)
+        z += 1.0
+        z *= 0.5
+        return z  # = 1/(1+e^-z), without overflow warnings
     if name == "tanh":
-        return np.tanh(z)
+        return np.tanh(z, out=out)
     if name == "relu":
-        return np.maximum(z, 0)
+        return np.maximum(z, 0, out=out)
     return z
 
 
@@ -22,40 +26,53 @@ def slope(name, a):
     if name == "tanh":
         return 1 - a * a
     if name == "relu":
-        return (a > 0).astype(a.dtype)
+        return a > 0
     return None  # linear: 1
 
 
 class Neurons:
+    """A group's weights W (rows, inputs), bias b, optimizer, and the
+    micro-batches of the step in progress: their gradient is formed in one
+    matrix product when the step is applied (fewer, larger products)."""
+
     def __init__(self, W, b, function, optimizer=None):
         self.W = np.array(W)
         self.b = np.array(b)
         self.function = function
         self.optimizer = optimizer or Optimizer()
-        self.zero_grads()
-
-    def zero_grads(self):
-        self.gW = np.zeros_like(self.W)
-        self.gb = np.zeros_like(self.b)
+        self.pending = []  # (x, delta) of each micro-batch since the last step
 
     def forward(self, x):
-        return activate(self.function, x @ self.W.T + self.b)
+        z = x @ self.W.T
+        z += self.b
+        return activate(self.function, z, out=z)
 
     def backward(self, x, a, dA, need_dx=True):
-        """Accumulate dW, db for this pass; return dL/dx (rows, inputs) or None."""
+        """Keep this pass's share of the gradient; return dL/dx (rows, inputs) or None.
+        dA may be overwritten."""
         s = slope(self.function, a)
-        delta = dA if s is None else dA * s
-        dX = delta @ self.W if need_dx else None  # with W before any update
-        self.gW += delta.T @ x
-        self.gb += delta.sum(axis=0)
-        return dX
+        delta = dA if s is None else np.multiply(dA, s, out=dA)
+        self.pending.append((x, delta))
+        return delta @ self.W if need_dx else None  # with W before any update
+
+    def gradients(self):
+        """(dW, db) summed over the pending micro-batches."""
+        width = self.W.shape[1]
+        xs = [x if x.shape[1] == width else _widen(x, width) for x, _ in self.pending]  # kept from before a grow
+        x = xs[0] if len(xs) == 1 else np.concatenate(xs)
+        d = self.pending[0][1] if len(xs) == 1 else np.concatenate([d for _, d in self.pending])
+        return d.T @ x, d.sum(axis=0)
 
     def apply(self, lr):
-        self.optimizer.step([self.W, self.b], [self.gW, self.gb], lr)
-        self.zero_grads()
+        gW, gb = self.gradients()
+        self.pending = []
+        self.optimizer.step([self.W, self.b], [gW, gb], lr)
 
     def grow(self, new_cols):
         rows = self.W.shape[0]
         self.W = np.concatenate([self.W, np.zeros((rows, new_cols), self.W.dtype)], axis=1)
-        self.gW = np.concatenate([self.gW, np.zeros((rows, new_cols), self.W.dtype)], axis=1)
         self.optimizer.grow(0, new_cols)
+
+
+def _widen(x, width):
+    return np.concatenate([x, np.zeros((x.shape[0], width - x.shape[1]), x.dtype)], axis=1)

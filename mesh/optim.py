@@ -19,13 +19,14 @@ class Optimizer:
         return {"name": self.name, "momentum": self.momentum, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
 
     def step(self, params, grads, lr):
-        """Update params in place from grads."""
+        """Update params in place from grads (which are consumed)."""
         if self.slots is None:
             self.slots = [[np.zeros_like(p) for _ in range(SLOTS[self.name])] for p in params]
         self.t += 1
         for p, g, slot in zip(params, grads, self.slots):
             if self.name == "sgd":
-                p -= lr * g
+                g *= lr
+                p -= g
             elif self.name == "momentum":
                 v, = slot
                 v *= self.momentum

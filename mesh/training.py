@@ -50,7 +50,7 @@ def micro_count(batch_size, depth, asked):
     many that messages cost more than the maths."""
     if asked is not None:
         return max(1, min(int(asked), batch_size))
-    return max(1, min(batch_size // 16, 2 * depth))
+    return max(1, min(batch_size // 16, depth - 1))
 
 
 class Train(Job):
