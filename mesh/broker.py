@@ -297,7 +297,7 @@ class Broker:
                 W = np.zeros((net.spec.sizes[0], added), net.spec.dtype)
             for gid in net.first():
                 g = net.groups[gid]
-                self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], before:]])
+                self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
         return M
 
     def stop_net(self, net):

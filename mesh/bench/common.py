@@ -1,0 +1,59 @@
+"""What every benchmark shares: rounds, medians with min-max, CPU accounting
+from /proc, and a plain-text table."""
+import os
+import statistics
+import time
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / TICK
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+
+
+def mesh_pids(client, net):
+    """The broker, the workers and every group process of one network."""
+    s = client.status()
+    return [s["broker"]["pid"]] + [w["pid"] for w in s["workers"]] + [p["pid"] for p in net.processes()]
+
+
+class CpuMeter:
+    """Cores kept busy between start() and stop(): CPU seconds / wall seconds."""
+
+    def __init__(self, pids):
+        self.pids = pids
+
+    def __enter__(self):
+        self.t = time.perf_counter()
+        self.c = sum(cpu_seconds(p) for p in self.pids) + time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t
+        self.cores = (sum(cpu_seconds(p) for p in self.pids) + time.process_time() - self.c) / self.wall
+
+
+def spread(values):
+    """'median (min-max)' of a list of numbers."""
+    med = statistics.median(values)
+    return med, min(values), max(values)
+
+
+def fmt_spread(values, digits=2):
+    med, lo, hi = spread(values)
+    if med >= 100:
+        return f"{med:,.0f} ({lo:,.0f}-{hi:,.0f})"
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def table(header, rows):
+    """A plain-text table; rows are lists of strings."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
+    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])

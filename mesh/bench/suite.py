@@ -1,0 +1,24 @@
+"""`mesh bench`: every benchmark in one run on one local mesh, as tables."""
+from ..local import LocalMesh
+from . import latency, throughput
+from .common import table
+
+
+def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
+    hop = latency.one_hop() if "latency" in parts else None  # before any zmq context: it forks
+    out = {}
+    with LocalMesh(workers=2, timeout=600) as client:
+        if "throughput" in parts:
+            log("training throughput ([784,1024,1024,10] relu/softmax, float32; small [64,256,256,10]):")
+            rows = throughput.run(client, rounds=1 if quick else rounds, rows=2048 if quick else 8192, log=log)
+            out["throughput"] = table(throughput.COLUMNS, [[r[c] for c in throughput.COLUMNS] for r in rows])
+        if "latency" in parts:
+            log("predict latency:")
+            rows = latency.run(client, n=100 if quick else 500, log=log, hop=hop)
+            out["latency"] = table(latency.COLUMNS, [[r[c] for c in latency.COLUMNS] for r in rows])
+    if "scaling" in parts:
+        from . import scaling
+        log("scaling ([n, n, 1] on 10 inputs, online):")
+        rows = scaling.run(**(dict(ns_grouped=(5, 50, 400), ns_neuron=(1, 8), seconds=1.0) if quick else {}), log=log)
+        out["scaling"] = scaling.table(rows)
+    return out

@@ -1,0 +1,115 @@
+"""Training throughput: the mesh against one in-process numpy program (the
+reference network, BLAS on every core) and PyTorch on the CPU when it is
+installed, on the same data, same initial weights and same batches, in one
+run. Reported per round as rows/s and as ratios; medians with min-max."""
+import time
+
+import numpy as np
+
+from ..reference import ReferenceNet
+from .common import CpuMeter, fmt_spread, mesh_pids
+
+WIDE = dict(sizes=[1024, 1024, 10], activation="relu", output="softmax", loss="cross_entropy")
+
+
+def wide_data(rows=8192, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 784)).astype(np.float32)
+    return X, np.eye(10, dtype=np.float32)[rng.integers(0, 10, rows)]
+
+
+def digits_data():
+    """scikit-learn's digits (1797 x 64, 10 classes) when installed, else random data of that shape."""
+    try:
+        from sklearn.datasets import load_digits
+        d = load_digits()
+        X = (d.data / 16.0).astype(np.float32)
+        return X, np.eye(10, dtype=np.float32)[d.target], "digits"
+    except ImportError:
+        rng = np.random.default_rng(0)
+        return rng.uniform(size=(1797, 64)).astype(np.float32), \
+            np.eye(10, dtype=np.float32)[rng.integers(0, 10, 1797)], "random 1797x64"
+
+
+def torch_trainer(layers, activation, lr):
+    """A PyTorch copy of the network, or None when torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    mods = []
+    for i, (W, b) in enumerate(layers):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(np.array(W)))
+            lin.bias.copy_(torch.from_numpy(np.array(b)))
+        mods.append(lin)
+        if i < len(layers) - 1:
+            mods.append({"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}[activation]())
+    model = torch.nn.Sequential(*mods)
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def train(X, Y, batch_size):
+        Xt, yt = torch.from_numpy(X), torch.from_numpy(Y.argmax(axis=1))
+        for lo in range(0, len(X), batch_size):
+            opt.zero_grad()
+            loss_fn(model(Xt[lo:lo + batch_size]), yt[lo:lo + batch_size]).backward()
+            opt.step()
+    return train
+
+
+def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=None, micro_batches=None, log=print):
+    """One benchmark row: rows/s of mesh, numpy and torch over `rounds` rounds of one epoch each."""
+    net = client.create(spec["sizes"], activation=spec["activation"], output=spec["output"], loss=spec["loss"],
+                        group_size=group_size, seed=0)
+    try:
+        net.predict(X[:1], remember=False)
+        layers = net.weights()
+        ref = ReferenceNet(layers, activation=spec["activation"], output=spec["output"], loss=spec["loss"],
+                           dtype=np.float32)
+        torch_train = torch_trainer(layers, spec["activation"], lr)
+        pids = mesh_pids(client, net)
+        # one untimed epoch each: page faults, BLAS buffers, first messages
+        net.train(X[:batch_size * 4], Y[:batch_size * 4], batch_size=batch_size, learning_rate=lr, shuffle=False,
+                  micro_batches=micro_batches, progress=False)
+        ref.train(X[:batch_size * 4], Y[:batch_size * 4], 1, batch_size, lr)
+        if torch_train:
+            torch_train(X[:batch_size * 4], Y[:batch_size * 4], batch_size)
+        m, n, t, cores = [], [], [], []
+        for r in range(rounds):
+            with CpuMeter(pids) as cpu:
+                net.train(X, Y, batch_size=batch_size, learning_rate=lr, shuffle=False, micro_batches=micro_batches,
+                          progress=False)
+            m.append(len(X) / cpu.wall)
+            cores.append(cpu.cores)
+            s = time.perf_counter()
+            ref.train(X, Y, 1, batch_size, lr)
+            n.append(len(X) / (time.perf_counter() - s))
+            if torch_train:
+                s = time.perf_counter()
+                torch_train(X, Y, batch_size)
+                t.append(len(X) / (time.perf_counter() - s))
+            log(f"  {name} batch {batch_size} round {r + 1}: mesh {m[-1]:,.0f} rows/s, numpy {n[-1]:,.0f}"
+                + (f", torch {t[-1]:,.0f}" if t else "") + f"; mesh kept {cores[-1]:.2f} cores busy")
+    finally:
+        net.drop()
+    row = {"bench": name, "batch": batch_size, "group_size": group_size or "layer",
+           "mesh rows/s": fmt_spread(m), "numpy rows/s": fmt_spread(n),
+           "mesh/numpy": fmt_spread([a / b for a, b in zip(m, n)]), "cores busy": fmt_spread(cores)}
+    row["torch rows/s"] = fmt_spread(t) if t else "not installed"
+    row["mesh/torch"] = fmt_spread([a / b for a, b in zip(m, t)]) if t else "-"
+    return row
+
+
+def run(client, rounds=3, rows=8192, log=print):
+    X, Y = wide_data(rows)
+    out = [compare(client, "wide", X, Y, WIDE, bs, rounds, log=log) for bs in (256, 32)]
+    Xd, Yd, what = digits_data()
+    small = dict(sizes=[256, 256, 10], activation="relu", output="softmax", loss="cross_entropy")
+    out.append(compare(client, f"small ({what})", Xd, Yd, small, 32, rounds, log=log))
+    return out
+
+
+COLUMNS = ["bench", "batch", "group_size", "mesh rows/s", "numpy rows/s", "mesh/numpy", "torch rows/s", "mesh/torch",
+           "cores busy"]
