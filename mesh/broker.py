@@ -289,7 +289,7 @@ class Broker:
         """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
         X, S, strings = table.to_table(h, arrays)
         before = net.inputs
-        M, added = net.encoder.encode(X, S, strings, grow=grow)
+        M, added = net.encoder.encode(X, S, strings, grow=grow, dtype=net.spec.dtype)
         if added:
             if before == 0:
                 W, _ = initial_layer(net.spec, 0, net.inputs)

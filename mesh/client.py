@@ -154,7 +154,7 @@ class Network:
 def _is_single_row(rows):
     if isinstance(rows, np.ndarray):
         return rows.ndim == 1
-    if hasattr(rows, "columns"):
+    if hasattr(rows, "columns") or isinstance(rows, table.Rows):
         return False
     rows = list(rows) if not isinstance(rows, list) else rows
     return bool(rows) and not isinstance(rows[0], (list, tuple, np.ndarray))

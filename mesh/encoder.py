@@ -21,7 +21,7 @@ class Encoder:
     def from_dict(cls, d):
         return cls(d["width"], d["keys"])
 
-    def encode(self, X, S=None, strings=(), grow=True):
+    def encode(self, X, S=None, strings=(), grow=True, dtype=np.float64):
         """(matrix of shape (rows, columns), number of columns added)."""
         rows, width = X.shape
         if self.width is None:
@@ -32,23 +32,24 @@ class Encoder:
             if not np.isfinite(X).all():
                 r, p = np.argwhere(~np.isfinite(X))[0]
                 raise ValueError(f"row {r}, position {p}: {X[r, p]} is not a finite number")
-            return X, 0
+            return X.astype(dtype, copy=False), 0
         is_num = np.ones(X.shape, bool) if S is None else S < 0
         bad = is_num & ~np.isfinite(X)
         if bad.any():
             r, p = np.argwhere(bad)[0]
             raise ValueError(f"row {r}, position {p}: {X[r, p]} is not a finite number")
         added = self._grow(is_num, S, strings) if grow else 0
-        out = np.zeros((rows, len(self.keys)))
+        out = np.zeros((rows, len(self.keys)), dtype=dtype)
         for p in range(width):
             col = self.columns.get(("n", p))
             if col is not None:
                 out[:, col] = np.where(is_num[:, p], X[:, p], 0.0)
-        if S is not None:
-            r, p = np.nonzero(~is_num)
-            cols = np.array([self.columns.get(("f", int(pp), strings[s]), -1) for pp, s in zip(p, S[r, p])], dtype=np.int64)
-            known = cols >= 0
-            out[r[known], cols[known]] = 1.0
+            if S is not None:
+                # column of each string code at this position (-1: never seen), then one-hot in one go
+                lookup = np.array([self.columns.get(("f", p, v), -1) for v in strings] + [-1], dtype=np.int64)
+                cols = lookup[S[:, p]]  # code -1 (a number) reads the trailing -1
+                hit = np.flatnonzero(cols >= 0)
+                out[hit, cols[hit]] = 1.0
         return out, added
 
     @staticmethod

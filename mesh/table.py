@@ -12,8 +12,18 @@ import numpy as np
 from .wire import WireError
 
 
+class Rows:
+    """Rows converted once, to send many times (an estimator's epochs)."""
+
+    def __init__(self, rows):
+        self.fields, self.arrays = from_rows(rows)
+        self.count = len(self.arrays[0])
+
+
 def from_rows(rows):
     """(header fields, arrays) for a list of rows, one row, or a 2-D array."""
+    if isinstance(rows, Rows):
+        return rows.fields, rows.arrays
     if isinstance(rows, np.ndarray) and rows.dtype.kind in "fiub":
         X = np.atleast_2d(rows).astype(np.float64)
         if X.ndim != 2:

@@ -1,0 +1,73 @@
+"""shots: every NBA shot of the 2015-16 regular season. Features: the shooter
+(a factor) and the shot's position re-expressed around the basket (distance
+and angle, the change that made the original work). Split by game, 80/20;
+made or missed, scored by accuracy and log-loss on the held-out games.
+
+The data may not be republished, so it is read from where it lies."""
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..estimator import MeshClassifier
+
+ORIGINAL = "barely above chance (54.8% base rate)"
+FILE = "nba_shots_2015_16.csv"
+WHERE = ("the column projection of NBA_2016_Shots.csv from the GitHub repository DomSamangy/NBA_Shots_04_24 "
+         "(see ../shared/data/README.md); pass --data PATH or set MESH_SHOTS_DATA")
+
+
+def find(data=None):
+    candidates = [data, os.environ.get("MESH_SHOTS_DATA"),
+                  Path(__file__).resolve().parents[3] / "shared" / "data" / FILE,
+                  Path.cwd().parent / "shared" / "data" / FILE]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+def load(path):
+    """(rows [shooter, distance, angle], made 0/1, game ids)."""
+    with open(path, newline="") as f:
+        r = csv.DictReader(f)
+        rows, made, games = [], [], []
+        for rec in r:
+            x, y = float(rec["LOC_X"]), float(rec["LOC_Y"]) - 5.25  # the hoop is at (0, 5.25)
+            rows.append([rec["PLAYER_NAME"], float(np.hypot(x, y)), float(np.degrees(np.arctan2(x, y)))])
+            made.append(rec["SHOT_MADE"] == "TRUE")
+            games.append(rec["GAME_ID"])
+    return rows, np.array(made, dtype=int), np.array(games)
+
+
+def log_loss(y, p):
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+
+
+def run(client, quick=False, data=None, log=print):
+    path = find(data)
+    if path is None:
+        log(f"  {FILE} not found: it is {WHERE}. Skipped.")
+        return {"result": "skipped (no data)", "accuracy": None}
+    rows, y, games = load(path)
+    uniq = np.unique(games)
+    test_games = set(np.random.default_rng(0).choice(uniq, size=len(uniq) // 5, replace=False))
+    test = np.array([g in test_games for g in games])
+    train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
+    if quick:
+        train_idx, test_idx = train_idx[:20000], test_idx[:5000]
+    Xtr, Xte = [rows[i] for i in train_idx], [rows[i] for i in test_idx]
+    clf = MeshClassifier(hidden=(32, 32), epochs=8 if quick else 60, batch_size=200, random_state=0,
+                         client=client)
+    try:
+        clf.fit(Xtr, y[train_idx])
+        p = clf.predict_proba(Xte)[:, list(clf.classes_).index(1)]
+        acc = float(np.mean((p > 0.5) == y[test_idx]))
+        ll = log_loss(y[test_idx], p)
+        log(f"  {len(train_idx):,} training shots, {len(test_idx):,} held-out shots from {len(test_games)} games; "
+            f"{clf.n_iter_} epochs; base rate {1 - y[test_idx].mean():.1%} missed")
+        return {"result": f"{acc:.1%} acc, log-loss {ll:.3f}", "accuracy": acc, "log_loss": ll}
+    finally:
+        clf.close()
