@@ -19,12 +19,14 @@ WHERE = ("the column projection of NBA_2016_Shots.csv from the GitHub repository
 
 
 def find(data=None):
-    candidates = [data, os.environ.get("MESH_SHOTS_DATA"),
-                  Path(__file__).resolve().parents[3] / "shared" / "data" / FILE,
-                  Path.cwd().parent / "shared" / "data" / FILE]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
+    """The data file: the path given (--data, else MESH_SHOTS_DATA), else shared/data beside the project."""
+    given = data or os.environ.get("MESH_SHOTS_DATA")
+    if given:
+        return Path(given) if Path(given).is_file() else None
+    for c in (Path(__file__).resolve().parents[3] / "shared" / "data" / FILE,
+              Path.cwd().parent / "shared" / "data" / FILE):
+        if c.is_file():
+            return c
     return None
 
 
