@@ -18,7 +18,7 @@ import zmq
 
 from . import heartbeat, jobs, sockets, table, wire
 from .network import Network
-from .placement import place, wiring
+from .placement import cross_host_links, place_pinned, wiring
 from .spec import Spec, initial_layer
 
 log = logging.getLogger("mesh.broker")
@@ -240,14 +240,14 @@ class Broker:
             job.on_state(h["gid"], h, arrays)
 
     # -- building networks -------------------------------------------------
-    def build(self, client, req, spec, timeout, layers=None, optimizer=None, encoder=None):
+    def build(self, client, req, spec, timeout, layers=None, optimizer=None, encoder=None, pins=None):
         """Place a network's groups on the workers, spawn them, and start the Create job."""
-        workers = sorted(self.workers.items(), key=lambda kv: kv[1]["name"])
+        workers = sorted(self.workers.items(), key=lambda kv: int(kv[1]["name"][1:]))
         if not workers:
             raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
-        net = Network(next(self.net_ids), spec, encoder)
         groups = spec.groups()
-        where = place(groups, [(wid, w["slots"]) for wid, w in workers])
+        where = place_pinned(groups, [(wid, w["slots"], w["host"], w["name"]) for wid, w in workers], pins or {})
+        net = Network(next(self.net_ids), spec, encoder)
         for (layer, lo, hi), wid in zip(groups, where):
             index = len(net.layers[layer])
             gid = f"{net.id}.{layer + 1}.{index}"
@@ -332,7 +332,10 @@ class Broker:
 
     def create(self, client, h, arrays):
         spec = Spec(**h["spec"])
-        self.build(client, h.get("id"), spec, self._timeout(h))
+        pins = h.get("placement") or {}
+        if not isinstance(pins, dict) or not all(str(k).isdigit() and 1 <= int(k) <= len(spec.sizes) for k in pins):
+            raise ValueError(f"placement must map layer numbers 1..{len(spec.sizes)} to hosts, got {pins!r}")
+        self.build(client, h.get("id"), spec, self._timeout(h), pins={str(k): str(v) for k, v in pins.items()})
 
     def predict(self, client, h, arrays):
         net = self._net(h)
@@ -406,7 +409,8 @@ class Broker:
         workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
                     "pid": w["pid"], "groups": len(w["groups"])} for w in self.workers.values()]
         nets = [{"net": n.id, "sizes": n.spec.sizes, "inputs": n.inputs, "group_size": n.spec.group_size,
-                 "groups": len(n.groups), "state": "failed: " + n.error if n.error else
+                 "groups": len(n.groups), "links": dict(zip(("total", "cross_host"), cross_host_links(
+                     [[n.groups[g] for g in gids] for gids in n.layers]))), "state": "failed: " + n.error if n.error else
                  "training" if n.trainer else "ready" if n.created else "starting",
                  "processes": n.records()} for n in self.nets.values()]
         self.reply(client, h.get("id"), ok=True, broker={"address": self.address, "pid": os.getpid()},

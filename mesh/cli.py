@@ -193,7 +193,8 @@ def status(broker, timeout, as_json):
         click.echo(f"worker {w['name']} host {w['host']} ({w['hostname']}) pid {w['pid']} "
                    f"slots {w['slots']} groups {w['groups']}")
     for n in s["networks"]:
-        click.echo(f"network {n['net']} sizes {n['sizes']} inputs {n['inputs']} groups {n['groups']} {n['state']}")
+        click.echo(f"network {n['net']} sizes {n['sizes']} inputs {n['inputs']} groups {n['groups']} "
+                   f"links {n['links']['total']} ({n['links']['cross_host']} cross hosts) {n['state']}")
         for p in n["processes"]:
             lo, hi = p["neurons"]
             click.echo(f"  {p['gid']:<12} layer {p['layer']} neurons {lo}..{hi - 1} pid {p['pid']} "

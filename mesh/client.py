@@ -63,11 +63,12 @@ class Client:
             return h, out
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
-               dtype="float32", timeout=None):
-        """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data."""
+               dtype="float32", placement=None, timeout=None):
+        """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data.
+        placement: {layer number (1 = first hidden): host address or worker name} pins layers."""
         spec = Spec(list(sizes) if not isinstance(sizes, int) else [sizes], activation, output, loss, dtype,
                     group_size, seed)
-        h, _ = self.request(wire.CREATE, spec=spec.to_dict(), timeout=timeout)
+        h, _ = self.request(wire.CREATE, spec=spec.to_dict(), placement=placement or {}, timeout=timeout)
         return Network(self, h["net"], spec)
 
     def network(self, net_id):

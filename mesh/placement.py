@@ -17,6 +17,35 @@ def place(groups, workers):
     return out
 
 
+def place_pinned(groups, workers, pins):
+    """Like place(), but the groups of a pinned layer go only to the workers on
+    its host. workers: [(worker_id, slots, host, name)]; pins: {layer (1-based): host or worker name}."""
+    out = [None] * len(groups)
+    free = [i for i, (layer, _, _) in enumerate(groups) if str(layer + 1) not in pins]
+    for layer_key, where in pins.items():
+        on_host = [(w, s) for w, s, host, name in workers if where in (host, name)]
+        if not on_host:
+            known = ", ".join(sorted({h for _, _, h, _ in workers}))
+            raise ValueError(f"layer {layer_key} is pinned to {where!r}, but no worker is there (hosts: {known})")
+        idx = [i for i, (layer, _, _) in enumerate(groups) if str(layer + 1) == str(layer_key)]
+        for i, w in zip(idx, place([groups[i] for i in idx], on_host)):
+            out[i] = w
+    for i, w in zip(free, place([groups[i] for i in free], [(w, s) for w, s, _, _ in workers]) if free else []):
+        out[i] = w
+    return out
+
+
+def cross_host_links(layers):
+    """(links, links whose ends are on different hosts) between adjacent layers."""
+    total = crossing = 0
+    for prev, nxt in zip(layers, layers[1:]):
+        for a in prev:
+            for b in nxt:
+                total += 1
+                crossing += a["host"] != b["host"]
+    return total, crossing
+
+
 def link(src_host, dst):
     """The endpoint src should dial to reach group dst: ipc on the same host."""
     if dst["host"] == src_host and "ipc" in dst["endpoints"]:

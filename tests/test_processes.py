@@ -58,3 +58,25 @@ def test_drop_ends_the_group_processes(mesh2):
         time.sleep(0.05)
     assert not any(alive(p) for p in pids)
     assert all(n["net"] != net.id for n in mesh2.client.status()["networks"])
+
+
+def test_placement_pins_layers_to_workers(mesh2):
+    net = mesh2.remember(mesh2.client.create([4, 4, 2], group_size=2, seed=1, placement={1: "w2", 3: "w2"}))
+    try:
+        by_layer = {}
+        for p in net.processes():
+            by_layer.setdefault(p["layer"], set()).add(p["worker"])
+        assert by_layer[1] == {"w2"} and by_layer[3] == {"w2"}
+        links = [n for n in mesh2.client.status()["networks"] if n["net"] == net.id][0]["links"]
+        assert links == {"total": 2 * 2 + 2 * 1, "cross_host": 0}  # one host: every link is local
+    finally:
+        net.drop()
+
+
+def test_placement_to_unknown_host_is_refused(mesh2):
+    import pytest
+    from mesh.client import RemoteError
+    with pytest.raises(RemoteError, match="pinned to '10.9.9.9', but no worker is there"):
+        mesh2.client.create([2, 1], placement={1: "10.9.9.9"})
+    with pytest.raises(RemoteError, match="placement must map layer numbers"):
+        mesh2.client.create([2, 1], placement={7: "w1"})

@@ -50,6 +50,14 @@ def cpu_seconds(pids):
     return total
 
 
+def machine_busy_seconds():
+    """CPU seconds the whole machine has spent not idle, from /proc/stat: set
+    against our own CPU it shows whether something else shared the cores."""
+    with open("/proc/stat") as f:
+        user, nice, system, idle, iowait, irq, softirq, steal = map(int, f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / _TICK
+
+
 def _mesh_pids(client, net):
     return [client.status()["broker"]["pid"], os.getpid()] + [p["pid"] for p in net.processes() if p.get("pid")]
 
@@ -93,12 +101,13 @@ def measure(client, n, group_size, batches, seconds, max_pairs, rng, log):
             try:
                 # Warm-up: the first pass sizes the input layer, and numpy and the sockets settle.
                 _loop(net, X, T, batch, min(0.5, seconds / 4), max_pairs=3 * batch, min_pairs=1)
-                cpu0 = cpu_seconds(pids)
+                cpu0, box0 = cpu_seconds(pids), machine_busy_seconds()
                 done, wall = _loop(net, X, T, batch, seconds, max_pairs)
-                cpu = cpu_seconds(pids) - cpu0
+                cpu, box = cpu_seconds(pids) - cpu0, machine_busy_seconds() - box0
                 rate = done / wall
                 row.update(pairs=done, wall_s=round(wall, 3), pairs_per_s=rate,
-                           ns_per_weight=1e9 / (rate * row["weights"]), cores=cpu / wall)
+                           ns_per_weight=1e9 / (rate * row["weights"]), cores=cpu / wall,
+                           machine_cores=box / wall)
                 if batch == 1 and n in ORIGINAL:  # the original trained online: one row per pair
                     orig = ORIGINAL[n]
                     row["original_pairs_per_s"] = orig
@@ -162,11 +171,11 @@ def _line(row):
     if "error" in row:
         return f"n={row['n']} batch={row['batch']}: {row['error']}"
     return (f"n={row['n']} procs={row['processes']} batch={row['batch']}: {_num(row['pairs_per_s'])} pairs/s, "
-            f"{_num(row['ns_per_weight'])} ns/weight, {row['cores']:.2f} cores")
+            f"{_num(row['ns_per_weight'])} ns/weight, {row['cores']:.2f} cores (machine {row['machine_cores']:.2f})")
 
 
-COLUMNS = ("part", "n", "procs", "rows/pair", "weights", "pairs/s", "ns/weight", "cores", "original", "speed-up",
-           "pairs", "secs")
+COLUMNS = ("part", "n", "procs", "rows/pair", "weights", "pairs/s", "ns/weight", "cores", "machine", "original",
+           "speed-up", "pairs", "secs")
 
 
 def table(rows):
@@ -176,10 +185,10 @@ def table(rows):
         cells = [r["part"], str(r["n"]), str(r.get("processes", "-")), str(r["batch"]), f"{r['weights']:,}"]
         if "error" in r:
             errors.append((len(body), "ERROR " + r["error"]))
-            cells += [""] * 7
+            cells += [""] * 8
         else:
             sp = r.get("speedup")
-            cells += [_num(r["pairs_per_s"]), _num(r["ns_per_weight"]), f"{r['cores']:.2f}", _orig(r),
+            cells += [_num(r["pairs_per_s"]), _num(r["ns_per_weight"]), f"{r['cores']:.2f}", f"{r['machine_cores']:.2f}", _orig(r),
                       "-" if sp is None else f"{_num(sp)}x", f"{r['pairs']:,}", f"{r['wall_s']:.1f}"]
         body.append(cells)
     widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(COLUMNS)]
@@ -190,9 +199,11 @@ def table(rows):
     lines = [fmt(COLUMNS), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
     for i, msg in errors:  # an error is too long for a cell: it goes on its row, after the numbers' columns
         lines[2 + i] = fmt(body[i][:5]) + "  " + msg
-    lines.append(f"pairs/s: one predict + one backprop per row (rows/pair > 1: rows/s of batched pairs). "
+    lines.append("pairs/s: one predict + one backprop per row (rows/pair > 1: rows/s of batched pairs).\n"
+                 "cores: CPU of this process, the broker and the net's groups per wall second; machine: every "
+                 f"process's ({os.cpu_count()} cores here), so machine well above cores means the box was shared.\n"
                  f"original: the Elixir net on this machine, ~{ORIGINAL_CORES:g} core busy; "
-                 f"'never': no step finished (>15 GiB).")
+                 "'never': no step finished (>15 GiB).")
     return "\n".join(lines)
 
 
@@ -243,7 +254,8 @@ def main(argv=None):
     kw = {"seconds": 1.0, "ns_grouped": QUICK_GROUPED, "ns_neuron": QUICK_NEURON} if args.quick else {}
     if args.seconds:
         kw["seconds"] = args.seconds
-    log = lambda s: print(s, file=sys.stderr, flush=True)  # progress apart from the table on stdout
+    def log(s):  # progress on stderr, apart from the table; stamped like the library's warnings
+        print(f"{time.strftime('%H:%M:%S')} {s}", file=sys.stderr, flush=True)
     t0 = time.perf_counter()
     rows = run(log=log, **kw)
     wall = time.perf_counter() - t0

@@ -1,0 +1,71 @@
+"""A real multi-host mesh on one machine: a broker host and two worker hosts
+in network namespaces, each with its own address. Skips without root."""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from netns import Hosts, can_make_namespaces
+from multihost_client import data
+
+why_not = can_make_namespaces()
+pytestmark = pytest.mark.skipif(why_not is not None, reason=f"multi-host test skipped: {why_not}")
+HERE = os.path.dirname(__file__)
+
+
+@pytest.fixture
+def hosts():
+    h = Hosts(2)
+    yield h
+    h.close()
+
+
+def wait_for_workers(hosts, broker, n, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = hosts.run(0, sys.executable, "-m", "mesh", "status", "--json", "--broker", broker, "--timeout", "2")
+        if r.returncode == 0 and len(json.loads(r.stdout)["workers"]) == n:
+            return json.loads(r.stdout)
+        time.sleep(0.3)
+    raise AssertionError(f"{n} workers did not join {broker}: {r.stderr}")
+
+
+def test_network_spread_over_two_hosts_trains_like_one_host_then_survives_a_cut_link(hosts, tmp_path, mesh2):
+    broker = f"tcp://{hosts.addrs[0]}:5555"
+    hosts.mesh(0, "broker", "--bind", broker)
+    for i in (1, 2):
+        hosts.mesh(i, "worker", "--broker", broker, "--slots", "2")
+    status = wait_for_workers(hosts, broker, 2)
+    assert sorted(w["host"] for w in status["workers"]) == hosts.addrs[1:]
+
+    out = tmp_path / "weights.npz"
+    r = hosts.run(0, sys.executable, os.path.join(HERE, "multihost_client.py"), "train", broker, str(out))
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert {p["host"] for p in info["processes"]} == set(hosts.addrs[1:])  # spread over both hosts
+    assert info["links"]["cross_host"] > 0
+
+    # the same network on one host (this machine's loopback mesh) ends with the same weights
+    X, Y = data()
+    local = mesh2.remember(mesh2.client.create([6, 4, 2], group_size=2, seed=3, dtype="float64",
+                                               activation="tanh", output="softmax", loss="cross_entropy"))
+    try:
+        local.train(X, Y, epochs=3, batch_size=16, learning_rate=0.1, shuffle=False, progress=False)
+        spread = np.load(out)
+        for i, (W, b) in enumerate(local.weights()):
+            np.testing.assert_allclose(spread[f"W{i}"], W, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(spread[f"b{i}"], b, rtol=1e-9, atol=1e-12)
+    finally:
+        local.drop()
+
+    # cut worker host 2 off: the client hears which host was lost, within its timeout
+    hosts.cut(2)
+    r = hosts.run(0, sys.executable, os.path.join(HERE, "multihost_client.py"), "cut", broker, info["net"], timeout=60)
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["error"] is not None, "predicts kept succeeding with a host cut off"
+    assert hosts.addrs[2] in res["error"], res
+    assert res["seconds"] < 20
