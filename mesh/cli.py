@@ -79,12 +79,28 @@ def worker(broker, advertise, listen, slots, blas_threads):
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
 @click.option("--blas-threads", type=int, default=1, show_default=True)
-def up(bind, workers, slots, blas_threads):
-    """Run a broker and local workers in the foreground; Ctrl-C ends them all."""
+@click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
+              help="Start a worker on each host listed in this file, over ssh, instead of local workers.")
+@click.option("--advertise", default=None, help="With --hosts: the address the hosts reach this broker at.")
+@click.option("--ssh", "ssh_cmd", default=None, help="With --hosts: the command that runs a command on a host.")
+@click.option("--remote-command", default="mesh", show_default=True, help="With --hosts: how the hosts run mesh.")
+def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command):
+    """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     from .local import LocalMesh
-    m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind)
+    if hosts_file:
+        from .remote import SSH, RemoteMesh, read_hosts
+        if not advertise:
+            raise click.UsageError("--hosts needs --advertise: the address the hosts reach this broker at")
+        hosts = _call(lambda: read_hosts(hosts_file))
+        m = RemoteMesh(hosts, advertise, ssh=ssh_cmd or SSH, remote_command=remote_command, blas_threads=blas_threads, bind=bind)
+        workers = len(hosts)
+    else:
+        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind)
     try:
-        m.start()
+        try:
+            m.start()
+        except (RuntimeError, TimeoutError) as e:
+            raise click.ClickException(str(e)) from None
         click.echo(f"mesh up: broker {m.address}, {workers} workers (pids {', '.join(map(str, m.pids()))}); "
                    "Ctrl-C to stop")
         while all(p.poll() is None for p in m.procs):

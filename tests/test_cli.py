@@ -99,3 +99,13 @@ def test_every_option_has_an_environment_variable():
     assert r.returncode == 0
     r = mesh_cmd("status", env={"MESH_BROKER": f"tcp://127.0.0.1:{free_port()}", "MESH_STATUS_TIMEOUT": "0.2"})
     assert r.returncode == 1 and "within 5.2s" in r.stderr
+
+
+def test_up_with_an_unreachable_host_names_it(tmp_path):
+    hosts = tmp_path / "hosts.txt"
+    hosts.write_text("# one host that does not exist\nno-such-host.invalid\n")
+    r = mesh_cmd("up", "--hosts", str(hosts), "--advertise", "127.0.0.1", "--bind",
+                 f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    assert r.returncode == 1
+    assert "worker host no-such-host.invalid could not be reached" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

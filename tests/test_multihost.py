@@ -69,3 +69,32 @@ def test_network_spread_over_two_hosts_trains_like_one_host_then_survives_a_cut_
     assert res["error"] is not None, "predicts kept succeeding with a host cut off"
     assert hosts.addrs[2] in res["error"], res
     assert res["seconds"] < 20
+
+
+def test_mesh_up_hosts_starts_a_worker_on_each_host(hosts, tmp_path):
+    """`mesh up --hosts` with `ip netns exec` standing in for ssh: the namespaces are the hosts."""
+    import select
+    import signal
+    import subprocess
+    listing = tmp_path / "hosts.txt"
+    listing.write_text("\n".join(hosts.names[1:]) + "\n")
+    broker = f"tcp://{hosts.addrs[0]}:5556"
+    up = hosts.mesh(0, "up", "--hosts", str(listing), "--ssh", "ip netns exec",
+                    "--remote-command", f"{sys.executable} -m mesh", "--advertise", hosts.addrs[0],
+                    "--bind", broker, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ready, _, _ = select.select([up.stdout], [], [], 30)
+    assert ready, "mesh up printed nothing"
+    line = up.stdout.readline().decode()
+    assert line.startswith(f"mesh up: broker {broker}, 2 workers"), line + up.stderr.read().decode()
+    status = wait_for_workers(hosts, broker, 2)
+    assert sorted(w["host"] for w in status["workers"]) == hosts.addrs[1:]
+    worker_pids = [w["pid"] for w in status["workers"]]
+    up.send_signal(signal.SIGINT)
+    assert up.wait(timeout=15) == 0
+    deadline = time.monotonic() + 5
+    from conftest import alive
+    while any(alive(p) for p in worker_pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(alive(p) for p in worker_pids)
+    up.stdout.close()
+    up.stderr.close()
