@@ -109,25 +109,27 @@ class Broker:
             _, h, arrays = sockets.recv(self.inbox)
             net = self.nets.get(h.get("net"))
             op = self.inbox_ops.get(h["k"])
-            if net is None or op is None or h.get("gid") not in net.groups:
-                return  # a network already dropped, or noise
+            if net is None or op is None or h.get("gid") not in net.groups or h.get("tok") != net.token:
+                return  # a network already dropped, or not from one of its groups
             op(net, h, arrays)
         except (wire.WireError, KeyError, ValueError, TypeError) as e:
             log.warning("refused a malformed inbox message: %s", e)
 
     # -- replies and sends -------------------------------------------------
     def reply(self, client, req, arrays=(), **fields):
+        """Never blocks: a client that is gone, or not reading, loses its reply rather than stalling the mesh."""
         try:
-            sockets.send(self.front, {"k": wire.REPLY, "id": req, **fields}, arrays, identity=client)
-        except zmq.ZMQError as e:  # the client is gone
+            sockets.send(self.front, {"k": wire.REPLY, "id": req, **fields}, arrays, identity=client,
+                         flags=zmq.NOBLOCK)
+        except zmq.ZMQError as e:
             log.info("could not reply to a client: %s", e)
 
     def to_group(self, net, gid, header, arrays=()):
-        sockets.send(net.push[gid], dict(header, net=net.id), arrays)
+        sockets.send(net.push[gid], dict(header, net=net.id, tok=net.token), arrays)
 
     def _send_worker(self, wid, header):
         try:
-            sockets.send(self.front, header, identity=wid)
+            sockets.send(self.front, header, identity=wid, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
             pass
 
@@ -260,7 +262,7 @@ class Broker:
         jobs.Create(self, net, client, req, timeout, layers, optimizer)
         for gid, g in net.groups.items():
             config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
-                      "dtype": spec.dtype}
+                      "dtype": spec.dtype, "token": net.token}
             self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
         return net
 

@@ -27,6 +27,7 @@ class Group:
     def __init__(self, ctx, config):
         self.cfg = config
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
+        self.token = config["token"]  # every message of this network carries it; others are dropped unread
         self.dtype = np.dtype(config["dtype"])
         self.inbox = sockets.make(ctx, zmq.PULL)
         self.endpoints = {}
@@ -47,9 +48,10 @@ class Group:
                          wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
                          wire.STOP: self.stop}
         self.running = True
+        self.dropped = 0
 
     def tell_broker(self, header, arrays=()):
-        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid), arrays)
+        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token), arrays)
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
@@ -59,11 +61,16 @@ class Group:
             header = {}
             try:
                 _, header, arrays = sockets.recv(self.inbox)
+                if header.get("tok") != self.token:
+                    self.dropped += 1  # not from this network's broker or groups: no reply, no state
+                    continue
                 handler = self.handlers.get(header["k"])
                 if handler is None:
                     raise wire.WireError(f"group got unknown message kind {header['k']!r}")
                 handler(header, arrays)
-            except (wire.WireError, KeyError, ValueError, TypeError, IndexError) as e:
+            except wire.WireError:
+                self.dropped += 1  # malformed: cannot even tell who sent it
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
                 # A peer's mistake: say so and go on; the mesh keeps running.
                 log.warning("group %s refused a message: %s", self.gid, e)
                 self.tell_broker({"k": wire.FAULT, "seq": header.get("seq"),
@@ -104,11 +111,23 @@ class Group:
         self.running = False
 
     # -- data path -------------------------------------------------------
+    def _part(self, store, h, arrays, count, width):
+        """File one part of pass seq (from source src of `count`); its parts once all are in."""
+        seq, src = h["seq"], h["src"]
+        x, = arrays
+        if not (isinstance(src, int) and 0 <= src < count) or x.ndim != 2 or x.shape[1] != width(src):
+            raise ValueError(f"part of pass {seq} from source {src!r} has shape {list(x.shape)}")
+        if seq not in store and len(store) >= MAX_HELD:
+            store.pop(next(iter(store)))  # a pass whose other parts never came
+        parts = store.setdefault(seq, {})
+        parts[src] = x
+        return parts if len(parts) == count else None
+
     def forward(self, h, arrays):
         seq = h["seq"]
-        parts = self.fwd_parts.setdefault(seq, {})
-        parts[h["src"]] = arrays[0]
-        if len(parts) < self.fan_in:
+        up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
+        parts = self._part(self.fwd_parts, h, arrays, self.fan_in, up_width)
+        if parts is None:
             return
         del self.fwd_parts[seq]
         x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
@@ -131,11 +150,13 @@ class Group:
 
     def backward(self, h, arrays):
         seq = h["seq"]
-        parts = self.bwd_parts.setdefault(seq, {})
-        parts[h["src"]] = arrays[0]
-        if len(parts) < self.fan_out:
+        parts = self._part(self.bwd_parts, h, arrays, self.fan_out, lambda i: self.neurons.W.shape[0])
+        if parts is None:
             return
         del self.bwd_parts[seq]
+        step, of, lr = h["step"], h["of"], float(h["lr"])
+        if not (isinstance(of, int) and of >= 1 and np.isfinite(lr)):
+            raise ValueError(f"pass {seq}: bad step fields of={of!r} lr={h['lr']!r}")
         dA = parts[0].astype(self.dtype, copy=True)
         for i in range(1, self.fan_out):
             dA += parts[i]
@@ -144,13 +165,12 @@ class Group:
         x, a = self.held.pop(seq)
         dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
         for sock, lo, hi in self.up:
-            sockets.send(sock, {"k": wire.BWD, "net": self.net, "seq": seq, "src": self.index,
-                                "step": h["step"], "of": h["of"], "lr": h["lr"]}, [dX[:, lo:hi]])
-        step = h["step"]
+            sockets.send(sock, {"k": wire.BWD, "net": self.net, "tok": self.token, "seq": seq, "src": self.index,
+                                "step": step, "of": of, "lr": lr}, [dX[:, lo:hi]])
         seen = self.step_counts.get(step, 0) + 1
-        if seen == h["of"]:
+        if seen == of:
             self.step_counts.pop(step, None)
-            self.neurons.apply(h["lr"])
+            self.neurons.apply(lr)
         else:
             self.step_counts[step] = seen
         if not self.up:  # after the update, so the broker's next message sees it

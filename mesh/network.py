@@ -1,6 +1,7 @@
 """The broker's record of one network: its spec, encoder, groups and the
 passes in flight. A pass is one batch of rows on its way through the mesh,
 named by its sequence number."""
+import secrets
 from collections import deque
 
 import numpy as np
@@ -22,6 +23,7 @@ class Pass:
 class Network:
     def __init__(self, nid, spec, encoder=None, window=None):
         self.id, self.spec = nid, spec
+        self.token = secrets.token_hex(16)  # carried by every message of this network's data path
         self.encoder = encoder or Encoder()
         self.groups = {}          # gid -> record: gid, layer, index, lo, hi, worker, host, pid, endpoints
         self.layers = [[] for _ in spec.sizes]   # gids per layer, in neuron order

@@ -6,12 +6,14 @@ so the high-water mark only has to be high enough never to block or drop
 inside that window. MAXMSGSIZE: a peer cannot make us buffer an unbounded
 message.
 """
+import os
+
 import zmq
 
 from . import wire
 
 HWM = 10_000
-MAX_MESSAGE = 1 << 30  # bytes; the broker's client socket carries whole data sets
+MAX_MESSAGE = int(os.environ.get("MESH_MAX_MESSAGE", 1 << 30))  # bytes; a client's request carries whole data sets
 
 
 def make(ctx, kind, *, bind=None, connect=None, max_message=MAX_MESSAGE, hwm=HWM):
@@ -33,11 +35,11 @@ def _list(x):
     return [] if x is None else [x] if isinstance(x, str) else list(x)
 
 
-def send(sock, header, arrays=(), identity=None):
+def send(sock, header, arrays=(), identity=None, flags=0):
     frames = wire.pack(header, arrays)
     if identity is not None:
         frames.insert(0, identity)
-    sock.send_multipart(frames, copy=False)
+    sock.send_multipart(frames, copy=False, flags=flags)
 
 
 def recv(sock, routed=False, max_header=wire.MAX_HEADER):
