@@ -221,7 +221,11 @@ class Broker:
             p.job.on_done(p)
 
     def fault(self, net, h, arrays):
-        p = net.passes.get(h.get("seq"))
+        seq = h.get("seq")
+        p = net.passes.get(seq)
+        if seq is not None and p is None:
+            log.info("fault for a pass no longer here: %s", h.get("error"))
+            return
         jobs_hit = [p.job] if p is not None else list(net.jobs)
         for job in jobs_hit:
             job.fail(h["error"])

@@ -56,25 +56,28 @@ class Group:
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
         while self.running:
-            if not self.inbox.poll(1000):
-                continue
-            header = {}
-            try:
-                _, header, arrays = sockets.recv(self.inbox)
-                if header.get("tok") != self.token:
-                    self.dropped += 1  # not from this network's broker or groups: no reply, no state
-                    continue
-                handler = self.handlers.get(header["k"])
-                if handler is None:
-                    raise wire.WireError(f"group got unknown message kind {header['k']!r}")
-                handler(header, arrays)
-            except wire.WireError:
-                self.dropped += 1  # malformed: cannot even tell who sent it
-            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
-                # A peer's mistake: say so and go on; the mesh keeps running.
-                log.warning("group %s refused a message: %s", self.gid, e)
-                self.tell_broker({"k": wire.FAULT, "seq": header.get("seq"),
-                                  "error": f"group {self.gid}: {type(e).__name__}: {e}"})
+            if self.inbox.poll(1000):
+                self.handle_one()
+
+    def handle_one(self):
+        """Read and handle one inbox message; a bad one is dropped or answered with FAULT, never fatal."""
+        header = {}
+        try:
+            _, header, arrays = sockets.recv(self.inbox)
+            if header.get("tok") != self.token:
+                self.dropped += 1  # not from this network's broker or groups: no reply, no state
+                return
+            handler = self.handlers.get(header["k"])
+            if handler is None:
+                raise ValueError(f"unknown message kind {header['k']!r}")
+            handler(header, arrays)
+        except wire.WireError:
+            self.dropped += 1  # malformed: cannot even tell who sent it
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            # A peer's mistake: say so and go on; the mesh keeps running.
+            log.warning("group %s refused a message: %s", self.gid, e)
+            self.tell_broker({"k": wire.FAULT, "seq": header.get("seq") if isinstance(header, dict) else None,
+                              "error": f"group {self.gid}: {type(e).__name__}: {e}"})
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):

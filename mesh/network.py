@@ -69,4 +69,5 @@ class Network:
 
     def records(self):
         return [{"gid": g["gid"], "layer": g["layer"] + 1, "neurons": [g["lo"], g["hi"]], "pid": g.get("pid"),
-                 "host": g["host"], "worker": g["worker_name"]} for g in self.groups.values()]
+                 "host": g["host"], "worker": g["worker_name"], "endpoints": g["endpoints"]}
+                for g in self.groups.values()]
