@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 import zmq
 
+from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
 from .spawner import Spawner
 
