@@ -23,6 +23,7 @@ from .spec import Spec, initial_layer
 
 log = logging.getLogger("mesh.broker")
 DEFAULT_TIMEOUT = 60.0
+WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE}
 
 
 class Broker:
@@ -90,19 +91,30 @@ class Broker:
                 self.reply(e.identity, None, ok=False, error=f"malformed message: {e}")
             return
         k = h["k"]
-        try:
-            if k in self.worker_ops and (k == wire.REGISTER or ident in self.workers):
+        if k in self.worker_ops and (k == wire.REGISTER or ident in self.workers):
+            try:
                 if ident in self.workers:
                     self.workers[ident]["peer"].heard_now()
                 self.worker_ops[k](ident, h)
-                return
+            except (ValueError, KeyError, TypeError) as e:
+                log.warning("refused a worker message %r: %s", k, e)
+            return
+        self.dispatch(k, ident, h, arrays)
+
+    def dispatch(self, k, client, h, arrays):
+        """Run one client request; one for a network that is recovering waits until it is whole."""
+        try:
             op = self.client_ops.get(k)
             if op is None:
                 raise ValueError(f"unknown request {k!r}")
-            op(ident, h, arrays)
+            net = self.nets.get(h.get("net")) if k in WAITS_FOR_RECOVERY else None
+            if net is not None and (net.recovering is not None or net.paused):
+                net.deferred.append((k, client, h, arrays))
+                return
+            op(client, h, arrays)
         except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
             msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
-            self.reply(ident, h.get("id"), ok=False, error=msg)
+            self.reply(client, h.get("id"), ok=False, error=msg)
 
     def on_inbox(self):
         try:
@@ -111,6 +123,8 @@ class Broker:
             op = self.inbox_ops.get(h["k"])
             if net is None or op is None or h.get("gid") not in net.groups or h.get("tok") != net.token:
                 return  # a network already dropped, or not from one of its groups
+            if h["k"] != wire.HELLO and h.get("gen") != net.gen:
+                return  # sent before a recovery rewired the network
             op(net, h, arrays)
         except (wire.WireError, KeyError, ValueError, TypeError) as e:
             log.warning("refused a malformed inbox message: %s", e)
@@ -151,15 +165,56 @@ class Broker:
     def exited(self, wid, h):
         self.workers[wid]["groups"].discard(h["gid"])
         net = self.nets.get(str(h["gid"]).split(".")[0])
-        if net and h["gid"] in net.groups:
-            self.break_net(net, f"{net.describe(h['gid'])} exited with code {h['code']}")
+        if net and h["gid"] in net.groups and net.groups[h["gid"]].get("pid") == h["pid"]:
+            self.group_lost(net, [h["gid"]], f"{net.describe(h['gid'])} exited with code {h['code']}")
 
     def lose_worker(self, wid, why):
-        w = self.workers.pop(wid)
+        self.workers.pop(wid)
         log.warning("%s", why)
         for net in list(self.nets.values()):
-            if any(g["worker"] == wid for g in net.groups.values()):
-                self.break_net(net, why)
+            gone = [gid for gid, g in net.groups.items() if g["worker"] == wid]
+            if gone:
+                self.group_lost(net, gone, why)
+
+    def group_lost(self, net, gids, why):
+        """Groups are gone: rebuild them and replay, or, when that cannot be, fail the network."""
+        for gid in gids:
+            net.groups[gid]["alive"] = False
+        log.warning("network %s: %s", net.id, why)
+        if net.error is not None:
+            return
+        if net.snapshot is None or not self.workers:
+            return self.break_net(net, why if self.workers else f"{why}; no worker is left to restart it")
+        from .recovery import Recover
+        interrupted = [j for j in net.jobs if not isinstance(j, Recover)]
+        if net.recovering is not None:  # a failure during recovery: start it over
+            interrupted = net.recovering.interrupted
+            net.recovering._end()
+        for job in interrupted:
+            net.jobs.discard(job)  # out of the way of the recovery's events; back when restarted
+        Recover(self, net, why, interrupted)
+
+    def respawn(self, net, gid):
+        """Start group gid again: on its worker if that lives, else on the least loaded one."""
+        g = net.groups[gid]
+        if g["worker"] not in self.workers:
+            wid = min(self.workers, key=lambda w: len(self.workers[w]["groups"]) / self.workers[w]["slots"])
+            w = self.workers[wid]
+            g.update(worker=wid, worker_name=w["name"], host=w["host"])
+        self.workers[g["worker"]]["groups"].add(gid)
+        g.update(pid=None, endpoints={})
+        old = net.push.pop(gid, None)
+        if old is not None:
+            old.close()
+        config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
+                  "dtype": net.spec.dtype, "token": net.token}
+        self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
+
+    def run_deferred(self, net):
+        """Requests that waited while the network was recovering or being snapshotted."""
+        while net.deferred and net.recovering is None and not net.paused:
+            op, client, h, arrays = net.deferred.popleft()
+            self.dispatch(op, client, h, arrays)
 
     def break_net(self, net, why):
         """A group is gone: the network cannot answer until it is rebuilt."""
@@ -180,7 +235,7 @@ class Broker:
             p.in_flight = True
             net.in_flight += 1
             X = p.X.astype(net.spec.dtype, copy=False)
-            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep}
+            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen}
             if p.drop:
                 header["drop"] = p.drop
             for gid in net.first():
@@ -196,7 +251,7 @@ class Broker:
 
     def send_backward(self, net, p, dz, step, of, lr):
         """Hand the output groups their slices of dL/dz for pass p; p's job hears the dones."""
-        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr)}
+        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr), "gen": net.gen}
         p.dones = 0
         for gid in net.last():
             g = net.groups[gid]
@@ -232,7 +287,12 @@ class Broker:
 
     def hello(self, net, h, arrays):
         g = net.groups[h["gid"]]
-        g["pid"], g["endpoints"] = h["pid"], h["endpoints"]
+        if g["pid"] is not None and g["pid"] != h["pid"] and g["alive"]:
+            return  # not the process we started for this group
+        g["pid"], g["endpoints"], g["alive"] = h["pid"], h["endpoints"], True
+        old = net.push.pop(h["gid"], None)
+        if old is not None:
+            old.close()
         net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=h["endpoints"]["tcp"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
@@ -260,7 +320,8 @@ class Broker:
             net.layers[layer].append(gid)
             w = self.workers[wid]
             net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": lo, "hi": hi, "worker": wid,
-                               "worker_name": w["name"], "host": w["host"], "pid": None, "endpoints": {}}
+                               "worker_name": w["name"], "host": w["host"], "pid": None, "endpoints": {},
+                               "alive": False}
             w["groups"].add(gid)
         self.nets[net.id] = net
         jobs.Create(self, net, client, req, timeout, layers, optimizer)
@@ -270,8 +331,9 @@ class Broker:
             self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
         return net
 
-    def wire_up(self, net, layers=None, optimizer=None):
-        """Every group has said hello: send each its weights and its neighbours."""
+    def wire_up(self, net, layers=None, optimizer=None, restore=False):
+        """Every group has said hello: send each its weights and its neighbours
+        (and, when restoring, its optimizer state, step count included)."""
         spec = net.spec
         setups = wiring([[net.groups[g] for g in gids] for gids in net.layers])
         for layer, gids in enumerate(net.layers):
@@ -284,10 +346,10 @@ class Broker:
             meta, slots = optimizer[layer] if optimizer else ({}, [])
             for gid in gids:
                 g = net.groups[gid]
-                header = {"k": wire.SETUP, "function": spec.hidden_function(layer), **setups[gid]}
+                header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen, **setups[gid]}
                 arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
                 self.to_group(net, gid, header, arrays)
-                if meta.get("has_slots"):
+                if meta.get("has_slots") or (restore and meta):
                     sl = [s[g["lo"]:g["hi"]] for s in slots]
                     self.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
@@ -301,6 +363,7 @@ class Broker:
                 W, _ = initial_layer(net.spec, 0, net.inputs)
             else:
                 W = np.zeros((net.spec.sizes[0], added), net.spec.dtype)
+            net.log.append(("grow", W[:, -added:]))
             for gid in net.first():
                 g = net.groups[gid]
                 self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
@@ -372,7 +435,7 @@ class Broker:
         net = self._net(h)
 
         def then(job, layers, optim):
-            job.reply([a for W, b in layers for a in (W, b)], layers=len(layers))
+            job.reply([a for W, b in layers for a in (W, b)], layers=len(layers), steps=job.steps)
         jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
 
     def save(self, client, h, arrays):
@@ -418,6 +481,7 @@ class Broker:
                  "groups": len(n.groups), "links": dict(zip(("total", "cross_host"), cross_host_links(
                      [[n.groups[g] for g in gids] for gids in n.layers]))), "state": "failed: " + n.error if n.error else
                  "training" if n.trainer else "ready" if n.created else "starting",
+                 "restarts": n.restarts, "last_failure": n.last_failure,
                  "processes": n.records()} for n in self.nets.values()]
         self.reply(client, h.get("id"), ok=True, broker={"address": self.address, "pid": os.getpid()},
                    workers=workers, networks=nets)

@@ -136,6 +136,11 @@ class Network:
         h, out = self._call(wire.WEIGHTS)
         return [(out[2 * i], out[2 * i + 1]) for i in range(h["layers"])]
 
+    def steps(self):
+        """{gid: optimizer steps applied by that group}: every group should agree."""
+        h, _ = self._call(wire.WEIGHTS)
+        return h["steps"]
+
     def processes(self):
         """One record per group process: gid, layer, neurons [lo, hi), pid, host, worker."""
         h, _ = self._call(wire.PROCESSES)

@@ -49,9 +49,10 @@ class Group:
                          wire.STOP: self.stop}
         self.running = True
         self.dropped = 0
+        self.gen = 0  # the broker's generation of this network; data from an older one is stale
 
     def tell_broker(self, header, arrays=()):
-        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token), arrays)
+        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
@@ -67,6 +68,8 @@ class Group:
             if header.get("tok") != self.token:
                 self.dropped += 1  # not from this network's broker or groups: no reply, no state
                 return
+            if header["k"] in (wire.FWD, wire.BWD) and header.get("gen") != self.gen:
+                return  # in flight before a recovery rewired the network: replayed, not wanted
             handler = self.handlers.get(header["k"])
             if handler is None:
                 raise ValueError(f"unknown message kind {header['k']!r}")
@@ -81,7 +84,10 @@ class Group:
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
+        """Weights and neighbours; everything in flight is forgotten (a recovery resends it)."""
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+        self.gen = h.get("gen", 0)
+        self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
         self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
@@ -168,7 +174,8 @@ class Group:
         x, a = self.held.pop(seq)
         dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
         for sock, lo, hi in self.up:
-            sockets.send(sock, {"k": wire.BWD, "net": self.net, "tok": self.token, "seq": seq, "src": self.index,
+            sockets.send(sock, {"k": wire.BWD, "net": self.net, "tok": self.token, "gen": self.gen, "seq": seq,
+                                "src": self.index,
                                 "step": step, "of": of, "lr": lr}, [dX[:, lo:hi]])
         seen = self.step_counts.get(step, 0) + 1
         if seen == of:

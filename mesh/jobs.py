@@ -28,12 +28,18 @@ class Job:
     def reply(self, arrays=(), **fields):
         if not self.finished:
             self._end()
-            self.broker.reply(self.client, self.req, arrays, ok=True, **fields)
+            if self.client is not None:
+                self.broker.reply(self.client, self.req, arrays, ok=True, **fields)
 
     def fail(self, error):
         if not self.finished:
             self._end()
-            self.broker.reply(self.client, self.req, ok=False, error=error)
+            if self.client is not None:
+                self.broker.reply(self.client, self.req, ok=False, error=error)
+
+    def restart(self):
+        """Carry on after a recovery rewired the network; by default, give up."""
+        self.fail(f"network {self.net.id} was interrupted ({self.net.last_failure}) and this request cannot resume")
 
     def _end(self):
         self.finished = True
@@ -86,8 +92,13 @@ class Create(Job):
         self.missing.discard(gid)
         self.progress()
         if not self.missing:
-            self.net.created = True
-            self.reply(net=self.net.id, groups=len(self.net.groups), inputs=self.net.inputs)
+            self.stage = "snapshot"
+            from .recovery import take_snapshot  # the state a recovery restores, until the next one
+            take_snapshot(self.broker, self.net, self.created)
+
+    def created(self):
+        self.net.created = True
+        self.reply(net=self.net.id, groups=len(self.net.groups), inputs=self.net.inputs)
 
 
 class Predict(Job):
@@ -114,6 +125,12 @@ class Predict(Job):
         return f"output of pass {self.passes[-1].seq} from {self.net.describe(gids[0])}" + (
             f" (or one of {len(gids) - 1} more output groups)" if len(gids) > 1 else "")
 
+    def restart(self):
+        from .recovery import resubmit
+        for p in self.passes:
+            if p.z is None:
+                resubmit(self.broker, self.net, p)
+
     def on_output(self, p):
         self.broker.finish_pass(self.net, p, forget=not p.keep)
         self.left -= 1
@@ -139,17 +156,27 @@ class Backprop(Job):
             raise ValueError(f"targets have shape {list(T.shape)}, the last predict needs {[rows, n_out]}")
         if not np.all(np.isfinite(T)):
             raise ValueError("targets must be finite numbers")
-        self.loss = 0.0
+        self.loss, self.rows, self.lr = 0.0, rows, lr
         self.left = len(self.passes)
         step = net.next_step()
         lo = 0
         for p in self.passes:
-            t = T[lo:lo + p.rows].astype(p.z.dtype)
+            p.T, p.batch_rows, p.step, p.of, p.lr = T[lo:lo + p.rows].astype(p.z.dtype), rows, step, len(self.passes), lr
             lo += p.rows
-            loss, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, t, rows)
+            loss, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, rows)
             self.loss += loss / rows
             p.job = self
             broker.send_backward(net, p, dz, step, len(self.passes), lr)
+
+    def restart(self):
+        """The step never completed: forward its passes again, then the same backward."""
+        from .recovery import submit_step
+        self.left = len(self.passes)
+        self.passes = submit_step(self.broker, self.net, self, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
+
+    def on_output(self, p):  # only after a restart
+        from .recovery import send_step_backward
+        send_step_backward(self.broker, self.net, p)
 
     def waiting_for(self):
         return f"backward of pass {self.passes[0].seq} at {self.net.describe(self.net.first()[0])}"
@@ -159,7 +186,10 @@ class Backprop(Job):
         self.left -= 1
         self.progress()
         if self.left == 0:
+            from .recovery import log_step, snapshot_due
+            log_step(self.net, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
             self.reply(loss=self.loss)
+            snapshot_due(self.broker, self.net)
 
 
 class Collect(Job):
@@ -168,16 +198,20 @@ class Collect(Job):
     def __init__(self, broker, net, client, req, timeout, then):
         super().__init__(broker, net, client, req, timeout)
         self.then = then              # callable(job, layers, optimizer) -> reply
-        self.states = {}
-        self.missing = set(net.groups)
-        for gid in net.groups:
-            broker.to_group(net, gid, {"k": wire.GET, "req": req})
+        self.restart()
+
+    def restart(self):
+        self.states, self.steps = {}, {}
+        self.missing = set(self.net.groups)
+        for gid in self.net.groups:
+            self.broker.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
 
     def waiting_for(self):
         return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
 
     def on_state(self, gid, header, arrays):
         self.states[gid] = (header, arrays)
+        self.steps[gid] = header["optimizer"]["t"]
         self.missing.discard(gid)
         self.progress()
         if not self.missing:

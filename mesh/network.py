@@ -39,6 +39,15 @@ class Network:
         self.trainer = None       # the training job, while one runs
         self.jobs = set()
         self.created = False
+        # survival: see recovery.py
+        self.gen = 0              # bumped by every recovery; data of an older generation is dropped
+        self.snapshot = None      # every group's weights and optimizer state at a quiet moment
+        self.log = []             # what changed them since: ("grow", cols) ("optim", settings) ("step", ...)
+        self.restarts = 0
+        self.last_failure = None
+        self.recovering = None    # the Recover job, while one runs
+        self.paused = False       # a snapshot is being taken
+        self.deferred = deque()   # client requests that arrived while recovering or paused
 
     @property
     def inputs(self):
@@ -69,5 +78,5 @@ class Network:
 
     def records(self):
         return [{"gid": g["gid"], "layer": g["layer"] + 1, "neurons": [g["lo"], g["hi"]], "pid": g.get("pid"),
-                 "host": g["host"], "worker": g["worker_name"], "endpoints": g["endpoints"]}
+                 "host": g["host"], "worker": g["worker_name"], "endpoints": g["endpoints"], "alive": g["alive"]}
                 for g in self.groups.values()]

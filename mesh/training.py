@@ -13,10 +13,9 @@ import time
 import numpy as np
 
 from . import wire
-from .head import loss_and_grad
 from .jobs import Job
-from .network import Pass
 from .optim import Optimizer
+from .recovery import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step, take_snapshot
 
 MODES = ("exact", "async")
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
@@ -71,9 +70,15 @@ class Train(Job):
         self.micro = micro_count(self.o["batch_size"], len(net.spec.sizes), self.o["micro_batches"])
         self.started = self.reported = time.monotonic()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
-        self.configuring = set(net.groups)
-        for gid in net.groups:
-            broker.to_group(net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": req})
+        self.lr = self.o["learning_rate"]
+        self.outstanding = set()  # passes submitted and not yet done
+        self.configure()
+
+    def configure(self):
+        self.configuring = set(self.net.groups)
+        self.net.log.append(("optim", self.o["optimizer"]))
+        for gid in self.net.groups:
+            self.broker.to_group(self.net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": self.req})
 
     def waiting_for(self):
         if self.configuring:
@@ -100,40 +105,58 @@ class Train(Job):
         bs = self.o["batch_size"]
         idx = self.order[self.batch_at:self.batch_at + bs]
         self.batch_at += len(idx)
-        exact = self.o["mode"] == "exact"
-        pieces = np.array_split(idx, min(self.micro, len(idx)))
-        step = self.net.next_step()
-        self.left_in_batch = len(pieces)
-        for piece in pieces:
-            p = Pass(self.net.next_seq(), self, self.X[piece], keep=True)
-            p.T, p.batch_rows = self.Y[piece], len(idx)
-            # exact: one step per mini-batch; async: every micro-batch is its own step
-            p.step, p.of = (step, len(pieces)) if exact else (self.net.next_step(), 1)
-            self.broker.submit(self.net, p)
+        micros = [(self.X[piece], self.Y[piece]) for piece in np.array_split(idx, min(self.micro, len(idx)))]
+        if self.o["mode"] == "exact":  # one step per mini-batch
+            self.batch = (micros, len(idx), self.loss_sum, self.epoch_rows, self.rows_done)
+            self.outstanding = set(submit_step(self.broker, self.net, self, micros, len(idx), self.lr))
+        else:  # every micro-batch its own step, applied as soon as its backward is done
+            for m in micros:
+                self.outstanding |= set(submit_step(self.broker, self.net, self, [m], len(idx), self.lr))
+
+    def restart(self):
+        """After a recovery: the log was replayed, so redo what had not completed."""
+        if self.configuring:
+            return self.configure()
+        if self.o["mode"] == "exact":
+            micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
+            self.outstanding = set(submit_step(self.broker, self.net, self, micros, rows, self.lr))
+        else:
+            for p in self.outstanding:
+                resubmit(self.broker, self.net, p)
 
     def on_output(self, p):
-        loss, dz = loss_and_grad(self.net.spec.output, self.net.spec.loss, p.z, p.T, p.batch_rows)
-        self.loss_sum += loss
-        p.z = None
-        self.broker.send_backward(self.net, p, dz, p.step, p.of, self.o["learning_rate"])
+        self.loss_sum += send_step_backward(self.broker, self.net, p)
 
     def on_done(self, p):
         self.broker.finish_pass(self.net, p, forget=True)
         self.progress()
+        self.outstanding.discard(p)
         self.rows_done += p.rows
         self.epoch_rows += p.rows
-        self.left_in_batch -= 1
         self.report()
+        if self.o["mode"] == "async":
+            log_step(self.net, [(p.X, p.T)], p.batch_rows, self.lr)
+        elif not self.outstanding:
+            log_step(self.net, self.batch[0], self.batch[1], self.lr)
+        else:
+            return
         if self.epoch_rows < len(self.X):
-            if self.o["mode"] == "exact" and self.left_in_batch == 0:
-                self.start_batch()
+            if self.o["mode"] == "exact":
+                self.between_batches(self.start_batch)
             return
         self.history.append(self.loss_sum / len(self.X))
         self.epoch += 1
         if self.epoch < self.o["epochs"]:
-            self.start_epoch()
+            self.between_batches(self.start_epoch)
         else:
             self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done)
+
+    def between_batches(self, then):
+        """A quiet moment: take a snapshot first if the log has grown long."""
+        if len(self.net.log) >= SNAPSHOT_EVERY:
+            take_snapshot(self.broker, self.net, then)
+        else:
+            then()
 
     def report(self):
         now = time.monotonic()

@@ -119,24 +119,36 @@ def test_silent_broker_times_out_with_a_clear_error():
         ctx.destroy(linger=0)
 
 
-def test_dead_group_fails_calls_with_its_name(fresh_mesh):
+def test_dead_group_is_restarted_and_status_says_so(fresh_mesh):
     h = fresh_mesh(workers=1)
-    net = h.remember(h.client.create([3, 2, 1], group_size=1, seed=1))
-    net.predict([0.1, 0.2], remember=False)
+    net = h.remember(h.client.create([3, 2, 1], group_size=1, seed=1, dtype="float64"))
+    X = [[0.1, 0.2], [0.4, -0.3]]
+    before = net.predict(X, remember=False)
     victim = [p for p in net.processes() if p["layer"] == 2][0]
     os.kill(victim["pid"], signal.SIGKILL)
-    deadline = time.monotonic() + 10
+    np.testing.assert_array_equal(net.predict(X, remember=False), before)  # answered, by the rebuilt mesh
+    status = [n for n in h.client.status()["networks"] if n["net"] == net.id][0]
+    assert status["restarts"] == 1 and victim["gid"] in status["last_failure"]
+    again = [p for p in net.processes() if p["gid"] == victim["gid"]][0]
+    assert again["pid"] != victim["pid"] and again["alive"]
+    h.remember(net)
+
+
+def test_without_workers_left_calls_fail_naming_the_host(fresh_mesh):
+    h = fresh_mesh(workers=1)
+    net = h.remember(h.client.create([3, 1], seed=1))
+    net.predict([0.1, 0.2], remember=False)
+    worker = h.client.status()["workers"][0]
+    os.kill(worker["pid"], signal.SIGKILL)  # its spawner and groups die with it
+    deadline = time.monotonic() + 15
     while True:
         try:
             net.predict([0.1, 0.2], remember=False)
         except RemoteError as e:
-            assert victim["gid"] in str(e) and str(victim["pid"]) in str(e)
+            assert "127.0.0.1" in str(e) and "no worker is left" in str(e), str(e)
             break
-        assert time.monotonic() < deadline, "the dead group was never reported"
-        time.sleep(0.1)
-    # the rest of the mesh still serves new networks
-    other = h.remember(h.client.create([2, 1], seed=1))
-    assert other.predict([0.1, 0.2]).shape == (1,)
+        assert time.monotonic() < deadline, "the lost worker was never reported"
+        time.sleep(0.2)
 
 
 def test_silent_group_times_out_naming_it(fresh_mesh):
