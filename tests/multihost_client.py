@@ -29,15 +29,24 @@ def train(client, out):
 
 
 def cut(client, net_id):
+    """Predict through the cut until the broker has rebuilt the network on the hosts it still reaches."""
     net, t = Network(client, net_id, None), time.monotonic()
+    X = data()[0][:4]
+    before, errors = net.predict(X, remember=False), []
     while time.monotonic() - t < 30:
         try:
-            net.predict([[0.0] * 5], remember=False)
+            out = net.predict(X, remember=False)
         except (RemoteError, TimeoutError) as e:
-            print(json.dumps({"error": str(e), "kind": type(e).__name__, "seconds": time.monotonic() - t}))
+            errors.append(str(e))
+            continue
+        status = [n for n in client.status()["networks"] if n["net"] == net_id][0]
+        if status["restarts"]:
+            print(json.dumps({"same": bool(np.array_equal(out, before)), "errors": errors,
+                              "failure": status["last_failure"], "seconds": time.monotonic() - t,
+                              "hosts": sorted({p["host"] for p in status["processes"]})}))
             return
         time.sleep(0.1)
-    print(json.dumps({"error": None}))
+    print(json.dumps({"failure": None, "errors": errors}))
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_group_survives_malformed_messages_that_carry_the_token():
         sent = 0
         # data-path kinds, and kinds a group does not take; control kinds from an authentic
         # peer (stop, set, grow) would be obeyed, as they should be
-        kinds = ["fwd", "bwd", "hello", "out", "predict", "nonsense"]
+        kinds = ["fwd", "bwd", "hello", "out", "predict", "nonsense"]  # with and without the right "gen"
         for _ in range(3000):
             frames = message(rng, token="tok", kinds=kinds)
             if frames:
@@ -108,7 +108,7 @@ def test_group_survives_malformed_messages_that_carry_the_token():
         while sink.poll(200):  # READY and the FAULT replies
             sink.recv_multipart()
         x = np.array([[0.3, 0.7]])
-        sockets.send(feed, {"k": "fwd", "tok": "tok", "net": "n1", "seq": 10 ** 9, "src": 0}, [x])
+        sockets.send(feed, {"k": "fwd", "tok": "tok", "gen": 0, "net": "n1", "seq": 10 ** 9, "src": 0}, [x])
         assert g.inbox.poll(2000)
         g.handle_one()
         assert sink.poll(2000)
