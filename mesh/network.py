@@ -20,6 +20,32 @@ class Pass:
         self.bwd = None      # (header, dz) once the output gradient is sent
 
 
+class FairQueue:
+    """Passes waiting to enter the mesh, one line per client, served in turn:
+    a client that sends a flood of rows cannot starve the others."""
+
+    def __init__(self):
+        self.lines = {}  # client -> deque of passes; dicts keep the turn order
+
+    def append(self, p):
+        owner = p.job.client if p.job is not None else None
+        self.lines.setdefault(owner, deque()).append(p)
+
+    def popleft(self):
+        owner = next(iter(self.lines))
+        line = self.lines.pop(owner)
+        p = line.popleft()
+        if line:
+            self.lines[owner] = line  # back of the turn order
+        return p
+
+    def clear(self):
+        self.lines.clear()
+
+    def __bool__(self):
+        return bool(self.lines)
+
+
 class Network:
     def __init__(self, nid, spec, encoder=None, window=None):
         self.id, self.spec = nid, spec
@@ -31,7 +57,7 @@ class Network:
         self.seq = 0
         self.step = 0
         self.passes = {}          # seq -> Pass, in flight or held for a backprop
-        self.queue = deque()      # passes waiting for a slot in the window
+        self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
         self.window = window or 4 * len(spec.sizes) + 4
         self.held = {}            # client identity -> [Pass] of its last predict
