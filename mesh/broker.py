@@ -27,12 +27,15 @@ WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wir
 
 
 class Broker:
-    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None):
+    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None):
         self.ctx = ctx or zmq.Context()
-        self.front = sockets.make(self.ctx, zmq.ROUTER, bind=bind)
+        self.keys = keys
+        if keys is not None:
+            keys.start_authenticator(self.ctx)
+        self.front = sockets.make(self.ctx, zmq.ROUTER, bind=bind, keys=keys, serve="front")
         self.address = sockets.bound_endpoint(self.front)
         host = urlparse(self.address.replace("tcp://", "http://")).hostname
-        self.inbox = sockets.make(self.ctx, zmq.PULL)
+        self.inbox = sockets.make(self.ctx, zmq.PULL, keys=keys, serve="mesh")
         self.inbox_port = self.inbox.bind_to_random_port(f"tcp://{host}")
         self.workers = {}        # identity -> record
         self.nets = {}
@@ -70,6 +73,8 @@ class Broker:
             self.stop_net(net)
         for wid in list(self.workers):
             self._send_worker(wid, {"k": wire.STOP})
+        if self.keys is not None:
+            self.keys.stop()
         self.ctx.destroy(linger=0)
 
     def tick(self):
@@ -139,7 +144,11 @@ class Broker:
             log.info("could not reply to a client: %s", e)
 
     def to_group(self, net, gid, header, arrays=()):
-        sockets.send(net.push[gid], dict(header, net=net.id, tok=net.token), arrays)
+        try:
+            sockets.send(net.push[gid], dict(header, net=net.id, tok=net.token), arrays)
+        except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
+            if net.groups[gid]["alive"]:
+                self.group_lost(net, [gid], f"{net.describe(gid)} cannot be reached")
 
     def _send_worker(self, wid, header):
         try:
@@ -152,6 +161,7 @@ class Broker:
         if wid not in self.workers:
             name = next(self.worker_names)
             self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
+                                 "key": h.get("key"),
                                  "slots": int(h.get("slots") or 1), "pid": h.get("pid"), "peer": heartbeat.Peer(),
                                  "groups": set()}
             log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
@@ -200,7 +210,7 @@ class Broker:
         if g["worker"] not in self.workers:
             wid = min(self.workers, key=lambda w: len(self.workers[w]["groups"]) / self.workers[w]["slots"])
             w = self.workers[wid]
-            g.update(worker=wid, worker_name=w["name"], host=w["host"])
+            g.update(worker=wid, worker_name=w["name"], host=w["host"], key=w["key"])
         self.workers[g["worker"]]["groups"].add(gid)
         g.update(pid=None, endpoints={})
         old = net.push.pop(gid, None)
@@ -293,7 +303,8 @@ class Broker:
         old = net.push.pop(h["gid"], None)
         if old is not None:
             old.close()
-        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=h["endpoints"]["tcp"])
+        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=h["endpoints"]["tcp"], keys=self.keys,
+                                          dial=g["key"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
 
@@ -320,8 +331,8 @@ class Broker:
             net.layers[layer].append(gid)
             w = self.workers[wid]
             net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": lo, "hi": hi, "worker": wid,
-                               "worker_name": w["name"], "host": w["host"], "pid": None, "endpoints": {},
-                               "alive": False}
+                               "worker_name": w["name"], "host": w["host"], "key": w["key"], "pid": None,
+                               "endpoints": {}, "alive": False}
             w["groups"].add(gid)
         self.nets[net.id] = net
         jobs.Create(self, net, client, req, timeout, layers, optimizer)
@@ -494,8 +505,8 @@ class Broker:
         self.reply(client, h.get("id"), ok=True)
 
 
-def main(bind):
-    broker = Broker(bind)
+def main(bind, keys=None):
+    broker = Broker(bind, keys=keys)
     print(f"mesh broker listening on {broker.address}", flush=True)
     try:
         broker.run()

@@ -13,6 +13,10 @@ from .lifecycle import die_with_parent, limit_blas_here, raise_on_sigterm
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker.")
+keys_option = click.option("--keys", "keys_dir", envvar="MESH_KEYS", type=click.Path(file_okay=False), default=None,
+                           help="CurveZMQ keys folder (mesh keys generate): encrypt and authenticate every socket.")
+insecure_option = click.option("--insecure", is_flag=True,
+                               help="Allow a non-loopback address without keys (anyone who reaches it can use it).")
 timeout_option = click.option("--timeout", type=float, default=60.0, show_default=True,
                               help="Seconds to wait for an answer.")
 
@@ -27,7 +31,11 @@ def _lifetime():
 
 def _client(broker, timeout):
     from .client import Client
-    return Client(broker, timeout=timeout)
+    from .security import KeyError_
+    try:
+        return Client(broker, timeout=timeout)
+    except KeyError_ as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _call(fn):
@@ -44,15 +52,36 @@ def cli():
     """neuromesh: a neural network run as a mesh of processes talking ZeroMQ."""
 
 
+def _keys(keys_dir, role, address, insecure):
+    """The process's keys, or None; refuses a non-loopback address without keys unless --insecure."""
+    from .security import KeyError_, Keys, is_loopback
+    if keys_dir:
+        try:
+            return Keys(keys_dir, role)
+        except KeyError_ as e:
+            raise click.ClickException(str(e)) from None
+    if not is_loopback(address):
+        if not insecure:
+            raise click.ClickException(
+                f"{address} is reachable from other hosts and no keys are set: anyone who reaches it could use "
+                f"the mesh. Run `mesh keys generate DIR` and pass --keys DIR (or MESH_KEYS), or --insecure.")
+        click.echo(f"WARNING: {address} without keys: traffic is plain text and anyone who reaches it can "
+                   f"use the mesh", err=True)
+    return None
+
+
 @cli.command()
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Address clients and workers dial.")
-def broker(bind):
+@keys_option
+@insecure_option
+def broker(bind, keys_dir, insecure):
     """Run the broker in the foreground."""
     _lifetime()
     raise_on_sigterm()
     logging_setup()
+    keys = _keys(keys_dir, "broker", bind, insecure)
     from .broker import main
-    main(bind)
+    main(bind, keys)
 
 
 @cli.command()
@@ -61,15 +90,22 @@ def broker(bind):
 @click.option("--listen", default=None, help="Interface group inboxes bind (default: the advertised address).")
 @click.option("--slots", type=int, default=None, help="Capacity for placement (default: CPU count).")
 @click.option("--blas-threads", type=int, default=1, show_default=True, help="BLAS threads per group process.")
-def worker(broker, advertise, listen, slots, blas_threads):
+@keys_option
+@insecure_option
+def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
     _lifetime()
     limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
     raise_on_sigterm()
     logging_setup()
-    from .worker import main
+    from .worker import main, route_address
+    from urllib.parse import urlparse
+    where = listen or advertise or route_address(urlparse(broker.replace("tcp://", "http://")).hostname)
+    keys = _keys(keys_dir, "worker", f"tcp://{where}:0", insecure)
+    if keys_dir:
+        os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
-        main(broker, advertise, listen, slots)
+        main(broker, advertise, listen, slots, keys)
     except KeyboardInterrupt:
         pass
 
@@ -84,7 +120,8 @@ def worker(broker, advertise, listen, slots, blas_threads):
 @click.option("--advertise", default=None, help="With --hosts: the address the hosts reach this broker at.")
 @click.option("--ssh", "ssh_cmd", default=None, help="With --hosts: the command that runs a command on a host.")
 @click.option("--remote-command", default="mesh", show_default=True, help="With --hosts: how the hosts run mesh.")
-def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command):
+@insecure_option
+def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     from .local import LocalMesh
     if hosts_file:
@@ -92,10 +129,11 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
         if not advertise:
             raise click.UsageError("--hosts needs --advertise: the address the hosts reach this broker at")
         hosts = _call(lambda: read_hosts(hosts_file))
-        m = RemoteMesh(hosts, advertise, ssh=ssh_cmd or SSH, remote_command=remote_command, blas_threads=blas_threads, bind=bind)
+        m = RemoteMesh(hosts, advertise, ssh=ssh_cmd or SSH, remote_command=remote_command, blas_threads=blas_threads,
+                       bind=bind, insecure=insecure)
         workers = len(hosts)
     else:
-        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind)
+        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure)
     try:
         try:
             m.start()
@@ -262,6 +300,48 @@ def bench(parts, rounds, quick):
     tables = run(parts or ("throughput", "latency"), rounds=rounds, quick=quick, log=click.echo)
     for name, text in tables.items():
         click.echo(f"\n{name}\n{text}")
+
+
+@cli.group()
+def keys():
+    """CurveZMQ keys: generate, allow, revoke."""
+
+
+@keys.command("generate")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", "names", multiple=True, help="Pair names (default: broker, worker, client).")
+def keys_generate(directory, names):
+    """Write key pairs (owner-only files) and allow-lists that admit them into DIRECTORY."""
+    from .security import generate
+    for name in generate(directory, names or ("broker", "worker", "client")):
+        click.echo(f"{directory}/{name}.key (public), {directory}/{name}.key_secret (secret)")
+
+
+@keys.command("allow")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("public_key", type=click.Path(dir_okay=False, exists=True))
+@click.option("--kind", type=click.Choice(["mesh", "clients"]), default="clients", show_default=True,
+              help="mesh: a broker or worker; clients: may use the broker.")
+def keys_allow(directory, public_key, kind):
+    """Admit PUBLIC_KEY (a .key file) to the mesh."""
+    from .security import KeyError_, allow
+    try:
+        click.echo(f"allowed {allow(directory, public_key, kind)}")
+    except (KeyError_, ValueError, OSError) as e:
+        raise click.ClickException(f"{public_key} is not a public key file: {e}") from None
+
+
+@keys.command("revoke")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+@click.argument("name")
+def keys_revoke(directory, name):
+    """Stop admitting the key NAME (e.g. client-old); restart processes to drop live sessions."""
+    from .security import revoke
+    removed = revoke(directory, name)
+    if not removed:
+        raise click.ClickException(f"no allowed key named {name!r} in {directory}")
+    for p in removed:
+        click.echo(f"revoked {p}")
 
 
 def logging_setup():

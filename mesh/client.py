@@ -28,10 +28,14 @@ class MeshTimeout(TimeoutError):
 
 
 class Client:
-    def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT):
+    def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT, keys=None):
+        """keys: a keys folder (see mesh.security); default MESH_KEYS, if set."""
+        from .security import Keys
         self.address, self.timeout = address, float(timeout)
+        self.keys = Keys(keys, "client") if keys else Keys.from_env("client")
         self.ctx = zmq.Context()
-        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=address)
+        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=address, keys=self.keys,
+                                 dial=self.keys and self.keys.broker_public)
         self.ids = itertools.count(1)
 
     def close(self):
@@ -46,11 +50,18 @@ class Client:
     def request(self, op, arrays=(), timeout=None, on_progress=None, **fields):
         """Send one request and wait for its reply: (header, arrays)."""
         timeout = float(timeout or self.timeout)
+        wait = timeout + min(GRACE, timeout)
         rid = next(self.ids)
-        sockets.send(self.sock, {"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
+        hint = "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
+        self.sock.setsockopt(zmq.SNDTIMEO, int(wait * 1000))
+        try:
+            sockets.send(self.sock, {"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
+        except zmq.Again:
+            raise MeshTimeout(f"could not send {op!r} to the broker at {self.address} within "
+                              f"{wait:g}s: no connection{hint}") from None
         while True:
-            if not self.sock.poll((timeout + GRACE) * 1000):
-                raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {timeout + GRACE:g}s")
+            if not self.sock.poll(wait * 1000):
+                raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s{hint}")
             _, h, out = sockets.recv(self.sock, max_header=1 << 24)
             if h.get("id") != rid:
                 continue  # a late answer to an earlier request that timed out

@@ -18,6 +18,7 @@ import zmq
 from . import sockets, wire
 from .neurons import Neurons
 from .optim import Optimizer
+from .security import Keys
 
 log = logging.getLogger("mesh.group")
 MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
@@ -29,7 +30,10 @@ class Group:
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
         self.token = config["token"]  # every message of this network carries it; others are dropped unread
         self.dtype = np.dtype(config["dtype"])
-        self.inbox = sockets.make(ctx, zmq.PULL)
+        self.keys = keys = Keys.from_env("worker")  # a group speaks with its worker's keys
+        if keys is not None:
+            keys.start_authenticator(ctx)
+        self.inbox = sockets.make(ctx, zmq.PULL, keys=keys, serve="mesh")
         self.endpoints = {}
         if config.get("ipc_dir"):
             addr = f"ipc://{config['ipc_dir']}/{self.gid}"
@@ -37,7 +41,8 @@ class Group:
             self.endpoints["ipc"] = addr
         port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
         self.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
-        self.broker = sockets.make(ctx, zmq.PUSH, connect=config["broker_inbox"])
+        self.broker = sockets.make(ctx, zmq.PUSH, connect=config["broker_inbox"], keys=keys,
+                                   dial=keys and keys.broker_public)
         self.ctx = ctx
         self.neurons = None
         self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
@@ -92,9 +97,12 @@ class Group:
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
             sock.close()
-        self.down = [(sockets.make(self.ctx, zmq.PUSH, connect=ep), lo, hi) for ep, lo, hi in h["down"]]
-        self.up = [(sockets.make(self.ctx, zmq.PUSH, connect=ep), lo, hi) for ep, lo, hi in h["up"]]
+        self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
+        self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
         self.tell_broker({"k": wire.READY})
+
+    def _dial(self, endpoint, key):
+        return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
 
     def grow(self, h, arrays):
         cols, = arrays
@@ -206,4 +214,6 @@ def main(config):
         if profile_dir:
             profiler.disable()
             profiler.dump_stats(os.path.join(profile_dir, f"{config['gid']}.prof"))
+        if group.keys is not None:
+            group.keys.stop()
         ctx.destroy(linger=0)

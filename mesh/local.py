@@ -14,8 +14,9 @@ from .lifecycle import blas_env
 
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
-                 start_timeout=30.0):
+                 start_timeout=30.0, insecure=False):
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
+        self.insecure = ["--insecure"] if insecure else []
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
         self.env["MESH_DIE_WITH_PARENT"] = "1"
@@ -28,7 +29,8 @@ class LocalMesh:
 
     def start(self):
         try:
-            broker = self._spawn("broker", "--bind", self.bind, stdout=subprocess.PIPE, process_group=0)
+            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, stdout=subprocess.PIPE,
+                                 process_group=0)
             self.pgid = broker.pid
             self.address = _read_address(broker, self.start_timeout)
             for _ in range(self.n_workers):

@@ -68,7 +68,7 @@ def wiring(layers):
                 "index": index,
                 "fan_in": len(prev) or 1,   # layer 1 hears from the broker alone
                 "fan_out": len(nxt) or 1,   # the last layer hears from the broker alone
-                "down": [[link(g["host"], d), d["lo"], d["hi"]] for d in nxt],
-                "up": [[link(g["host"], u), u["lo"], u["hi"]] for u in prev],
+                "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key")] for d in nxt],
+                "up": [[link(g["host"], u), u["lo"], u["hi"], u.get("key")] for u in prev],
             }
     return setups

@@ -27,7 +27,8 @@ class RemoteMesh(LocalMesh):
 
     def start(self):
         try:
-            broker = self._spawn("broker", "--bind", self.bind, stdout=subprocess.PIPE, process_group=0)
+            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, stdout=subprocess.PIPE,
+                                 process_group=0)
             self.pgid = broker.pid
             from .local import _read_address
             port = _read_address(broker, self.start_timeout).rsplit(":", 1)[1]
@@ -35,7 +36,7 @@ class RemoteMesh(LocalMesh):
             self.remote = {}
             for host in self.hosts:
                 cmd = shlex.split(self.ssh) + [host] + shlex.split(self.remote_command) + [
-                    "worker", "--broker", self.address]
+                    "worker", "--broker", self.address, *self.insecure]
                 self.remote[host] = subprocess.Popen(cmd, process_group=self.pgid, stdin=subprocess.DEVNULL,
                                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 self.procs.append(self.remote[host])

@@ -4,7 +4,7 @@ LINGER 0: a process that stops never waits on peers that may be gone.
 HWM: flow control is done by the broker's bounded window of passes in flight,
 so the high-water mark only has to be high enough never to block or drop
 inside that window. MAXMSGSIZE: a peer cannot make us buffer an unbounded
-message.
+message. CURVE keys, when configured, are set here too.
 """
 import os
 
@@ -13,12 +13,22 @@ import zmq
 from . import wire
 
 HWM = 10_000
+SEND_TIMEOUT = 10_000  # ms: a send with no peer to take it (handshake refused, peer gone) fails, never hangs
 MAX_MESSAGE = int(os.environ.get("MESH_MAX_MESSAGE", 1 << 30))  # bytes; a client's request carries whole data sets
 
 
-def make(ctx, kind, *, bind=None, connect=None, max_message=MAX_MESSAGE, hwm=HWM):
+def make(ctx, kind, *, bind=None, connect=None, max_message=MAX_MESSAGE, hwm=HWM, keys=None, serve=None, dial=None):
+    """A socket with our options. With keys (security.Keys): serve=DOMAIN makes it a
+    CurveZMQ server admitting that domain's keys; dial=PUBLIC_KEY a client of that server."""
     sock = ctx.socket(kind)
+    if keys is not None:
+        if serve:
+            keys.serve(sock, serve)
+        else:
+            assert dial, "a socket that dials with keys needs the server's public key"
+            keys.dial(sock, dial)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, SEND_TIMEOUT)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, max_message)

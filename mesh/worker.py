@@ -28,7 +28,8 @@ def route_address(broker_host):
 
 
 class Worker:
-    def __init__(self, broker, advertise=None, listen=None, slots=None):
+    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None):
+        self.keys = keys
         self.broker_addr = broker
         self.broker_host = urlparse(broker.replace("tcp://", "http://")).hostname
         self.advertise = advertise or route_address(self.broker_host)
@@ -49,11 +50,13 @@ class Worker:
             shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def _connect(self):
-        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=self.broker_addr)
+        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=self.broker_addr, keys=self.keys,
+                                 dial=self.keys and self.keys.broker_public)
         self.peer = heartbeat.Peer()
         self.inbox = None
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
-                                 "slots": self.slots, "pid": os.getpid(), "groups": self.groups})
+                                 "slots": self.slots, "pid": os.getpid(), "groups": self.groups,
+                                 "key": self.keys.public.decode() if self.keys else None})
 
     def _loop(self):
         backoff = heartbeat.Backoff()
@@ -104,5 +107,5 @@ class Worker:
             sockets.send(self.sock, {"k": wire.EXITED, "gid": ev["gid"], "pid": ev["pid"], "code": ev["code"]})
 
 
-def main(broker, advertise=None, listen=None, slots=None):
-    Worker(broker, advertise, listen, slots).run()
+def main(broker, advertise=None, listen=None, slots=None, keys=None):
+    Worker(broker, advertise, listen, slots, keys).run()

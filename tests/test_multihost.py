@@ -35,9 +35,9 @@ def wait_for_workers(hosts, broker, n, timeout=30):
 
 def test_network_spread_over_two_hosts_trains_like_one_host_then_heals_after_a_cut_link(hosts, tmp_path, mesh2):
     broker = f"tcp://{hosts.addrs[0]}:5555"
-    hosts.mesh(0, "broker", "--bind", broker)
+    hosts.mesh(0, "broker", "--bind", broker, "--insecure")  # keys: see test_security.py
     for i in (1, 2):
-        hosts.mesh(i, "worker", "--broker", broker, "--slots", "2")
+        hosts.mesh(i, "worker", "--broker", broker, "--slots", "2", "--insecure")
     status = wait_for_workers(hosts, broker, 2)
     assert sorted(w["host"] for w in status["workers"]) == hosts.addrs[1:]
 
@@ -81,7 +81,7 @@ def test_mesh_up_hosts_starts_a_worker_on_each_host(hosts, tmp_path):
     listing.write_text("\n".join(hosts.names[1:]) + "\n")
     broker = f"tcp://{hosts.addrs[0]}:5556"
     up = hosts.mesh(0, "up", "--hosts", str(listing), "--ssh", "ip netns exec",
-                    "--remote-command", f"{sys.executable} -m mesh", "--advertise", hosts.addrs[0],
+                    "--remote-command", f"{sys.executable} -m mesh", "--insecure", "--advertise", hosts.addrs[0],
                     "--bind", broker, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ready, _, _ = select.select([up.stdout], [], [], 30)
     assert ready, "mesh up printed nothing"
