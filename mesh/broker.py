@@ -23,7 +23,7 @@ from .spec import Spec, initial_layer
 
 log = logging.getLogger("mesh.broker")
 DEFAULT_TIMEOUT = 60.0
-WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE}
+WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}
 
 
 class Broker:
@@ -43,7 +43,7 @@ class Broker:
         self.worker_names = (f"w{i}" for i in itertools.count(1))
         self.net_ids = (f"n{i}" for i in itertools.count(1))
         self.client_ops = {wire.CREATE: self.create, wire.PREDICT: self.predict, wire.BACKPROP: self.backprop,
-                           wire.TRAIN: self.train, wire.WEIGHTS: self.weights, wire.SAVE: self.save,
+                           wire.TRAIN: self.train, wire.WEIGHTS: self.weights, wire.SAVE: self.save, wire.SET_WEIGHTS: self.set_weights,
                            wire.LOAD: self.load, wire.PROCESSES: self.processes, wire.STATUS: self.status,
                            wire.DROP: self.drop}
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: lambda w, h: None,
@@ -448,6 +448,20 @@ class Broker:
         def then(job, layers, optim):
             job.reply([a for W, b in layers for a in (W, b)], layers=len(layers), steps=job.steps)
         jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
+
+    def set_weights(self, client, h, arrays):
+        net = self._net(h)
+        if net.trainer is not None:
+            raise RuntimeError(f"network {net.id} is training; set weights after it ends")
+        widths = [net.inputs] + net.spec.sizes[:-1]
+        if len(arrays) != 2 * len(widths):
+            raise ValueError(f"need W and b for each of {len(widths)} layers, got {len(arrays)} arrays")
+        layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(widths))]
+        for i, ((W, b), size, fan_in) in enumerate(zip(layers, net.spec.sizes, widths)):
+            if W.shape != (size, fan_in) or b.shape != (size,) or not (np.isfinite(W).all() and np.isfinite(b).all()):
+                raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} do not fit a "
+                                 f"layer of {size} neurons with {fan_in} inputs (or are not finite)")
+        jobs.SetWeights(self, net, client, h.get("id"), self._timeout(h), layers)
 
     def save(self, client, h, arrays):
         net = self._net(h)

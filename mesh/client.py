@@ -147,6 +147,10 @@ class Network:
         h, out = self._call(wire.WEIGHTS)
         return [(out[2 * i], out[2 * i + 1]) for i in range(h["layers"])]
 
+    def set_weights(self, layers):
+        """Replace every layer's (W, b); optimizer state starts afresh."""
+        self._call(wire.SET_WEIGHTS, [np.asarray(a) for W, b in layers for a in (W, b)])
+
     def steps(self):
         """{gid: optimizer steps applied by that group}: every group should agree."""
         h, _ = self._call(wire.WEIGHTS)

@@ -94,38 +94,55 @@ def as_rows(X):
 
 class _MeshEstimator(BaseEstimator):
     def __init__(self, hidden=(100,), activation="relu", epochs=200, batch_size=200, learning_rate=1e-3,
-                 optimizer="adam", tol=1e-4, n_iter_no_change=10, group_size=None, random_state=None,
-                 client=None, verbose=False):
+                 optimizer="adam", tol=1e-4, n_iter_no_change=10, early_stopping=False, validation_fraction=0.1,
+                 group_size=None, random_state=None, client=None, verbose=False):
         self.hidden, self.activation, self.epochs, self.batch_size = hidden, activation, epochs, batch_size
         self.learning_rate, self.optimizer, self.tol, self.n_iter_no_change = learning_rate, optimizer, tol, n_iter_no_change
+        self.early_stopping, self.validation_fraction = early_stopping, validation_fraction
         self.group_size, self.random_state, self.client, self.verbose = group_size, random_state, client, verbose
 
     def _fit(self, X, Y, output, loss):
         rows = as_rows(X)
         self.scaler_ = Standardizer().fit(rows)
-        rows = Rows(self.scaler_.transform(rows))
+        rows = self.scaler_.transform(rows)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        held = None
+        if self.early_stopping:  # keep a slice aside; stop when the loss on it stops falling
+            order = np.random.default_rng(seed).permutation(len(Y))
+            cut = max(1, int(len(Y) * self.validation_fraction))
+            take = (lambda idx: rows[idx]) if isinstance(rows, np.ndarray) else (lambda idx: [rows[i] for i in idx])
+            held, Y_held = Rows(take(order[:cut])), Y[order[:cut]]
+            rows, Y = take(order[cut:]), Y[order[cut:]]
+        rows = Rows(rows)
         client = self.client or shared_client()
         self.close()
-        seed = 0 if self.random_state is None else int(self.random_state)
         self.net_ = client.create(list(self.hidden) + [Y.shape[1]], activation=self.activation, output=output,
                                   loss=loss, group_size=self.group_size, seed=seed)
         self._finalizer = weakref.finalize(self, _drop_quietly, self.net_)
-        best, stale, self.loss_curve_ = np.inf, 0, []
+        best, stale, best_weights, self.loss_curve_, self.validation_scores_ = np.inf, 0, None, [], []
         batch = min(self.batch_size, len(Y))
         for epoch in range(self.epochs):
             loss_now = self.net_.train(rows, Y, epochs=1, batch_size=batch, learning_rate=self.learning_rate,
                                        optimizer=self.optimizer, shuffle=True, seed=seed + epoch,
                                        progress=False)[0]
             self.loss_curve_.append(loss_now)
+            watched = loss_now
+            if held is not None:
+                watched = _loss(output, self.net_.predict(held, remember=False).astype(np.float64), Y_held)
+                self.validation_scores_.append(watched)
             if self.verbose:
-                print(f"epoch {epoch + 1}: loss {loss_now:.5f}")
-            if loss_now > best - self.tol:
+                print(f"epoch {epoch + 1}: loss {loss_now:.5f}" + (f", held-out {watched:.5f}" if held else ""))
+            if watched > best - self.tol:
                 stale += 1
                 if stale >= self.n_iter_no_change:
                     break
             else:
                 stale = 0
-            best = min(best, loss_now)
+                if held is not None:
+                    best_weights = self.net_.weights()
+            best = min(best, watched)
+        if best_weights is not None:  # as scikit-learn does: end on the best epoch seen, not the last
+            self.net_.set_weights(best_weights)
         self.n_iter_ = len(self.loss_curve_)
         return self
 
@@ -137,6 +154,13 @@ class _MeshEstimator(BaseEstimator):
         if getattr(self, "_finalizer", None) is not None:
             self._finalizer()
             self._finalizer = None
+
+
+def _loss(output, A, Y):
+    """Mean loss of outputs A against targets Y, as the mesh trains it."""
+    if output == "softmax":
+        return float(-np.mean(np.sum(Y * np.log(np.clip(A, 1e-12, 1.0)), axis=1)))
+    return float(np.mean(0.5 * np.sum((A - Y) ** 2, axis=1)))
 
 
 def _drop_quietly(net):

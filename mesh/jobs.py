@@ -230,3 +230,26 @@ class Collect(Job):
 def draw_first_layer(net):
     """Layer 1's initial weights, drawn once the input width is known."""
     return initial_layer(net.spec, 0, net.inputs)
+
+
+class SetWeights(Job):
+    """Replace every group's weights (optimizer state starts afresh), then snapshot."""
+
+    def __init__(self, broker, net, client, req, timeout, layers):
+        super().__init__(broker, net, client, req, timeout)
+        self.missing = set(net.groups)
+        fresh = {"t": 0, "has_slots": False, **net.optimizer_settings}
+        for l, gids in enumerate(net.layers):
+            W, b = layers[l]
+            for gid in gids:
+                g = net.groups[gid]
+                broker.to_group(net, gid, {"k": wire.SET, "optimizer": fresh}, [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]])
+
+    def waiting_for(self):
+        return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
+
+    def on_ready(self, gid):
+        self.missing.discard(gid)
+        if not self.missing:
+            from .recovery import take_snapshot  # the log before this no longer applies
+            take_snapshot(self.broker, self.net, lambda: self.reply())

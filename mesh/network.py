@@ -63,6 +63,7 @@ class Network:
         self.held = {}            # client identity -> [Pass] of its last predict
         self.error = None         # why this network can no longer work
         self.trainer = None       # the training job, while one runs
+        self.optimizer_settings = {"name": "sgd", "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
         self.jobs = set()
         self.created = False
         # survival: see recovery.py

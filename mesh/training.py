@@ -76,6 +76,7 @@ class Train(Job):
 
     def configure(self):
         self.configuring = set(self.net.groups)
+        self.net.optimizer_settings = self.o["optimizer"]
         self.net.log.append(("optim", self.o["optimizer"]))
         for gid in self.net.groups:
             self.broker.to_group(self.net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": self.req})

@@ -25,6 +25,7 @@ PREDICT = "predict"      # rows -> outputs
 BACKPROP = "backprop"    # targets of the last predict -> one optimizer step
 TRAIN = "train"          # X, Y, options -> per-epoch loss; streams PROGRESS first
 WEIGHTS = "weights"      # -> every layer's W and b
+SET_WEIGHTS = "set_weights"  # every layer's W and b -> the groups (fresh optimizer state)
 PROCESSES = "processes"  # -> one record per group process
 STATUS = "status"        # -> workers, networks, groups
 DROP = "drop"            # end a network's group processes

@@ -124,3 +124,19 @@ def test_float32_is_the_default_and_close_to_float64(mesh2):
         np.testing.assert_allclose(out, ref.forward(X), rtol=1e-5)
     finally:
         net.drop()
+
+
+def test_set_weights_replaces_them(mesh2):
+    net = mesh2.remember(mesh2.client.create([3, 2], group_size=2, seed=1, dtype="float64"))
+    try:
+        X = np.random.default_rng(0).normal(size=(4, 2))
+        net.predict(X, remember=False)
+        layers = [(W * 0.5 + 0.1, b - 0.2) for W, b in net.weights()]
+        net.set_weights(layers)
+        np.testing.assert_allclose(net.predict(X, remember=False), ReferenceNet(layers).forward(X), rtol=1e-9)
+        import pytest
+        from mesh.client import RemoteError
+        with pytest.raises(RemoteError, match="layer 1: weights"):
+            net.set_weights([(np.zeros((3, 5)), np.zeros(3)), layers[1]])
+    finally:
+        net.drop()
