@@ -17,6 +17,7 @@ import numpy as np
 import zmq
 
 from . import heartbeat, jobs, sockets, table, wire
+from .checkpoint import pack_state
 from .network import Network
 from .placement import cross_host_links, place_pinned, wiring
 from .spec import Spec, initial_layer
@@ -467,12 +468,8 @@ class Broker:
         net = self._net(h)
 
         def then(job, layers, optim):
-            out = [a for W, b in layers for a in (W, b)]
-            metas = []
-            for meta, slots in optim:
-                metas.append(dict(meta, slots=len(slots)))
-                out += slots
-            job.reply(out, spec=net.spec.to_dict(), encoder=net.encoder.to_dict(), optimizer=metas)
+            meta, arrays = pack_state(net, layers, optim)
+            job.reply(arrays, **meta)
         jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
 
     def load(self, client, h, arrays):

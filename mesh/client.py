@@ -127,13 +127,15 @@ class Network:
         return h["loss"]
 
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
-              shuffle=True, seed=0, mode="exact", progress=None):
-        """Mini-batch training on the mesh; returns the mean loss of each epoch."""
+              shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None):
+        """Mini-batch training on the mesh; returns the mean loss of each epoch.
+        checkpoint_every=N writes the network to checkpoint_path (on the broker's host) every N steps."""
         fields, arrays = table.from_rows(X)
         Y = np.asarray(Y, dtype=np.float64)
         opts = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "micro_batches": micro_batches, "optimizer": optimizer, "shuffle": shuffle, "seed": seed,
-                "mode": mode}
+                "mode": mode, "checkpoint_every": checkpoint_every,
+                "checkpoint_path": str(checkpoint_path) if checkpoint_path else None}
         with Bar(total=epochs * len(Y), enabled=progress, unit="rows") as bar:
             def on_progress(h):
                 bar.update(((h["epoch"] - 1) * h["total"] + h["rows"]), f"epoch {h['epoch']}/{h['epochs']} "

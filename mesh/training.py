@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from . import wire
+from . import checkpoint, wire
+from .checkpoint import pack_state
 from .jobs import Job
 from .optim import Optimizer
 from .recovery import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step, take_snapshot
@@ -25,7 +26,10 @@ def options(o, rows):
     """Checked training options with defaults; ValueError names the bad one."""
     out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(o.get("batch_size") or 32),
            "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
-           "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0)}
+           "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0),
+           "checkpoint_every": int(o.get("checkpoint_every") or 0), "checkpoint_path": o.get("checkpoint_path")}
+    if out["checkpoint_every"] and not out["checkpoint_path"]:
+        raise ValueError("checkpoint_every needs a checkpoint_path (a file on the broker's host)")
     if out["epochs"] < 1:
         raise ValueError(f"epochs must be at least 1, got {out['epochs']}")
     if out["batch_size"] < 1:
@@ -71,6 +75,7 @@ class Train(Job):
         self.started = self.reported = time.monotonic()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
+        self.steps_done = 0
         self.outstanding = set()  # passes submitted and not yet done
         self.configure()
 
@@ -141,6 +146,7 @@ class Train(Job):
             log_step(self.net, self.batch[0], self.batch[1], self.lr)
         else:
             return
+        self.steps_done += 1
         if self.epoch_rows < len(self.X):
             if self.o["mode"] == "exact":
                 self.between_batches(self.start_batch)
@@ -149,15 +155,32 @@ class Train(Job):
         self.epoch += 1
         if self.epoch < self.o["epochs"]:
             self.between_batches(self.start_epoch)
+        elif self.o["checkpoint_every"]:  # the last state too
+            take_snapshot(self.broker, self.net, lambda: (self.write_checkpoint(), self.done()))
         else:
-            self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done)
+            self.done()
+
+    def done(self):
+        self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done)
 
     def between_batches(self, then):
-        """A quiet moment: take a snapshot first if the log has grown long."""
-        if len(self.net.log) >= SNAPSHOT_EVERY:
+        """A quiet moment: take a snapshot first if the log has grown long, or a checkpoint is due."""
+        every = self.o["checkpoint_every"]
+        if every and self.steps_done % every == 0:
+            take_snapshot(self.broker, self.net, lambda: (self.write_checkpoint(), then()))
+        elif len(self.net.log) >= SNAPSHOT_EVERY:
             take_snapshot(self.broker, self.net, then)
         else:
             then()
+
+    def write_checkpoint(self):
+        """The snapshot just taken, to disk: `mesh.Client.load` resumes from it, even after a broker restart."""
+        snap = self.net.snapshot
+        meta, arrays = pack_state(self.net, snap["layers"], snap["optim"])
+        try:
+            checkpoint.write(self.o["checkpoint_path"], dict(meta, steps=self.steps_done), arrays)
+        except OSError as e:
+            self.fail(f"cannot write checkpoint {self.o['checkpoint_path']}: {e}")
 
     def report(self):
         now = time.monotonic()

@@ -126,3 +126,19 @@ def test_corrupt_checkpoints_give_clear_errors(mesh2, tmp_path):
     np.savez(other, x=np.zeros(3))
     with pytest.raises(CheckpointError, match="cannot read checkpoint"):
         mesh2.client.load(other)
+
+
+def test_mismatched_checkpoint_is_refused_clearly(mesh2, tmp_path):
+    from mesh.checkpoint import read, write
+    from mesh.client import RemoteError
+    net = mesh2.remember(mesh2.client.create([3, 1], seed=2, dtype="float64"))
+    try:
+        net.predict([[0.1, 0.2]], remember=False)
+        net.save(tmp_path / "ok.npz")
+        meta, arrays = read(tmp_path / "ok.npz")
+        arrays[0] = arrays[0][:, :1]  # layer 1 no longer fits the encoder's two inputs
+        write(tmp_path / "bad.npz", meta, arrays)
+        with pytest.raises(RemoteError, match="layer 1: weights \\[3, 1\\]"):
+            mesh2.client.load(tmp_path / "bad.npz")
+    finally:
+        net.drop()
