@@ -17,23 +17,26 @@ from ..reference import ReferenceNet
 SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy")
 
 
-def killer(address, net_id, plan, every, stop, seed=7):
-    rnd, killed = random.Random(seed), []
+def killer(address, net_id, plan, every, stop, killed, seed=7):
+    """Carry out the plan of kills, one every `every` seconds, into `killed`."""
+    rnd = random.Random(seed)
     with Client(address, timeout=120) as c:
         net = Network(c, net_id, None)
-        for what in plan:
-            if stop.wait(every):
-                break
+        plan = list(plan)
+        while plan and not stop.wait(every):
+            what = plan[0]
             if what == "group":
                 victim = rnd.choice([p for p in net.processes() if p["alive"] and p["pid"]])
-                os.kill(victim["pid"], signal.SIGKILL)
-                killed.append(f"group {victim['gid']} pid {victim['pid']}")
+                name, pid = f"group {victim['gid']}", victim["pid"]
             else:
-                workers = c.status()["workers"]
-                victim = rnd.choice(workers[1:])
-                os.kill(victim["pid"], signal.SIGKILL)
-                killed.append(f"worker {victim['name']} pid {victim['pid']}")
-    return killed
+                victim = rnd.choice(c.status()["workers"][1:])  # the first stays: someone takes over
+                name, pid = f"worker {victim['name']}", victim["pid"]
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                continue  # it died a moment ago and the broker has not heard yet: pick again
+            killed.append(f"{name} pid {pid}")
+            plan.pop(0)
 
 
 def run(group_kills=10, worker_kills=2, epochs=40, rows=512, batch=16, every=0.7, log=print):
@@ -47,7 +50,7 @@ def run(group_kills=10, worker_kills=2, epochs=40, rows=512, batch=16, every=0.7
         stop, killed = threading.Event(), []
         plan = ["group"] * group_kills + ["worker"] * worker_kills
         random.Random(1).shuffle(plan)
-        t = threading.Thread(target=lambda: killed.extend(killer(client.address, net.id, plan, every, stop)))
+        t = threading.Thread(target=killer, args=(client.address, net.id, plan, every, stop, killed))
         start = time.perf_counter()
         t.start()
         try:
