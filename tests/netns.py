@@ -63,9 +63,9 @@ class Hosts:
         self.procs.append(p)
         return p
 
-    def run(self, host, *args, timeout=120):
+    def run(self, host, *args, timeout=120, env=None):
         return subprocess.run(["ip", "netns", "exec", self.names[host], *args], capture_output=True, text=True,
-                              timeout=timeout, stdin=subprocess.DEVNULL)
+                              timeout=timeout, stdin=subprocess.DEVNULL, env=env)
 
     def mesh(self, host, *args, **kw):
         return self.start(host, sys.executable, "-m", "mesh", *args, **kw)
