@@ -34,6 +34,7 @@ class Broker:
         if keys is not None:
             keys.start_authenticator(self.ctx)
         self.front = sockets.make(self.ctx, zmq.ROUTER, bind=bind, keys=keys, serve="front")
+        self.front.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a worker that reconnects keeps its identity
         self.address = sockets.bound_endpoint(self.front)
         host = urlparse(self.address.replace("tcp://", "http://")).hostname
         self.inbox = sockets.make(self.ctx, zmq.PULL, keys=keys, serve="mesh")
@@ -60,14 +61,19 @@ class Broker:
         poller.register(self.inbox, zmq.POLLIN)
         while self.running:
             events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
+            t = time.monotonic()
             if self.inbox in events:
                 for _ in range(256):  # drain the data path first: it unblocks the mesh
                     if not self.inbox.poll(0):
                         break
                     self.on_inbox()
+                    self.heartbeat_workers()
+            t_inbox = time.monotonic() - t
             if self.front in events:
                 self.on_front()
             self.tick()
+            if time.monotonic() - t > 1.0:  # the loop must come round every heartbeat; say when it does not
+                log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
 
     def close(self):
         for net in list(self.nets.values()):
@@ -82,10 +88,16 @@ class Broker:
         now = time.monotonic()
         for job in [j for j in self.jobs if j.deadline < now]:
             job.expire()
+        backlog = self.front.poll(0)  # unread messages may hold the heartbeats that keep a worker alive
         for wid, w in list(self.workers.items()):
-            if w["peer"].expired():
+            if w["peer"].expired() and not backlog:
                 self.lose_worker(wid, f"worker {w['name']} on {w['host']} stopped answering heartbeats")
-            elif w["peer"].due():
+        self.heartbeat_workers()
+
+    def heartbeat_workers(self):
+        """Due heartbeats out; also called inside long work, so workers never think us gone."""
+        for wid, w in self.workers.items():
+            if w["peer"].due():
                 self._send_worker(wid, {"k": wire.HEARTBEAT})
 
     def on_front(self):
@@ -167,6 +179,11 @@ class Broker:
                                  "groups": set()}
             log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
         self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port})
+        for gid, pid in dict(h.get("groups") or {}).items():  # back after we gave it up: end what it still runs
+            net = self.nets.get(str(gid).split(".")[0])
+            g = net.groups.get(gid) if net else None
+            if g is None or g["pid"] != pid or g["worker"] != wid:
+                self._send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
 
     def spawned(self, wid, h):
         net = self.nets.get(h["gid"].split(".")[0])
@@ -357,6 +374,7 @@ class Broker:
                 W, b = initial_layer(spec, layer, spec.sizes[layer - 1])
             meta, slots = optimizer[layer] if optimizer else ({}, [])
             for gid in gids:
+                self.heartbeat_workers()
                 g = net.groups[gid]
                 header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen, **setups[gid]}
                 arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]

@@ -4,7 +4,7 @@ from RECONNECT_MIN doubling to RECONNECT_MAX."""
 import time
 
 INTERVAL = 1.0
-LIVENESS = 3
+LIVENESS = 5  # a busy broker (wiring hundreds of groups) must not look dead
 EXPIRY = INTERVAL * LIVENESS
 RECONNECT_MIN, RECONNECT_MAX = 1.0, 32.0
 

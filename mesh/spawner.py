@@ -42,8 +42,9 @@ class Spawner:
     def spawn(self, gid, config):
         self._say({"op": "spawn", "gid": gid, "config": config})
 
-    def kill(self, gid, sig=signal.SIGTERM):
-        self._say({"op": "kill", "gid": gid, "sig": int(sig)})
+    def kill(self, gid, sig=signal.SIGTERM, pid=None):
+        """End group gid (only its process `pid`, when given)."""
+        self._say({"op": "kill", "gid": gid, "pid": pid, "sig": int(sig)})
 
     def _say(self, msg):
         os.write(self._to, (json.dumps(msg) + "\n").encode())
@@ -120,7 +121,7 @@ def _serve(cmd_fd, report_fd):
                 report({"op": "spawned", "gid": msg["gid"], "pid": pid})
             elif msg["op"] == "kill":
                 for pid, gid in children.items():
-                    if gid == msg["gid"]:
+                    if gid == msg["gid"] and msg.get("pid") in (None, pid):
                         os.kill(pid, msg["sig"])
 
 

@@ -36,6 +36,8 @@ class Worker:
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
         self.ipc_dir = tempfile.mkdtemp(prefix="mesh-", dir="/tmp")  # short: ipc paths are limited to ~107 bytes
+        # one identity for the worker's life: after a reconnect the broker knows it is the same worker
+        self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
         self.groups = {}  # gid -> pid
         self.running = True
 
@@ -50,8 +52,9 @@ class Worker:
             shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def _connect(self):
-        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=self.broker_addr, keys=self.keys,
-                                 dial=self.keys and self.keys.broker_public)
+        self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        self.sock.connect(self.broker_addr)
         self.peer = heartbeat.Peer()
         self.inbox = None
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
@@ -94,7 +97,7 @@ class Worker:
                           advertise=self.advertise, ipc_dir=self.ipc_dir)
             self.spawner.spawn(config["gid"], config)
         elif k == wire.KILL:
-            self.spawner.kill(h["gid"])
+            self.spawner.kill(h["gid"], pid=h.get("pid"))
         elif k == wire.STOP:
             self.running = False
 
