@@ -10,7 +10,6 @@ that step. Layer 1 reports DONE to the broker instead of pushing further.
 """
 import logging
 import os
-import time
 
 import numpy as np
 import zmq

@@ -28,20 +28,31 @@ class LocalMesh:
         return p
 
     def start(self):
+        """The broker, then the workers, then a client once every worker has joined."""
         try:
             broker = self._spawn("broker", "--bind", self.bind, *self.insecure, stdout=subprocess.PIPE,
                                  process_group=0)
             self.pgid = broker.pid
-            self.address = _read_address(broker, self.start_timeout)
-            for _ in range(self.n_workers):
-                extra = ["--slots", str(self.slots)] if self.slots else []
-                self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid)
-            self.client = Client(self.address, timeout=self.timeout)
+            self.address = self._dial_address(_read_address(broker, self.start_timeout))
+            self._start_workers()
+            self.client = Client(self._client_address(), timeout=self.timeout)
             self._wait_for_workers()
         except BaseException:
             self.stop()
             raise
         return self.client
+
+    def _dial_address(self, bound):
+        """The address workers dial, from the one the broker bound."""
+        return bound
+
+    def _client_address(self):
+        return self.address
+
+    def _start_workers(self):
+        extra = ["--slots", str(self.slots)] if self.slots else []
+        for _ in range(self.n_workers):
+            self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid)
 
     def _wait_for_workers(self):
         deadline = time.monotonic() + self.start_timeout

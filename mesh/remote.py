@@ -25,31 +25,23 @@ class RemoteMesh(LocalMesh):
         super().__init__(workers=0, **kw)
         self.hosts, self.advertise, self.ssh, self.remote_command = hosts, advertise, ssh, remote_command
 
-    def start(self):
-        try:
-            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, stdout=subprocess.PIPE,
-                                 process_group=0)
-            self.pgid = broker.pid
-            from .local import _read_address
-            port = _read_address(broker, self.start_timeout).rsplit(":", 1)[1]
-            self.address = f"tcp://{self.advertise}:{port}"
-            self.remote = {}
-            for host in self.hosts:
-                cmd = shlex.split(self.ssh) + [host] + shlex.split(self.remote_command) + [
-                    "worker", "--broker", self.address, *self.insecure]
-                self.remote[host] = subprocess.Popen(cmd, process_group=self.pgid, stdin=subprocess.DEVNULL,
-                                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                self.procs.append(self.remote[host])
-            from .client import Client
-            self.client = Client(self.address.replace(self.advertise, "127.0.0.1") if self.bind.startswith(
-                "tcp://0.0.0.0") else self.address, timeout=self.timeout)
-            self._wait_for_hosts()
-        except BaseException:
-            self.stop()
-            raise
-        return self.client
+    def _dial_address(self, bound):
+        return f"tcp://{self.advertise}:{bound.rsplit(':', 1)[1]}"
 
-    def _wait_for_hosts(self):
+    def _client_address(self):  # this host may not reach its own advertised address when bound to 0.0.0.0
+        return self.address.replace(self.advertise, "127.0.0.1") if self.bind.startswith("tcp://0.0.0.0") \
+            else self.address
+
+    def _start_workers(self):
+        self.remote = {}
+        for host in self.hosts:
+            cmd = shlex.split(self.ssh) + [host] + shlex.split(self.remote_command) + [
+                "worker", "--broker", self.address, *self.insecure]
+            self.remote[host] = subprocess.Popen(cmd, process_group=self.pgid, stdin=subprocess.DEVNULL,
+                                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self.procs.append(self.remote[host])
+
+    def _wait_for_workers(self):
         deadline = time.monotonic() + self.start_timeout
         while True:
             for host, p in self.remote.items():

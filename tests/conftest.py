@@ -1,12 +1,10 @@
 """Shared fixtures. Every mesh a test starts is ended, by process group, in a
 finalizer that runs on failure too; the finalizer then checks that each
 process it knew of (broker, workers, every group) is really gone."""
-import os
 import time
 
 import pytest
 
-import mesh
 from mesh.local import LocalMesh
 
 
@@ -16,6 +14,14 @@ def alive(pid):
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def all_gone(pids, seconds=5):
+    """True once none of pids is alive (waiting up to `seconds`)."""
+    deadline = time.monotonic() + seconds
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not any(alive(p) for p in pids)
 
 
 class Harness:
@@ -33,11 +39,7 @@ class Harness:
     def stop(self):
         pids = set(self.mesh.pids()) | self.group_pids
         self.mesh.stop()
-        deadline = time.monotonic() + 5
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = [p for p in pids if alive(p)]
-        assert not left, f"processes left behind: {left}"
+        assert all_gone(pids), f"processes left behind: {[p for p in pids if alive(p)]}"
 
 
 @pytest.fixture(scope="module")

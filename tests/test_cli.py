@@ -5,11 +5,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 
-from conftest import alive
+from conftest import alive, all_gone
 
 
 def free_port():
@@ -67,10 +66,7 @@ def test_up_create_predict_status_and_ctrl_c(mesh_up):
     # Ctrl-C on `mesh up` ends every process it started
     p.send_signal(signal.SIGINT)
     assert p.wait(timeout=15) == 0
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in pids)
+    assert all_gone(pids)
 
 
 def test_train_from_csv(mesh_up, tmp_path):

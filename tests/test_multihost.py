@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import all_gone
 from netns import Hosts, can_make_namespaces
 from multihost_client import data
 
@@ -33,6 +34,22 @@ def wait_for_workers(hosts, broker, n, timeout=30):
     raise AssertionError(f"{n} workers did not join {broker}: {r.stderr}")
 
 
+def assert_trains_like_one_host(mesh2, saved):
+    """The network multihost_client.py trained across hosts, trained again on this machine's
+    loopback mesh, ends with the same weights."""
+    X, Y = data()
+    local = mesh2.remember(mesh2.client.create([6, 4, 2], group_size=2, seed=3, dtype="float64",
+                                               activation="tanh", output="softmax", loss="cross_entropy"))
+    try:
+        local.train(X, Y, epochs=3, batch_size=16, learning_rate=0.1, shuffle=False, progress=False)
+        spread = np.load(saved)
+        for i, (W, b) in enumerate(local.weights()):
+            np.testing.assert_allclose(spread[f"W{i}"], W, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(spread[f"b{i}"], b, rtol=1e-9, atol=1e-12)
+    finally:
+        local.drop()
+
+
 def test_network_spread_over_two_hosts_trains_like_one_host_then_heals_after_a_cut_link(hosts, tmp_path, mesh2):
     broker = f"tcp://{hosts.addrs[0]}:5555"
     hosts.mesh(0, "broker", "--bind", broker, "--insecure")  # keys: see test_security.py
@@ -48,18 +65,7 @@ def test_network_spread_over_two_hosts_trains_like_one_host_then_heals_after_a_c
     assert {p["host"] for p in info["processes"]} == set(hosts.addrs[1:])  # spread over both hosts
     assert info["links"]["cross_host"] > 0
 
-    # the same network on one host (this machine's loopback mesh) ends with the same weights
-    X, Y = data()
-    local = mesh2.remember(mesh2.client.create([6, 4, 2], group_size=2, seed=3, dtype="float64",
-                                               activation="tanh", output="softmax", loss="cross_entropy"))
-    try:
-        local.train(X, Y, epochs=3, batch_size=16, learning_rate=0.1, shuffle=False, progress=False)
-        spread = np.load(out)
-        for i, (W, b) in enumerate(local.weights()):
-            np.testing.assert_allclose(spread[f"W{i}"], W, rtol=1e-9, atol=1e-12)
-            np.testing.assert_allclose(spread[f"b{i}"], b, rtol=1e-9, atol=1e-12)
-    finally:
-        local.drop()
+    assert_trains_like_one_host(mesh2, out)
 
     # cut worker host 2 off: the broker names the lost host and rebuilds the network on host 1;
     # the predicts in flight meanwhile are answered, with the same outputs
@@ -92,11 +98,7 @@ def test_mesh_up_hosts_starts_a_worker_on_each_host(hosts, tmp_path):
     worker_pids = [w["pid"] for w in status["workers"]]
     up.send_signal(signal.SIGINT)
     assert up.wait(timeout=15) == 0
-    deadline = time.monotonic() + 5
-    from conftest import alive
-    while any(alive(p) for p in worker_pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(p) for p in worker_pids)
+    assert all_gone(worker_pids)
     up.stdout.close()
     up.stderr.close()
 
@@ -133,16 +135,7 @@ def test_keyed_mesh_across_hosts_and_no_plaintext_on_the_wire(hosts, tmp_path, m
     r = hosts.run(0, sys.executable, os.path.join(HERE, "multihost_client.py"), "train", broker, str(out), env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["links"]["cross_host"] > 0
-    X, Y = data()
-    local = mesh2.remember(mesh2.client.create([6, 4, 2], group_size=2, seed=3, dtype="float64",
-                                               activation="tanh", output="softmax", loss="cross_entropy"))
-    try:
-        local.train(X, Y, epochs=3, batch_size=16, learning_rate=0.1, shuffle=False, progress=False)
-        spread = np.load(out)
-        for i, (W, _) in enumerate(local.weights()):
-            np.testing.assert_allclose(spread[f"W{i}"], W, rtol=1e-9, atol=1e-12)
-    finally:
-        local.drop()
+    assert_trains_like_one_host(mesh2, out)
     # without the keys, the same broker answers nothing
     r = hosts.run(0, sys.executable, "-m", "mesh", "status", "--broker", broker, "--timeout", "1",
                   env={k: v for k, v in os.environ.items() if k != "MESH_KEYS"})

@@ -1,6 +1,6 @@
 """Each neuron group is its own OS process, placed on the workers, and all of
 them end with the mesh."""
-from conftest import alive
+from conftest import alive, all_gone
 
 
 def cmdline(pid):
@@ -49,14 +49,11 @@ def test_whole_layer_by_default(mesh2):
 
 
 def test_drop_ends_the_group_processes(mesh2):
-    import time
+
     net = mesh2.client.create([3, 3], group_size=1, seed=7)
     pids = [p["pid"] for p in net.processes()]
     net.drop()
-    deadline = time.monotonic() + 5
-    while any(alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(p) for p in pids)
+    assert all_gone(pids)
     assert all(n["net"] != net.id for n in mesh2.client.status()["networks"])
 
 

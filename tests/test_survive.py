@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import threading
-import time
 
 import numpy as np
 
