@@ -50,7 +50,7 @@ class Broker:
                            wire.DROP: self.drop}
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: lambda w, h: None,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
-        self.inbox_ops = {wire.HELLO: self.hello, wire.READY: self.ready, wire.OUT: self.out,
+        self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready, wire.OUT: self.out,
                           wire.DONE: self.done, wire.STATE: self.state, wire.FAULT: self.fault}
         self.running = True
 
@@ -93,6 +93,15 @@ class Broker:
             if w["peer"].expired() and not backlog:
                 self.lose_worker(wid, f"worker {w['name']} on {w['host']} stopped answering heartbeats")
         self.heartbeat_workers()
+        if not self.inbox.poll(0):  # likewise for the groups' heartbeats
+            for net in list(self.nets.values()):
+                silent = [gid for gid, g in net.groups.items()
+                          if g["alive"] and g["pid"] and now - g["heard"] > heartbeat.EXPIRY]
+                for gid in silent:  # alive but stuck (stopped, wedged): end it, then rebuild
+                    g = net.groups[gid]
+                    self._send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
+                if silent and net.error is None:
+                    self.group_lost(net, silent, f"{net.describe(silent[0])} stopped answering heartbeats")
 
     def heartbeat_workers(self):
         """Due heartbeats out; also called inside long work, so workers never think us gone."""
@@ -141,7 +150,7 @@ class Broker:
             op = self.inbox_ops.get(h["k"])
             if net is None or op is None or h.get("gid") not in net.groups or h.get("tok") != net.token:
                 return  # a network already dropped, or not from one of its groups
-            if h["k"] != wire.HELLO and h.get("gen") != net.gen:
+            if h["k"] not in (wire.HELLO, wire.HEARTBEAT) and h.get("gen") != net.gen:
                 return  # sent before a recovery rewired the network
             op(net, h, arrays)
         except (wire.WireError, KeyError, ValueError, TypeError) as e:
@@ -317,7 +326,7 @@ class Broker:
         g = net.groups[h["gid"]]
         if g["pid"] is not None and g["pid"] != h["pid"] and g["alive"]:
             return  # not the process we started for this group
-        g["pid"], g["endpoints"], g["alive"] = h["pid"], h["endpoints"], True
+        g["pid"], g["endpoints"], g["alive"], g["heard"] = h["pid"], h["endpoints"], True, time.monotonic()
         old = net.push.pop(h["gid"], None)
         if old is not None:
             old.close()
@@ -325,6 +334,11 @@ class Broker:
                                           dial=g["key"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
+
+    def group_beat(self, net, h, arrays):
+        g = net.groups[h["gid"]]
+        if g["pid"] == h.get("pid"):
+            g["heard"] = time.monotonic()
 
     def ready(self, net, h, arrays):
         for job in list(net.jobs):
@@ -350,7 +364,7 @@ class Broker:
             w = self.workers[wid]
             net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": lo, "hi": hi, "worker": wid,
                                "worker_name": w["name"], "host": w["host"], "key": w["key"], "pid": None,
-                               "endpoints": {}, "alive": False}
+                               "endpoints": {}, "alive": False, "heard": 0.0}
             w["groups"].add(gid)
         self.nets[net.id] = net
         jobs.Create(self, net, client, req, timeout, layers, optimizer)

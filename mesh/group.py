@@ -14,7 +14,7 @@ import os
 import numpy as np
 import zmq
 
-from . import sockets, wire
+from . import heartbeat, sockets, wire
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
@@ -60,9 +60,12 @@ class Group:
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
+        beat = heartbeat.Peer()
         while self.running:
-            if self.inbox.poll(1000):
+            if self.inbox.poll(heartbeat.INTERVAL * 1000 / 2):
                 self.handle_one()
+            if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
+                self.tell_broker({"k": wire.HEARTBEAT, "pid": os.getpid()})
 
     def handle_one(self):
         """Read and handle one inbox message; a bad one is dropped or answered with FAULT, never fatal."""

@@ -37,7 +37,7 @@ PROGRESS = "progress"    # broker -> client during long work
 # worker <-> broker (DEALER -> the same ROUTER)
 REGISTER = "register"    # worker: host, slots, pid
 WELCOME = "welcome"      # broker: the address of its inbox
-HEARTBEAT = "hb"         # both ways, every heartbeat interval
+HEARTBEAT = "hb"         # both ways, every heartbeat interval; groups send theirs to the broker inbox
 SPAWN = "spawn"          # broker: start a group process with this config
 SPAWNED = "spawned"      # worker: group gid runs as pid
 EXITED = "exited"        # worker: group gid's process ended, with its exit code

@@ -97,7 +97,7 @@ class Worker:
                           advertise=self.advertise, ipc_dir=self.ipc_dir)
             self.spawner.spawn(config["gid"], config)
         elif k == wire.KILL:
-            self.spawner.kill(h["gid"], pid=h.get("pid"))
+            self.spawner.kill(h["gid"], sig=int(h.get("sig", 15)), pid=h.get("pid"))
         elif k == wire.STOP:
             self.running = False
 

@@ -151,12 +151,30 @@ def test_without_workers_left_calls_fail_naming_the_host(fresh_mesh):
         time.sleep(0.2)
 
 
-def test_silent_group_times_out_naming_it(fresh_mesh):
+def test_silent_group_is_replaced_and_the_call_answered(fresh_mesh):
+    """A group that is alive but stuck (SIGSTOP) stops heartbeating: it is ended and rebuilt."""
+    h = fresh_mesh(workers=1, timeout=30)
+    net = h.remember(h.client.create([3, 1], seed=1, dtype="float64"))
+    X = [[0.1, 0.2]]
+    before = net.predict(X, remember=False)
+    stuck = [p for p in net.processes() if p["layer"] == 2][0]
+    os.kill(stuck["pid"], signal.SIGSTOP)
+    t = time.monotonic()
+    np.testing.assert_array_equal(net.predict(X, remember=False), before)
+    assert time.monotonic() - t < 20
+    status = [n for n in h.client.status()["networks"] if n["net"] == net.id][0]
+    assert status["restarts"] == 1 and "stopped answering heartbeats" in status["last_failure"]
+    from conftest import all_gone
+    assert all_gone([stuck["pid"]])  # the stuck process was ended, not left behind
+    h.remember(net)
+
+
+def test_a_call_times_out_naming_what_did_not_answer(fresh_mesh):
     h = fresh_mesh(workers=1, timeout=1.0)
     net = h.remember(h.client.create([3, 1], seed=1))
     net.predict([0.1, 0.2], remember=False)
     out_group = [p for p in net.processes() if p["layer"] == 2][0]
-    os.kill(out_group["pid"], signal.SIGSTOP)  # alive but silent
+    os.kill(out_group["pid"], signal.SIGSTOP)  # silent for less than the heartbeat expiry
     try:
         with pytest.raises(RemoteError, match=f"{out_group['gid']}.*did not answer within 1s"):
             net.predict([0.1, 0.2], remember=False)
