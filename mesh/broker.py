@@ -10,6 +10,8 @@ late jobs and silent workers and send due heartbeats."""
 import itertools
 import logging
 import os
+import re
+import tempfile
 import time
 from urllib.parse import urlparse
 
@@ -24,12 +26,15 @@ from .spec import Spec, initial_layer
 
 log = logging.getLogger("mesh.broker")
 DEFAULT_TIMEOUT = 60.0
+DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}
 
 
 class Broker:
-    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None):
+    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None):
         self.ctx = ctx or zmq.Context()
+        self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
         self.keys = keys
         if keys is not None:
             keys.start_authenticator(self.ctx)
@@ -78,8 +83,7 @@ class Broker:
     def close(self):
         for net in list(self.nets.values()):
             self.stop_net(net)
-        for wid in list(self.workers):
-            self._send_worker(wid, {"k": wire.STOP})
+        # workers are not told to stop: they reconnect to the next broker, which ends what they still run
         if self.keys is not None:
             self.keys.stop()
         self.ctx.destroy(linger=0)
@@ -87,7 +91,11 @@ class Broker:
     def tick(self):
         now = time.monotonic()
         for job in [j for j in self.jobs if j.deadline < now]:
-            job.expire()
+            try:
+                job.expire()
+            except Exception:
+                log.exception("a job failed to expire cleanly")
+                job._end()
         backlog = self.front.poll(0)  # unread messages may hold the heartbeats that keep a worker alive
         for wid, w in list(self.workers.items()):
             if w["peer"].expired() and not backlog:
@@ -111,19 +119,20 @@ class Broker:
 
     def on_front(self):
         try:
-            ident, h, arrays = sockets.recv(self.front, routed=True)
+            ident, key, h, arrays = sockets.recv_with_key(self.front)
         except wire.WireError as e:
             log.warning("refused a malformed message: %s", e)
             if e.identity is not None:
                 self.reply(e.identity, None, ok=False, error=f"malformed message: {e}")
             return
         k = h["k"]
-        if k in self.worker_ops and (k == wire.REGISTER or ident in self.workers):
+        is_mesh = self.keys is None or self.keys.is_mesh(key)  # with keys, a client's key cannot act as a worker
+        if k in self.worker_ops and is_mesh and (k == wire.REGISTER or ident in self.workers):
             try:
                 if ident in self.workers:
                     self.workers[ident]["peer"].heard_now()
                 self.worker_ops[k](ident, h)
-            except (ValueError, KeyError, TypeError) as e:
+            except Exception as e:  # a worker's bad message is logged, never fatal
                 log.warning("refused a worker message %r: %s", k, e)
             return
         self.dispatch(k, ident, h, arrays)
@@ -142,6 +151,9 @@ class Broker:
         except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
             msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
             self.reply(client, h.get("id"), ok=False, error=msg)
+        except Exception as e:  # a request we did not foresee must not take the broker down
+            log.exception("request %r failed", k)
+            self.reply(client, h.get("id"), ok=False, error=f"bad {k} request: {type(e).__name__}: {e}")
 
     def on_inbox(self):
         try:
@@ -153,8 +165,8 @@ class Broker:
             if h["k"] not in (wire.HELLO, wire.HEARTBEAT) and h.get("gen") != net.gen:
                 return  # sent before a recovery rewired the network
             op(net, h, arrays)
-        except (wire.WireError, KeyError, ValueError, TypeError) as e:
-            log.warning("refused a malformed inbox message: %s", e)
+        except Exception as e:  # a group's bad message is logged, never fatal
+            log.warning("refused a malformed inbox message: %s: %s", type(e).__name__, e)
 
     # -- replies and sends -------------------------------------------------
     def reply(self, client, req, arrays=(), **fields):
@@ -184,7 +196,7 @@ class Broker:
             name = next(self.worker_names)
             self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
                                  "key": h.get("key"),
-                                 "slots": int(h.get("slots") or 1), "pid": h.get("pid"), "peer": heartbeat.Peer(),
+                                 "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
                                  "groups": set()}
             log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
         self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port})
@@ -195,14 +207,15 @@ class Broker:
                 self._send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
 
     def spawned(self, wid, h):
-        net = self.nets.get(h["gid"].split(".")[0])
-        if net and h["gid"] in net.groups:
+        net = self.nets.get(str(h["gid"]).split(".")[0])
+        if net and h["gid"] in net.groups and net.groups[h["gid"]]["worker"] == wid:
             net.groups[h["gid"]]["pid"] = h["pid"]
 
     def exited(self, wid, h):
         self.workers[wid]["groups"].discard(h["gid"])
         net = self.nets.get(str(h["gid"]).split(".")[0])
-        if net and h["gid"] in net.groups and net.groups[h["gid"]].get("pid") == h["pid"]:
+        g = net.groups.get(h["gid"]) if net else None
+        if g is not None and g["pid"] == h["pid"] and g["worker"] == wid:  # only the worker that runs it
             self.group_lost(net, [h["gid"]], f"{net.describe(h['gid'])} exited with code {h['code']}")
 
     def lose_worker(self, wid, why):
@@ -272,6 +285,8 @@ class Broker:
             p.in_flight = True
             net.in_flight += 1
             X = p.X.astype(net.spec.dtype, copy=False)
+            if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
+                X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
             header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen}
             if p.drop:
                 header["drop"] = p.drop
@@ -408,6 +423,7 @@ class Broker:
             else:
                 W = np.zeros((net.spec.sizes[0], added), net.spec.dtype)
             net.log.append(("grow", W[:, -added:]))
+            net.layer1_width += added
             for gid in net.first():
                 g = net.groups[gid]
                 self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
@@ -425,6 +441,14 @@ class Broker:
             if g["worker"] in self.workers:
                 self.workers[g["worker"]]["groups"].discard(g["gid"])
         self.nets.pop(net.id, None)
+
+    def checkpoint_file(self, name):
+        """Where a client's checkpoint goes: a plain file name, inside this broker's checkpoint folder only."""
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):  # no folders, no ..
+            raise ValueError(f"checkpoint name {name!r}: use letters, digits, '.', '_' or '-' "
+                             f"(it is written inside the broker's folder {self.checkpoint_dir})")
+        os.makedirs(self.checkpoint_dir, mode=0o700, exist_ok=True)
+        return os.path.join(self.checkpoint_dir, name)
 
     # -- client requests ---------------------------------------------------
     def _net(self, h, ready=True):
@@ -452,8 +476,12 @@ class Broker:
 
     def predict(self, client, h, arrays):
         net = self._net(h)
-        X = self.encode(net, h, arrays)
         chunk = int(h.get("chunk") or 256)
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1 row, got {chunk}")
+        X = self.encode(net, h, arrays)
+        if len(X) == 0:
+            raise ValueError("no rows to predict")
         jobs.Predict(self, net, client, h.get("id"), self._timeout(h), X, bool(h.get("keep", True)), chunk)
 
     def backprop(self, client, h, arrays):
@@ -548,8 +576,8 @@ class Broker:
         self.reply(client, h.get("id"), ok=True)
 
 
-def main(bind, keys=None):
-    broker = Broker(bind, keys=keys)
+def main(bind, keys=None, checkpoint_dir=None):
+    broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
     print(f"mesh broker listening on {broker.address}", flush=True)
     try:
         broker.run()

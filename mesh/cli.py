@@ -74,14 +74,16 @@ def _keys(keys_dir, role, address, insecure):
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Address clients and workers dial.")
 @keys_option
 @insecure_option
-def broker(bind, keys_dir, insecure):
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
+def broker(bind, keys_dir, insecure, checkpoint_dir):
     """Run the broker in the foreground."""
     _lifetime()
     raise_on_sigterm()
     logging_setup()
     keys = _keys(keys_dir, "broker", bind, insecure)
     from .broker import main
-    main(bind, keys)
+    main(bind, keys, checkpoint_dir)
 
 
 @cli.command()

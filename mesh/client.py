@@ -129,7 +129,9 @@ class Network:
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
               shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None):
         """Mini-batch training on the mesh; returns the mean loss of each epoch.
-        checkpoint_every=N writes the network to checkpoint_path (on the broker's host) every N steps."""
+        checkpoint_every=N writes the network every N steps (and at the end) to the file named
+        checkpoint_path inside the broker's checkpoint folder; its full path on the broker's host is
+        kept in self.last_checkpoint, for Client.load after a broker restart."""
         fields, arrays = table.from_rows(X)
         Y = np.asarray(Y, dtype=np.float64)
         opts = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
@@ -142,6 +144,7 @@ class Network:
                            f"loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
             h, _ = self._call(wire.TRAIN, arrays + [Y], options=opts, on_progress=on_progress, **fields)
             bar.update(epochs * len(Y), f"loss {h['history'][-1]:.4g}")
+        self.last_checkpoint = h.get("checkpoint")
         return h["history"]
 
     def weights(self):

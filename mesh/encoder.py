@@ -7,12 +7,15 @@ first seen. A string never seen before, when growing is not allowed, simply
 lights no column."""
 import numpy as np
 
+MAX_WIDTH = 100_000  # values per row
+
 
 class Encoder:
     def __init__(self, width=None, keys=()):
         self.width = width               # values per row, fixed by the first rows seen
         self.keys = [tuple(k) for k in keys]
         self.columns = {k: i for i, k in enumerate(self.keys)}
+        self._plain = None
 
     def to_dict(self):
         return {"width": self.width, "keys": [list(k) for k in self.keys]}
@@ -24,11 +27,13 @@ class Encoder:
     def encode(self, X, S=None, strings=(), grow=True, dtype=np.float64):
         """(matrix of shape (rows, columns), number of columns added)."""
         rows, width = X.shape
+        if width > MAX_WIDTH:
+            raise ValueError(f"rows of {width} values: more than {MAX_WIDTH} per row is not supported")
         if self.width is None:
             self.width = width
         elif width != self.width:
             raise ValueError(f"rows have {width} values, the network takes {self.width}")
-        if S is None and self.keys == self._plain(width):  # all numbers, all known: the common case
+        if S is None and self._all_numbers(width):  # all numbers, all known: the common case
             if not np.isfinite(X).all():
                 r, p = np.argwhere(~np.isfinite(X))[0]
                 raise ValueError(f"row {r}, position {p}: {X[r, p]} is not a finite number")
@@ -52,9 +57,11 @@ class Encoder:
                 out[hit, cols[hit]] = 1.0
         return out, added
 
-    @staticmethod
-    def _plain(width):
-        return [("n", p) for p in range(width)]
+    def _all_numbers(self, width):
+        """Whether the columns are exactly one number per position (cached until they change)."""
+        if self._plain is None:
+            self._plain = len(self.keys) == width and all(k == ("n", i) for i, k in enumerate(self.keys))
+        return self._plain
 
     def _grow(self, is_num, S, strings):
         first_seen = []  # (row, position, key) of keys not yet known
@@ -71,6 +78,8 @@ class Encoder:
         for _, _, key in sorted(first_seen, key=lambda t: (t[0], t[1])):
             self.columns[key] = len(self.keys)
             self.keys.append(key)
+        if first_seen:
+            self._plain = None
         return len(first_seen)
 
     def column_names(self):

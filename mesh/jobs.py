@@ -9,7 +9,6 @@ import numpy as np
 from . import wire
 from .head import loss_and_grad, output
 from .network import Pass
-from .spec import initial_layer
 
 
 class Job:
@@ -126,16 +125,22 @@ class Predict(Job):
             f" (or one of {len(gids) - 1} more output groups)" if len(gids) > 1 else "")
 
     def restart(self):
+        """Send again the passes not yet answered (answered ones a recovery re-forwards, if held)."""
         from .recovery import resubmit
-        for p in self.passes:
-            if p.z is None:
-                resubmit(self.broker, self.net, p)
+        waiting = [p for p in self.passes if p.z is None]
+        self.left = len(waiting)
+        for p in waiting:
+            p.job = self
+            resubmit(self.broker, self.net, p)
+        if not waiting:
+            self.on_output(None)
 
     def on_output(self, p):
-        self.broker.finish_pass(self.net, p, forget=not p.keep)
-        self.left -= 1
+        if p is not None:
+            self.broker.finish_pass(self.net, p, forget=not p.keep)
+            self.left -= 1
         self.progress()
-        if self.left == 0:
+        if self.left <= 0:
             z = np.concatenate([q.z for q in self.passes]) if len(self.passes) > 1 else self.passes[0].z
             self.reply([output(self.net.spec.output, z)])
 
@@ -144,11 +149,10 @@ class Backprop(Job):
     """One optimizer step on the client's last predicted pass."""
 
     def __init__(self, broker, net, client, req, timeout, T, lr):
-        super().__init__(broker, net, client, req, timeout)
-        self.passes = net.held.pop(client, None)
-        if not self.passes or any(p.z is None for p in self.passes):
+        passes = net.held.get(client)  # checked before anything is registered or taken
+        if not passes or any(p.z is None for p in passes):
             raise ValueError("nothing to backprop: call predict first (each prediction can be backpropagated once)")
-        rows = sum(p.rows for p in self.passes)
+        rows = sum(p.rows for p in passes)
         n_out = net.spec.sizes[-1]
         if T.ndim == 1:
             T = T.reshape(1, -1) if rows == 1 else T.reshape(-1, 1)
@@ -156,6 +160,8 @@ class Backprop(Job):
             raise ValueError(f"targets have shape {list(T.shape)}, the last predict needs {[rows, n_out]}")
         if not np.all(np.isfinite(T)):
             raise ValueError("targets must be finite numbers")
+        super().__init__(broker, net, client, req, timeout)
+        self.passes = net.held.pop(client)
         self.loss, self.rows, self.lr = 0.0, rows, lr
         self.left = len(self.passes)
         step = net.next_step()
@@ -225,11 +231,6 @@ class Collect(Job):
                 slots = [np.concatenate([a[2 + i] for _, a in parts]) for i in range(len(parts[0][1]) - 2)]
                 optim.append((meta, slots))
             self.then(self, layers, optim)
-
-
-def draw_first_layer(net):
-    """Layer 1's initial weights, drawn once the input width is known."""
-    return initial_layer(net.spec, 0, net.inputs)
 
 
 class SetWeights(Job):

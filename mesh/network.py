@@ -17,7 +17,6 @@ class Pass:
         self.z = None
         self.dones = 0       # layer-1 groups finished with its backward
         self.in_flight = False
-        self.bwd = None      # (header, dz) once the output gradient is sent
 
 
 class FairQueue:
@@ -74,6 +73,7 @@ class Network:
         self.last_failure = None
         self.recovering = None    # the Recover job, while one runs
         self.paused = False       # a snapshot is being taken
+        self.layer1_width = len(self.encoder.keys)  # input columns layer 1 holds now (older rows may be narrower)
         self.deferred = deque()   # client requests that arrived while recovering or paused
 
     @property

@@ -22,18 +22,28 @@ from .network import Pass
 SNAPSHOT_EVERY = 64  # steps between snapshots: bounds the log and the replay
 
 
+class Snapshot(Collect):
+    """Collect every group's state for the network's own keeping; a failure unpauses it."""
+
+    def fail(self, error):
+        if not self.finished:
+            super().fail(error)
+            self.net.paused = False
+            self.broker.run_deferred(self.net)
+
+
 def take_snapshot(broker, net, then):
     """Pause the network's requests, collect every group's state, keep it, resume."""
     net.paused = True
 
     def keep(job, layers, optim):
-        net.snapshot = {"layers": layers, "optim": optim, "inputs": net.inputs}
+        net.snapshot = {"layers": layers, "optim": optim, "inputs": net.layer1_width}
         net.log = []
         net.paused = False
         job._end()
         then()
         broker.run_deferred(net)
-    Collect(broker, net, None, None, 600.0, keep)
+    Snapshot(broker, net, None, None, 600.0, keep)
 
 
 def snapshot_due(broker, net):
@@ -88,7 +98,8 @@ class Recover(Job):
         net.in_flight = 0
         self.missing = {gid for gid, g in net.groups.items() if not g["alive"]}
         self.stage = "respawn"
-        self.cursor, self.width = 0, net.snapshot["inputs"]  # replay position in the log; layer-1 width there
+        self.cursor = 0  # replay position in the log
+        net.layer1_width = net.snapshot["inputs"]  # what the groups will hold once restored
         self.started = time.monotonic()
         for gid in sorted(self.missing):
             broker.respawn(net, gid)
@@ -99,10 +110,16 @@ class Recover(Job):
         return f"recovery ({self.stage}) of network {self.net.id}; waiting for {sorted(self.missing)[:3]}"
 
     def expire(self):
+        self.fail(f"did not finish: {self.waiting_for()}")
+
+    def fail(self, error):
+        """Recovery itself failed: the network is broken, and says why."""
+        if self.finished:
+            return
         self._end()
         self.net.recovering = None
         self.net.jobs.update(self.interrupted)  # so that they fail with the network
-        self.broker.break_net(self.net, f"recovery after '{self.why}' did not finish: {self.waiting_for()}")
+        self.broker.break_net(self.net, f"recovery after '{self.why}' failed: {error}")
 
     def on_hello(self, gid):
         self.missing.discard(gid)
@@ -130,7 +147,7 @@ class Recover(Job):
                 for gid in net.first():
                     g = net.groups[gid]
                     self.broker.to_group(net, gid, {"k": wire.GROW}, [event[1][g["lo"]:g["hi"]]])
-                self.width += event[1].shape[1]
+                net.layer1_width += event[1].shape[1]
                 continue  # the grow travels ahead of what follows on the same pipe
             if event[0] == "optim":
                 self.stage, self.missing = "optim", set(net.groups)
@@ -139,10 +156,8 @@ class Recover(Job):
                 return
             _, micros, batch_rows, lr = event
             self.stage = "replay"
-            widen = lambda X: X if X.shape[1] == self.width else np.concatenate(
-                [X, np.zeros((len(X), self.width - X.shape[1]), X.dtype)], axis=1)
             self.left = len(micros)
-            submit_step(self.broker, net, self, [(widen(X), T) for X, T in micros], batch_rows, lr)
+            submit_step(self.broker, net, self, micros, batch_rows, lr)  # the pump widens X to layer 1
             return
         self.reforward_held()
 
@@ -163,7 +178,9 @@ class Recover(Job):
             self.next_event()
 
     def reforward_held(self):
-        held = [p for passes in self.net.held.values() for p in passes]
+        """Answered passes kept for a backprop: groups must hold them again. (Unanswered ones
+        belong to an interrupted predict, which sends them again itself.)"""
+        held = [p for passes in self.net.held.values() for p in passes if p.z is not None]
         self.stage, self.left = "held", len(held)
         for p in held:
             p.job = self
@@ -177,7 +194,8 @@ class Recover(Job):
         net.recovering = None
         for passes in net.held.values():  # they answer to no one now; a backprop picks them up
             for p in passes:
-                p.job = None
+                if p.job is self:
+                    p.job = None
         for job in self.interrupted:
             if not job.finished:
                 net.jobs.add(job)

@@ -89,6 +89,11 @@ class Keys:
         if self.secret is None:
             raise KeyError_(f"{self.dir / (role + '.key_secret')} holds no secret key")
         self.auth = None
+        self.mesh_keys = set()
+
+    def is_mesh(self, key):
+        """Whether a peer's key (as the ZAP handler reported it) belongs to the mesh, not to a client."""
+        return key in self.mesh_keys
 
     @classmethod
     def from_env(cls, role):
@@ -109,6 +114,7 @@ class Keys:
         """The ZAP handler of this process: mesh keys for 'mesh', mesh and client keys for 'front'."""
         mesh_keys = _allowed(self.dir, "mesh")
         front_keys = mesh_keys | _allowed(self.dir, "clients")
+        self.mesh_keys = {k.decode() if isinstance(k, bytes) else k for k in mesh_keys}  # z85, as ZAP reports them
         self.auth = ThreadAuthenticator(ctx)
         self.auth.start()
         self.auth.configure_curve_callback("mesh", credentials_provider=_Allow(mesh_keys))

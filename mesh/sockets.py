@@ -56,6 +56,24 @@ def recv(sock, routed=False, max_header=wire.MAX_HEADER):
     """(identity or None, header, arrays). WireError carries the identity for a reply."""
     frames = sock.recv_multipart()
     identity = frames.pop(0) if routed else None
+    return _unpacked(identity, frames, max_header)
+
+
+def recv_with_key(sock, max_header=wire.MAX_HEADER):
+    """(identity, the sender's CURVE public key in z85 or None, header, arrays) from a ROUTER."""
+    frames = sock.recv_multipart(copy=False)
+    identity = frames.pop(0).bytes
+    key = None
+    if frames:
+        try:
+            key = frames[0].get("User-Id")  # set by the ZAP handler once it admitted the key
+        except zmq.ZMQError:
+            key = None
+    identity, header, arrays = _unpacked(identity, [f.bytes for f in frames], max_header)
+    return identity, key, header, arrays
+
+
+def _unpacked(identity, frames, max_header):
     try:
         header, arrays = wire.unpack(frames, max_header)
     except wire.WireError as e:

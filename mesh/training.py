@@ -58,7 +58,6 @@ def micro_count(batch_size, depth, asked):
 
 class Train(Job):
     def __init__(self, broker, net, client, req, timeout, X, Y, opts):
-        super().__init__(broker, net, client, req, timeout)
         n_out = net.spec.sizes[-1]
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim == 1:
@@ -68,6 +67,9 @@ class Train(Job):
         if not np.all(np.isfinite(Y)):
             raise ValueError("targets must be finite numbers")
         self.o = options(opts, len(X))
+        if self.o["checkpoint_every"]:
+            self.o["checkpoint_path"] = broker.checkpoint_file(self.o["checkpoint_path"])
+        super().__init__(broker, net, client, req, timeout)  # only once the request is known to be sound
         self.X, self.Y = X.astype(net.spec.dtype), Y.astype(net.spec.dtype)
         self.rng = np.random.default_rng(self.o["seed"]) if self.o["shuffle"] else None
         self.epoch, self.history = 0, []
@@ -75,7 +77,7 @@ class Train(Job):
         self.started = self.reported = time.monotonic()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
-        self.steps_done = 0
+        self.steps_done, self.batch = 0, None
         self.outstanding = set()  # passes submitted and not yet done
         self.configure()
 
@@ -108,6 +110,8 @@ class Train(Job):
             self.start_batch()
 
     def start_batch(self):
+        if self.finished:  # failed or timed out meanwhile: start nothing more
+            return
         bs = self.o["batch_size"]
         idx = self.order[self.batch_at:self.batch_at + bs]
         self.batch_at += len(idx)
@@ -124,6 +128,8 @@ class Train(Job):
         if self.configuring:
             return self.configure()
         if self.o["mode"] == "exact":
+            if self.batch is None:  # the step was logged (so replayed): a snapshot job carries on from here
+                return
             micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
             self.outstanding = set(submit_step(self.broker, self.net, self, micros, rows, self.lr))
         else:
@@ -131,10 +137,13 @@ class Train(Job):
                 resubmit(self.broker, self.net, p)
 
     def on_output(self, p):
-        self.loss_sum += send_step_backward(self.broker, self.net, p)
+        if not self.finished:
+            self.loss_sum += send_step_backward(self.broker, self.net, p)
 
     def on_done(self, p):
         self.broker.finish_pass(self.net, p, forget=True)
+        if self.finished:
+            return
         self.progress()
         self.outstanding.discard(p)
         self.rows_done += p.rows
@@ -144,6 +153,7 @@ class Train(Job):
             log_step(self.net, [(p.X, p.T)], p.batch_rows, self.lr)
         elif not self.outstanding:
             log_step(self.net, self.batch[0], self.batch[1], self.lr)
+            self.batch = None  # done and logged: a recovery replays it, never resubmits it
         else:
             return
         self.steps_done += 1
@@ -156,18 +166,19 @@ class Train(Job):
         if self.epoch < self.o["epochs"]:
             self.between_batches(self.start_epoch)
         elif self.o["checkpoint_every"]:  # the last state too
-            take_snapshot(self.broker, self.net, lambda: (self.write_checkpoint(), self.done()))
+            take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and self.done())
         else:
             self.done()
 
     def done(self):
-        self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done)
+        self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done,
+                   checkpoint=self.o["checkpoint_path"] if self.o["checkpoint_every"] else None)
 
     def between_batches(self, then):
         """A quiet moment: take a snapshot first if the log has grown long, or a checkpoint is due."""
         every = self.o["checkpoint_every"]
         if every and self.steps_done % every == 0:
-            take_snapshot(self.broker, self.net, lambda: (self.write_checkpoint(), then()))
+            take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and then())
         elif len(self.net.log) >= SNAPSHOT_EVERY:
             take_snapshot(self.broker, self.net, then)
         else:
@@ -179,8 +190,10 @@ class Train(Job):
         meta, arrays = pack_state(self.net, snap["layers"], snap["optim"])
         try:
             checkpoint.write(self.o["checkpoint_path"], dict(meta, steps=self.steps_done), arrays)
+            return True
         except OSError as e:
             self.fail(f"cannot write checkpoint {self.o['checkpoint_path']}: {e}")
+            return False
 
     def report(self):
         now = time.monotonic()

@@ -16,6 +16,7 @@ import math
 import numpy as np
 
 MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their own frames
+MAX_DIM = 1 << 31  # no dimension of a real array comes near it; bigger ones are lies
 DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64)}
 
 # Kinds of message, by socket.
@@ -101,9 +102,9 @@ def _array(spec, frame):
         dtype_name, shape = spec
         dtype = DTYPES[dtype_name]
         shape = tuple(int(n) for n in shape)
-    except (TypeError, ValueError, KeyError):
+    except (TypeError, ValueError, KeyError, OverflowError):
         raise WireError(f"bad array description {spec!r}") from None
-    if any(n < 0 for n in shape) or len(shape) > 4:
+    if any(n < 0 or n > MAX_DIM for n in shape) or len(shape) > 4:
         raise WireError(f"bad array shape {shape}")
     buf = frame if isinstance(frame, (bytes, bytearray)) else frame.buffer
     expected = math.prod(shape) * dtype.itemsize

@@ -7,6 +7,9 @@ import signal
 import threading
 
 import numpy as np
+import pytest
+
+from mesh.client import RemoteError
 
 from mesh.reference import ReferenceNet
 
@@ -96,11 +99,14 @@ def test_predicts_in_flight_are_answered_through_a_kill(fresh_mesh):
 
 def test_checkpoints_during_training_resume_after_a_broker_restart(fresh_mesh, tmp_path):
     X, Y = data(64)
-    path = tmp_path / "ckpt.npz"
     first = fresh_mesh(workers=1)
     net = first.remember(first.client.create([5, 3], seed=2, dtype="float64", **SPEC))
+    with pytest.raises(RemoteError, match="checkpoint name"):  # a client names a file, never a path
+        net.train(X, Y, checkpoint_every=5, checkpoint_path="../../etc/x/../passwd-", progress=False)
     net.train(X, Y, epochs=2, batch_size=8, learning_rate=0.05, optimizer="adam", shuffle=False,
-              checkpoint_every=5, checkpoint_path=path, progress=False)  # after steps 5, 10, 15 and the last, 16
+              checkpoint_every=5, checkpoint_path=f"ckpt-{os.getpid()}.npz", progress=False)  # steps 5, 10, 15, 16
+    path = net.last_checkpoint
+    assert os.path.dirname(path).endswith("neuromesh-checkpoints")
     expected = net.weights()
     first.stop()  # the broker and everything with it
     second = fresh_mesh(workers=1)
@@ -108,3 +114,4 @@ def test_checkpoints_during_training_resume_after_a_broker_restart(fresh_mesh, t
     for (W, b), (W2, b2) in zip(expected, again.weights()):
         np.testing.assert_array_equal(W, W2)
     assert set(again.steps().values()) == {16}  # optimizer state came back with the weights
+    os.remove(path)
