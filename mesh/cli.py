@@ -123,9 +123,12 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @click.option("--ssh", "ssh_cmd", default=None, help="With --hosts: the command that runs a command on a host.")
 @click.option("--remote-command", default="mesh", show_default=True, help="With --hosts: how the hosts run mesh.")
 @insecure_option
-def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure):
+@keys_option
+def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     from .local import LocalMesh
+    if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
+        os.environ["MESH_KEYS"] = keys_dir
     if hosts_file:
         from .remote import SSH, RemoteMesh, read_hosts
         if not advertise:
