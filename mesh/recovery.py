@@ -12,7 +12,6 @@ that were interrupted. The replayed maths is the same, in the same order, so
 exact training ends with the weights of a run without faults."""
 import time
 
-
 from . import wire
 from .head import loss_and_grad
 from .jobs import Collect, Job
