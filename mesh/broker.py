@@ -256,6 +256,11 @@ class Broker:
         old = net.push.pop(gid, None)
         if old is not None:
             old.close()
+        self.spawn_group(net, gid)
+
+    def spawn_group(self, net, gid):
+        """Ask group gid's worker to start its process."""
+        g = net.groups[gid]
         config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
                   "dtype": net.spec.dtype, "token": net.token}
         self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
@@ -383,10 +388,8 @@ class Broker:
             w["groups"].add(gid)
         self.nets[net.id] = net
         jobs.Create(self, net, client, req, timeout, layers, optimizer)
-        for gid, g in net.groups.items():
-            config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
-                      "dtype": spec.dtype, "token": net.token}
-            self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
+        for gid in net.groups:
+            self.spawn_group(net, gid)
         return net
 
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
@@ -514,14 +517,10 @@ class Broker:
         net = self._net(h)
         if net.trainer is not None:
             raise RuntimeError(f"network {net.id} is training; set weights after it ends")
-        widths = [net.inputs] + net.spec.sizes[:-1]
-        if len(arrays) != 2 * len(widths):
-            raise ValueError(f"need W and b for each of {len(widths)} layers, got {len(arrays)} arrays")
-        layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(widths))]
-        for i, ((W, b), size, fan_in) in enumerate(zip(layers, net.spec.sizes, widths)):
-            if W.shape != (size, fan_in) or b.shape != (size,) or not (np.isfinite(W).all() and np.isfinite(b).all()):
-                raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} do not fit a "
-                                 f"layer of {size} neurons with {fan_in} inputs (or are not finite)")
+        n = len(net.spec.sizes)
+        if len(arrays) != 2 * n:
+            raise ValueError(f"need W and b for each of {n} layers, got {len(arrays)} arrays")
+        layers = fitting_layers(net.spec, net.inputs, arrays, finite=True)
         jobs.SetWeights(self, net, client, h.get("id"), self._timeout(h), layers)
 
     def save(self, client, h, arrays):
@@ -538,13 +537,8 @@ class Broker:
         n = len(spec.sizes)
         if len(arrays) < 2 * n:
             raise ValueError(f"a saved network of {n} layers needs {2 * n} arrays, got {len(arrays)}")
-        layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(n)]
         encoder = Encoder.from_dict(h["encoder"])
-        widths = [len(encoder.keys)] + spec.sizes[:-1]
-        for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
-            if W.shape != (size, fan_in) or b.shape != (size,):
-                raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} "
-                                 f"do not fit a layer of {size} neurons with {fan_in} inputs")
+        layers = fitting_layers(spec, len(encoder.keys), arrays)
         optimizer, at = [], 2 * n
         for meta in h.get("optimizer", []):
             k = int(meta["slots"])
@@ -574,6 +568,18 @@ class Broker:
             raise ValueError(f"unknown network {h.get('net')!r}")
         self.stop_net(net)
         self.reply(client, h.get("id"), ok=True)
+
+
+def fitting_layers(spec, inputs, arrays, finite=False):
+    """[(W, b)] per layer from the first arrays, each checked against the spec (and, if asked, finite)."""
+    widths = [inputs] + spec.sizes[:-1]
+    layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(spec.sizes))]
+    for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
+        bad_values = finite and not (np.isfinite(W).all() and np.isfinite(b).all())
+        if W.shape != (size, fan_in) or b.shape != (size,) or bad_values:
+            raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} do not fit a layer "
+                             f"of {size} neurons with {fan_in} inputs" + (" (or are not finite)" if finite else ""))
+    return layers
 
 
 def main(bind, keys=None, checkpoint_dir=None):

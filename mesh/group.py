@@ -52,7 +52,6 @@ class Group:
                          wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
                          wire.STOP: self.stop}
         self.running = True
-        self.dropped = 0
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
 
     def tell_broker(self, header, arrays=()):
@@ -73,8 +72,7 @@ class Group:
         try:
             _, header, arrays = sockets.recv(self.inbox)
             if header.get("tok") != self.token:
-                self.dropped += 1  # not from this network's broker or groups: no reply, no state
-                return
+                return  # not from this network's broker or groups: no reply, no state
             if header["k"] in (wire.FWD, wire.BWD) and header.get("gen") != self.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
             handler = self.handlers.get(header["k"])
@@ -82,7 +80,7 @@ class Group:
                 raise ValueError(f"unknown message kind {header['k']!r}")
             handler(header, arrays)
         except wire.WireError:
-            self.dropped += 1  # malformed: cannot even tell who sent it
+            pass  # malformed: cannot even tell whom to answer
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
             # A peer's mistake: say so and go on; the mesh keeps running.
             log.warning("group %s refused a message: %s", self.gid, e)
