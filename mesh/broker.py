@@ -20,6 +20,7 @@ import zmq
 
 from . import heartbeat, jobs, sockets, table, wire
 from .checkpoint import pack_state
+from .lifecycle import profiled
 from .network import Network
 from .placement import cross_host_links, place_pinned, wiring
 from .spec import Spec, initial_layer
@@ -28,6 +29,7 @@ log = logging.getLogger("mesh.broker")
 DEFAULT_TIMEOUT = 60.0
 DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM}  # they see every step sent before them (group.py)
 WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}
 
 
@@ -178,8 +180,11 @@ class Broker:
             log.info("could not reply to a client: %s", e)
 
     def to_group(self, net, gid, header, arrays=()):
+        header = dict(header, net=net.id, tok=net.token)
+        if header["k"] in ORDERED:
+            header["after"] = net.step
         try:
-            sockets.send(net.push[gid], dict(header, net=net.id, tok=net.token), arrays)
+            sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
             if net.groups[gid]["alive"]:
                 self.group_lost(net, [gid], f"{net.describe(gid)} cannot be reached")
@@ -280,6 +285,8 @@ class Broker:
 
     # -- the data path -----------------------------------------------------
     def submit(self, net, p):
+        if p.after is None:
+            p.after = net.step
         net.passes[p.seq] = p
         net.queue.append(p)
         self.pump(net)
@@ -292,7 +299,7 @@ class Broker:
             X = p.X.astype(net.spec.dtype, copy=False)
             if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
                 X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
-            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen}
+            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen, "after": p.after}
             if p.drop:
                 header["drop"] = p.drop
             for gid in net.first():
@@ -408,7 +415,8 @@ class Broker:
             for gid in gids:
                 self.heartbeat_workers()
                 g = net.groups[gid]
-                header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen, **setups[gid]}
+                header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen,
+                          "applied": net.step, **setups[gid]}
                 arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
                 self.to_group(net, gid, header, arrays)
                 if meta.get("has_slots") or (restore and meta):
@@ -586,7 +594,8 @@ def main(bind, keys=None, checkpoint_dir=None):
     broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
     print(f"mesh broker listening on {broker.address}", flush=True)
     try:
-        broker.run()
+        with profiled("broker"):
+            broker.run()
     except KeyboardInterrupt:
         pass
     finally:

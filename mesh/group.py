@@ -7,14 +7,22 @@ and pushes them to every downstream group. Backward: it sums the dL/da slices
 from every downstream group, accumulates its gradient, pushes each upstream
 group its slice of dL/dx, and applies the step once it has seen every pass of
 that step. Layer 1 reports DONE to the broker instead of pushing further.
+
+Ordering: a message from the broker that must see the weights after step s
+(a forward, or a read or change of state) carries "after": s. It waits here,
+in arrival order, until this group has applied step s. So the broker can
+send the next step's rows, or answer a backprop, without waiting for the
+last group to finish the step before: the order is kept where the weights are.
 """
 import logging
 import os
+from collections import deque
 
 import numpy as np
 import zmq
 
 from . import heartbeat, sockets, wire
+from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
@@ -48,6 +56,8 @@ class Group:
         self.fwd_parts, self.bwd_parts = {}, {}
         self.held = {}                # seq -> (x, a) kept for the backward
         self.step_counts = {}         # step id -> passes of that step seen
+        self.applied = 0              # id of the last step applied here
+        self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
                          wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
                          wire.STOP: self.stop}
@@ -75,24 +85,46 @@ class Group:
                 return  # not from this network's broker or groups: no reply, no state
             if header["k"] in (wire.FWD, wire.BWD) and header.get("gen") != self.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
-            handler = self.handlers.get(header["k"])
-            if handler is None:
-                raise ValueError(f"unknown message kind {header['k']!r}")
-            handler(header, arrays)
+            after = header.get("after")
+            if after is not None and (self.waiting or after > self.applied):
+                if len(self.waiting) >= MAX_HELD:
+                    raise ValueError(f"more than {MAX_HELD} messages wait for step {self.waiting[0][0]['after']}")
+                self.waiting.append((header, arrays))
+                return
+            self.handle(header, arrays)
         except wire.WireError:
             pass  # malformed: cannot even tell whom to answer
         except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
-            # A peer's mistake: say so and go on; the mesh keeps running.
-            log.warning("group %s refused a message: %s", self.gid, e)
-            self.tell_broker({"k": wire.FAULT, "seq": header.get("seq") if isinstance(header, dict) else None,
-                              "error": f"group {self.gid}: {type(e).__name__}: {e}"})
+            self.refuse(header, e)
+
+    def handle(self, header, arrays):
+        handler = self.handlers.get(header["k"])
+        if handler is None:
+            raise ValueError(f"unknown message kind {header['k']!r}")
+        handler(header, arrays)
+
+    def refuse(self, header, e):
+        """A peer's mistake: say so and go on; the mesh keeps running."""
+        log.warning("group %s refused a message: %s", self.gid, e)
+        self.tell_broker({"k": wire.FAULT, "seq": header.get("seq") if isinstance(header, dict) else None,
+                          "error": f"group {self.gid}: {type(e).__name__}: {e}"})
+
+    def release(self):
+        """Messages that waited for the step just applied, in the order they came."""
+        while self.waiting and self.waiting[0][0]["after"] <= self.applied:
+            header, arrays = self.waiting.popleft()
+            try:
+                self.handle(header, arrays)
+            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+                self.refuse(header, e)
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
         """Weights and neighbours; everything in flight is forgotten (a recovery resends it)."""
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
-        self.gen = h.get("gen", 0)
+        self.gen, self.applied = h.get("gen", 0), int(h.get("applied", 0))
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
+        self.waiting.clear()
         self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
@@ -189,10 +221,13 @@ class Group:
         if seen == of:
             self.step_counts.pop(step, None)
             self.neurons.apply(lr)
+            self.applied = max(self.applied, step)
         else:
             self.step_counts[step] = seen
-        if not self.up:  # after the update, so the broker's next message sees it
+        if not self.up:
             self.tell_broker({"k": wire.DONE, "seq": seq})
+        if seen == of:
+            self.release()
 
 
 def main(config):
@@ -201,19 +236,12 @@ def main(config):
                         format=f"%(asctime)s group {config['gid']} %(levelname)s %(message)s")
     ctx = zmq.Context()
     group = Group(ctx, config)
-    profile_dir = os.environ.get("MESH_PROFILE_DIR")  # a development aid: one cProfile dump per group
-    if profile_dir:
-        import cProfile
-        profiler = cProfile.Profile()
-        profiler.enable()
     try:
-        group.run()
+        with profiled(config["gid"]):
+            group.run()
     except KeyboardInterrupt:
         pass
     finally:
-        if profile_dir:
-            profiler.disable()
-            profiler.dump_stats(os.path.join(profile_dir, f"{config['gid']}.prof"))
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

@@ -146,7 +146,11 @@ class Predict(Job):
 
 
 class Backprop(Job):
-    """One optimizer step on the client's last predicted pass."""
+    """One optimizer step on the client's last predicted pass. The client is
+    answered (with the loss) as soon as the backward is sent and logged: the
+    groups apply the step before any later forward or read (group.py), and a
+    recovery redoes it from the log if it never completes. The job stays to
+    count the dones, which free the window and may call for a snapshot."""
 
     def __init__(self, broker, net, client, req, timeout, T, lr):
         passes = net.held.get(client)  # checked before anything is registered or taken
@@ -162,39 +166,25 @@ class Backprop(Job):
             raise ValueError("targets must be finite numbers")
         super().__init__(broker, net, client, req, timeout)
         self.passes = net.held.pop(client)
-        self.loss, self.rows, self.lr = 0.0, rows, lr
         self.left = len(self.passes)
         step = net.next_step()
-        lo = 0
+        loss, lo = 0.0, 0
         for p in self.passes:
             p.T, p.batch_rows, p.step, p.of, p.lr = T[lo:lo + p.rows].astype(p.z.dtype), rows, step, len(self.passes), lr
             lo += p.rows
-            loss, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, rows)
-            self.loss += loss / rows
+            part, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, rows)
+            loss += part / rows
             p.job = self
             broker.send_backward(net, p, dz, step, len(self.passes), lr)
-
-    def restart(self):
-        """The step never completed: forward its passes again, then the same backward."""
-        from .recovery import submit_step
-        self.left = len(self.passes)
-        self.passes = submit_step(self.broker, self.net, self, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
-
-    def on_output(self, p):  # only after a restart
-        from .recovery import send_step_backward
-        send_step_backward(self.broker, self.net, p)
-
-    def waiting_for(self):
-        return f"backward of pass {self.passes[0].seq} at {self.net.describe(self.net.first()[0])}"
+        from .recovery import log_step
+        log_step(net, step, [(p.X, p.T) for p in self.passes], rows, lr)
+        self.reply(loss=loss)
 
     def on_done(self, p):
         self.broker.finish_pass(self.net, p, forget=True)
         self.left -= 1
-        self.progress()
         if self.left == 0:
-            from .recovery import log_step, snapshot_due
-            log_step(self.net, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
-            self.reply(loss=self.loss)
+            from .recovery import snapshot_due
             snapshot_due(self.broker, self.net)
 
 
@@ -209,6 +199,7 @@ class Collect(Job):
     def restart(self):
         self.states, self.steps = {}, {}
         self.missing = set(self.net.groups)
+        self.after = self.net.step  # the groups answer with every step before this one applied
         for gid in self.net.groups:
             self.broker.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
 

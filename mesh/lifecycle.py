@@ -1,5 +1,6 @@
 """Process hygiene shared by every mesh process: die with the parent, bound
 the BLAS thread pool, stop cleanly on SIGTERM."""
+import contextlib
 import ctypes
 import os
 import signal
@@ -40,3 +41,20 @@ def raise_on_sigterm():
     def handler(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def profiled(name):
+    """A development aid: with MESH_PROFILE_DIR set, one cProfile dump per process."""
+    folder = os.environ.get("MESH_PROFILE_DIR")
+    if not folder:
+        yield
+        return
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        profiler.dump_stats(os.path.join(folder, f"{name}.prof"))

@@ -17,6 +17,7 @@ class Pass:
         self.z = None
         self.dones = 0       # layer-1 groups finished with its backward
         self.in_flight = False
+        self.after = None    # the step whose weights it must see (groups keep the order); None: the latest
 
 
 class FairQueue:

@@ -31,12 +31,14 @@ class Snapshot(Collect):
 
 
 def take_snapshot(broker, net, then):
-    """Pause the network's requests, collect every group's state, keep it, resume."""
+    """Pause the network's requests, collect every group's state, keep it, resume.
+    Groups answer once they have applied every step sent before the request
+    (job.after), so the log keeps only the steps after it."""
     net.paused = True
 
     def keep(job, layers, optim):
         net.snapshot = {"layers": layers, "optim": optim, "inputs": net.layer1_width}
-        net.log = []
+        net.log = [e for e in net.log if e[0] == "step" and e[1] > job.after]
         net.paused = False
         job._end()
         then()
@@ -50,17 +52,21 @@ def snapshot_due(broker, net):
         take_snapshot(broker, net, lambda: None)
 
 
-def log_step(net, micros, batch_rows, lr):
-    """A completed step, kept until the next snapshot: its micro-batches [(X, T)], enough to redo it exactly."""
-    net.log.append(("step", list(micros), batch_rows, lr))
+def log_step(net, step, micros, batch_rows, lr):
+    """A step whose backward is on its way, kept until the next snapshot: its
+    micro-batches [(X, T)], enough to redo it exactly. Logged when sent, not when
+    done: the groups keep its order, and a recovery redoes it if it never finished."""
+    net.log.append(("step", step, list(micros), batch_rows, lr))
 
 
-def submit_step(broker, net, job, micros, batch_rows, lr):
-    """Passes of one step through the mesh; `job` hears their outputs and dones."""
+def submit_step(broker, net, job, micros, batch_rows, lr, wait=True):
+    """Passes of one step through the mesh; `job` hears their outputs and dones.
+    wait: its forwards see every step before it (exact); else whatever is applied (async)."""
     step = net.next_step()
     passes = []
     for X, T in micros:
         p = Pass(net.next_seq(), job, X, keep=True)
+        p.after = step - 1 if wait else 0
         p.T, p.batch_rows, p.step, p.of, p.lr = T, batch_rows, step, len(micros), lr
         passes.append(p)
     for p in passes:
@@ -79,7 +85,7 @@ def send_step_backward(broker, net, p):
 def resubmit(broker, net, p):
     """Send a pass again, under a new sequence number."""
     net.passes.pop(p.seq, None)
-    p.seq, p.parts, p.z, p.dones, p.in_flight = net.next_seq(), {}, None, 0, False
+    p.seq, p.parts, p.z, p.dones, p.in_flight, p.after = net.next_seq(), {}, None, 0, False, None
     broker.submit(net, p)
 
 
@@ -152,7 +158,7 @@ class Recover(Job):
                 for gid in net.groups:
                     self.broker.to_group(net, gid, {"k": wire.OPTIM, "settings": event[1]})
                 return
-            _, micros, batch_rows, lr = event
+            _, _, micros, batch_rows, lr = event
             self.stage = "replay"
             self.left = len(micros)
             submit_step(self.broker, net, self, micros, batch_rows, lr)  # the pump widens X to layer 1

@@ -2,11 +2,15 @@
 into micro-batches that stream through the mesh back to back.
 
 exact: groups accumulate the gradients of a mini-batch's micro-batches and
-    apply them when the last one has passed; the next mini-batch starts once
-    layer 1 is done with this one. Same maths as in-process mini-batch SGD.
+    apply them when the last one has passed. The next mini-batch is sent as
+    soon as this one's backward is: its forwards wait in each group until the
+    step is applied there (group.py), so no round trip to the broker sits
+    between steps. Same maths as in-process mini-batch SGD.
 async: every micro-batch is applied as soon as its backward passes; the next
     ones are already in flight, so they see weights a few steps old (stale
     gradients). Faster, not exact.
+
+A step is logged when its backward is sent; the job ends when every pass is done.
 """
 import time
 
@@ -78,7 +82,9 @@ class Train(Job):
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
         self.steps_done, self.batch = 0, None
-        self.outstanding = set()  # passes submitted and not yet done
+        self.forwarding = set()   # passes sent whose outputs have not come back
+        self.outstanding = set()  # passes sent and not yet done
+        self.finishing = False    # every step is sent; the last dones are awaited
         self.configure()
 
     def configure(self):
@@ -118,45 +124,48 @@ class Train(Job):
         micros = [(self.X[piece], self.Y[piece]) for piece in np.array_split(idx, min(self.micro, len(idx)))]
         if self.o["mode"] == "exact":  # one step per mini-batch
             self.batch = (micros, len(idx), self.loss_sum, self.epoch_rows, self.rows_done)
-            self.outstanding = set(submit_step(self.broker, self.net, self, micros, len(idx), self.lr))
+            self.send(submit_step(self.broker, self.net, self, micros, len(idx), self.lr))
         else:  # every micro-batch its own step, applied as soon as its backward is done
             for m in micros:
-                self.outstanding |= set(submit_step(self.broker, self.net, self, [m], len(idx), self.lr))
+                self.send(submit_step(self.broker, self.net, self, [m], len(idx), self.lr, wait=False))
+
+    def send(self, passes):
+        self.forwarding.update(passes)
+        self.outstanding.update(passes)
 
     def restart(self):
-        """After a recovery: the log was replayed, so redo what had not completed."""
+        """After a recovery: the log (every step whose backward was sent) was
+        replayed, so send again only what had not reached the output."""
         if self.configuring:
             return self.configure()
+        waiting, self.forwarding, self.outstanding = self.forwarding, set(), set()
         if self.o["mode"] == "exact":
-            if self.batch is None:  # the step was logged (so replayed): a snapshot job carries on from here
-                return
-            micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
-            self.outstanding = set(submit_step(self.broker, self.net, self, micros, rows, self.lr))
+            if self.batch is not None:
+                micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
+                self.send(submit_step(self.broker, self.net, self, micros, rows, self.lr))
         else:
-            for p in self.outstanding:
+            for p in waiting:
                 resubmit(self.broker, self.net, p)
+                self.send([p])
+        self.finish_when_done()
 
     def on_output(self, p):
-        if not self.finished:
-            self.loss_sum += send_step_backward(self.broker, self.net, p)
-
-    def on_done(self, p):
-        self.broker.finish_pass(self.net, p, forget=True)
         if self.finished:
             return
-        self.progress()
-        self.outstanding.discard(p)
+        self.forwarding.discard(p)
+        self.loss_sum += send_step_backward(self.broker, self.net, p)
         self.rows_done += p.rows
         self.epoch_rows += p.rows
-        self.report()
         if self.o["mode"] == "async":
-            log_step(self.net, [(p.X, p.T)], p.batch_rows, self.lr)
-        elif not self.outstanding:
-            log_step(self.net, self.batch[0], self.batch[1], self.lr)
-            self.batch = None  # done and logged: a recovery replays it, never resubmits it
+            log_step(self.net, p.step, [(p.X, p.T)], p.batch_rows, self.lr)
+        elif not self.forwarding:  # the whole mini-batch is on its way back
+            micros, rows = self.batch[:2]
+            log_step(self.net, p.step, micros, rows, self.lr)
+            self.batch = None  # logged: a recovery replays it, never resubmits it
         else:
             return
         self.steps_done += 1
+        self.report()
         if self.epoch_rows < len(self.X):
             if self.o["mode"] == "exact":
                 self.between_batches(self.start_batch)
@@ -165,7 +174,22 @@ class Train(Job):
         self.epoch += 1
         if self.epoch < self.o["epochs"]:
             self.between_batches(self.start_epoch)
-        elif self.o["checkpoint_every"]:  # the last state too
+        else:
+            self.finishing = True
+            self.finish_when_done()
+
+    def on_done(self, p):
+        self.broker.finish_pass(self.net, p, forget=True)
+        if self.finished:
+            return
+        self.progress()
+        self.outstanding.discard(p)
+        self.finish_when_done()
+
+    def finish_when_done(self):
+        if not self.finishing or self.outstanding or self.finished:
+            return
+        if self.o["checkpoint_every"]:  # the last state too
             take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and self.done())
         else:
             self.done()
@@ -175,9 +199,11 @@ class Train(Job):
                    checkpoint=self.o["checkpoint_path"] if self.o["checkpoint_every"] else None)
 
     def between_batches(self, then):
-        """A quiet moment: take a snapshot first if the log has grown long, or a checkpoint is due."""
+        """Between steps: take a snapshot first if the log has grown long, or a checkpoint is due."""
         every = self.o["checkpoint_every"]
-        if every and self.steps_done % every == 0:
+        if self.net.paused:  # a snapshot is on its way already
+            then()
+        elif every and self.steps_done % every == 0:
             take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and then())
         elif len(self.net.log) >= SNAPSHOT_EVERY:
             take_snapshot(self.broker, self.net, then)
