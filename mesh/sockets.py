@@ -45,17 +45,22 @@ def _list(x):
     return [] if x is None else [x] if isinstance(x, str) else list(x)
 
 
+ZERO_COPY = 64 * 1024  # bytes: below this, copying a frame costs less than lending zmq the buffer
+
+
 def send(sock, header, arrays=(), identity=None, flags=0):
     frames = wire.pack(header, arrays)
     if identity is not None:
         frames.insert(0, identity)
-    sock.send_multipart(frames, copy=False, flags=flags)
+    big = any(a.nbytes >= ZERO_COPY for a in frames[1 + (identity is not None):])
+    sock.send_multipart(frames, copy=not big, flags=flags)
 
 
 def recv(sock, routed=False, max_header=wire.MAX_HEADER):
-    """(identity or None, header, arrays). WireError carries the identity for a reply."""
-    frames = sock.recv_multipart()
-    identity = frames.pop(0) if routed else None
+    """(identity or None, header, arrays). WireError carries the identity for a reply.
+    Arrays are read in place from the received frames (no copy)."""
+    frames = sock.recv_multipart(copy=False)
+    identity = frames.pop(0).bytes if routed else None
     return _unpacked(identity, frames, max_header)
 
 
@@ -69,7 +74,7 @@ def recv_with_key(sock, max_header=wire.MAX_HEADER):
             key = frames[0].get("User-Id")  # set by the ZAP handler once it admitted the key
         except zmq.ZMQError:
             key = None
-    identity, header, arrays = _unpacked(identity, [f.bytes for f in frames], max_header)
+    identity, header, arrays = _unpacked(identity, frames, max_header)
     return identity, key, header, arrays
 
 
