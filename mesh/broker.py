@@ -11,6 +11,7 @@ import itertools
 import logging
 import os
 import re
+import shutil
 import tempfile
 import time
 from urllib.parse import urlparse
@@ -27,6 +28,7 @@ from .spec import Spec, initial_layer
 
 log = logging.getLogger("mesh.broker")
 DEFAULT_TIMEOUT = 60.0
+TICK = 0.05  # seconds between checks of deadlines and heartbeats
 DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM}  # they see every step sent before them (group.py)
@@ -46,6 +48,10 @@ class Broker:
         host = urlparse(self.address.replace("tcp://", "http://")).hostname
         self.inbox = sockets.make(self.ctx, zmq.PULL, keys=keys, serve="mesh")
         self.inbox_port = self.inbox.bind_to_random_port(f"tcp://{host}")
+        self.host = host
+        self.ipc_dir = tempfile.mkdtemp(prefix="mesh-broker-", dir="/tmp")  # short: ipc paths are limited
+        self.inbox_ipc = f"ipc://{self.ipc_dir}/inbox"  # for groups on this host
+        self.inbox.bind(self.inbox_ipc)
         self.workers = {}        # identity -> record
         self.nets = {}
         self.jobs = set()
@@ -66,19 +72,24 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.front, zmq.POLLIN)
         poller.register(self.inbox, zmq.POLLIN)
+        next_tick = 0.0
         while self.running:
-            events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
+            events = dict(poller.poll(TICK * 1000))
             t = time.monotonic()
             if self.inbox in events:
                 for _ in range(256):  # drain the data path first: it unblocks the mesh
-                    if not self.inbox.poll(0):
+                    if not self.inbox.get(zmq.EVENTS) & zmq.POLLIN:
                         break
                     self.on_inbox()
+                if time.monotonic() - t > TICK:
                     self.heartbeat_workers()
             t_inbox = time.monotonic() - t
             if self.front in events:
                 self.on_front()
-            self.tick()
+            now = time.monotonic()
+            if now >= next_tick:  # deadlines and heartbeats: a few times a second is plenty
+                self.tick()
+                next_tick = now + TICK
             if time.monotonic() - t > 1.0:  # the loop must come round every heartbeat; say when it does not
                 log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
 
@@ -89,6 +100,7 @@ class Broker:
         if self.keys is not None:
             self.keys.stop()
         self.ctx.destroy(linger=0)
+        shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def tick(self):
         now = time.monotonic()
@@ -121,7 +133,7 @@ class Broker:
 
     def on_front(self):
         try:
-            ident, key, h, arrays = sockets.recv_with_key(self.front)
+            ident, key, h, arrays = sockets.recv_with_key(self.front, keyed=self.keys is not None)
         except wire.WireError as e:
             log.warning("refused a malformed message: %s", e)
             if e.identity is not None:
@@ -204,7 +216,7 @@ class Broker:
                                  "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
                                  "groups": set()}
             log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
-        self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port})
+        self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port, "inbox_ipc": self.inbox_ipc})
         for gid, pid in dict(h.get("groups") or {}).items():  # back after we gave it up: end what it still runs
             net = self.nets.get(str(gid).split(".")[0])
             g = net.groups.get(gid) if net else None
@@ -357,10 +369,17 @@ class Broker:
         old = net.push.pop(h["gid"], None)
         if old is not None:
             old.close()
-        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=h["endpoints"]["tcp"], keys=self.keys,
+        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, h["endpoints"]), keys=self.keys,
                                           dial=g["key"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
+
+    def endpoint(self, g, endpoints):
+        """Where to reach a group: its unix socket when it runs on this host, else tcp."""
+        ipc = endpoints.get("ipc")
+        if g["host"] == self.host and isinstance(ipc, str) and ipc.startswith("ipc://") and os.path.exists(ipc[6:]):
+            return ipc
+        return endpoints["tcp"]
 
     def group_beat(self, net, h, arrays):
         g = net.groups[h["gid"]]

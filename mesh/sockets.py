@@ -64,12 +64,13 @@ def recv(sock, routed=False, max_header=wire.MAX_HEADER):
     return _unpacked(identity, frames, max_header)
 
 
-def recv_with_key(sock, max_header=wire.MAX_HEADER):
-    """(identity, the sender's CURVE public key in z85 or None, header, arrays) from a ROUTER."""
+def recv_with_key(sock, max_header=wire.MAX_HEADER, keyed=True):
+    """(identity, the sender's CURVE public key in z85 or None, header, arrays) from a ROUTER.
+    keyed=False: the socket has no CURVE, so there is no key to look up."""
     frames = sock.recv_multipart(copy=False)
     identity = frames.pop(0).bytes
     key = None
-    if frames:
+    if frames and keyed:
         try:
             key = frames[0].get("User-Id")  # set by the ZAP handler once it admitted the key
         except zmq.ZMQError:

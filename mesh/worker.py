@@ -92,6 +92,9 @@ class Worker:
         k = h["k"]
         if k == wire.WELCOME:
             self.inbox = f"tcp://{self.broker_host}:{h['inbox_port']}"
+            ipc = h.get("inbox_ipc")
+            if self.broker_host == self.advertise and ipc and os.path.exists(ipc[len("ipc://"):]):
+                self.inbox = ipc  # the broker shares this host: a unix socket is ~20 us a hop faster than tcp
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,
                           advertise=self.advertise, ipc_dir=self.ipc_dir)
