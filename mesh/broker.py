@@ -194,7 +194,7 @@ class Broker:
     def to_group(self, net, gid, header, arrays=()):
         header = dict(header, net=net.id, tok=net.token)
         if header["k"] in ORDERED:
-            header["after"] = net.step
+            header["after"] = net.sent
         try:
             sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
@@ -253,13 +253,20 @@ class Broker:
         if net.snapshot is None or not self.workers:
             return self.break_net(net, why if self.workers else f"{why}; no worker is left to restart it")
         from .recovery import Recover
-        interrupted = [j for j in net.jobs if not isinstance(j, Recover)]
+        interrupted = sorted((j for j in net.jobs if not isinstance(j, Recover)), key=lambda j: j.serial)
         if net.recovering is not None:  # a failure during recovery: start it over
             interrupted = net.recovering.interrupted
             net.recovering._end()
         for job in interrupted:
             net.jobs.discard(job)  # out of the way of the recovery's events; back when restarted
         Recover(self, net, why, interrupted)
+
+    def abandon_step(self, net, why):
+        """A step id was handed out and its backward will never be sent whole: groups
+        wait for it, and some may hold half of it. Rebuild the network's state from
+        the snapshot and the log, which holds whole steps only (recovery.py)."""
+        if net.error is None and self.nets.get(net.id) is net:
+            self.group_lost(net, [], why)
 
     def respawn(self, net, gid):
         """Start group gid again: on its worker if that lives, else on the least loaded one."""
@@ -304,8 +311,13 @@ class Broker:
         self.pump(net)
 
     def pump(self, net):
+        """Send queued passes, within the window. A pass goes only once the step it
+        follows has been sent: its forward then waits in the groups for the update,
+        never ahead of a predict that step still needs."""
         while net.queue and net.in_flight < net.window:
-            p = net.queue.popleft()
+            p = net.queue.pop_ready(lambda p: p.after <= net.sent)
+            if p is None:
+                break
             p.in_flight = True
             net.in_flight += 1
             X = p.X.astype(net.spec.dtype, copy=False)
@@ -325,13 +337,18 @@ class Broker:
         if forget:
             net.passes.pop(p.seq, None)
 
-    def send_backward(self, net, p, dz, step, of, lr):
-        """Hand the output groups their slices of dL/dz for pass p; p's job hears the dones."""
-        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr), "gen": net.gen}
+    def send_backward(self, net, p, dz, step, of, lr, ack=True):
+        """Hand the output groups their slices of dL/dz for pass p. With ack, layer 1
+        reports DONE and p's job hears it; without, p leaves the window now (the
+        groups order what follows it, see group.py)."""
+        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr), "gen": net.gen,
+                  "ack": ack}
         p.dones = 0
         for gid in net.last():
             g = net.groups[gid]
             self.to_group(net, gid, header, [dz[:, g["lo"]:g["hi"]]])
+        if not ack:
+            self.finish_pass(net, p, forget=True)
 
     def out(self, net, h, arrays):
         p = net.passes.get(h["seq"])
@@ -359,7 +376,10 @@ class Broker:
             return
         jobs_hit = [p.job] if p is not None else list(net.jobs)
         for job in jobs_hit:
-            job.fail(h["error"])
+            if job is not None:
+                job.fail(h["error"])
+        if p is not None and getattr(p, "step", None) is not None:  # a group may hold half a step
+            self.abandon_step(net, f"step {p.step} failed: {h['error']}")
 
     def hello(self, net, h, arrays):
         g = net.groups[h["gid"]]
@@ -422,6 +442,7 @@ class Broker:
         """Every group has said hello: send each its weights and its neighbours
         (and, when restoring, its optimizer state, step count included)."""
         spec = net.spec
+        net.all_steps_done()
         setups = wiring([[net.groups[g] for g in gids] for gids in net.layers])
         for layer, gids in enumerate(net.layers):
             if layers is not None:
@@ -460,6 +481,7 @@ class Broker:
         return M
 
     def stop_net(self, net):
+        self.nets.pop(net.id, None)  # first: the jobs failed below must not try to recover it
         for gid in net.groups:
             if gid in net.push:
                 self.to_group(net, gid, {"k": wire.STOP})

@@ -37,6 +37,8 @@ class Client:
         self.sock = sockets.make(self.ctx, zmq.DEALER, connect=address, keys=self.keys,
                                  dial=self.keys and self.keys.broker_public)
         self.ids = itertools.count(1)
+        self.sent = {}      # request id -> (op, seconds to wait) of requests not yet answered
+        self.answers = {}   # request id -> frames of answers that came before they were waited for
 
     def close(self):
         self.ctx.destroy(linger=0)
@@ -49,29 +51,46 @@ class Client:
 
     def request(self, op, arrays=(), timeout=None, on_progress=None, **fields):
         """Send one request and wait for its reply: (header, arrays)."""
+        return self.wait(self.send(op, arrays, timeout, **fields), on_progress)
+
+    def send(self, op, arrays=(), timeout=None, **fields):
+        """Send a request without waiting; its id, for wait(). The broker answers a
+        client's requests in the order it sent them."""
         timeout = float(timeout or self.timeout)
         wait = timeout + min(GRACE, timeout)
         rid = next(self.ids)
-        hint = "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
         self.sock.setsockopt(zmq.SNDTIMEO, int(wait * 1000))
         try:
             sockets.send(self.sock, {"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
         except zmq.Again:
             raise MeshTimeout(f"could not send {op!r} to the broker at {self.address} within "
-                              f"{wait:g}s: no connection{hint}") from None
-        while True:
-            if not self.sock.poll(wait * 1000):
-                raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s{hint}")
-            _, h, out = sockets.recv(self.sock, max_header=1 << 24)
-            if h.get("id") != rid:
-                continue  # a late answer to an earlier request that timed out
-            if h["k"] == wire.PROGRESS:
-                if on_progress:
-                    on_progress(h)
-                continue
-            if not h.get("ok"):
-                raise RemoteError(h.get("error", "unknown error"))
-            return h, out
+                              f"{wait:g}s: no connection{self._hint()}") from None
+        self.sent[rid] = (op, wait)
+        return rid
+
+    def wait(self, rid, on_progress=None):
+        """The reply to request rid: (header, arrays); RemoteError if the broker refused it."""
+        op, wait = self.sent[rid]
+        try:
+            while rid not in self.answers:
+                if not self.sock.poll(wait * 1000):
+                    raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s{self._hint()}")
+                _, h, out = sockets.recv(self.sock, max_header=1 << 24)
+                if h.get("k") == wire.PROGRESS:
+                    if on_progress and h.get("id") == rid:
+                        on_progress(h)
+                elif h.get("id") in self.sent:
+                    self.answers[h["id"]] = (h, out)
+                # else: a late answer to a request that timed out
+            h, out = self.answers.pop(rid)
+        finally:
+            del self.sent[rid]
+        if not h.get("ok"):
+            raise RemoteError(h.get("error", "unknown error"))
+        return h, out
+
+    def _hint(self):
+        return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
                dtype="float32", placement=None, timeout=None):
@@ -125,6 +144,33 @@ class Network:
         T = np.asarray(targets, dtype=np.float64)
         h, _ = self._call(wire.BACKPROP, [T], learning_rate=learning_rate)
         return h["loss"]
+
+    def online(self, X, Y, learning_rate=0.1, window=8):
+        """Online training: predict each row, then backprop its target, in order:
+        the same steps as calling predict and backprop row by row, with up to
+        `window` rows in flight (the groups apply each step before the next
+        row's forward). Returns (outputs before each row's step, loss of each row)."""
+        X = np.asarray(X, dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
+        if window < 1:
+            raise ValueError(f"window must be at least 1, got {window}")
+        outputs, losses, flying = [None] * len(X), [None] * len(X), []
+        try:
+            for i in range(len(X)):
+                flying.append((i, self.client.send(wire.PREDICT, [X[i:i + 1]], net=self.id, keep=True),
+                               self.client.send(wire.BACKPROP, [Y[i:i + 1]], net=self.id,
+                                                learning_rate=learning_rate)))
+                while len(flying) >= window or (flying and i == len(X) - 1):
+                    j, p, b = flying[0]
+                    outputs[j] = self.client.wait(p)[1][0][0]
+                    losses[j] = self.client.wait(b)[0]["loss"]
+                    flying.pop(0)
+        finally:
+            for _, p, b in flying:  # after an error: forget what is still in flight
+                for rid in (p, b):
+                    self.client.sent.pop(rid, None)
+                    self.client.answers.pop(rid, None)
+        return np.array(outputs), np.array(losses)
 
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
               shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None):

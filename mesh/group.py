@@ -10,9 +10,11 @@ that step. Layer 1 reports DONE to the broker instead of pushing further.
 
 Ordering: a message from the broker that must see the weights after step s
 (a forward, or a read or change of state) carries "after": s. It waits here,
-in arrival order, until this group has applied step s. So the broker can
-send the next step's rows, or answer a backprop, without waiting for the
-last group to finish the step before: the order is kept where the weights are.
+in arrival order, until this group has applied every step up to s. So the
+broker can send the next step's rows, or answer a backprop, without waiting
+for the last group to finish the step before: the order is kept where the
+weights are. Every step id the broker hands out is applied everywhere, or
+the broker rebuilds the network's state (recovery.py).
 """
 import logging
 import os
@@ -56,7 +58,8 @@ class Group:
         self.fwd_parts, self.bwd_parts = {}, {}
         self.held = {}                # seq -> (x, a) kept for the backward
         self.step_counts = {}         # step id -> passes of that step seen
-        self.applied = 0              # id of the last step applied here
+        self.applied = 0              # every step up to this id is applied here
+        self.ahead = set()            # ids applied beyond it (two clients' steps may finish out of order)
         self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
                          wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
@@ -109,6 +112,13 @@ class Group:
         self.tell_broker({"k": wire.FAULT, "seq": header.get("seq") if isinstance(header, dict) else None,
                           "error": f"group {self.gid}: {type(e).__name__}: {e}"})
 
+    def mark_applied(self, step):
+        if step > self.applied:
+            self.ahead.add(step)
+        while self.applied + 1 in self.ahead:
+            self.applied += 1
+            self.ahead.discard(self.applied)
+
     def release(self):
         """Messages that waited for the step just applied, in the order they came."""
         while self.waiting and self.waiting[0][0]["after"] <= self.applied:
@@ -122,7 +132,7 @@ class Group:
     def setup(self, h, arrays):
         """Weights and neighbours; everything in flight is forgotten (a recovery resends it)."""
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
-        self.gen, self.applied = h.get("gen", 0), int(h.get("applied", 0))
+        self.gen, self.applied, self.ahead = h.get("gen", 0), int(h.get("applied", 0)), set()
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
         self.waiting.clear()
         self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
@@ -144,7 +154,8 @@ class Group:
     def get(self, h, arrays):
         n = self.neurons
         meta, opt_arrays = n.optimizer.state()
-        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta}, [n.W, n.b, *opt_arrays])
+        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta, "applied": self.applied,
+                          "ahead": len(self.ahead)}, [n.W, n.b, *opt_arrays])
 
     def set(self, h, arrays):
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
@@ -204,7 +215,7 @@ class Group:
             return
         del self.bwd_parts[seq]
         step, of, lr = h["step"], h["of"], float(h["lr"])
-        if not (isinstance(of, int) and of >= 1 and np.isfinite(lr)):
+        if not (isinstance(step, int) and isinstance(of, int) and of >= 1 and np.isfinite(lr)):
             raise ValueError(f"pass {seq}: bad step fields of={of!r} lr={h['lr']!r}")
         dA = parts[0].astype(self.dtype, copy=True)
         for i in range(1, self.fan_out):
@@ -216,15 +227,15 @@ class Group:
         for sock, lo, hi in self.up:
             sockets.send(sock, {"k": wire.BWD, "net": self.net, "tok": self.token, "gen": self.gen, "seq": seq,
                                 "src": self.index,
-                                "step": step, "of": of, "lr": lr}, [dX[:, lo:hi]])
+                                "step": step, "of": of, "lr": lr, "ack": h.get("ack", True)}, [dX[:, lo:hi]])
         seen = self.step_counts.get(step, 0) + 1
         if seen == of:
             self.step_counts.pop(step, None)
             self.neurons.apply(lr)
-            self.applied = max(self.applied, step)
+            self.mark_applied(step)
         else:
             self.step_counts[step] = seen
-        if not self.up:
+        if not self.up and h.get("ack", True):
             self.tell_broker({"k": wire.DONE, "seq": seq})
         if seen == of:
             self.release()

@@ -2,6 +2,7 @@
 message to answer. A job is driven by events (group replies, outputs, dones)
 and either replies once or fails with a message that says what went wrong.
 Every job has a deadline, pushed back by progress, so no client waits forever."""
+import itertools
 import time
 
 import numpy as np
@@ -12,8 +13,11 @@ from .network import Pass
 
 
 class Job:
+    serials = itertools.count()  # creation order: interrupted jobs restart in it
+
     def __init__(self, broker, net, client, req, timeout):
         self.broker, self.net, self.client, self.req = broker, net, client, req
+        self.serial = next(Job.serials)
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self.finished = False
@@ -106,6 +110,7 @@ class Predict(Job):
     def __init__(self, broker, net, client, req, timeout, X, keep, chunk):
         super().__init__(broker, net, client, req, timeout)
         self.passes = []
+        self.followers = []  # backprops waiting for these outputs
         drop = [p.seq for p in net.held.pop(client, [])] if keep else []
         for seq in drop:
             net.passes.pop(seq, None)
@@ -143,18 +148,26 @@ class Predict(Job):
         if self.left <= 0:
             z = np.concatenate([q.z for q in self.passes]) if len(self.passes) > 1 else self.passes[0].z
             self.reply([output(self.net.spec.output, z)])
+            for backprop in self.followers:
+                backprop.start()
+
+    def fail(self, error):
+        super().fail(error)
+        for backprop in self.followers:
+            backprop.fail(f"the predict it trains on failed: {error}")
 
 
 class Backprop(Job):
-    """One optimizer step on the client's last predicted pass. The client is
-    answered (with the loss) as soon as the backward is sent and logged: the
-    groups apply the step before any later forward or read (group.py), and a
-    recovery redoes it from the log if it never completes. The job stays to
-    count the dones, which free the window and may call for a snapshot."""
+    """One optimizer step on the client's last predicted pass. Its step id is
+    taken when the request comes, so every later forward waits for it in the
+    groups; if that predict is still in flight (a pipelining client), the
+    backward goes when its outputs are in. The client is answered (with the
+    loss) as soon as the backward is sent and logged: a recovery redoes it from
+    the log if it never completes."""
 
     def __init__(self, broker, net, client, req, timeout, T, lr):
         passes = net.held.get(client)  # checked before anything is registered or taken
-        if not passes or any(p.z is None for p in passes):
+        if not passes:
             raise ValueError("nothing to backprop: call predict first (each prediction can be backpropagated once)")
         rows = sum(p.rows for p in passes)
         n_out = net.spec.sizes[-1]
@@ -166,26 +179,53 @@ class Backprop(Job):
             raise ValueError("targets must be finite numbers")
         super().__init__(broker, net, client, req, timeout)
         self.passes = net.held.pop(client)
-        self.left = len(self.passes)
-        step = net.next_step()
+        self.T, self.rows, self.lr = T, rows, lr
+        self.step = net.next_step()
+        self.sent = False
+        predict = self.passes[0].job
+        if any(p.z is None for p in self.passes) and isinstance(predict, Predict) and not predict.finished:
+            net.held[("backprop", self.step)] = self.passes  # a recovery forwards them again, as any held pass
+            predict.followers.append(self)
+        elif any(p.z is None for p in self.passes):
+            self.fail("nothing to backprop: the predict it follows did not complete")
+        else:
+            self.start()
+
+    def start(self):
+        net = self.net
+        net.held.pop(("backprop", self.step), None)
         loss, lo = 0.0, 0
         for p in self.passes:
-            p.T, p.batch_rows, p.step, p.of, p.lr = T[lo:lo + p.rows].astype(p.z.dtype), rows, step, len(self.passes), lr
+            p.T, p.batch_rows, p.step, p.of, p.lr = (self.T[lo:lo + p.rows].astype(p.z.dtype), self.rows, self.step,
+                                                     len(self.passes), self.lr)
             lo += p.rows
-            part, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, rows)
-            loss += part / rows
+            part, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, self.rows)
+            loss += part / self.rows
             p.job = self
-            broker.send_backward(net, p, dz, step, len(self.passes), lr)
-        from .recovery import log_step
-        log_step(net, step, [(p.X, p.T) for p in self.passes], rows, lr)
+            self.broker.send_backward(net, p, dz, self.step, len(self.passes), self.lr, ack=False)
+        from .recovery import log_step, snapshot_due
+        log_step(net, self.step, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
+        self.sent = True
         self.reply(loss=loss)
+        self.broker.pump(net)  # passes that waited for this step to be sent
+        snapshot_due(self.broker, net)
 
-    def on_done(self, p):
-        self.broker.finish_pass(self.net, p, forget=True)
-        self.left -= 1
-        if self.left == 0:
-            from .recovery import snapshot_due
-            snapshot_due(self.broker, self.net)
+    def restart(self):
+        """Interrupted while its predict was in flight: that predict restarts and calls start().
+        The recovery took every step id handed out so far as done, so this one takes a new id
+        (jobs restart in the order they came, so later forwards wait for it)."""
+        held = self.net.held.pop(("backprop", self.step), None)
+        self.step = self.net.next_step()
+        if held is not None:
+            self.net.held[("backprop", self.step)] = held
+
+    def fail(self, error):
+        if not self.finished and not self.sent:
+            super().fail(error)
+            self.broker.abandon_step(self.net, f"backprop step {self.step} could not be sent: {error}")
+
+    def waiting_for(self):
+        return f"the predict that backprop step {self.step} trains on"
 
 
 class Collect(Job):

@@ -31,9 +31,14 @@ class FairQueue:
         owner = p.job.client if p.job is not None else None
         self.lines.setdefault(owner, deque()).append(p)
 
-    def popleft(self):
-        owner = next(iter(self.lines))
-        line = self.lines.pop(owner)
+    def pop_ready(self, ready):
+        """The first pass, in turn order, that ready(pass) allows; None if every line waits."""
+        for owner, line in self.lines.items():
+            if ready(line[0]):
+                break
+        else:
+            return None
+        del self.lines[owner]
         p = line.popleft()
         if line:
             self.lines[owner] = line  # back of the turn order
@@ -55,7 +60,9 @@ class Network:
         self.layers = [[] for _ in spec.sizes]   # gids per layer, in neuron order
         self.push = {}            # gid -> the broker's PUSH socket to that group
         self.seq = 0
-        self.step = 0
+        self.step = 0             # the last step id handed out
+        self.sent = 0             # every step up to this id has had its backward sent (and is logged)
+        self.sent_ahead = set()   # ids sent beyond it
         self.passes = {}          # seq -> Pass, in flight or held for a backprop
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
@@ -89,6 +96,18 @@ class Network:
     def next_step(self):
         self.step += 1
         return self.step
+
+    def mark_sent(self, step):
+        if step > self.sent:
+            self.sent_ahead.add(step)
+        while self.sent + 1 in self.sent_ahead:
+            self.sent += 1
+            self.sent_ahead.discard(self.sent)
+
+    def all_steps_done(self):
+        """After a recovery rebuilt every group: ids handed out so far count as done
+        (what is unfinished gets new ids when its job restarts)."""
+        self.sent, self.sent_ahead = self.step, set()
 
     def first(self):
         return self.layers[0]

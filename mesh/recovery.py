@@ -37,6 +37,8 @@ def take_snapshot(broker, net, then):
     net.paused = True
 
     def keep(job, layers, optim):
+        if {(h.get("applied"), h.get("ahead")) for h, _ in job.states.values()} != {(job.after, 0)}:
+            return job.restart()  # a group applied a later step before it read its state: ask again
         net.snapshot = {"layers": layers, "optim": optim, "inputs": net.layer1_width}
         net.log = [e for e in net.log if e[0] == "step" and e[1] > job.after]
         net.paused = False
@@ -57,6 +59,7 @@ def log_step(net, step, micros, batch_rows, lr):
     micro-batches [(X, T)], enough to redo it exactly. Logged when sent, not when
     done: the groups keep its order, and a recovery redoes it if it never finished."""
     net.log.append(("step", step, list(micros), batch_rows, lr))
+    net.mark_sent(step)
 
 
 def submit_step(broker, net, job, micros, batch_rows, lr, wait=True):
@@ -74,11 +77,11 @@ def submit_step(broker, net, job, micros, batch_rows, lr, wait=True):
     return passes
 
 
-def send_step_backward(broker, net, p):
+def send_step_backward(broker, net, p, ack=True):
     """The output gradient of a training pass; returns its summed loss."""
     loss, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, p.batch_rows)
     p.z = None
-    broker.send_backward(net, p, dz, p.step, p.of, p.lr)
+    broker.send_backward(net, p, dz, p.step, p.of, p.lr, ack)
     return loss
 
 
@@ -175,9 +178,11 @@ class Recover(Job):
                 self.resume()
 
     def on_done(self, p):
-        self.broker.finish_pass(self.net, p, forget=True)
         self.progress()
         self.left -= 1
+        if self.left == 0:
+            self.net.mark_sent(p.step)  # replayed whole, before the next one is submitted
+        self.broker.finish_pass(self.net, p, forget=True)
         if self.left == 0:
             self.next_event()
 

@@ -52,12 +52,19 @@ def options(o, rows):
     return out
 
 
-def micro_count(batch_size, depth, asked):
-    """Micro-batches per mini-batch: enough to keep every stage busy, not so
-    many that messages cost more than the maths."""
+# Rows x weights of one layer whose forward and backward (~6 flops each) cost
+# about one hop of a message (~200 us of Python and zmq, at ~50 GFLOP/s on one core).
+HOP_WORK = 1_600_000
+
+
+def micro_count(batch_size, widths, asked):
+    """Micro-batches per mini-batch: one per stage after the first, so that every
+    stage has work, unless a micro-batch would then cost less than its messages."""
     if asked is not None:
         return max(1, min(int(asked), batch_size))
-    return max(1, min(batch_size // 16, depth - 1))
+    widest = max(a * b for a, b in zip(widths, widths[1:]))
+    min_rows = -(-HOP_WORK // max(widest, 1))
+    return max(1, min(batch_size // min_rows, len(widths) - 2))
 
 
 class Train(Job):
@@ -77,7 +84,7 @@ class Train(Job):
         self.X, self.Y = X.astype(net.spec.dtype), Y.astype(net.spec.dtype)
         self.rng = np.random.default_rng(self.o["seed"]) if self.o["shuffle"] else None
         self.epoch, self.history = 0, []
-        self.micro = micro_count(self.o["batch_size"], len(net.spec.sizes), self.o["micro_batches"])
+        self.micro = micro_count(self.o["batch_size"], [X.shape[1], *net.spec.sizes], self.o["micro_batches"])
         self.started = self.reported = time.monotonic()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
@@ -130,8 +137,13 @@ class Train(Job):
                 self.send(submit_step(self.broker, self.net, self, [m], len(idx), self.lr, wait=False))
 
     def send(self, passes):
+        """Exact mode hears dones of the last mini-batch only (the end of training); the
+        groups order the others. Async mode hears every one: they pace its window."""
+        last = self.epoch == self.o["epochs"] - 1 and self.batch_at >= len(self.X)
+        for p in passes:
+            p.ack = self.o["mode"] == "async" or last
         self.forwarding.update(passes)
-        self.outstanding.update(passes)
+        self.outstanding.update(p for p in passes if p.ack)
 
     def restart(self):
         """After a recovery: the log (every step whose backward was sent) was
@@ -149,11 +161,19 @@ class Train(Job):
                 self.send([p])
         self.finish_when_done()
 
+    def fail(self, error):
+        if not self.finished:
+            unsent = bool(self.forwarding)  # step ids handed out whose backward was not all sent
+            super().fail(error)
+            if unsent:
+                self.broker.abandon_step(self.net, f"training stopped mid-step: {error}")
+
     def on_output(self, p):
         if self.finished:
             return
+        self.progress()
         self.forwarding.discard(p)
-        self.loss_sum += send_step_backward(self.broker, self.net, p)
+        self.loss_sum += send_step_backward(self.broker, self.net, p, p.ack)
         self.rows_done += p.rows
         self.epoch_rows += p.rows
         if self.o["mode"] == "async":
@@ -164,6 +184,7 @@ class Train(Job):
             self.batch = None  # logged: a recovery replays it, never resubmits it
         else:
             return
+        self.broker.pump(self.net)  # others' passes that waited for this step to be sent
         self.steps_done += 1
         self.report()
         if self.epoch_rows < len(self.X):
@@ -182,7 +203,6 @@ class Train(Job):
         self.broker.finish_pass(self.net, p, forget=True)
         if self.finished:
             return
-        self.progress()
         self.outstanding.discard(p)
         self.finish_when_done()
 
