@@ -83,7 +83,30 @@ def _loop(net, X, T, batch, seconds, max_pairs, min_pairs=2):
     return done, time.perf_counter() - start
 
 
-def measure(client, n, group_size, batches, seconds, max_pairs, rng, log):
+def _loop_pipelined(net, X, T, seconds, max_pairs, how, chunk):
+    """Rows trained online in chunks, until the time is up: `how` is "pipelined"
+    (Network.online: predicts and backprops in flight, the same steps) or "train"
+    (one train request with batches of one row, the same steps again)."""
+    start = time.perf_counter()
+    done, i = 0, 0
+    while done < max_pairs:
+        lo = (i * chunk) % (len(X) - chunk + 1)
+        if how == "pipelined":
+            net.online(X[lo:lo + chunk], T[lo:lo + chunk], window=8)
+        else:
+            net.train(X[lo:lo + chunk], T[lo:lo + chunk], batch_size=1, shuffle=False, progress=False)
+        done += chunk
+        i += 1
+        if time.perf_counter() >= start + seconds:
+            break
+    return done, time.perf_counter() - start
+
+
+MODES = {"sync": "predict, wait, backprop, wait", "pipelined": "Network.online, 8 rows in flight",
+         "train": "train(batch_size=1): one request"}
+
+
+def measure(client, n, group_size, batches, seconds, max_pairs, rng, log, modes=("sync",)):
     """One network, timed at each batch size; one result row per batch size."""
     X = rng.random((1024, INPUTS))
     T = rng.integers(0, 2, size=(1024, 1)).astype(np.float64)
@@ -95,14 +118,20 @@ def measure(client, n, group_size, batches, seconds, max_pairs, rng, log):
         created = time.perf_counter() - t0
         procs = len(net.processes())
         pids = _mesh_pids(client, net)
-        for batch in batches:
+        runs = [(b, m) for b in batches for m in (modes if b == 1 else ("sync",))]
+        for batch, mode in runs:
             row = {"part": part, "n": n, "group_size": group_size, "processes": procs, "batch": batch,
-                   "weights": weights(n), "create_s": round(created, 3)}
+                   "mode": mode, "weights": weights(n), "create_s": round(created, 3)}
             try:
                 # Warm-up: the first pass sizes the input layer, and numpy and the sockets settle.
                 _loop(net, X, T, batch, min(0.5, seconds / 4), max_pairs=3 * batch, min_pairs=1)
                 cpu0, box0 = cpu_seconds(pids), machine_busy_seconds()
-                done, wall = _loop(net, X, T, batch, seconds, max_pairs)
+                if mode == "sync":
+                    done, wall = _loop(net, X, T, batch, seconds, max_pairs)
+                    sync_rate = done / wall
+                else:  # chunks sized so that a slow net still ends near its time
+                    chunk = int(min(256, max(8, sync_rate * seconds / 4)))
+                    done, wall = _loop_pipelined(net, X, T, seconds, max_pairs, mode, chunk)
                 cpu, box = cpu_seconds(pids) - cpu0, machine_busy_seconds() - box0
                 rate = done / wall
                 row.update(pairs=done, wall_s=round(wall, 3), pairs_per_s=rate,
@@ -134,21 +163,21 @@ def run(ns_grouped=(5, 10, 25, 50, 100, 200, 400, 800, 1024, 2048, 4096, 8192),
     with LocalMesh(workers=workers, timeout=timeout) as client:
         log(f"Part A: one process per layer, [n, n, 1], one row per pair, ~{seconds:g}s each")
         for n in ns_grouped:
-            rows += _guarded(measure, client, n, None, (1,), seconds, max_pairs, rng, log, "A grouped")
+            rows += _guarded(measure, client, n, None, (1,), seconds, max_pairs, rng, log, "A grouped", tuple(MODES))
         log(f"Part B: one process per neuron, rows per pair {', '.join(map(str, batch_rows))}")
         for n in ns_neuron:
             rows += _guarded(measure, client, n, 1, tuple(batch_rows), seconds, max_pairs, rng, log,
-                             "B per-neuron")
+                             "B per-neuron", tuple(MODES))
     return rows
 
 
-def _guarded(fn, client, n, group_size, batches, seconds, max_pairs, rng, log, part):
+def _guarded(fn, client, n, group_size, batches, seconds, max_pairs, rng, log, part, modes):
     """A failure to create one net is a row saying so, not the end of the sweep."""
     try:
-        return fn(client, n, group_size, batches, seconds, max_pairs, rng, log)
+        return fn(client, n, group_size, batches, seconds, max_pairs, rng, log, modes)
     except Exception as e:
         log(f"  n={n} {part}: FAILED\n{traceback.format_exc()}")
-        return [{"part": part, "n": n, "group_size": group_size, "batch": b, "weights": weights(n),
+        return [{"part": part, "n": n, "group_size": group_size, "batch": b, "mode": "sync", "weights": weights(n),
                  "error": f"{type(e).__name__}: {e}"} for b in batches]
 
 
@@ -170,11 +199,11 @@ def _orig(row):
 def _line(row):
     if "error" in row:
         return f"n={row['n']} batch={row['batch']}: {row['error']}"
-    return (f"n={row['n']} procs={row['processes']} batch={row['batch']}: {_num(row['pairs_per_s'])} pairs/s, "
+    return (f"n={row['n']} procs={row['processes']} batch={row['batch']} {row['mode']}: {_num(row['pairs_per_s'])} pairs/s, "
             f"{_num(row['ns_per_weight'])} ns/weight, {row['cores']:.2f} cores (machine {row['machine_cores']:.2f})")
 
 
-COLUMNS = ("part", "n", "procs", "rows/pair", "weights", "pairs/s", "ns/weight", "cores", "machine", "original",
+COLUMNS = ("part", "n", "procs", "rows/pair", "mode", "weights", "pairs/s", "ns/weight", "cores", "machine", "original",
            "speed-up", "pairs", "secs")
 
 
@@ -182,7 +211,8 @@ def table(rows):
     """The result rows as a plain-text table."""
     body, errors = [], []
     for r in rows:
-        cells = [r["part"], str(r["n"]), str(r.get("processes", "-")), str(r["batch"]), f"{r['weights']:,}"]
+        cells = [r["part"], str(r["n"]), str(r.get("processes", "-")), str(r["batch"]), r.get("mode", "sync"),
+                 f"{r['weights']:,}"]
         if "error" in r:
             errors.append((len(body), "ERROR " + r["error"]))
             cells += [""] * 8
@@ -198,8 +228,9 @@ def table(rows):
 
     lines = [fmt(COLUMNS), fmt(["-" * w for w in widths])] + [fmt(b) for b in body]
     for i, msg in errors:  # an error is too long for a cell: it goes on its row, after the numbers' columns
-        lines[2 + i] = fmt(body[i][:5]) + "  " + msg
+        lines[2 + i] = fmt(body[i][:6]) + "  " + msg
     lines.append("pairs/s: one predict + one backprop per row (rows/pair > 1: rows/s of batched pairs).\n"
+                 "mode: " + "; ".join(f"{k}: {v}" for k, v in MODES.items()) + " (all three give the same weights).\n"
                  "cores: CPU of this process, the broker and the net's groups per wall second; machine: every "
                  f"process's ({os.cpu_count()} cores here), so machine well above cores means the box was shared.\n"
                  f"original: the Elixir net on this machine, ~{ORIGINAL_CORES:g} core busy; "
@@ -222,7 +253,7 @@ def plot(rows, path):
     for r in rows:
         if "error" not in r:
             label = ("grouped, 1 process/layer" if r["group_size"] is None else "1 process/neuron") + \
-                    f", {r['batch']} row{'s' if r['batch'] > 1 else ''}/pair"
+                    f", {r['batch']} row{'s' if r['batch'] > 1 else ''}/pair, {r.get('mode', 'sync')}"
             series.setdefault(label, []).append((r["n"], r["pairs_per_s"]))
     for label, pts in series.items():
         ax.plot(*zip(*sorted(pts)), "-o", label=label)

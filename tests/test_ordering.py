@@ -1,0 +1,97 @@
+"""Steps ordered in the groups, not by round trips to the broker: a pipelining
+client (many predicts and backprops in flight) gets exactly the weights of one
+that waits for every answer, and a recovery in the middle of that keeps it exact."""
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+from mesh import wire
+from mesh.reference import ReferenceNet
+
+from conftest import alive
+
+SPEC = dict(activation="tanh", output="sigmoid", loss="mse")
+
+
+def data(rows, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(rows, 3)), rng.uniform(size=(rows, 1))
+
+
+@pytest.mark.parametrize("group_size", [1, None])
+def test_pipelined_online_training_equals_one_row_at_a_time(mesh2, group_size):
+    X, T = data(40)
+    net = mesh2.remember(mesh2.client.create([4, 3, 1], group_size=group_size, seed=5, dtype="float64", **SPEC))
+    twin = mesh2.remember(mesh2.client.create([4, 3, 1], group_size=group_size, seed=5, dtype="float64", **SPEC))
+    try:
+        net.predict(X[:1], remember=False)  # sizes layer 1 so the reference can copy the weights
+        ref = ReferenceNet(net.weights(), dtype=np.float64, **SPEC)
+        outputs, losses = net.online(X, T, learning_rate=0.2, window=8)
+        expected = []
+        for i in range(len(X)):
+            expected.append(ref.forward(X[i:i + 1])[0])
+            ref.step(X[i:i + 1], T[i:i + 1], 0.2)
+        np.testing.assert_allclose(outputs, np.array(expected), rtol=1e-9, atol=1e-12)
+        for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
+            np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
+            np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
+        # the same steps as training with batches of one row, in one request
+        twin.train(X, T, batch_size=1, learning_rate=0.2, shuffle=False, progress=False)
+        for (W, b), (Wt, bt) in zip(net.weights(), twin.weights()):
+            np.testing.assert_array_equal(W, Wt)
+            np.testing.assert_array_equal(b, bt)
+        assert len(losses) == len(X) and np.all(np.isfinite(losses))
+        assert set(net.steps().values()) == {len(X)}
+    finally:
+        net.drop()
+        twin.drop()
+
+
+def test_backprop_sent_before_its_predict_answered_waits_for_it(mesh2):
+    X, T = data(3, seed=1)
+    net = mesh2.remember(mesh2.client.create([3, 1], seed=2, dtype="float64", **SPEC))
+    try:
+        net.predict(X[:1], remember=False)
+        ref = ReferenceNet(net.weights(), dtype=np.float64, **SPEC)
+        c = mesh2.client
+        p = c.send(wire.PREDICT, [X], net=net.id, keep=True)
+        b = c.send(wire.BACKPROP, [T], net=net.id, learning_rate=0.5)
+        q = c.send(wire.PREDICT, [X], net=net.id, keep=False)  # must see the step
+        loss = c.wait(b)[0]["loss"]  # answers may be collected in any order
+        after = c.wait(q)[1][0]
+        before = c.wait(p)[1][0]
+        np.testing.assert_allclose(before, ref.forward(X), rtol=1e-9)
+        assert loss == pytest.approx(ref.step(X, T, 0.5), rel=1e-9)
+        np.testing.assert_allclose(after, ref.forward(X), rtol=1e-9)
+    finally:
+        net.drop()
+
+
+def test_pipelined_online_training_survives_a_killed_group(fresh_mesh):
+    """A group dies while many predicts and backprops are in flight: the broker
+    rebuilds it, replays the steps already sent, and the waiting backprops take
+    new step ids in the order they came. The weights are still those of one row
+    at a time."""
+    mesh = fresh_mesh(workers=1)
+    X, T = data(1500, seed=3)
+    net = mesh.remember(mesh.client.create([6, 4, 1], seed=4, dtype="float64", **SPEC))
+    net.predict(X[:1], remember=False)
+    ref = ReferenceNet(net.weights(), dtype=np.float64, **SPEC)
+    victim = [p for p in net.processes() if p["layer"] == 2][0]
+    timer = threading.Timer(0.5, os.kill, (victim["pid"], signal.SIGKILL))
+    timer.start()
+    try:
+        net.online(X, T, learning_rate=0.1, window=8)
+    finally:
+        timer.cancel()
+    assert not alive(victim["pid"])
+    assert victim["pid"] not in [p["pid"] for p in net.processes()]  # it was rebuilt
+    for i in range(len(X)):
+        ref.step(X[i:i + 1], T[i:i + 1], 0.1)
+    for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
+        np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
+    assert set(net.steps().values()) == {len(X)}
