@@ -75,7 +75,7 @@ class Network:
         self.created = False
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
-        self.snapshot = None      # every group's weights and optimizer state at a quiet moment
+        self.snapshot = None      # every group's weights and optimizer state after a known step
         self.log = []             # what changed them since: ("grow", cols) ("optim", settings) ("step", ...)
         self.restarts = 0
         self.last_failure = None

@@ -1,9 +1,9 @@
 """Surviving dead processes: snapshots, the step log, and the recovery job.
 
 The broker keeps, per network, a snapshot of every group's weights and
-optimizer state taken at a quiet moment, and a log of what changed them since:
-input growth, optimizer changes, and every completed step with its
-micro-batches, targets and rate. When a group or a whole worker dies, the
+optimizer state, read after a known step, and a log of what changed them
+since: input growth, optimizer changes, and every step whose backward was
+sent, with its micro-batches, targets and rate. When a group or a whole worker dies, the
 Recover job respawns the dead groups (on their worker if it lives, else on
 another), rewires every group under a new generation number (so messages
 still in flight from before are dropped), restores the snapshot, replays the
