@@ -326,8 +326,19 @@ class Broker:
             header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen, "after": p.after}
             if p.drop:
                 header["drop"] = p.drop
+            if p.head:
+                header["head"] = True
+                self.send_targets(net, p)
             for gid in net.first():
                 self.to_group(net, gid, header, [X])
+
+    def send_targets(self, net, p):
+        """A training pass's targets to the output groups, which then compute its loss themselves."""
+        header = {"k": wire.TARGET, "seq": p.seq, "gen": net.gen, "step": p.step, "of": p.of, "lr": float(p.lr),
+                  "ack": p.ack, "rows": p.batch_rows, "output": net.spec.output, "loss": net.spec.loss}
+        for gid in net.last():
+            g = net.groups[gid]
+            self.to_group(net, gid, header, [p.T[:, g["lo"]:g["hi"]]])
 
     def finish_pass(self, net, p, forget):
         if p.in_flight:
@@ -355,6 +366,8 @@ class Broker:
         if p is None:
             return
         p.parts[h["src"]] = arrays[0]
+        if "loss" in h:
+            p.loss += float(h["loss"])
         if len(p.parts) == len(net.last()):
             p.z = net.gather(p.parts)
             p.parts = {}

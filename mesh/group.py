@@ -8,6 +8,11 @@ from every downstream group, accumulates its gradient, pushes each upstream
 group its slice of dL/dx, and applies the step once it has seen every pass of
 that step. Layer 1 reports DONE to the broker instead of pushing further.
 
+Training passes whose targets the broker sends along (TARGET) do not go back
+to the broker for their loss: the output group computes the loss and dL/dz of
+its slice (head.py, the broker's own maths), reports the loss, and starts the
+backward at once.
+
 Ordering: a message from the broker that must see the weights after step s
 (a forward, or a read or change of state) carries "after": s. It waits here,
 in arrival order, until this group has applied every step up to s. So the
@@ -24,6 +29,7 @@ import numpy as np
 import zmq
 
 from . import heartbeat, sockets, wire
+from .head import loss_and_grad
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
@@ -57,12 +63,13 @@ class Group:
         self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
         self.fwd_parts, self.bwd_parts = {}, {}
         self.held = {}                # seq -> (x, a) kept for the backward
+        self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.step_counts = {}         # step id -> passes of that step seen
         self.applied = 0              # every step up to this id is applied here
         self.ahead = set()            # ids applied beyond it (two clients' steps may finish out of order)
         self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
-                         wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
+                         wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
                          wire.STOP: self.stop}
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
@@ -73,9 +80,14 @@ class Group:
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
         beat = heartbeat.Peer()
+        poller = zmq.Poller()
+        poller.register(self.inbox, zmq.POLLIN)
         while self.running:
-            if self.inbox.poll(heartbeat.INTERVAL * 1000 / 2):
-                self.handle_one()
+            if poller.poll(heartbeat.INTERVAL * 1000 / 2):
+                while self.running and self.inbox.get(zmq.EVENTS) & zmq.POLLIN:  # drain: no poll per message
+                    self.handle_one()
+                    if beat.due():
+                        self.tell_broker({"k": wire.HEARTBEAT, "pid": os.getpid()})
             if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
                 self.tell_broker({"k": wire.HEARTBEAT, "pid": os.getpid()})
 
@@ -86,7 +98,7 @@ class Group:
             _, header, arrays = sockets.recv(self.inbox)
             if header.get("tok") != self.token:
                 return  # not from this network's broker or groups: no reply, no state
-            if header["k"] in (wire.FWD, wire.BWD) and header.get("gen") != self.gen:
+            if header["k"] in (wire.FWD, wire.BWD, wire.TARGET) and header.get("gen") != self.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
             after = header.get("after")
             if after is not None and (self.waiting or after > self.applied):
@@ -134,6 +146,7 @@ class Group:
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
         self.gen, self.applied, self.ahead = h.get("gen", 0), int(h.get("applied", 0)), set()
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
+        self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.waiting.clear()
         self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
@@ -202,11 +215,38 @@ class Group:
                 self.held.pop(next(iter(self.held)))
             self.held[seq] = (x, a)
         if not self.down:  # the last layer: the broker gathers the outputs
-            self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
+            if not h.get("head"):
+                self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
+            elif seq in self.targets:
+                self.head(seq, a, *self.targets.pop(seq))
+            else:
+                self._keep(self.outputs, seq, a)
             return
         out = dict(h, src=self.index)
         for sock, _, _ in self.down:
             sockets.send(sock, out, [a])
+
+    def target(self, h, arrays):
+        T, = arrays
+        if T.ndim != 2 or T.shape[1] != self.neurons.W.shape[0]:
+            raise ValueError(f"targets of pass {h['seq']} have shape {list(T.shape)}")
+        if h["seq"] in self.outputs:
+            self.head(h["seq"], self.outputs.pop(h["seq"]), h, T)
+        else:
+            self._keep(self.targets, h["seq"], (h, T))
+
+    def _keep(self, store, seq, item):
+        if len(store) >= MAX_HELD:
+            store.pop(next(iter(store)))  # its other half never came
+        store[seq] = item
+
+    def head(self, seq, z, h, T):
+        """The loss of this output slice, reported; its gradient, straight into the backward."""
+        if T.shape[0] != z.shape[0]:
+            raise ValueError(f"pass {seq} has {z.shape[0]} rows and {T.shape[0]} targets")
+        loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), int(h["rows"]))
+        self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
+        self.backward({"seq": seq, "src": 0, "step": h["step"], "of": h["of"], "lr": h["lr"], "ack": h["ack"]}, [dz])
 
     def backward(self, h, arrays):
         seq = h["seq"]

@@ -18,6 +18,9 @@ class Pass:
         self.dones = 0       # layer-1 groups finished with its backward
         self.in_flight = False
         self.after = None    # the step whose weights it must see (groups keep the order); None: the latest
+        self.head = False    # a training pass whose loss the output groups compute (they get its targets)
+        self.ack = True      # layer 1 reports DONE for it
+        self.loss = 0.0      # with head: the loss the output groups reported
 
 
 class FairQueue:
@@ -111,6 +114,12 @@ class Network:
 
     def first(self):
         return self.layers[0]
+
+    @property
+    def local_head(self):
+        """Output groups can compute the loss of their own slice: the output is
+        elementwise, or one group holds the whole last layer (softmax needs all of it)."""
+        return self.spec.output != "softmax" or len(self.last()) == 1
 
     def last(self):
         return self.layers[-1]

@@ -62,14 +62,16 @@ def log_step(net, step, micros, batch_rows, lr):
     net.mark_sent(step)
 
 
-def submit_step(broker, net, job, micros, batch_rows, lr, wait=True):
-    """Passes of one step through the mesh; `job` hears their outputs and dones.
-    wait: its forwards see every step before it (exact); else whatever is applied (async)."""
+def submit_step(broker, net, job, micros, batch_rows, lr, wait=True, head=False, ack=True):
+    """Passes of one step through the mesh; `job` hears their outputs (and dones, with ack).
+    wait: its forwards see every step before it (exact); else whatever is applied (async).
+    head: the output groups compute the loss and start the backward (Network.local_head)."""
     step = net.next_step()
     passes = []
     for X, T in micros:
         p = Pass(net.next_seq(), job, X, keep=True)
         p.after = step - 1 if wait else 0
+        p.head, p.ack = head, ack
         p.T, p.batch_rows, p.step, p.of, p.lr = T, batch_rows, step, len(micros), lr
         passes.append(p)
     for p in passes:
@@ -88,7 +90,7 @@ def send_step_backward(broker, net, p, ack=True):
 def resubmit(broker, net, p):
     """Send a pass again, under a new sequence number."""
     net.passes.pop(p.seq, None)
-    p.seq, p.parts, p.z, p.dones, p.in_flight, p.after = net.next_seq(), {}, None, 0, False, None
+    p.seq, p.parts, p.z, p.dones, p.in_flight, p.after, p.loss = net.next_seq(), {}, None, 0, False, None, 0.0
     broker.submit(net, p)
 
 

@@ -131,17 +131,19 @@ class Train(Job):
         micros = [(self.X[piece], self.Y[piece]) for piece in np.array_split(idx, min(self.micro, len(idx)))]
         if self.o["mode"] == "exact":  # one step per mini-batch
             self.batch = (micros, len(idx), self.loss_sum, self.epoch_rows, self.rows_done)
-            self.send(submit_step(self.broker, self.net, self, micros, len(idx), self.lr))
+            self.send(self.submit(micros, len(idx), wait=True))
         else:  # every micro-batch its own step, applied as soon as its backward is done
             for m in micros:
-                self.send(submit_step(self.broker, self.net, self, [m], len(idx), self.lr, wait=False))
+                self.send(self.submit([m], len(idx), wait=False))
 
-    def send(self, passes):
+    def submit(self, micros, rows, wait):
         """Exact mode hears dones of the last mini-batch only (the end of training); the
         groups order the others. Async mode hears every one: they pace its window."""
         last = self.epoch == self.o["epochs"] - 1 and self.batch_at >= len(self.X)
-        for p in passes:
-            p.ack = self.o["mode"] == "async" or last
+        return submit_step(self.broker, self.net, self, micros, rows, self.lr, wait=wait,
+                           head=self.net.local_head, ack=not wait or last)
+
+    def send(self, passes):
         self.forwarding.update(passes)
         self.outstanding.update(p for p in passes if p.ack)
 
@@ -154,7 +156,7 @@ class Train(Job):
         if self.o["mode"] == "exact":
             if self.batch is not None:
                 micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
-                self.send(submit_step(self.broker, self.net, self, micros, rows, self.lr))
+                self.send(self.submit(micros, rows, wait=True))
         else:
             for p in waiting:
                 resubmit(self.broker, self.net, p)
@@ -173,7 +175,13 @@ class Train(Job):
             return
         self.progress()
         self.forwarding.discard(p)
-        self.loss_sum += send_step_backward(self.broker, self.net, p, p.ack)
+        if p.head:  # the output groups computed its loss and started its backward
+            self.loss_sum += p.loss
+            p.z = None
+            if not p.ack:
+                self.broker.finish_pass(self.net, p, forget=True)
+        else:
+            self.loss_sum += send_step_backward(self.broker, self.net, p, p.ack)
         self.rows_done += p.rows
         self.epoch_rows += p.rows
         if self.o["mode"] == "async":

@@ -47,6 +47,7 @@ KILL = "kill"            # broker: end group gid
 SETUP = "setup"          # broker: weights, neighbours, fan-in
 FWD = "fwd"              # activations of one upstream group (or the input rows)
 BWD = "bwd"              # dL/da for this group from one downstream group (or the broker)
+TARGET = "target"        # broker -> output group: targets of a training pass; it computes the loss itself
 GROW = "grow"            # broker: append input columns (layer 1 only)
 GET = "get"              # broker: send back weights and optimizer state
 SET = "set"              # broker: replace weights and optimizer state
