@@ -30,6 +30,7 @@ import zmq
 
 from . import heartbeat, sockets, wire
 from .head import loss_and_grad
+from .spec import LOSSES, OUTPUTS
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
@@ -242,9 +243,11 @@ class Group:
 
     def head(self, seq, z, h, T):
         """The loss of this output slice, reported; its gradient, straight into the backward."""
-        if T.shape[0] != z.shape[0]:
-            raise ValueError(f"pass {seq} has {z.shape[0]} rows and {T.shape[0]} targets")
-        loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), int(h["rows"]))
+        if T.shape[0] != z.shape[0] or not (isinstance(h["rows"], int) and h["rows"] >= z.shape[0]):
+            raise ValueError(f"pass {seq} has {z.shape[0]} rows, {T.shape[0]} targets, batch of {h['rows']!r}")
+        if h["output"] not in OUTPUTS or h["loss"] not in LOSSES:
+            raise ValueError(f"pass {seq}: unknown output {h['output']!r} or loss {h['loss']!r}")
+        loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), h["rows"])
         self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
         self.backward({"seq": seq, "src": 0, "step": h["step"], "of": h["of"], "lr": h["lr"], "ack": h["ack"]}, [dz])
 
