@@ -385,7 +385,10 @@ class Broker:
         seq = h.get("seq")
         p = net.passes.get(seq)
         if seq is not None and p is None:
-            log.info("fault for a pass no longer here: %s", h.get("error"))
+            if isinstance(h.get("step"), int) and h["step"] > 0:  # the client was answered; the step is half done
+                self.abandon_step(net, f"step {h['step']} failed: {h.get('error')}")
+            else:
+                log.info("fault for a pass no longer here: %s", h.get("error"))
             return
         jobs_hit = [p.job] if p is not None else list(net.jobs)
         for job in jobs_hit:

@@ -54,8 +54,8 @@ class Client:
         return self.wait(self.send(op, arrays, timeout, **fields), on_progress)
 
     def send(self, op, arrays=(), timeout=None, **fields):
-        """Send a request without waiting; its id, for wait(). The broker answers a
-        client's requests in the order it sent them."""
+        """Send a request without waiting; its id, for wait(). Replies may come in any
+        order (a backprop waits for its predict); wait() sorts them by id."""
         timeout = float(timeout or self.timeout)
         wait = timeout + min(GRACE, timeout)
         rid = next(self.ids)

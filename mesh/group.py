@@ -122,7 +122,9 @@ class Group:
     def refuse(self, header, e):
         """A peer's mistake: say so and go on; the mesh keeps running."""
         log.warning("group %s refused a message: %s", self.gid, e)
-        self.tell_broker({"k": wire.FAULT, "seq": header.get("seq") if isinstance(header, dict) else None,
+        h = header if isinstance(header, dict) else {}
+        step = h.get("step") if h.get("k") in (wire.BWD, wire.TARGET) else None
+        self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step,
                           "error": f"group {self.gid}: {type(e).__name__}: {e}"})
 
     def mark_applied(self, step):

@@ -111,9 +111,13 @@ class Predict(Job):
         super().__init__(broker, net, client, req, timeout)
         self.passes = []
         self.followers = []  # backprops waiting for these outputs
-        drop = [p.seq for p in net.held.pop(client, [])] if keep else []
-        for seq in drop:
-            net.passes.pop(seq, None)
+        old = net.held.pop(client, []) if keep else []
+        drop = [p.seq for p in old]  # the groups forget their copies (this predict's first pass says so)
+        for p in old:
+            if p.z is not None and not p.in_flight:
+                net.passes.pop(p.seq, None)
+            else:  # still on its way (a pipelining client): answered as usual, then forgotten
+                p.keep = False
         for lo in range(0, len(X), chunk):
             p = Pass(net.next_seq(), self, X[lo:lo + chunk], keep=keep, drop=drop)
             drop = []
@@ -182,16 +186,18 @@ class Backprop(Job):
         self.T, self.rows, self.lr = T, rows, lr
         self.step = net.next_step()
         self.sent = False
-        predict = self.passes[0].job
-        if any(p.z is None for p in self.passes) and isinstance(predict, Predict) and not predict.finished:
-            net.held[("backprop", self.step)] = self.passes  # a recovery forwards them again, as any held pass
-            predict.followers.append(self)
-        elif any(p.z is None for p in self.passes):
-            self.fail("nothing to backprop: the predict it follows did not complete")
-        else:
+        self.predict = next((p.job for p in self.passes if p.z is None), None)  # its predict, if not answered
+        if self.predict is None:
             self.start()
+        elif isinstance(self.predict, Predict) and not self.predict.finished:
+            net.held[("backprop", self.step)] = self.passes  # a recovery forwards them again, as any held pass
+            self.predict.followers.append(self)
+        else:
+            self.fail("nothing to backprop: the predict it follows did not complete")
 
     def start(self):
+        if self.finished:  # failed or expired while it waited: its step was abandoned
+            return
         net = self.net
         net.held.pop(("backprop", self.step), None)
         loss, lo = 0.0, 0
@@ -222,6 +228,9 @@ class Backprop(Job):
     def fail(self, error):
         if not self.finished and not self.sent:
             super().fail(error)
+            self.net.held.pop(("backprop", self.step), None)
+            if self.predict is not None and self in getattr(self.predict, "followers", ()):
+                self.predict.followers.remove(self)
             self.broker.abandon_step(self.net, f"backprop step {self.step} could not be sent: {error}")
 
     def waiting_for(self):

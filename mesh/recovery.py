@@ -87,10 +87,11 @@ def send_step_backward(broker, net, p, ack=True):
     return loss
 
 
-def resubmit(broker, net, p):
-    """Send a pass again, under a new sequence number."""
+def resubmit(broker, net, p, after=None):
+    """Send a pass again, under a new sequence number (after: as in Pass; None, the latest step)."""
     net.passes.pop(p.seq, None)
-    p.seq, p.parts, p.z, p.dones, p.in_flight, p.after, p.loss = net.next_seq(), {}, None, 0, False, None, 0.0
+    p.seq, p.parts, p.z, p.dones, p.in_flight, p.after, p.loss = net.next_seq(), {}, None, 0, False, after, 0.0
+    p.done_first = False
     broker.submit(net, p)
 
 

@@ -157,9 +157,10 @@ class Train(Job):
             if self.batch is not None:
                 micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
                 self.send(self.submit(micros, rows, wait=True))
-        else:
+        else:  # each its own step: a new id, since the recovery took the old ones as done
             for p in waiting:
-                resubmit(self.broker, self.net, p)
+                p.step = self.net.next_step()
+                resubmit(self.broker, self.net, p, after=0)
                 self.send([p])
         self.finish_when_done()
 
@@ -180,6 +181,8 @@ class Train(Job):
             p.z = None
             if not p.ack:
                 self.broker.finish_pass(self.net, p, forget=True)
+            elif getattr(p, "done_first", False):
+                self.on_done(p)
         else:
             self.loss_sum += send_step_backward(self.broker, self.net, p, p.ack)
         self.rows_done += p.rows
@@ -208,6 +211,9 @@ class Train(Job):
             self.finish_when_done()
 
     def on_done(self, p):
+        if p in self.forwarding and not self.finished:
+            p.done_first = True  # its DONE overtook its OUT (another socket): finish it at the output
+            return
         self.broker.finish_pass(self.net, p, forget=True)
         if self.finished:
             return

@@ -1,6 +1,7 @@
 """Steps ordered in the groups, not by round trips to the broker: a pipelining
 client (many predicts and backprops in flight) gets exactly the weights of one
 that waits for every answer, and a recovery in the middle of that keeps it exact."""
+import contextlib
 import os
 import signal
 import threading
@@ -14,6 +15,15 @@ from mesh.reference import ReferenceNet
 from conftest import alive
 
 SPEC = dict(activation="tanh", output="sigmoid", loss="mse")
+
+
+@contextlib.contextmanager
+def float64_net(mesh, sizes, seed):
+    net = mesh.remember(mesh.client.create(sizes, seed=seed, dtype="float64", **SPEC))
+    try:
+        yield net
+    finally:
+        net.drop()
 
 
 def data(rows, seed=0):
@@ -95,3 +105,45 @@ def test_pipelined_online_training_survives_a_killed_group(fresh_mesh):
         np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
     assert set(net.steps().values()) == {len(X)}
+
+
+def test_async_training_with_the_loss_at_the_output_groups_ends(mesh2):
+    """The output group starts the backward before the broker hears the loss, so
+    layer 1's DONE may overtake the OUT: every pass must still be counted."""
+    X, T = data(2000, seed=6)
+    with float64_net(mesh2, [16, 16, 1], seed=1) as net:
+        history = net.train(X, T, epochs=3, batch_size=8, micro_batches=1, mode="async", learning_rate=0.05,
+                            progress=False)
+        assert len(history) == 3 and all(np.isfinite(history))
+        assert len(set(net.steps().values())) == 1  # every group applied every micro-batch's step
+
+
+def test_a_backprop_that_failed_while_waiting_is_never_applied(mesh2):
+    X, T = data(2000, seed=7)
+    c = mesh2.client
+    with float64_net(mesh2, [3, 1], seed=2) as net:
+        net.predict(X[:1], remember=False)
+        before = net.weights()
+        p = c.send(wire.PREDICT, [X], net=net.id, keep=True, chunk=1)
+        b = c.send(wire.BACKPROP, [T], net=net.id, learning_rate=0.5, timeout=0.2)
+        with pytest.raises(Exception, match="did not answer|failed"):
+            c.wait(b)
+        c.wait(p)
+        np.testing.assert_allclose(net.predict(X[:2], remember=False),
+                                   ReferenceNet(before, dtype=np.float64, **SPEC).forward(X[:2]), rtol=1e-12)
+        for (W, b_), (W0, b0) in zip(net.weights(), before):
+            np.testing.assert_array_equal(W, W0)
+            np.testing.assert_array_equal(b_, b0)
+        assert set(net.steps().values()) == {0}
+
+
+def test_a_second_remembered_predict_in_flight_does_not_lose_the_first(mesh2):
+    X, T = data(300, seed=8)
+    c = mesh2.client
+    with float64_net(mesh2, [3, 1], seed=2) as net:
+        first = c.send(wire.PREDICT, [X], net=net.id, keep=True, chunk=1)
+        second = c.send(wire.PREDICT, [X[:2]], net=net.id, keep=True)
+        assert c.wait(first)[1][0].shape == (300, 1)
+        assert c.wait(second)[1][0].shape == (2, 1)
+        assert np.isfinite(net.backprop(T[:2], learning_rate=0.1))  # trains on the second
+        assert net.predict(X[:5]).shape == (5, 1)  # and the window was not leaked
