@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from mesh import group as group_module
 from mesh import wire
 from mesh.reference import ReferenceNet
 
@@ -147,3 +148,23 @@ def test_a_second_remembered_predict_in_flight_does_not_lose_the_first(mesh2):
         assert c.wait(second)[1][0].shape == (2, 1)
         assert np.isfinite(net.backprop(T[:2], learning_rate=0.1))  # trains on the second
         assert net.predict(X[:5]).shape == (5, 1)  # and the window was not leaked
+
+
+def test_a_refused_backward_the_broker_let_go_of_rebuilds_instead_of_wedging(fresh_mesh):
+    """A backprop is answered once its backward is sent, and the broker lets its
+    passes go. If a group then refuses that backward (here: the first of 10,001
+    remembered passes was evicted from its bounded store), the group's FAULT names
+    the step: the network is rebuilt from the snapshot and the log, and answers."""
+    mesh = fresh_mesh(workers=1, timeout=120)
+    rows = group_module.MAX_HELD + 1
+    X, T = data(rows, seed=9)
+    X = X[:, :2]
+    net = mesh.remember(mesh.client.create([1], seed=2, dtype="float64", **SPEC))
+    net.predict(X[:1], remember=False)
+    ref = ReferenceNet(net.weights(), dtype=np.float64, **SPEC)
+    net.predict(X, chunk=1)
+    assert np.isfinite(net.backprop(T, learning_rate=0.1))
+    ref.step(X, T, 0.1)  # the step is in the log, so the rebuilt network has it
+    np.testing.assert_allclose(net.predict(X[:3], remember=False), ref.forward(X[:3]), rtol=1e-9)
+    assert net.client.status()["networks"][0]["restarts"] == 1
+    assert set(net.steps().values()) == {1}
