@@ -194,7 +194,7 @@ class Broker:
     def to_group(self, net, gid, header, arrays=()):
         header = dict(header, net=net.id, tok=net.token)
         if header["k"] in ORDERED:
-            header["after"] = net.sent
+            header["after"] = net.sent.done
         try:
             sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
@@ -315,7 +315,7 @@ class Broker:
         follows has been sent: its forward then waits in the groups for the update,
         never ahead of a predict that step still needs."""
         while net.queue and net.in_flight < net.window:
-            p = net.queue.pop_ready(lambda p: p.after <= net.sent)
+            p = net.queue.pop_ready(lambda p: p.after <= net.sent.done)
             if p is None:
                 break
             p.in_flight = True

@@ -30,13 +30,15 @@ import zmq
 
 from . import heartbeat, sockets, wire
 from .head import loss_and_grad
-from .spec import LOSSES, OUTPUTS
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
+from .spec import LOSSES, OUTPUTS
+from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
+PEER_MISTAKES = (KeyError, ValueError, TypeError, IndexError, AttributeError)  # refused with a FAULT, never fatal
 MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
 
 
@@ -66,8 +68,7 @@ class Group:
         self.held = {}                # seq -> (x, a) kept for the backward
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.step_counts = {}         # step id -> passes of that step seen
-        self.applied = 0              # every step up to this id is applied here
-        self.ahead = set()            # ids applied beyond it (two clients' steps may finish out of order)
+        self.applied = Watermark()    # steps applied here
         self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
                          wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
@@ -102,7 +103,7 @@ class Group:
             if header["k"] in (wire.FWD, wire.BWD, wire.TARGET) and header.get("gen") != self.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
             after = header.get("after")
-            if after is not None and (self.waiting or after > self.applied):
+            if after is not None and (self.waiting or after > self.applied.done):
                 if len(self.waiting) >= MAX_HELD:
                     raise ValueError(f"more than {MAX_HELD} messages wait for step {self.waiting[0][0]['after']}")
                 self.waiting.append((header, arrays))
@@ -110,7 +111,7 @@ class Group:
             self.handle(header, arrays)
         except wire.WireError:
             pass  # malformed: cannot even tell whom to answer
-        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+        except PEER_MISTAKES as e:
             self.refuse(header, e)
 
     def handle(self, header, arrays):
@@ -127,27 +128,20 @@ class Group:
         self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step,
                           "error": f"group {self.gid}: {type(e).__name__}: {e}"})
 
-    def mark_applied(self, step):
-        if step > self.applied:
-            self.ahead.add(step)
-        while self.applied + 1 in self.ahead:
-            self.applied += 1
-            self.ahead.discard(self.applied)
-
     def release(self):
         """Messages that waited for the step just applied, in the order they came."""
-        while self.waiting and self.waiting[0][0]["after"] <= self.applied:
+        while self.waiting and self.waiting[0][0]["after"] <= self.applied.done:
             header, arrays = self.waiting.popleft()
             try:
                 self.handle(header, arrays)
-            except (KeyError, ValueError, TypeError, IndexError, AttributeError) as e:
+            except PEER_MISTAKES as e:
                 self.refuse(header, e)
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
         """Weights and neighbours; everything in flight is forgotten (a recovery resends it)."""
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
-        self.gen, self.applied, self.ahead = h.get("gen", 0), int(h.get("applied", 0)), set()
+        self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.waiting.clear()
@@ -170,8 +164,8 @@ class Group:
     def get(self, h, arrays):
         n = self.neurons
         meta, opt_arrays = n.optimizer.state()
-        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta, "applied": self.applied,
-                          "ahead": len(self.ahead)}, [n.W, n.b, *opt_arrays])
+        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta, "applied": self.applied.done,
+                          "ahead": len(self.applied.ahead)}, [n.W, n.b, *opt_arrays])
 
     def set(self, h, arrays):
         W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
@@ -277,7 +271,7 @@ class Group:
         if seen == of:
             self.step_counts.pop(step, None)
             self.neurons.apply(lr)
-            self.mark_applied(step)
+            self.applied.mark(step)
         else:
             self.step_counts[step] = seen
         if not self.up and h.get("ack", True):

@@ -248,7 +248,7 @@ class Collect(Job):
     def restart(self):
         self.states, self.steps = {}, {}
         self.missing = set(self.net.groups)
-        self.after = self.net.step  # the groups answer with every step before this one applied
+        self.after = self.net.sent.done  # what to_group puts in each GET: the groups answer after those steps
         for gid in self.net.groups:
             self.broker.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
 

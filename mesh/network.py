@@ -7,6 +7,7 @@ from collections import deque
 import numpy as np
 
 from .encoder import Encoder
+from .steps import Watermark
 
 
 class Pass:
@@ -64,8 +65,7 @@ class Network:
         self.push = {}            # gid -> the broker's PUSH socket to that group
         self.seq = 0
         self.step = 0             # the last step id handed out
-        self.sent = 0             # every step up to this id has had its backward sent (and is logged)
-        self.sent_ahead = set()   # ids sent beyond it
+        self.sent = Watermark()   # steps whose backward has been sent (and logged)
         self.passes = {}          # seq -> Pass, in flight or held for a backprop
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
@@ -100,17 +100,10 @@ class Network:
         self.step += 1
         return self.step
 
-    def mark_sent(self, step):
-        if step > self.sent:
-            self.sent_ahead.add(step)
-        while self.sent + 1 in self.sent_ahead:
-            self.sent += 1
-            self.sent_ahead.discard(self.sent)
-
     def all_steps_done(self):
         """After a recovery rebuilt every group: ids handed out so far count as done
         (what is unfinished gets new ids when its job restarts)."""
-        self.sent, self.sent_ahead = self.step, set()
+        self.sent = Watermark(self.step)
 
     def first(self):
         return self.layers[0]

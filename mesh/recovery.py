@@ -59,7 +59,7 @@ def log_step(net, step, micros, batch_rows, lr):
     micro-batches [(X, T)], enough to redo it exactly. Logged when sent, not when
     done: the groups keep its order, and a recovery redoes it if it never finished."""
     net.log.append(("step", step, list(micros), batch_rows, lr))
-    net.mark_sent(step)
+    net.sent.mark(step)
 
 
 def submit_step(broker, net, job, micros, batch_rows, lr, wait=True, head=False, ack=True):
@@ -184,7 +184,7 @@ class Recover(Job):
         self.progress()
         self.left -= 1
         if self.left == 0:
-            self.net.mark_sent(p.step)  # replayed whole, before the next one is submitted
+            self.net.sent.mark(p.step)  # replayed whole, before the next one is submitted
         self.broker.finish_pass(self.net, p, forget=True)
         if self.left == 0:
             self.next_event()
