@@ -11,7 +11,6 @@ import itertools
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from urllib.parse import urlparse
@@ -49,8 +48,7 @@ class Broker:
         self.inbox = sockets.make(self.ctx, zmq.PULL, keys=keys, serve="mesh")
         self.inbox_port = self.inbox.bind_to_random_port(f"tcp://{host}")
         self.host = host
-        self.ipc_dir = tempfile.mkdtemp(prefix="mesh-broker-", dir="/tmp")  # short: ipc paths are limited
-        self.inbox_ipc = f"ipc://{self.ipc_dir}/inbox"  # for groups on this host
+        self.inbox_ipc = sockets.abstract_ipc("broker")  # for groups on this host
         self.inbox.bind(self.inbox_ipc)
         self.workers = {}        # identity -> record
         self.nets = {}
@@ -100,7 +98,6 @@ class Broker:
         if self.keys is not None:
             self.keys.stop()
         self.ctx.destroy(linger=0)
-        shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def tick(self):
         now = time.monotonic()
@@ -320,6 +317,8 @@ class Broker:
                 break
             p.in_flight = True
             net.in_flight += 1
+            net.entered += 1
+            p.entered = net.entered
             X = p.X.astype(net.spec.dtype, copy=False)
             if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
                 X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
@@ -413,7 +412,7 @@ class Broker:
     def endpoint(self, g, endpoints):
         """Where to reach a group: its unix socket when it runs on this host, else tcp."""
         ipc = endpoints.get("ipc")
-        if g["host"] == self.host and isinstance(ipc, str) and ipc.startswith("ipc://") and os.path.exists(ipc[6:]):
+        if g["host"] == self.host and sockets.ipc_listening(ipc):
             return ipc
         return endpoints["tcp"]
 
@@ -623,6 +622,7 @@ class Broker:
                      [[n.groups[g] for g in gids] for gids in n.layers]))), "state": "failed: " + n.error if n.error else
                  "training" if n.trainer else "ready" if n.created else "starting",
                  "restarts": n.restarts, "last_failure": n.last_failure,
+                 "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered,
                  "processes": n.records()} for n in self.nets.values()]
         self.reply(client, h.get("id"), ok=True, broker={"address": self.address, "pid": os.getpid()},
                    workers=workers, networks=nets)
@@ -647,8 +647,15 @@ def fitting_layers(spec, inputs, arrays, finite=False):
     return layers
 
 
+class BindError(RuntimeError):
+    """The broker's address cannot be bound (in use, or not this host's)."""
+
+
 def main(bind, keys=None, checkpoint_dir=None):
-    broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
+    try:
+        broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
+    except zmq.ZMQError as e:
+        raise BindError(f"cannot listen on {bind}: {e}") from None
     print(f"mesh broker listening on {broker.address}", flush=True)
     try:
         with profiled("broker"):

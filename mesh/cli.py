@@ -82,8 +82,11 @@ def broker(bind, keys_dir, insecure, checkpoint_dir):
     raise_on_sigterm()
     logging_setup()
     keys = _keys(keys_dir, "broker", bind, insecure)
-    from .broker import main
-    main(bind, keys, checkpoint_dir)
+    from .broker import BindError, main
+    try:
+        main(bind, keys, checkpoint_dir)
+    except BindError as e:
+        raise click.ClickException(str(e)) from None
 
 
 @cli.command()
@@ -126,6 +129,7 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @keys_option
 def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
+    raise_on_sigterm()
     from .local import LocalMesh
     if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
         os.environ["MESH_KEYS"] = keys_dir
@@ -144,8 +148,9 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
             m.start()
         except (RuntimeError, TimeoutError) as e:
             raise click.ClickException(str(e)) from None
-        click.echo(f"mesh up: broker {m.address}, {workers} workers (pids {', '.join(map(str, m.pids()))}); "
-                   "Ctrl-C to stop")
+        broker_pid, *worker_pids = m.pids()
+        click.echo(f"mesh up: broker {m.address} (pid {broker_pid}), {workers} workers "
+                   f"(pids {', '.join(map(str, worker_pids))}); Ctrl-C to stop")
         while all(p.poll() is None for p in m.procs):
             time.sleep(0.5)
         click.echo("a mesh process exited; stopping", err=True)

@@ -53,11 +53,13 @@ class Client:
         """Send one request and wait for its reply: (header, arrays)."""
         return self.wait(self.send(op, arrays, timeout, **fields), on_progress)
 
-    def send(self, op, arrays=(), timeout=None, **fields):
+    def send(self, op, arrays=(), timeout=None, patience=None, **fields):
         """Send a request without waiting; its id, for wait(). Replies may come in any
-        order (a backprop waits for its predict); wait() sorts them by id."""
+        order (a backprop waits for its predict); wait() sorts them by id.
+        timeout: the broker's deadline for the work; patience: how long wait() waits
+        for the reply (default: the timeout and a little more, so the broker's error comes first)."""
         timeout = float(timeout or self.timeout)
-        wait = timeout + min(GRACE, timeout)
+        wait = float(patience) if patience else timeout + min(GRACE, timeout)
         rid = next(self.ids)
         self.sock.setsockopt(zmq.SNDTIMEO, int(wait * 1000))
         try:

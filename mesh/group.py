@@ -29,6 +29,7 @@ import numpy as np
 import zmq
 
 from . import heartbeat, sockets, wire
+from .faults import Faults
 from .head import loss_and_grad
 from .lifecycle import profiled
 from .neurons import Neurons
@@ -75,6 +76,7 @@ class Group:
                          wire.STOP: self.stop}
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
+        self.faults = Faults(self.gid)  # injected by tests only (faults.py)
 
     def tell_broker(self, header, arrays=()):
         sockets.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
@@ -194,6 +196,7 @@ class Group:
         return parts if len(parts) == count else None
 
     def forward(self, h, arrays):
+        self.faults.on_forward()
         seq = h["seq"]
         up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
         parts = self._part(self.fwd_parts, h, arrays, self.fan_in, up_width)
@@ -272,6 +275,7 @@ class Group:
             self.step_counts.pop(step, None)
             self.neurons.apply(lr)
             self.applied.mark(step)
+            self.faults.after_step(step)
         else:
             self.step_counts[step] = seen
         if not self.up and h.get("ack", True):

@@ -151,7 +151,7 @@ class Predict(Job):
         self.progress()
         if self.left <= 0:
             z = np.concatenate([q.z for q in self.passes]) if len(self.passes) > 1 else self.passes[0].z
-            self.reply([output(self.net.spec.output, z)])
+            self.reply([output(self.net.spec.output, z)], entered=max(q.entered for q in self.passes))
             for backprop in self.followers:
                 backprop.start()
 

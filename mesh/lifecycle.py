@@ -37,10 +37,12 @@ def limit_blas_here(threads):
 
 
 def raise_on_sigterm():
-    """Turn SIGTERM into KeyboardInterrupt so `finally` blocks run."""
+    """Turn SIGTERM and SIGHUP (a closed terminal) into KeyboardInterrupt so
+    `finally` blocks run and every child is ended."""
     def handler(signum, frame):
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGHUP, handler)
 
 
 @contextlib.contextmanager

@@ -14,12 +14,13 @@ from .lifecycle import blas_env
 
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
-                 start_timeout=30.0, insecure=False):
+                 start_timeout=30.0, insecure=False, env=None):
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
         self.insecure = ["--insecure"] if insecure else []
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
         self.env["MESH_DIE_WITH_PARENT"] = "1"
+        self.env.update(env or {})  # e.g. MESH_TEST_FAULTS (faults.py), inherited by every group
         self.procs, self.pgid, self.address, self.client = [], None, None, None
 
     def _spawn(self, *args, **kw):

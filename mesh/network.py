@@ -18,6 +18,7 @@ class Pass:
         self.z = None
         self.dones = 0       # layer-1 groups finished with its backward
         self.in_flight = False
+        self.entered = 0     # the network's count of passes sent into the mesh when this one went
         self.after = None    # the step whose weights it must see (groups keep the order); None: the latest
         self.head = False    # a training pass whose loss the output groups compute (they get its targets)
         self.ack = True      # layer 1 reports DONE for it
@@ -51,6 +52,9 @@ class FairQueue:
     def clear(self):
         self.lines.clear()
 
+    def __len__(self):
+        return sum(len(line) for line in self.lines.values())
+
     def __bool__(self):
         return bool(self.lines)
 
@@ -69,6 +73,7 @@ class Network:
         self.passes = {}          # seq -> Pass, in flight or held for a backprop
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
+        self.entered = 0          # passes sent into the mesh so far (fairness is measured against it)
         self.window = window or 4 * len(spec.sizes) + 4
         self.held = {}            # client identity -> [Pass] of its last predict
         self.error = None         # why this network can no longer work

@@ -3,9 +3,7 @@ heartbeats, starts and ends group processes on the broker's word (through
 its spawner), and reports every group exit at once."""
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import time
 from urllib.parse import urlparse
 
@@ -35,7 +33,7 @@ class Worker:
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
-        self.ipc_dir = tempfile.mkdtemp(prefix="mesh-", dir="/tmp")  # short: ipc paths are limited to ~107 bytes
+        self.ipc_dir = sockets.abstract_ipc("worker")[len("ipc://"):]  # its groups' unix sockets are named under it
         # one identity for the worker's life: after a reconnect the broker knows it is the same worker
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
         self.groups = {}  # gid -> pid
@@ -49,7 +47,6 @@ class Worker:
         finally:
             self.spawner.close()
             self.ctx.destroy(linger=0)
-            shutil.rmtree(self.ipc_dir, ignore_errors=True)
 
     def _connect(self):
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
@@ -93,7 +90,7 @@ class Worker:
         if k == wire.WELCOME:
             self.inbox = f"tcp://{self.broker_host}:{h['inbox_port']}"
             ipc = h.get("inbox_ipc")
-            if self.broker_host == self.advertise and ipc and os.path.exists(ipc[len("ipc://"):]):
+            if self.broker_host == self.advertise and sockets.ipc_listening(ipc):
                 self.inbox = ipc  # the broker shares this host: a unix socket is ~20 us a hop faster than tcp
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,

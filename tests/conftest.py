@@ -1,11 +1,41 @@
 """Shared fixtures. Every mesh a test starts is ended, by process group, in a
 finalizer that runs on failure too; the finalizer then checks that each
 process it knew of (broker, workers, every group) is really gone."""
+import contextlib
+import os
+import shutil
+import signal
+import socket
 import time
+from pathlib import Path
 
 import pytest
 
+from mesh import faults
 from mesh.local import LocalMesh
+
+SCRATCH = Path(__file__).resolve().parent.parent / ".pytest-tmp"
+
+
+def pytest_configure(config):
+    """Test files go to the checkout's .pytest-tmp, never /tmp: nothing is left there after a run."""
+    if not config.option.basetemp:
+        config.option.basetemp = str(SCRATCH)
+    os.environ.setdefault("MESH_BROKER_CHECKPOINT_DIR", str(SCRATCH.parent / ".pytest-checkpoints"
+                                                            / "neuromesh-checkpoints"))
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(SCRATCH.parent / ".pytest-checkpoints", ignore_errors=True)
+
+
+@contextlib.contextmanager
+def closed_port():
+    """A loopback port that nobody listens on, held (bound, not listening) so that
+    no other process can take it while the test uses it: connections are refused."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield s.getsockname()[1]
 
 
 def alive(pid):
@@ -24,10 +54,33 @@ def all_gone(pids, seconds=5):
     return not any(alive(p) for p in pids)
 
 
-class Harness:
-    """A running local mesh plus the pids of everything it started."""
+@contextlib.contextmanager
+def held(pid):
+    """The process stopped (SIGSTOP, seen in /proc) until the block ends: what is
+    sent to it meanwhile waits, whatever the machine's speed."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        while process_state(pid) not in ("T", "t"):
+            time.sleep(0.001)
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
-    def __init__(self, workers, **kw):
+
+def process_state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+class Harness:
+    """A running local mesh plus the pids of everything it started.
+    faults: a fault plan (mesh/faults.py) its groups carry out; self.fired() says what fired."""
+
+    def __init__(self, workers, faults_plan=None, faults_log=None, **kw):
+        self.faults_log = faults_log
+        if faults_plan:
+            assert faults_log, "a fault plan needs a log file"
+            kw["env"] = {faults.ENV: faults_plan, faults.LOG_ENV: str(faults_log)}
         self.mesh = LocalMesh(workers, **kw)
         self.client = self.mesh.start()
         self.group_pids = set()
@@ -35,6 +88,9 @@ class Harness:
     def remember(self, net):
         self.group_pids |= {p["pid"] for p in net.processes()}
         return net
+
+    def fired(self):
+        return faults.fired(self.faults_log) if self.faults_log else []
 
     def stop(self):
         pids = set(self.mesh.pids()) | self.group_pids

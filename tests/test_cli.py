@@ -2,19 +2,12 @@
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 
 import pytest
 
-from conftest import alive, all_gone
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from conftest import alive, all_gone, closed_port
 
 
 def mesh_cmd(*args, env=None, timeout=60):
@@ -24,14 +17,14 @@ def mesh_cmd(*args, env=None, timeout=60):
 
 @pytest.fixture
 def mesh_up():
-    addr = f"tcp://127.0.0.1:{free_port()}"
-    p = subprocess.Popen([sys.executable, "-m", "mesh", "up", "--bind", addr, "--workers", "2"],
+    p = subprocess.Popen([sys.executable, "-m", "mesh", "up", "--bind", "tcp://127.0.0.1:*", "--workers", "2"],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0, stdin=subprocess.DEVNULL)
     try:
         ready, _, _ = select.select([p.stdout], [], [], 30)
         assert ready, "mesh up printed nothing within 30s"
         line = p.stdout.readline().decode()
-        assert line.startswith("mesh up: broker " + addr), line
+        assert line.startswith("mesh up: broker tcp://127.0.0.1:"), line
+        addr = line.split()[3]  # the port the broker bound: no port is picked and released before use
         yield p, addr
     finally:
         if p.poll() is None:
@@ -86,22 +79,24 @@ def test_user_mistakes_are_one_line_errors(mesh_up):
     assert "Error: unknown network 'n42'" in r.stderr and "Traceback" not in r.stderr
     r = mesh_cmd("create", "5,x,1", "--broker", addr)
     assert r.returncode == 2 and "expected sizes like 5,5,1" in r.stderr
-    r = mesh_cmd("status", "--broker", f"tcp://127.0.0.1:{free_port()}", "--timeout", "0.2")
+    with closed_port() as port:
+        r = mesh_cmd("status", "--broker", f"tcp://127.0.0.1:{port}", "--timeout", "0.2")
     assert r.returncode == 1 and "did not answer 'status'" in r.stderr
 
 
 def test_every_option_has_an_environment_variable():
     r = mesh_cmd("worker", "--help")
     assert r.returncode == 0
-    r = mesh_cmd("status", env={"MESH_BROKER": f"tcp://127.0.0.1:{free_port()}", "MESH_STATUS_TIMEOUT": "0.2"})
+    with closed_port() as port:
+        r = mesh_cmd("status", env={"MESH_BROKER": f"tcp://127.0.0.1:{port}", "MESH_STATUS_TIMEOUT": "0.2"})
     assert r.returncode == 1 and "within 0.4s" in r.stderr
 
 
 def test_up_with_an_unreachable_host_names_it(tmp_path):
     hosts = tmp_path / "hosts.txt"
     hosts.write_text("# one host that does not exist\nno-such-host.invalid\n")
-    r = mesh_cmd("up", "--hosts", str(hosts), "--advertise", "127.0.0.1", "--bind",
-                 f"tcp://127.0.0.1:{free_port()}", timeout=60)
+    r = mesh_cmd("up", "--hosts", str(hosts), "--advertise", "127.0.0.1", "--bind", "tcp://127.0.0.1:*",
+                 timeout=60)
     assert r.returncode == 1
     assert "worker host no-such-host.invalid could not be reached" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr

@@ -5,8 +5,11 @@ import time
 
 import numpy as np
 
+from mesh import wire
 from mesh.client import Client, Network
 from mesh.reference import ReferenceNet
+
+from conftest import held
 
 
 def hammer(address, net_id, X, n, results, i):
@@ -48,21 +51,43 @@ def test_eight_clients_at_once(mesh2):
         net.drop()
 
 
+def network_status(client, net_id):
+    return next(n for n in client.status()["networks"] if n["net"] == net_id)
+
+
+def wait_until(check, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def test_a_flood_does_not_starve_a_single_row(mesh2):
+    """Layer 1 is held while a client floods 1,250 passes and another asks for one
+    row; once released, the broker's own count of passes sent into the mesh says
+    how many flood passes went before the single row: one turn, not the flood."""
     net = mesh2.remember(mesh2.client.create([32, 2], seed=3))
+    big = np.random.default_rng(0).normal(size=(20000, 3))
+    passes = len(big) // 16
     try:
-        big = np.random.default_rng(0).normal(size=(20000, 3))
         net.predict(big[:1], remember=False)
-        def flood_it():
-            with Client(mesh2.mesh.address) as c:
-                Network(c, net.id, None).predict(big, remember=False, chunk=16)
-        flood = threading.Thread(target=flood_it)
-        flood.start()
-        time.sleep(0.2)  # the flood's 1,250 passes are queued
-        with Client(mesh2.mesh.address) as c:
-            Network(c, net.id, None).predict(big[0], remember=False)
-            served_during_flood = flood.is_alive()
-        flood.join(120)
-        assert served_during_flood  # served in turn, not after the whole flood
+        layer1 = [p for p in net.processes() if p["layer"] == 1][0]
+        with Client(mesh2.mesh.address) as flooder, Client(mesh2.mesh.address) as single:
+            with held(layer1["pid"]):
+                flood = flooder.send(wire.PREDICT, [big], net=net.id, keep=False, chunk=16, patience=300)
+                wait_until(lambda: sum_passes(mesh2.client, net.id) == passes, "the flood is queued")
+                before = network_status(mesh2.client, net.id)
+                assert before["queued"] > 1000  # the window is full, the rest waits at the broker
+                one = single.send(wire.PREDICT, [big[:1]], net=net.id, keep=False, patience=300)
+                wait_until(lambda: sum_passes(mesh2.client, net.id) == passes + 1, "the single row is queued")
+            entered = single.wait(one)[0]["entered"]
+            flooder.wait(flood)
+        flood_first = entered - before["entered"] - 1
+        assert 0 <= flood_first <= 1, flood_first  # served in turn, not after the whole flood
     finally:
         net.drop()
+
+
+def sum_passes(client, net_id):
+    s = network_status(client, net_id)
+    return s["queued"] + s["in_flight"]

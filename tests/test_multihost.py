@@ -2,6 +2,7 @@
 in network namespaces, each with its own address. Skips without root."""
 import json
 import os
+import select
 import sys
 import time
 
@@ -92,7 +93,7 @@ def test_mesh_up_hosts_starts_a_worker_on_each_host(hosts, tmp_path):
     ready, _, _ = select.select([up.stdout], [], [], 30)
     assert ready, "mesh up printed nothing"
     line = up.stdout.readline().decode()
-    assert line.startswith(f"mesh up: broker {broker}, 2 workers"), line + up.stderr.read().decode()
+    assert line.startswith(f"mesh up: broker {broker} (pid ") and ", 2 workers (pids " in line, line
     status = wait_for_workers(hosts, broker, 2)
     assert sorted(w["host"] for w in status["workers"]) == hosts.addrs[1:]
     worker_pids = [w["pid"] for w in status["workers"]]
@@ -118,8 +119,9 @@ def test_keyed_mesh_across_hosts_and_no_plaintext_on_the_wire(hosts, tmp_path, m
     pcap = tmp_path / "mesh.pcap"
     if shutil.which("tcpdump"):
         capture = hosts.start(0, "tcpdump", "-i", "br0", "-U", "-w", str(pcap), "tcp",
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        ready, _, _ = select.select([capture.stderr], [], [], 30)  # "listening on br0": it captures from now on
+        assert ready and b"listening on" in capture.stderr.readline(), "tcpdump did not start"
     hosts.mesh(0, "broker", "--bind", broker, env=env)  # no --insecure: keys make it acceptable
     for i in (1, 2):
         hosts.mesh(i, "worker", "--broker", broker, "--slots", "2", env=env)
@@ -144,6 +146,7 @@ def test_keyed_mesh_across_hosts_and_no_plaintext_on_the_wire(hosts, tmp_path, m
         pytest.skip("tcpdump is not installed: the traffic capture was not checked")
     capture.send_signal(signal.SIGINT)
     capture.wait(10)
+    capture.stderr.close()
     raw = pcap.read_bytes()
     assert len(raw) > 20_000, "the capture saw too little traffic to mean anything"
     for field in (b'"k":', b'"seq"', b'"tok"', b'"fwd"', b'"train"', b'"register"', b"<f8"):

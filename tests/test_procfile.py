@@ -102,9 +102,8 @@ class Honcho:
         return graceful, left
 
 
-@pytest.fixture
-def procfile_mesh(tmp_path):
-    addr = f"tcp://127.0.0.1:{free_port()}"
+def start_honcho(tmp_path, attempt):
+    addr = f"tcp://127.0.0.1:{free_port()}"  # the Procfile needs a fixed port; taken meanwhile, we try again
     env = {
         **os.environ,
         # the Procfile runs `mesh`: find this interpreter's copy first
@@ -115,18 +114,44 @@ def procfile_mesh(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
     env.pop("MESH_DIE_WITH_PARENT", None)
-    log = tmp_path / "honcho.log"
+    log = tmp_path / f"honcho-{attempt}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "honcho", "start", "-f", "Procfile"], cwd=ROOT, env=env,
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, process_group=0)
-    h = Honcho(proc, addr, log)
+    return Honcho(proc, addr, log)
+
+
+def broker_listening(h):
+    """True once the broker says it listens; False if it could not bind (port taken since we picked it)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        text = h.log.read_text(errors="replace") if h.log.exists() else ""
+        if "mesh broker listening on" in text:
+            return True
+        if "cannot listen on" in text or h.proc.poll() is not None:
+            return False
+        time.sleep(0.1)
+    pytest.fail(f"the broker did not start within {START_TIMEOUT}s:\n{log_tail(h.log)}")
+
+
+@pytest.fixture
+def procfile_mesh(tmp_path):
+    for attempt in range(5):
+        h = start_honcho(tmp_path, attempt)
+        if broker_listening(h):
+            break
+        graceful, left = h.stop()
+        assert not left, f"processes left after SIGKILL: {left}"
+        assert "cannot listen on" in h.log.read_text(errors="replace"), log_tail(h.log)
+    else:
+        pytest.fail("five ports in a row were taken before the broker could bind one")
     graceful = left = []
     try:
         yield h
     finally:
         graceful, left = h.stop()
-    assert not left, f"processes left after SIGKILL: {left}\n{log_tail(log)}"
-    assert not graceful, f"processes still alive after SIGTERM to honcho: {graceful}\n{log_tail(log)}"
+    assert not left, f"processes left after SIGKILL: {left}\n{log_tail(h.log)}"
+    assert not graceful, f"processes still alive after SIGTERM to honcho: {graceful}\n{log_tail(h.log)}"
 
 
 def wait_for_worker(h):

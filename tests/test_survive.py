@@ -2,9 +2,6 @@
 as if nothing had happened. A reduced chaos run (the full one is
 benchmarks/chaos.py)."""
 import os
-import random
-import signal
-import threading
 
 import numpy as np
 import pytest
@@ -12,6 +9,8 @@ import pytest
 from mesh.client import RemoteError
 
 from mesh.reference import ReferenceNet
+
+from conftest import alive
 
 SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy")
 
@@ -22,78 +21,61 @@ def data(rows=192, seed=0):
     return X, np.eye(3)[rng.integers(0, 3, rows)]
 
 
-def chaos(address, net_id, group_kills, worker_kills, every, stop):
-    """Kill random group processes, then whole workers, every `every` seconds.
-    Runs in its own thread, so with its own client (zmq sockets are not shared between threads)."""
-    from mesh.client import Client, Network
-    with Client(address, timeout=60) as client:
-        return _chaos(client, Network(client, net_id, None), group_kills, worker_kills, every, stop)
-
-
-def _chaos(client, net, group_kills, worker_kills, every, stop):
-    rnd = random.Random(7)
-    killed = []
-    plan = ["group"] * group_kills + ["worker"] * worker_kills
-    for what in plan:
-        if stop.wait(every):
-            break
-        try:
-            if what == "group":
-                victim = rnd.choice([p for p in net.processes() if p["alive"] and p["pid"]])
-                os.kill(victim["pid"], signal.SIGKILL)
-                killed.append(("group", victim["gid"], victim["pid"]))
-            else:
-                workers = client.status()["workers"]
-                victim = rnd.choice(workers[1:])  # keep the first: someone must take the groups
-                os.kill(victim["pid"], signal.SIGKILL)
-                killed.append(("worker", victim["name"], victim["pid"]))
-        except Exception as e:  # the status call may itself wait for a recovery
-            killed.append(("error", repr(e), None))
-    return killed
-
-
-def test_exact_training_with_kills_ends_with_fault_free_weights(fresh_mesh):
-    h = fresh_mesh(workers=3, timeout=60)
+def test_exact_training_with_kills_ends_with_fault_free_weights(fresh_mesh, tmp_path):
+    """Four faults at known steps of 144: three groups, each SIGKILLed right after
+    it applied its step, then a whole worker. Training ends with the weights of
+    a run without faults, and every group applied every step exactly once."""
+    plan = ["n1.2.0@step=5", "n1.1.1@step=30", "n1.3.0@step=61", "n1.2.2@step=90:worker"]
+    h = fresh_mesh(workers=3, timeout=60, faults_plan=",".join(plan), faults_log=tmp_path / "faults.log")
     X, Y = data()
     net = h.client.create([6, 5, 3], group_size=2, seed=4, dtype="float64", **SPEC)
     net.predict(X[:1], remember=False)
     ref = ReferenceNet(net.weights(), optimizer="momentum", dtype=np.float64, **SPEC)
+    before = {p["gid"]: p["pid"] for p in net.processes()}
+    worker_of = {p["gid"]: p["worker"] for p in net.processes()}
     epochs, batch = 12, 16
-    stop, killed = threading.Event(), []
-    t = threading.Thread(target=lambda: killed.extend(chaos(h.mesh.address, net.id, 4, 1, 0.4, stop)))
-    t.start()
-    try:
-        hist = net.train(X, Y, epochs=epochs, batch_size=batch, learning_rate=0.05, optimizer="momentum",
-                         shuffle=True, seed=1, micro_batches=2, progress=False)
-    finally:
-        stop.set()
-        t.join()
+    hist = net.train(X, Y, epochs=epochs, batch_size=batch, learning_rate=0.05, optimizer="momentum",
+                     shuffle=True, seed=1, micro_batches=2, progress=False)
+    fired = h.fired()
+    assert [line.split()[0] for line in fired] == plan, fired  # each fault fired once, where it says
+    for entry, line in zip(plan, fired):
+        gid, step = entry.split("@")[0], int(entry.split("=")[1].split(":")[0])
+        assert f"after step {step} pid {before[gid]}" in line, line  # in the group's first process
     hist_ref = ref.train(X, Y, epochs=epochs, batch_size=batch, learning_rate=0.05, shuffle=True, seed=1)
-    assert sum(k[0] == "group" for k in killed) >= 2, killed
-    print("chaos:", killed)
     np.testing.assert_allclose(hist, hist_ref, rtol=1e-9)
     for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
         np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
     steps = net.steps()  # sequence accounting: every group applied every step exactly once
     assert set(steps.values()) == {epochs * len(X) // batch}, steps
+    after = {p["gid"]: p for p in net.processes()}
+    for entry in plan:
+        gid = entry.split("@")[0]
+        assert after[gid]["pid"] != before[gid] and not alive(before[gid])
+    lost = worker_of["n1.2.2"]
+    assert lost not in {w["name"] for w in h.client.status()["workers"]}  # the killed worker is gone
+    assert all(p["worker"] != lost for p in after.values())  # and its groups were rebuilt elsewhere
     status = [n for n in h.client.status()["networks"] if n["net"] == net.id][0]
-    assert status["restarts"] >= sum(k[0] == "group" for k in killed)
+    assert status["restarts"] >= len(plan)
     h.remember(net)
 
 
-def test_predicts_in_flight_are_answered_through_a_kill(fresh_mesh):
-    h = fresh_mesh(workers=2)
+def test_predicts_in_flight_are_answered_through_a_kill(fresh_mesh, tmp_path):
+    """A layer-1 group dies when the 7th forward of a 30-pass predict reaches it:
+    the passes in flight are sent again and every answer is right."""
+    h = fresh_mesh(workers=2, faults_plan="n1.1.0@fwd=7", faults_log=tmp_path / "faults.log")
     net = h.client.create([4, 3], group_size=1, seed=2, dtype="float64")
     X = np.random.default_rng(1).normal(size=(300, 3))
-    expected = net.predict(X, remember=False, chunk=10)
-    victim = [p for p in net.processes() if p["layer"] == 1][0]
-    timer = threading.Timer(0.01, os.kill, (victim["pid"], signal.SIGKILL))
-    timer.start()
-    got = [net.predict(X, remember=False, chunk=10) for _ in range(5)]
-    timer.join()
-    for g in got:
-        np.testing.assert_array_equal(g, expected)
+    net.predict(X[:1], remember=False)  # forward 1
+    ref = ReferenceNet(net.weights(), dtype=np.float64)
+    victim = [p for p in net.processes() if p["gid"] == "n1.1.0"][0]
+    got = net.predict(X, remember=False, chunk=10)  # forwards 2..31: the 7th kills it mid-predict
+    fired = h.fired()
+    assert len(fired) == 1 and fired[0].startswith(f"n1.1.0@fwd=7 at forward 7 pid {victim['pid']}"), fired
+    np.testing.assert_allclose(got, ref.forward(X), rtol=1e-12)
+    assert not alive(victim["pid"])
+    assert [n for n in h.client.status()["networks"] if n["net"] == net.id][0]["restarts"] == 1
+    np.testing.assert_array_equal(net.predict(X, remember=False, chunk=10), got)
     h.remember(net)
 
 
