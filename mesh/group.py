@@ -55,7 +55,7 @@ class Group:
         self.inbox = sockets.make(ctx, zmq.PULL, keys=keys, serve="mesh")
         self.endpoints = {}
         if config.get("ipc_dir"):
-            addr = f"ipc://{config['ipc_dir']}/{self.gid}"
+            addr = f"ipc://{config['ipc_dir']}/{self.gid}-{os.getpid()}"  # abstract: unique per process
             self.inbox.bind(addr)
             self.endpoints["ipc"] = addr
         port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
