@@ -9,6 +9,7 @@ gradients stream from group to group.
 """
 # Names load lazily: `mesh worker` must bound BLAS threads before numpy loads.
 _EXPORTS = {"Client": "client", "Network": "client", "RemoteError": "client", "MeshTimeout": "client",
+            "Cancelled": "client",
             "local": "local", "LocalMesh": "local", "ReferenceNet": "reference", "Spec": "spec"}
 __all__ = list(_EXPORTS)
 

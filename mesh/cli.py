@@ -233,9 +233,14 @@ def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, m
     from .csvdata import read_xy
     X, Y = read_xy(csv_path, target)
     with _client(broker, timeout) as c:
-        history = _call(lambda: c.network(net).train(X, Y, epochs=epochs, batch_size=batch_size,
-                                                     learning_rate=learning_rate, optimizer=optimizer,
-                                                     mode=mode, seed=seed))
+        handle = c.network(net)
+        try:
+            history = _call(lambda: handle.train(X, Y, epochs=epochs, batch_size=batch_size,
+                                                 learning_rate=learning_rate, optimizer=optimizer,
+                                                 mode=mode, seed=seed))
+        except KeyboardInterrupt:  # Network.train cancelled it first
+            stopped = handle.last_cancel
+            raise click.ClickException(f"interrupted: {stopped}" if stopped else "interrupted") from None
     for i, loss in enumerate(history, 1):
         click.echo(f"epoch {i}: loss {loss:.6g}")
 
@@ -243,26 +248,64 @@ def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, m
 @cli.command()
 @broker_option
 @timeout_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def status(broker, timeout, as_json):
-    """Workers, networks, and every group process with its pid and host."""
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (everything, every process included).")
+@click.option("--groups", is_flag=True, help="List every group process too.")
+def status(broker, timeout, as_json, groups):
+    """Workers, hosts and slots; each network's state, training progress, restarts."""
     with _client(broker, timeout) as c:
         s = _call(c.status)
     if as_json:
         click.echo(json.dumps(s, indent=2))
         return
-    b = s["broker"]
-    click.echo(f"broker {b['address']} pid {b['pid']}")
-    for w in s["workers"]:
-        click.echo(f"worker {w['name']} host {w['host']} ({w['hostname']}) pid {w['pid']} "
-                   f"slots {w['slots']} groups {w['groups']}")
+    for line in status_lines(s, groups):
+        click.echo(line)
+
+
+def status_lines(s, groups=False):
+    """A summary like `ray status`: the mesh, then one paragraph per network."""
+    b, workers = s["broker"], s["workers"]
+    hosts = sorted({w["host"] for w in workers})
+    used, slots = sum(w["groups"] for w in workers), sum(w["slots"] for w in workers)
+    yield f"broker {b['address']} (pid {b['pid']})"
+    yield f"{len(workers)} workers on {len(hosts)} hosts, {used} group processes on {slots} slots"
+    for w in workers:
+        yield f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']}"
+    if not s["networks"]:
+        yield "no networks"
     for n in s["networks"]:
-        click.echo(f"network {n['net']} sizes {n['sizes']} inputs {n['inputs']} groups {n['groups']} "
-                   f"links {n['links']['total']} ({n['links']['cross_host']} cross hosts) {n['state']}")
-        for p in n["processes"]:
-            lo, hi = p["neurons"]
-            click.echo(f"  {p['gid']:<12} layer {p['layer']} neurons {lo}..{hi - 1} pid {p['pid']} "
-                       f"host {p['host']} worker {p['worker']}")
+        yield (f"network {n['net']}: {n['state']}; sizes {n['sizes']}, {n['inputs']} inputs, {n['groups']} groups "
+               f"({n['alive']} alive), {n['links']['total']} links ({n['links']['cross_host']} cross hosts)")
+        if n["state"] == "failed":
+            yield f"  failed: {n['failure']}"
+        t = n.get("training")
+        if t:
+            loss = "-" if t.get("loss") is None else f"{t['loss']:.6g}"
+            yield (f"  training: epoch {t['epoch']}/{t['epochs']}, step {t['step']}, loss {loss}, "
+                   f"{t['rate']:,.0f} rows/s")
+        yield f"  steps applied {n['steps']}, restarts {n['restarts']}" + (
+            f", last failure: {n['last_failure']}" if n["last_failure"] else "")
+        if groups:
+            for p in n["processes"]:
+                lo, hi = p["neurons"]
+                state = "alive" if p["alive"] else "dead"
+                yield (f"  {p['gid']:<12} layer {p['layer']} neurons {lo}..{hi - 1} pid {p['pid']} "
+                       f"host {p['host']} worker {p['worker']} {state}")
+
+
+@cli.command()
+@click.argument("net")
+@broker_option
+@timeout_option
+def cancel(net, broker, timeout):
+    """Stop NET's training (at a step boundary) and online runs; it is ready again after."""
+    with _client(broker, timeout) as c:
+        r = _call(lambda: c.network(net).cancel())
+    if "train" in r.get("cancelled", []):
+        click.echo(f"cancelled training of {net} after {r['epochs']} epochs, {r['steps']} steps; {r['state']}")
+    elif r.get("cancelled"):
+        click.echo(f"cancelled the online runs of {net}; {r['state']}")
+    else:
+        click.echo(f"nothing to cancel: {net} is {r['state']}")
 
 
 @cli.command()

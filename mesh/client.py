@@ -7,6 +7,8 @@
 Every call has a timeout; a broker refusal is raised as RemoteError with the
 broker's message, silence as MeshTimeout naming what did not answer."""
 import itertools
+import os
+import time
 
 import numpy as np
 import zmq
@@ -27,6 +29,19 @@ class MeshTimeout(TimeoutError):
     """Nothing answered in time."""
 
 
+class Cancelled(RemoteError):
+    """A training or online run was cancelled (Network.cancel, from this client or
+    another, or Ctrl-C). epochs and steps say how far it got; every step it took
+    was applied everywhere."""
+
+    def __init__(self, message, epochs=0, steps=0, history=()):
+        super().__init__(message)
+        self.epochs, self.steps, self.history = epochs, steps, list(history)
+
+
+CONNECT_GRACE = 5.0  # seconds: no connection by then means no broker listens there
+
+
 class Client:
     def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT, keys=None):
         """keys: a keys folder (see mesh.security); default MESH_KEYS, if set."""
@@ -34,13 +49,19 @@ class Client:
         self.address, self.timeout = address, float(timeout)
         self.keys = Keys(keys, "client") if keys else Keys.from_env("client")
         self.ctx = zmq.Context()
-        self.sock = sockets.make(self.ctx, zmq.DEALER, connect=address, keys=self.keys,
-                                 dial=self.keys and self.keys.broker_public)
+        self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
+        # told when the connection is made: silence then means a slow broker, not a missing one
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECTED)
+        self.monitor.setsockopt(zmq.LINGER, 0)
+        self.connected = False
+        self.born = time.monotonic()
+        self.sock.connect(address)
         self.ids = itertools.count(1)
         self.sent = {}      # request id -> (op, seconds to wait) of requests not yet answered
         self.answers = {}   # request id -> frames of answers that came before they were waited for
 
     def close(self):
+        self.sock.disable_monitor()
         self.ctx.destroy(linger=0)
 
     def __enter__(self):
@@ -74,9 +95,14 @@ class Client:
         """The reply to request rid: (header, arrays); RemoteError if the broker refused it."""
         op, wait = self.sent[rid]
         try:
+            deadline = time.monotonic() + wait
             while rid not in self.answers:
-                if not self.sock.poll(wait * 1000):
-                    raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s{self._hint()}")
+                if not self.sock.poll(self._next_poll(deadline) * 1000):
+                    self._check_connected(op)
+                    if time.monotonic() >= deadline:
+                        raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s"
+                                          f"{self._hint()}")
+                    continue
                 _, h, out = sockets.recv(self.sock, max_header=1 << 24)
                 if h.get("k") == wire.PROGRESS:
                     if on_progress and h.get("id") == rid:
@@ -88,8 +114,24 @@ class Client:
         finally:
             del self.sent[rid]
         if not h.get("ok"):
+            if h.get("cancelled"):
+                raise Cancelled(h.get("error", "cancelled"), h.get("epochs", 0), h.get("steps", 0), h.get("history", ()))
             raise RemoteError(h.get("error", "unknown error"))
         return h, out
+
+    def _next_poll(self, deadline):
+        """Seconds to poll: to the deadline, but no longer than it takes to tell that nothing listens."""
+        left = max(0.0, deadline - time.monotonic())
+        return left if self.connected else min(left, 0.25)
+
+    def _check_connected(self, op):
+        while self.monitor.poll(0):
+            self.monitor.recv_multipart()
+            self.connected = True
+        if not self.connected and time.monotonic() - self.born > CONNECT_GRACE:
+            raise MeshTimeout(f"no broker answers at {self.address}: nothing accepted a connection within "
+                              f"{CONNECT_GRACE:g}s (is `mesh broker` or `mesh up` running there?); {op!r} not sent"
+                              f"{self._hint()}")
 
     def _hint(self):
         return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
@@ -151,22 +193,33 @@ class Network:
         """Online training: predict each row, then backprop its target, in order:
         the same steps as calling predict and backprop row by row, with up to
         `window` rows in flight (the groups apply each step before the next
-        row's forward). Returns (outputs before each row's step, loss of each row)."""
+        row's forward). Returns (outputs before each row's step, loss of each row).
+        Network.cancel() (from any client) or Ctrl-C stops it after the steps in
+        flight: it raises Cancelled with the rows done (Ctrl-C: KeyboardInterrupt)."""
         X = np.asarray(X, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
+        run = os.urandom(8).hex()  # names this run to the broker, so that a cancel can stop it
         outputs, losses, flying = [None] * len(X), [None] * len(X), []
+        done = 0
         try:
             for i in range(len(X)):
                 flying.append((i, self.client.send(wire.PREDICT, [X[i:i + 1]], net=self.id, keep=True),
                                self.client.send(wire.BACKPROP, [Y[i:i + 1]], net=self.id,
-                                                learning_rate=learning_rate)))
+                                                learning_rate=learning_rate, run=run)))
                 while len(flying) >= window or (flying and i == len(X) - 1):
                     j, p, b = flying[0]
                     outputs[j] = self.client.wait(p)[1][0][0]
                     losses[j] = self.client.wait(b)[0]["loss"]
                     flying.pop(0)
+                    done += 1
+        except Cancelled as e:
+            raise Cancelled(f"the online run on network {self.id} was cancelled after {done} rows",
+                            steps=done) from e
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
         finally:
             for _, p, b in flying:  # after an error: forget what is still in flight
                 for rid in (p, b):
@@ -179,21 +232,48 @@ class Network:
         """Mini-batch training on the mesh; returns the mean loss of each epoch.
         checkpoint_every=N writes the network every N steps (and at the end) to the file named
         checkpoint_path inside the broker's checkpoint folder; its full path on the broker's host is
-        kept in self.last_checkpoint, for Client.load after a broker restart."""
+        kept in self.last_checkpoint, for Client.load after a broker restart.
+        Network.cancel() (from any client) stops it at a step boundary: it raises Cancelled
+        with the epochs and steps completed. Ctrl-C cancels it, then raises KeyboardInterrupt
+        (self.last_cancel says how far it got)."""
         fields, arrays = table.from_rows(X)
         Y = np.asarray(Y, dtype=np.float64)
         opts = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "micro_batches": micro_batches, "optimizer": optimizer, "shuffle": shuffle, "seed": seed,
                 "mode": mode, "checkpoint_every": checkpoint_every,
                 "checkpoint_path": str(checkpoint_path) if checkpoint_path else None}
+        self.last_cancel = None
         with Bar(total=epochs * len(Y), enabled=progress, unit="rows") as bar:
             def on_progress(h):
                 bar.update(((h["epoch"] - 1) * h["total"] + h["rows"]), f"epoch {h['epoch']}/{h['epochs']} "
                            f"loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
-            h, _ = self._call(wire.TRAIN, arrays + [Y], options=opts, on_progress=on_progress, **fields)
+            rid = self.client.send(wire.TRAIN, arrays + [Y], net=self.id, options=opts, **fields)
+            try:
+                h, _ = self.client.wait(rid, on_progress)
+            except KeyboardInterrupt:
+                self.last_cancel = self._cancel_and_wait(rid)
+                raise KeyboardInterrupt(str(self.last_cancel)) from None
             bar.update(epochs * len(Y), f"loss {h['history'][-1]:.4g}")
         self.last_checkpoint = h.get("checkpoint")
         return h["history"]
+
+    def _cancel_and_wait(self, rid):
+        """After Ctrl-C in train: cancel it, and wait for its end (a Cancelled, normally)."""
+        self.cancel()
+        try:
+            self.client.wait(rid)
+        except Cancelled as e:
+            return e
+        except (RemoteError, MeshTimeout) as e:
+            return Cancelled(f"training ended while being cancelled: {e}")
+        return Cancelled("training finished before the cancel reached it")
+
+    def cancel(self):
+        """Stop this network's training run at a step boundary, and its online runs at their
+        next step, from any client: every step already sent is applied everywhere, and the
+        network is ready for a new run. Returns the broker's account of what it stopped."""
+        h, _ = self._call(wire.CANCEL)
+        return {k: h[k] for k in ("cancelled", "epochs", "steps", "state") if k in h}
 
     def weights(self):
         """[(W, b), ...] per layer, W shaped (outputs, inputs)."""

@@ -248,7 +248,7 @@ class Group:
             raise ValueError(f"pass {seq}: unknown output {h['output']!r} or loss {h['loss']!r}")
         loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), h["rows"])
         self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
-        self.backward({"seq": seq, "src": 0, "step": h["step"], "of": h["of"], "lr": h["lr"], "ack": h["ack"]}, [dz])
+        self.backward(wire.backward(seq, 0, self.gen, h["step"], h["of"], h["lr"], h["ack"]), [dz])
 
     def backward(self, h, arrays):
         seq = h["seq"]
@@ -267,9 +267,8 @@ class Group:
         x, a = self.held.pop(seq)
         dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
         for sock, lo, hi in self.up:
-            sockets.send(sock, {"k": wire.BWD, "net": self.net, "tok": self.token, "gen": self.gen, "seq": seq,
-                                "src": self.index,
-                                "step": step, "of": of, "lr": lr, "ack": h.get("ack", True)}, [dX[:, lo:hi]])
+            sockets.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
+                                    net=self.net, tok=self.token), [dX[:, lo:hi]])
         seen = self.step_counts.get(step, 0) + 1
         if seen == of:
             self.step_counts.pop(step, None)

@@ -28,6 +28,7 @@ WEIGHTS = "weights"      # -> every layer's W and b
 SET_WEIGHTS = "set_weights"  # every layer's W and b -> the groups (fresh optimizer state)
 PROCESSES = "processes"  # -> one record per group process
 STATUS = "status"        # -> workers, networks, groups
+CANCEL = "cancel"        # stop a network's training or online runs at a step boundary
 DROP = "drop"            # end a network's group processes
 SAVE = "save"            # -> spec, encoder and arrays, for the client to write
 LOAD = "load"            # spec, encoder and arrays -> a new network
@@ -61,6 +62,39 @@ OUT = "out"              # last layer's activations for one pass
 DONE = "done"            # layer-1 group finished the backward of one pass
 STATE = "state"          # reply to GET
 FAULT = "fault"          # a group refused a message; says why
+
+
+# Builders of the data-path messages that more than one place sends. The
+# fields of each kind, written once: the broker and the groups call these.
+def forward(seq, gen, after, keep, drop=(), head=False, src=0):
+    """FWD: seq, src (upstream group index; 0 = the broker), gen, after (the step it must
+    follow), keep (groups keep (x, a) for a backward), drop (seqs they may forget), head
+    (a training pass whose loss the output groups compute)."""
+    h = {"k": FWD, "seq": seq, "src": src, "keep": keep, "gen": gen, "after": after}
+    if drop:
+        h["drop"] = list(drop)
+    if head:
+        h["head"] = True
+    return h
+
+
+def backward(seq, src, gen, step, of, lr, ack):
+    """BWD: dL/da for pass seq from downstream group src; step (its id), of (passes in
+    that step), lr, ack (layer 1 reports DONE)."""
+    return {"k": BWD, "seq": seq, "src": src, "gen": gen, "step": step, "of": of, "lr": float(lr), "ack": ack}
+
+
+def target(seq, gen, step, of, lr, ack, rows, output, loss):
+    """TARGET: a training pass's targets; rows (of the whole mini-batch: the loss is a
+    mean over them), output and loss (the head's functions), and the step fields of BWD."""
+    return {"k": TARGET, "seq": seq, "gen": gen, "step": step, "of": of, "lr": float(lr), "ack": ack, "rows": rows,
+            "output": output, "loss": loss}
+
+
+def reply(req, **fields):
+    """REPLY: the answer to request `req`; ok, and error when not."""
+    return {"k": REPLY, "id": req, **fields}
+
 
 class WireError(ValueError):
     """A message that does not follow the contract above."""

@@ -50,8 +50,12 @@ def test_up_create_predict_status_and_ctrl_c(mesh_up):
     assert len(outs) == 2 and all(0 < v < 1 for v in outs)
     r = mesh_cmd("status", "--broker", addr)
     assert r.returncode == 0, r.stderr
+    assert "2 workers on 1 hosts, 11 group processes" in r.stdout
+    assert "network n1: ready; sizes [5, 5, 1], 2 inputs, 11 groups (11 alive)" in r.stdout, r.stdout
+    assert "  n1." not in r.stdout  # processes only with --groups
+    r = mesh_cmd("status", "--groups", "--broker", addr)
     lines = r.stdout.splitlines()
-    assert sum(line.startswith("worker ") for line in lines) == 2
+    assert sum(line.startswith("  worker ") for line in lines) == 2
     group_lines = [line for line in lines if line.startswith("  n1.")]
     assert len(group_lines) == 11
     pids = [int(line.split(" pid ")[1].split()[0]) for line in group_lines]

@@ -2,7 +2,6 @@
 client (many predicts and backprops in flight) gets exactly the weights of one
 that waits for every answer, and a recovery in the middle of that keeps it exact."""
 import contextlib
-import os
 
 import numpy as np
 import pytest

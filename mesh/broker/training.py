@@ -11,16 +11,19 @@ async: every micro-batch is applied as soon as its backward passes; the next
     gradients). Faster, not exact.
 
 A step is logged when its backward is sent; the job ends when every pass is done.
-"""
-import time
 
+Cancel (Train.cancel) stops at a step boundary: no new step is handed out,
+every step already handed out is sent whole (so the groups apply it), and the
+client hears `cancelled` with the epochs and steps completed.
+"""
 import numpy as np
 
-from . import checkpoint, wire
-from .checkpoint import pack_state
+from .. import checkpoint, wire
+from ..checkpoint import pack_state
+from ..optim import Optimizer
 from .jobs import Job
-from .optim import Optimizer
-from .recovery import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step, take_snapshot
+from .states import Event
+from .steplog import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step
 
 MODES = ("exact", "async")
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
@@ -68,7 +71,7 @@ def micro_count(batch_size, widths, asked):
 
 
 class Train(Job):
-    def __init__(self, broker, net, client, req, timeout, X, Y, opts):
+    def __init__(self, ports, net, client, req, timeout, X, Y, opts):
         n_out = net.spec.sizes[-1]
         Y = np.asarray(Y, dtype=np.float64)
         if Y.ndim == 1:
@@ -79,19 +82,25 @@ class Train(Job):
             raise ValueError("targets must be finite numbers")
         self.o = options(opts, len(X))
         if self.o["checkpoint_every"]:
-            self.o["checkpoint_path"] = broker.checkpoint_file(self.o["checkpoint_path"])
-        super().__init__(broker, net, client, req, timeout)  # only once the request is known to be sound
+            self.o["checkpoint_path"] = ports.checkpoint_file(self.o["checkpoint_path"])
+        super().__init__(ports, net, client, req, timeout)  # only once the request is known to be sound
         self.X, self.Y = X.astype(net.spec.dtype), Y.astype(net.spec.dtype)
         self.rng = np.random.default_rng(self.o["seed"]) if self.o["shuffle"] else None
         self.epoch, self.history = 0, []
         self.micro = micro_count(self.o["batch_size"], [X.shape[1], *net.spec.sizes], self.o["micro_batches"])
-        self.started = self.reported = time.monotonic()
+        self.started = self.reported = ports.clock()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
         self.steps_done, self.batch = 0, None
         self.forwarding = set()   # passes sent whose outputs have not come back
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
+        self.cancelled = None     # who asked to cancel (a Cancel job), once someone did
+
+    def run(self):
+        self.net.trainer = self
+        self.net.life.fire(Event.TRAIN_STARTED)
+        self.net.progress = {"epoch": 1, "epochs": self.o["epochs"], "step": 0, "loss": None, "rate": 0.0}
         self.configure()
 
     def configure(self):
@@ -99,7 +108,7 @@ class Train(Job):
         self.net.optimizer_settings = self.o["optimizer"]
         self.net.log.append(("optim", self.o["optimizer"]))
         for gid in self.net.groups:
-            self.broker.to_group(self.net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": self.req})
+            self.flow.to_group(self.net, gid, {"k": wire.OPTIM, "settings": self.o["optimizer"], "req": self.req})
 
     def waiting_for(self):
         if self.configuring:
@@ -113,13 +122,21 @@ class Train(Job):
                 self.start_epoch()
 
     def start_epoch(self):
+        if self.stop_here():
+            return
         n = len(self.X)
         self.order = self.rng.permutation(n) if self.rng is not None else np.arange(n)
         self.batch_at, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         if self.o["mode"] == "async":
-            while self.batch_at < n:
-                self.start_batch()
+            self.fill()
         else:
+            self.start_batch()
+
+    def fill(self):
+        """Async: keep about a window of passes in flight. Each takes its step id when it
+        is sent, so a cancel leaves no id handed out and never sent."""
+        while (self.batch_at < len(self.X) and not self.cancelled
+               and (not self.forwarding or len(self.forwarding) + self.micro <= self.net.window)):
             self.start_batch()
 
     def start_batch(self):
@@ -140,7 +157,7 @@ class Train(Job):
         """Exact mode hears dones of the last mini-batch only (the end of training); the
         groups order the others. Async mode hears every one: they pace its window."""
         last = self.epoch == self.o["epochs"] - 1 and self.batch_at >= len(self.X)
-        return submit_step(self.broker, self.net, self, micros, rows, self.lr, wait=wait,
+        return submit_step(self.flow, self.net, self, micros, rows, self.lr, wait=wait,
                            head=self.net.local_head, ack=not wait or last)
 
     def send(self, passes):
@@ -160,16 +177,42 @@ class Train(Job):
         else:  # each its own step: a new id, since the recovery took the old ones as done
             for p in waiting:
                 p.step = self.net.next_step()
-                resubmit(self.broker, self.net, p, after=0)
+                resubmit(self.flow, self.net, p, after=0)
                 self.send([p])
         self.finish_when_done()
+        self.stop_here()
 
-    def fail(self, error):
+    def cancel(self, by):
+        """Stop at the next step boundary (now, if between steps)."""
+        if self.finished or self.cancelled:
+            return
+        self.cancelled = by
+        if not self.configuring and not self.forwarding and not self.finishing:
+            self.stop_here()
+
+    def stop_here(self):
+        """At a step boundary: end the run if it was cancelled. True if it ended."""
+        if not self.cancelled or self.finished or self.forwarding:
+            return False
+        steps = self.steps_done
+        self.fail(f"training of network {self.net.id} was cancelled after {self.epoch} epochs and {steps} steps",
+                  cancelled=True, epochs=self.epoch, steps=steps, history=self.history)
+        return True
+
+    def end(self):
+        super().end()
+        if self.net.trainer is self:
+            self.net.trainer = None
+            self.net.life.fire(Event.TRAIN_ENDED)
+        if self.cancelled:
+            self.cancelled.train_ended(self)
+
+    def fail(self, error, **fields):
         if not self.finished:
             unsent = bool(self.forwarding)  # step ids handed out whose backward was not all sent
-            super().fail(error)
+            super().fail(error, **fields)
             if unsent:
-                self.broker.abandon_step(self.net, f"training stopped mid-step: {error}")
+                self.ports.abandon_step(self.net, f"training stopped mid-step: {error}")
 
     def on_output(self, p):
         if self.finished:
@@ -180,11 +223,11 @@ class Train(Job):
             self.loss_sum += p.loss
             p.z = None
             if not p.ack:
-                self.broker.finish_pass(self.net, p, forget=True)
-            elif getattr(p, "done_first", False):
+                self.flow.finish_pass(self.net, p, forget=True)
+            elif p.done_first:
                 self.on_done(p)
         else:
-            self.loss_sum += send_step_backward(self.broker, self.net, p, p.ack)
+            self.loss_sum += send_step_backward(self.flow, self.net, p, p.ack)
         self.rows_done += p.rows
         self.epoch_rows += p.rows
         if self.o["mode"] == "async":
@@ -195,12 +238,15 @@ class Train(Job):
             self.batch = None  # logged: a recovery replays it, never resubmits it
         else:
             return
-        self.broker.pump(self.net)  # others' passes that waited for this step to be sent
+        self.flow.pump(self.net)  # others' passes that waited for this step to be sent
         self.steps_done += 1
         self.report()
         if self.epoch_rows < len(self.X):
             if self.o["mode"] == "exact":
                 self.between_batches(self.start_batch)
+            else:
+                self.fill()
+                self.stop_here()
             return
         self.history.append(self.loss_sum / len(self.X))
         self.epoch += 1
@@ -214,7 +260,7 @@ class Train(Job):
         if p in self.forwarding and not self.finished:
             p.done_first = True  # its DONE overtook its OUT (another socket): finish it at the output
             return
-        self.broker.finish_pass(self.net, p, forget=True)
+        self.flow.finish_pass(self.net, p, forget=True)
         if self.finished:
             return
         self.outstanding.discard(p)
@@ -224,23 +270,26 @@ class Train(Job):
         if not self.finishing or self.outstanding or self.finished:
             return
         if self.o["checkpoint_every"]:  # the last state too
-            take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and self.done())
+            self.ports.take_snapshot(self.net, lambda: self.write_checkpoint() and self.done())
         else:
             self.done()
 
     def done(self):
-        self.reply(history=self.history, seconds=time.monotonic() - self.started, rows=self.rows_done,
+        self.reply(history=self.history, seconds=self.ports.clock() - self.started, rows=self.rows_done,
                    checkpoint=self.o["checkpoint_path"] if self.o["checkpoint_every"] else None)
 
     def between_batches(self, then):
-        """Between steps: take a snapshot first if the log has grown long, or a checkpoint is due."""
+        """Between steps: stop if cancelled; else take a snapshot first if the log has
+        grown long, or a checkpoint is due."""
         every = self.o["checkpoint_every"]
-        if self.net.paused:  # a snapshot is on its way already
+        if self.stop_here():
+            return
+        if self.net.snapshotting:  # a snapshot is on its way already
             then()
         elif every and self.steps_done % every == 0:
-            take_snapshot(self.broker, self.net, lambda: self.write_checkpoint() and then())
+            self.ports.take_snapshot(self.net, lambda: self.write_checkpoint() and then())
         elif len(self.net.log) >= SNAPSHOT_EVERY:
-            take_snapshot(self.broker, self.net, then)
+            self.ports.take_snapshot(self.net, then)
         else:
             then()
 
@@ -256,11 +305,35 @@ class Train(Job):
             return False
 
     def report(self):
-        now = time.monotonic()
+        now = self.ports.clock()
+        loss = self.loss_sum / max(self.epoch_rows, 1)
+        rate = self.rows_done / max(now - self.started, 1e-9)
+        self.net.progress = {"epoch": self.epoch + 1, "epochs": self.o["epochs"], "step": self.steps_done,
+                             "loss": loss, "rate": rate}
         if now - self.reported < PROGRESS_EVERY:
             return
         self.reported = now
-        self.broker.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.epoch + 1, epochs=self.o["epochs"],
-                          rows=self.epoch_rows, total=len(self.X),
-                          loss=self.loss_sum / max(self.epoch_rows, 1),
-                          rate=self.rows_done / max(now - self.started, 1e-9))
+        self.ports.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.epoch + 1, epochs=self.o["epochs"],
+                         rows=self.epoch_rows, total=len(self.X), loss=loss, rate=rate)
+
+
+class Cancel(Job):
+    """Stop the network's training run at a step boundary and its online runs at their
+    next backprop; answer once the training run has ended (at once if none runs)."""
+
+    def run(self):
+        net = self.net
+        self.online = list(net.online_runs)
+        net.cancelled_runs.update(self.online)
+        net.online_runs.clear()
+        if net.trainer is None:
+            self.reply(cancelled=["online"] * bool(self.online), state=net.state.value)
+        else:
+            net.trainer.cancel(self)
+
+    def train_ended(self, train):
+        self.reply(cancelled=["train"] + ["online"] * bool(self.online), epochs=train.epoch, steps=train.steps_done,
+                   state=self.net.state.value)
+
+    def waiting_for(self):
+        return f"the training run of network {self.net.id} to reach a step boundary"

@@ -1,56 +1,70 @@
 """The broker's work, one class per client request that takes more than one
 message to answer. A job is driven by events (group replies, outputs, dones)
 and either replies once or fails with a message that says what went wrong.
-Every job has a deadline, pushed back by progress, so no client waits forever."""
+Every job has a deadline, pushed back by progress, so no client waits forever.
+
+A job talks to the broker only through its Ports (ports.py). It is made,
+then begun: begin() registers it and sends its first messages."""
 import itertools
-import time
 
 import numpy as np
 
-from . import wire
-from .head import loss_and_grad, output
-from .network import Pass
+from .. import wire
+from ..head import loss_and_grad, output
+from .passes import Pass
+from .states import Event
+from .steplog import log_step, resubmit
 
 
 class Job:
     serials = itertools.count()  # creation order: interrupted jobs restart in it
 
-    def __init__(self, broker, net, client, req, timeout):
-        self.broker, self.net, self.client, self.req = broker, net, client, req
+    def __init__(self, ports, net, client, req, timeout):
+        self.ports, self.net, self.client, self.req = ports, net, client, req
         self.serial = next(Job.serials)
         self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
+        self.deadline = ports.clock() + timeout
         self.finished = False
-        if net is not None:
-            net.jobs.add(self)
-        broker.jobs.add(self)
+
+    @property
+    def flow(self):
+        return self.ports.flow
+
+    def begin(self):
+        self.ports.jobs.add(self)
+        if self.net is not None:
+            self.net.jobs.add(self)
+        self.run()
+        return self
+
+    def run(self):
+        """The job's first messages."""
 
     def progress(self):
-        self.deadline = time.monotonic() + self.timeout
+        self.deadline = self.ports.clock() + self.timeout
 
     def reply(self, arrays=(), **fields):
         if not self.finished:
-            self._end()
+            self.end()
             if self.client is not None:
-                self.broker.reply(self.client, self.req, arrays, ok=True, **fields)
+                self.ports.reply(self.client, self.req, arrays, ok=True, **fields)
 
-    def fail(self, error):
+    def fail(self, error, **fields):
         if not self.finished:
-            self._end()
+            self.end()
             if self.client is not None:
-                self.broker.reply(self.client, self.req, ok=False, error=error)
+                self.ports.reply(self.client, self.req, ok=False, error=error, **fields)
 
     def restart(self):
         """Carry on after a recovery rewired the network; by default, give up."""
         self.fail(f"network {self.net.id} was interrupted ({self.net.last_failure}) and this request cannot resume")
 
-    def _end(self):
+    def end(self):
+        """Hear no more events; no reply (reply() and fail() call it)."""
         self.finished = True
-        self.broker.jobs.discard(self)
+        self.ports.jobs.discard(self)
         if self.net is not None:
             self.net.jobs.discard(self)
-            if self.net.trainer is self:
-                self.net.trainer = None
 
     def waiting_for(self):
         return "the mesh"
@@ -69,12 +83,16 @@ class Job:
 class Create(Job):
     """Spawn every group, wait for each to say hello, wire them, wait until each is ready."""
 
-    def __init__(self, broker, net, client, req, timeout, layers=None, optimizer=None):
-        super().__init__(broker, net, client, req, timeout)
+    def __init__(self, ports, net, client, req, timeout, layers=None, optimizer=None):
+        super().__init__(ports, net, client, req, timeout)
         self.layers = layers          # (W, b) per layer when loading; else drawn from the seed
         self.optimizer = optimizer    # per layer (meta, slot arrays) when loading
         self.missing = set(net.groups)
         self.stage = "start"
+
+    def run(self):
+        for gid in self.net.groups:
+            self.ports.respawn(self.net, gid)
 
     def waiting_for(self):
         names = ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
@@ -84,10 +102,10 @@ class Create(Job):
     def on_hello(self, gid):
         self.missing.discard(gid)
         self.progress()
-        if not self.missing:
+        if not self.missing and self.stage == "start":
             self.stage = "wiring"
             self.missing = set(self.net.groups)
-            self.broker.wire_up(self.net, self.layers, self.optimizer)
+            self.ports.wire_up(self.net, self.layers, self.optimizer)
 
     def on_ready(self, gid):
         if self.stage != "wiring":
@@ -95,38 +113,45 @@ class Create(Job):
         self.missing.discard(gid)
         self.progress()
         if not self.missing:
-            self.stage = "snapshot"
-            from .recovery import take_snapshot  # the state a recovery restores, until the next one
-            take_snapshot(self.broker, self.net, self.created)
+            self.stage = "snapshot"  # the state a recovery restores, until the next one
+            self.ports.take_snapshot(self.net, self.created)
 
     def created(self):
-        self.net.created = True
+        self.net.life.fire(Event.CREATED)
         self.reply(net=self.net.id, groups=len(self.net.groups), inputs=self.net.inputs)
+
+    def fail(self, error, **fields):
+        if not self.finished:
+            super().fail(error, **fields)
+            self.ports.break_net(self.net, f"it did not start: {error}")
 
 
 class Predict(Job):
     """Cut the rows into passes that stream through the mesh; answer with all outputs."""
 
-    def __init__(self, broker, net, client, req, timeout, X, keep, chunk):
-        super().__init__(broker, net, client, req, timeout)
+    def __init__(self, ports, net, client, req, timeout, X, keep, chunk):
+        super().__init__(ports, net, client, req, timeout)
+        self.X, self.keep, self.chunk = X, keep, chunk
         self.passes = []
         self.followers = []  # backprops waiting for these outputs
-        old = net.held.pop(client, []) if keep else []
+
+    def run(self):
+        net, X = self.net, self.X
+        old = net.remembered.pop(self.client, []) if self.keep else []
         drop = [p.seq for p in old]  # the groups forget their copies (this predict's first pass says so)
         for p in old:
             if p.z is not None and not p.in_flight:
                 net.passes.pop(p.seq, None)
             else:  # still on its way (a pipelining client): answered as usual, then forgotten
                 p.keep = False
-        for lo in range(0, len(X), chunk):
-            p = Pass(net.next_seq(), self, X[lo:lo + chunk], keep=keep, drop=drop)
+        for lo in range(0, len(X), self.chunk):
+            self.passes.append(Pass(net.next_seq(), self, X[lo:lo + self.chunk], keep=self.keep, drop=drop))
             drop = []
-            self.passes.append(p)
-        if keep:
-            net.held[client] = self.passes
+        if self.keep:
+            net.remembered[self.client] = self.passes
         self.left = len(self.passes)
         for p in self.passes:
-            broker.submit(net, p)
+            self.flow.submit(net, p)
 
     def waiting_for(self):
         gids = self.net.last()
@@ -135,28 +160,27 @@ class Predict(Job):
 
     def restart(self):
         """Send again the passes not yet answered (answered ones a recovery re-forwards, if held)."""
-        from .recovery import resubmit
         waiting = [p for p in self.passes if p.z is None]
         self.left = len(waiting)
         for p in waiting:
             p.job = self
-            resubmit(self.broker, self.net, p)
+            resubmit(self.flow, self.net, p)
         if not waiting:
             self.on_output(None)
 
     def on_output(self, p):
         if p is not None:
-            self.broker.finish_pass(self.net, p, forget=not p.keep)
+            self.flow.finish_pass(self.net, p, forget=not p.keep)
             self.left -= 1
         self.progress()
         if self.left <= 0:
             z = np.concatenate([q.z for q in self.passes]) if len(self.passes) > 1 else self.passes[0].z
             self.reply([output(self.net.spec.output, z)], entered=max(q.entered for q in self.passes))
             for backprop in self.followers:
-                backprop.start()
+                backprop.send()
 
-    def fail(self, error):
-        super().fail(error)
+    def fail(self, error, **fields):
+        super().fail(error, **fields)
         for backprop in self.followers:
             backprop.fail(f"the predict it trains on failed: {error}")
 
@@ -169,8 +193,8 @@ class Backprop(Job):
     loss) as soon as the backward is sent and logged: a recovery redoes it from
     the log if it never completes."""
 
-    def __init__(self, broker, net, client, req, timeout, T, lr):
-        passes = net.held.get(client)  # checked before anything is registered or taken
+    def __init__(self, ports, net, client, req, timeout, T, lr):
+        passes = net.remembered.get(client)  # checked before anything is taken
         if not passes:
             raise ValueError("nothing to backprop: call predict first (each prediction can be backpropagated once)")
         rows = sum(p.rows for p in passes)
@@ -181,57 +205,58 @@ class Backprop(Job):
             raise ValueError(f"targets have shape {list(T.shape)}, the last predict needs {[rows, n_out]}")
         if not np.all(np.isfinite(T)):
             raise ValueError("targets must be finite numbers")
-        super().__init__(broker, net, client, req, timeout)
-        self.passes = net.held.pop(client)
+        super().__init__(ports, net, client, req, timeout)
         self.T, self.rows, self.lr = T, rows, lr
-        self.step = net.next_step()
         self.sent = False
+
+    def run(self):
+        net = self.net
+        self.passes = net.remembered.pop(self.client)
+        self.step = net.next_step()
         self.predict = next((p.job for p in self.passes if p.z is None), None)  # its predict, if not answered
         if self.predict is None:
-            self.start()
+            self.send()
         elif isinstance(self.predict, Predict) and not self.predict.finished:
-            net.held[("backprop", self.step)] = self.passes  # a recovery forwards them again, as any held pass
+            net.awaiting[self.step] = self.passes  # a recovery forwards them again, as any held pass
             self.predict.followers.append(self)
         else:
             self.fail("nothing to backprop: the predict it follows did not complete")
 
-    def start(self):
+    def send(self):
         if self.finished:  # failed or expired while it waited: its step was abandoned
             return
         net = self.net
-        net.held.pop(("backprop", self.step), None)
+        net.awaiting.pop(self.step, None)
         loss, lo = 0.0, 0
         for p in self.passes:
-            p.T, p.batch_rows, p.step, p.of, p.lr = (self.T[lo:lo + p.rows].astype(p.z.dtype), self.rows, self.step,
-                                                     len(self.passes), self.lr)
+            p.train(self.T[lo:lo + p.rows].astype(p.z.dtype), self.step, len(self.passes), self.lr, self.rows)
             lo += p.rows
             part, dz = loss_and_grad(net.spec.output, net.spec.loss, p.z, p.T, self.rows)
             loss += part / self.rows
             p.job = self
-            self.broker.send_backward(net, p, dz, self.step, len(self.passes), self.lr, ack=False)
-        from .recovery import log_step, snapshot_due
+            self.flow.send_backward(net, p, dz, self.step, len(self.passes), self.lr, ack=False)
         log_step(net, self.step, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
         self.sent = True
         self.reply(loss=loss)
-        self.broker.pump(net)  # passes that waited for this step to be sent
-        snapshot_due(self.broker, net)
+        self.flow.pump(net)  # passes that waited for this step to be sent
+        self.ports.snapshot_due(net)
 
     def restart(self):
-        """Interrupted while its predict was in flight: that predict restarts and calls start().
+        """Interrupted while its predict was in flight: that predict restarts and calls send().
         The recovery took every step id handed out so far as done, so this one takes a new id
         (jobs restart in the order they came, so later forwards wait for it)."""
-        held = self.net.held.pop(("backprop", self.step), None)
+        held = self.net.awaiting.pop(self.step, None)
         self.step = self.net.next_step()
         if held is not None:
-            self.net.held[("backprop", self.step)] = held
+            self.net.awaiting[self.step] = held
 
-    def fail(self, error):
+    def fail(self, error, **fields):
         if not self.finished and not self.sent:
-            super().fail(error)
-            self.net.held.pop(("backprop", self.step), None)
-            if self.predict is not None and self in getattr(self.predict, "followers", ()):
+            super().fail(error, **fields)
+            self.net.awaiting.pop(self.step, None)
+            if isinstance(self.predict, Predict) and self in self.predict.followers:
                 self.predict.followers.remove(self)
-            self.broker.abandon_step(self.net, f"backprop step {self.step} could not be sent: {error}")
+            self.ports.abandon_step(self.net, f"backprop step {self.step} could not be sent: {error}")
 
     def waiting_for(self):
         return f"the predict that backprop step {self.step} trains on"
@@ -240,22 +265,25 @@ class Backprop(Job):
 class Collect(Job):
     """Ask every group for its weights and optimizer state; answer per layer."""
 
-    def __init__(self, broker, net, client, req, timeout, then):
-        super().__init__(broker, net, client, req, timeout)
+    def __init__(self, ports, net, client, req, timeout, then):
+        super().__init__(ports, net, client, req, timeout)
         self.then = then              # callable(job, layers, optimizer) -> reply
-        self.restart()
 
-    def restart(self):
+    def run(self):
         self.states, self.steps = {}, {}
         self.missing = set(self.net.groups)
         self.after = self.net.sent.done  # what to_group puts in each GET: the groups answer after those steps
         for gid in self.net.groups:
-            self.broker.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
+            self.flow.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
+
+    restart = run
 
     def waiting_for(self):
         return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
 
     def on_state(self, gid, header, arrays):
+        if gid not in self.missing:
+            return
         self.states[gid] = (header, arrays)
         self.steps[gid] = header["optimizer"]["t"]
         self.missing.discard(gid)
@@ -276,15 +304,20 @@ class Collect(Job):
 class SetWeights(Job):
     """Replace every group's weights (optimizer state starts afresh), then snapshot."""
 
-    def __init__(self, broker, net, client, req, timeout, layers):
-        super().__init__(broker, net, client, req, timeout)
+    def __init__(self, ports, net, client, req, timeout, layers):
+        super().__init__(ports, net, client, req, timeout)
+        self.layers = layers
+
+    def run(self):
+        net = self.net
         self.missing = set(net.groups)
         fresh = {"t": 0, "has_slots": False, **net.optimizer_settings}
         for l, gids in enumerate(net.layers):
-            W, b = layers[l]
+            W, b = self.layers[l]
             for gid in gids:
                 g = net.groups[gid]
-                broker.to_group(net, gid, {"k": wire.SET, "optimizer": fresh}, [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]])
+                self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": fresh},
+                                   [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]])
 
     def waiting_for(self):
         return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])
@@ -292,5 +325,4 @@ class SetWeights(Job):
     def on_ready(self, gid):
         self.missing.discard(gid)
         if not self.missing:
-            from .recovery import take_snapshot  # the log before this no longer applies
-            take_snapshot(self.broker, self.net, lambda: self.reply())
+            self.ports.take_snapshot(self.net, lambda: self.reply())  # the log before this no longer applies

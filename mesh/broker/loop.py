@@ -6,7 +6,11 @@ loss and the output gradient, and answers clients. It never touches a
 hidden layer: activations and gradients flow group to group.
 
 One loop shape: poll (never forever), handle one message, then expire
-late jobs and silent workers and send due heartbeats."""
+late jobs and silent workers and send due heartbeats.
+
+This module holds the loop, the registry of workers and networks, and the
+broker's side of each job's Ports (ports.py); what clients may ask is in
+requests.py, the data path in dataflow.py, the work in the job modules."""
 import itertools
 import logging
 import os
@@ -18,20 +22,24 @@ from urllib.parse import urlparse
 import numpy as np
 import zmq
 
-from . import heartbeat, jobs, sockets, table, wire
-from .checkpoint import pack_state
-from .lifecycle import profiled
+from .. import heartbeat, sockets, table, wire
+from ..lifecycle import profiled
+from ..spec import initial_layer
+from . import requests
+from .dataflow import Flow
+from .jobs import Create
 from .network import Network
-from .placement import cross_host_links, place_pinned, wiring
-from .spec import Spec, initial_layer
+from .placement import place_pinned, wiring
+from .ports import Ports
+from .recovery import Recover
+from .snapshots import snapshot_due, take_snapshot
+from .states import Event, State
+from .steplog import SNAPSHOT_EVERY
 
 log = logging.getLogger("mesh.broker")
-DEFAULT_TIMEOUT = 60.0
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
 DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM}  # they see every step sent before them (group.py)
-WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}
 
 
 class Broker:
@@ -52,17 +60,19 @@ class Broker:
         self.inbox.bind(self.inbox_ipc)
         self.workers = {}        # identity -> record
         self.nets = {}
-        self.jobs = set()
         self.worker_names = (f"w{i}" for i in itertools.count(1))
         self.net_ids = (f"n{i}" for i in itertools.count(1))
-        self.client_ops = {wire.CREATE: self.create, wire.PREDICT: self.predict, wire.BACKPROP: self.backprop,
-                           wire.TRAIN: self.train, wire.WEIGHTS: self.weights, wire.SAVE: self.save, wire.SET_WEIGHTS: self.set_weights,
-                           wire.LOAD: self.load, wire.PROCESSES: self.processes, wire.STATUS: self.status,
-                           wire.DROP: self.drop}
+        self.flow = Flow(self.push_to_group, self.abandon_step)
+        self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=self.wire_up, respawn=self.respawn,
+                           abandon_step=self.abandon_step, break_net=self.break_net, run_deferred=self.run_deferred,
+                           take_snapshot=lambda net, then: take_snapshot(self.ports, net, then),
+                           snapshot_due=lambda net: snapshot_due(self.ports, net, SNAPSHOT_EVERY),
+                           checkpoint_file=self.checkpoint_file)
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: lambda w, h: None,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
-        self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready, wire.OUT: self.out,
-                          wire.DONE: self.done, wire.STATE: self.state, wire.FAULT: self.fault}
+        self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
+                          wire.OUT: self.flow.out, wire.DONE: self.flow.done, wire.STATE: self.state,
+                          wire.FAULT: self.flow.fault}
         self.running = True
 
     # -- the loop --------------------------------------------------------
@@ -101,12 +111,12 @@ class Broker:
 
     def tick(self):
         now = time.monotonic()
-        for job in [j for j in self.jobs if j.deadline < now]:
+        for job in [j for j in self.ports.jobs if j.deadline < now]:
             try:
                 job.expire()
             except Exception:
                 log.exception("a job failed to expire cleanly")
-                job._end()
+                job.end()
         backlog = self.front.poll(0)  # unread messages may hold the heartbeats that keep a worker alive
         for wid, w in list(self.workers.items()):
             if w["peer"].expired() and not backlog:
@@ -119,7 +129,7 @@ class Broker:
                 for gid in silent:  # alive but stuck (stopped, wedged): end it, then rebuild
                     g = net.groups[gid]
                     self._send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
-                if silent and net.error is None:
+                if silent and not net.failed:
                     self.group_lost(net, silent, f"{net.describe(silent[0])} stopped answering heartbeats")
 
     def heartbeat_workers(self):
@@ -149,16 +159,16 @@ class Broker:
         self.dispatch(k, ident, h, arrays)
 
     def dispatch(self, k, client, h, arrays):
-        """Run one client request; one for a network that is recovering waits until it is whole."""
+        """Run one client request; one for a network that is being rebuilt or read waits until it is whole."""
         try:
-            op = self.client_ops.get(k)
+            op = requests.HANDLERS.get(k)
             if op is None:
                 raise ValueError(f"unknown request {k!r}")
-            net = self.nets.get(h.get("net")) if k in WAITS_FOR_RECOVERY else None
-            if net is not None and (net.recovering is not None or net.paused):
+            net = self.nets.get(h.get("net")) if k in requests.WAITS_FOR_RECOVERY else None
+            if net is not None and net.waits():
                 net.deferred.append((k, client, h, arrays))
                 return
-            op(client, h, arrays)
+            op(self, client, h, arrays)
         except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
             msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
             self.reply(client, h.get("id"), ok=False, error=msg)
@@ -183,15 +193,12 @@ class Broker:
     def reply(self, client, req, arrays=(), **fields):
         """Never blocks: a client that is gone, or not reading, loses its reply rather than stalling the mesh."""
         try:
-            sockets.send(self.front, {"k": wire.REPLY, "id": req, **fields}, arrays, identity=client,
-                         flags=zmq.NOBLOCK)
+            sockets.send(self.front, wire.reply(req, **fields), arrays, identity=client, flags=zmq.NOBLOCK)
         except zmq.ZMQError as e:
             log.info("could not reply to a client: %s", e)
 
-    def to_group(self, net, gid, header, arrays=()):
-        header = dict(header, net=net.id, tok=net.token)
-        if header["k"] in ORDERED:
-            header["after"] = net.sent.done
+    def push_to_group(self, net, gid, header, arrays=()):
+        """One message to a group (Flow.to_group adds the network's fields)."""
         try:
             sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
@@ -245,24 +252,23 @@ class Broker:
         for gid in gids:
             net.groups[gid]["alive"] = False
         log.warning("network %s: %s", net.id, why)
-        if net.error is not None:
+        if net.state in (State.FAILED, State.DROPPED):
             return
         if net.snapshot is None or not self.workers:
             return self.break_net(net, why if self.workers else f"{why}; no worker is left to restart it")
-        from .recovery import Recover
         interrupted = sorted((j for j in net.jobs if not isinstance(j, Recover)), key=lambda j: j.serial)
         if net.recovering is not None:  # a failure during recovery: start it over
             interrupted = net.recovering.interrupted
-            net.recovering._end()
+            net.recovering.end()
         for job in interrupted:
             net.jobs.discard(job)  # out of the way of the recovery's events; back when restarted
-        Recover(self, net, why, interrupted)
+        Recover(self.ports, net, why, interrupted).begin()
 
     def abandon_step(self, net, why):
         """A step id was handed out and its backward will never be sent whole: groups
         wait for it, and some may hold half of it. Rebuild the network's state from
         the snapshot and the log, which holds whole steps only (recovery.py)."""
-        if net.error is None and self.nets.get(net.id) is net:
+        if not net.failed and self.nets.get(net.id) is net:
             self.group_lost(net, [], why)
 
     def respawn(self, net, gid):
@@ -288,113 +294,16 @@ class Broker:
 
     def run_deferred(self, net):
         """Requests that waited while the network was recovering or being snapshotted."""
-        while net.deferred and net.recovering is None and not net.paused:
+        while net.deferred and not net.waits():
             op, client, h, arrays = net.deferred.popleft()
             self.dispatch(op, client, h, arrays)
 
     def break_net(self, net, why):
-        """A group is gone: the network cannot answer until it is rebuilt."""
-        if net.error is None:
-            net.error = why
+        """The network cannot answer until it is built again: fail it, and every job on it."""
+        if net.life.can(Event.FAILED):
+            net.life.fire(Event.FAILED, why)
         for job in list(net.jobs):
             job.fail(f"network {net.id} failed: {why}")
-
-    # -- the data path -----------------------------------------------------
-    def submit(self, net, p):
-        if p.after is None:
-            p.after = net.step
-        net.passes[p.seq] = p
-        net.queue.append(p)
-        self.pump(net)
-
-    def pump(self, net):
-        """Send queued passes, within the window. A pass goes only once the step it
-        follows has been sent: its forward then waits in the groups for the update,
-        never ahead of a predict that step still needs."""
-        while net.queue and net.in_flight < net.window:
-            p = net.queue.pop_ready(lambda p: p.after <= net.sent.done)
-            if p is None:
-                break
-            p.in_flight = True
-            net.in_flight += 1
-            net.entered += 1
-            p.entered = net.entered
-            X = p.X.astype(net.spec.dtype, copy=False)
-            if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
-                X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
-            header = {"k": wire.FWD, "seq": p.seq, "src": 0, "keep": p.keep, "gen": net.gen, "after": p.after}
-            if p.drop:
-                header["drop"] = p.drop
-            if p.head:
-                header["head"] = True
-                self.send_targets(net, p)
-            for gid in net.first():
-                self.to_group(net, gid, header, [X])
-
-    def send_targets(self, net, p):
-        """A training pass's targets to the output groups, which then compute its loss themselves."""
-        header = {"k": wire.TARGET, "seq": p.seq, "gen": net.gen, "step": p.step, "of": p.of, "lr": float(p.lr),
-                  "ack": p.ack, "rows": p.batch_rows, "output": net.spec.output, "loss": net.spec.loss}
-        for gid in net.last():
-            g = net.groups[gid]
-            self.to_group(net, gid, header, [p.T[:, g["lo"]:g["hi"]]])
-
-    def finish_pass(self, net, p, forget):
-        if p.in_flight:
-            p.in_flight = False
-            net.in_flight -= 1
-            self.pump(net)
-        if forget:
-            net.passes.pop(p.seq, None)
-
-    def send_backward(self, net, p, dz, step, of, lr, ack=True):
-        """Hand the output groups their slices of dL/dz for pass p. With ack, layer 1
-        reports DONE and p's job hears it; without, p leaves the window now (the
-        groups order what follows it, see group.py)."""
-        header = {"k": wire.BWD, "seq": p.seq, "src": 0, "step": step, "of": of, "lr": float(lr), "gen": net.gen,
-                  "ack": ack}
-        p.dones = 0
-        for gid in net.last():
-            g = net.groups[gid]
-            self.to_group(net, gid, header, [dz[:, g["lo"]:g["hi"]]])
-        if not ack:
-            self.finish_pass(net, p, forget=True)
-
-    def out(self, net, h, arrays):
-        p = net.passes.get(h["seq"])
-        if p is None:
-            return
-        p.parts[h["src"]] = arrays[0]
-        if "loss" in h:
-            p.loss += float(h["loss"])
-        if len(p.parts) == len(net.last()):
-            p.z = net.gather(p.parts)
-            p.parts = {}
-            p.job.on_output(p)
-
-    def done(self, net, h, arrays):
-        p = net.passes.get(h["seq"])
-        if p is None:
-            return
-        p.dones += 1
-        if p.dones == len(net.first()):
-            p.job.on_done(p)
-
-    def fault(self, net, h, arrays):
-        seq = h.get("seq")
-        p = net.passes.get(seq)
-        if seq is not None and p is None:
-            if isinstance(h.get("step"), int) and h["step"] > 0:  # the client was answered; the step is half done
-                self.abandon_step(net, f"step {h['step']} failed: {h.get('error')}")
-            else:
-                log.info("fault for a pass no longer here: %s", h.get("error"))
-            return
-        jobs_hit = [p.job] if p is not None else list(net.jobs)
-        for job in jobs_hit:
-            if job is not None:
-                job.fail(h["error"])
-        if p is not None and getattr(p, "step", None) is not None:  # a group may hold half a step
-            self.abandon_step(net, f"step {p.step} failed: {h['error']}")
 
     def hello(self, net, h, arrays):
         g = net.groups[h["gid"]]
@@ -448,10 +357,7 @@ class Broker:
                                "endpoints": {}, "alive": False, "heard": 0.0}
             w["groups"].add(gid)
         self.nets[net.id] = net
-        jobs.Create(self, net, client, req, timeout, layers, optimizer)
-        for gid in net.groups:
-            self.spawn_group(net, gid)
-        return net
+        return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()
 
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
         """Every group has said hello: send each its weights and its neighbours
@@ -473,10 +379,10 @@ class Broker:
                 header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen,
                           "applied": net.step, **setups[gid]}
                 arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
-                self.to_group(net, gid, header, arrays)
+                self.flow.to_group(net, gid, header, arrays)
                 if meta.get("has_slots") or (restore and meta):
                     sl = [s[g["lo"]:g["hi"]] for s in slots]
-                    self.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
+                    self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
     def encode(self, net, h, arrays, grow=True):
         """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
@@ -492,22 +398,22 @@ class Broker:
             net.layer1_width += added
             for gid in net.first():
                 g = net.groups[gid]
-                self.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
+                self.flow.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
         return M
 
     def stop_net(self, net):
         self.nets.pop(net.id, None)  # first: the jobs failed below must not try to recover it
         for gid in net.groups:
             if gid in net.push:
-                self.to_group(net, gid, {"k": wire.STOP})
+                self.flow.to_group(net, gid, {"k": wire.STOP})
         for job in list(net.jobs):
             job.fail(f"network {net.id} was dropped")
+        net.life.fire(Event.DROPPED)
         for sock in net.push.values():
             sock.close()
         for g in net.groups.values():
             if g["worker"] in self.workers:
                 self.workers[g["worker"]]["groups"].discard(g["gid"])
-        self.nets.pop(net.id, None)
 
     def checkpoint_file(self, name):
         """Where a client's checkpoint goes: a plain file name, inside this broker's checkpoint folder only."""
@@ -516,135 +422,6 @@ class Broker:
                              f"(it is written inside the broker's folder {self.checkpoint_dir})")
         os.makedirs(self.checkpoint_dir, mode=0o700, exist_ok=True)
         return os.path.join(self.checkpoint_dir, name)
-
-    # -- client requests ---------------------------------------------------
-    def _net(self, h, ready=True):
-        net = self.nets.get(h.get("net"))
-        if net is None:
-            raise ValueError(f"unknown network {h.get('net')!r}; known: {', '.join(self.nets) or 'none'}")
-        if net.error:
-            raise RuntimeError(f"network {net.id} failed: {net.error}")
-        if ready and not net.created:
-            raise RuntimeError(f"network {net.id} is still starting")
-        return net
-
-    def _timeout(self, h):
-        t = float(h.get("timeout") or DEFAULT_TIMEOUT)
-        if not t > 0:
-            raise ValueError(f"timeout must be positive, got {t}")
-        return t
-
-    def create(self, client, h, arrays):
-        spec = Spec(**h["spec"])
-        pins = h.get("placement") or {}
-        if not isinstance(pins, dict) or not all(str(k).isdigit() and 1 <= int(k) <= len(spec.sizes) for k in pins):
-            raise ValueError(f"placement must map layer numbers 1..{len(spec.sizes)} to hosts, got {pins!r}")
-        self.build(client, h.get("id"), spec, self._timeout(h), pins={str(k): str(v) for k, v in pins.items()})
-
-    def predict(self, client, h, arrays):
-        net = self._net(h)
-        chunk = int(h.get("chunk") or 256)
-        if chunk < 1:
-            raise ValueError(f"chunk must be at least 1 row, got {chunk}")
-        X = self.encode(net, h, arrays)
-        if len(X) == 0:
-            raise ValueError("no rows to predict")
-        jobs.Predict(self, net, client, h.get("id"), self._timeout(h), X, bool(h.get("keep", True)), chunk)
-
-    def backprop(self, client, h, arrays):
-        net = self._net(h)
-        if net.trainer is not None:
-            raise RuntimeError(f"network {net.id} is training; backprop after it ends")
-        lr = float(h["learning_rate"])
-        if not np.isfinite(lr) or lr < 0:
-            raise ValueError(f"invalid learning rate: {h['learning_rate']}")
-        if len(arrays) != 1:
-            raise ValueError("backprop needs one array of targets")
-        jobs.Backprop(self, net, client, h.get("id"), self._timeout(h), arrays[0], lr)
-
-    def train(self, client, h, arrays):
-        from .training import Train
-        net = self._net(h)
-        if net.trainer is not None:
-            raise RuntimeError(f"network {net.id} is already training")
-        X = self.encode(net, h, arrays[:-1])
-        net.trainer = Train(self, net, client, h.get("id"), self._timeout(h), X, arrays[-1], h.get("options", {}))
-
-    def weights(self, client, h, arrays):
-        net = self._net(h)
-
-        def then(job, layers, optim):
-            job.reply([a for W, b in layers for a in (W, b)], layers=len(layers), steps=job.steps)
-        jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
-
-    def set_weights(self, client, h, arrays):
-        net = self._net(h)
-        if net.trainer is not None:
-            raise RuntimeError(f"network {net.id} is training; set weights after it ends")
-        n = len(net.spec.sizes)
-        if len(arrays) != 2 * n:
-            raise ValueError(f"need W and b for each of {n} layers, got {len(arrays)} arrays")
-        layers = fitting_layers(net.spec, net.inputs, arrays, finite=True)
-        jobs.SetWeights(self, net, client, h.get("id"), self._timeout(h), layers)
-
-    def save(self, client, h, arrays):
-        net = self._net(h)
-
-        def then(job, layers, optim):
-            meta, arrays = pack_state(net, layers, optim)
-            job.reply(arrays, **meta)
-        jobs.Collect(self, net, client, h.get("id"), self._timeout(h), then)
-
-    def load(self, client, h, arrays):
-        from .encoder import Encoder
-        spec = Spec(**h["spec"])
-        n = len(spec.sizes)
-        if len(arrays) < 2 * n:
-            raise ValueError(f"a saved network of {n} layers needs {2 * n} arrays, got {len(arrays)}")
-        encoder = Encoder.from_dict(h["encoder"])
-        layers = fitting_layers(spec, len(encoder.keys), arrays)
-        optimizer, at = [], 2 * n
-        for meta in h.get("optimizer", []):
-            k = int(meta["slots"])
-            optimizer.append((meta, arrays[at:at + k]))
-            at += k
-        self.build(client, h.get("id"), spec, self._timeout(h), layers, optimizer or None, encoder)
-
-    def processes(self, client, h, arrays):
-        net = self._net(h, ready=False)
-        self.reply(client, h.get("id"), ok=True, processes=net.records())
-
-    def status(self, client, h, arrays):
-        workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
-                    "pid": w["pid"], "groups": len(w["groups"])} for w in self.workers.values()]
-        nets = [{"net": n.id, "sizes": n.spec.sizes, "inputs": n.inputs, "group_size": n.spec.group_size,
-                 "groups": len(n.groups), "links": dict(zip(("total", "cross_host"), cross_host_links(
-                     [[n.groups[g] for g in gids] for gids in n.layers]))), "state": "failed: " + n.error if n.error else
-                 "training" if n.trainer else "ready" if n.created else "starting",
-                 "restarts": n.restarts, "last_failure": n.last_failure,
-                 "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered,
-                 "processes": n.records()} for n in self.nets.values()]
-        self.reply(client, h.get("id"), ok=True, broker={"address": self.address, "pid": os.getpid()},
-                   workers=workers, networks=nets)
-
-    def drop(self, client, h, arrays):
-        net = self.nets.get(h.get("net"))
-        if net is None:
-            raise ValueError(f"unknown network {h.get('net')!r}")
-        self.stop_net(net)
-        self.reply(client, h.get("id"), ok=True)
-
-
-def fitting_layers(spec, inputs, arrays, finite=False):
-    """[(W, b)] per layer from the first arrays, each checked against the spec (and, if asked, finite)."""
-    widths = [inputs] + spec.sizes[:-1]
-    layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(spec.sizes))]
-    for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
-        bad_values = finite and not (np.isfinite(W).all() and np.isfinite(b).all())
-        if W.shape != (size, fan_in) or b.shape != (size,) or bad_values:
-            raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} do not fit a layer "
-                             f"of {size} neurons with {fan_in} inputs" + (" (or are not finite)" if finite else ""))
-    return layers
 
 
 class BindError(RuntimeError):

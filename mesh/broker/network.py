@@ -1,62 +1,14 @@
-"""The broker's record of one network: its spec, encoder, groups and the
-passes in flight. A pass is one batch of rows on its way through the mesh,
-named by its sequence number."""
+"""The broker's record of one network: its spec, encoder, groups, its
+state (states.py) and the passes in flight (passes.py)."""
 import secrets
 from collections import deque
 
 import numpy as np
 
-from .encoder import Encoder
-from .steps import Watermark
-
-
-class Pass:
-    def __init__(self, seq, job, X, keep=False, drop=()):
-        self.seq, self.job, self.X, self.keep, self.drop = seq, job, X, keep, list(drop)
-        self.rows = len(X)
-        self.parts = {}      # output group index -> z slice
-        self.z = None
-        self.dones = 0       # layer-1 groups finished with its backward
-        self.in_flight = False
-        self.entered = 0     # the network's count of passes sent into the mesh when this one went
-        self.after = None    # the step whose weights it must see (groups keep the order); None: the latest
-        self.head = False    # a training pass whose loss the output groups compute (they get its targets)
-        self.ack = True      # layer 1 reports DONE for it
-        self.loss = 0.0      # with head: the loss the output groups reported
-
-
-class FairQueue:
-    """Passes waiting to enter the mesh, one line per client, served in turn:
-    a client that sends a flood of rows cannot starve the others."""
-
-    def __init__(self):
-        self.lines = {}  # client -> deque of passes; dicts keep the turn order
-
-    def append(self, p):
-        owner = p.job.client if p.job is not None else None
-        self.lines.setdefault(owner, deque()).append(p)
-
-    def pop_ready(self, ready):
-        """The first pass, in turn order, that ready(pass) allows; None if every line waits."""
-        for owner, line in self.lines.items():
-            if ready(line[0]):
-                break
-        else:
-            return None
-        del self.lines[owner]
-        p = line.popleft()
-        if line:
-            self.lines[owner] = line  # back of the turn order
-        return p
-
-    def clear(self):
-        self.lines.clear()
-
-    def __len__(self):
-        return sum(len(line) for line in self.lines.values())
-
-    def __bool__(self):
-        return bool(self.lines)
+from ..encoder import Encoder
+from ..steps import Watermark
+from .passes import FairQueue
+from .states import Lifecycle, State
 
 
 class Network:
@@ -75,22 +27,41 @@ class Network:
         self.in_flight = 0
         self.entered = 0          # passes sent into the mesh so far (fairness is measured against it)
         self.window = window or 4 * len(spec.sizes) + 4
-        self.held = {}            # client identity -> [Pass] of its last predict
-        self.error = None         # why this network can no longer work
-        self.trainer = None       # the training job, while one runs
+        self.remembered = {}      # client identity -> [Pass] of its last predict, kept for a backprop
+        self.awaiting = {}        # step id -> [Pass] a backprop waits to train on (its predict is in flight)
+        self.life = Lifecycle(nid)
+        self.trainer = None       # the Train job, while the state is TRAINING (or RECOVERING from it)
+        self.recovering = None    # the Recover job, while the state is RECOVERING
+        self.progress = {}        # of the current or last training run: epoch, step, loss, rate (for status)
         self.optimizer_settings = {"name": "sgd", "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
         self.jobs = set()
-        self.created = False
+        self.online_runs = {}     # run id -> steps taken, of online runs since the last cancel
+        self.cancelled_runs = set()  # online runs a cancel stopped: their next backprops are refused
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
         self.snapshot = None      # every group's weights and optimizer state after a known step
         self.log = []             # what changed them since: ("grow", cols) ("optim", settings) ("step", ...)
         self.restarts = 0
         self.last_failure = None
-        self.recovering = None    # the Recover job, while one runs
-        self.paused = False       # a snapshot is being taken
+        self.snapshotting = False  # a snapshot is being taken: requests wait a moment
         self.layer1_width = len(self.encoder.keys)  # input columns layer 1 holds now (older rows may be narrower)
-        self.deferred = deque()   # client requests that arrived while recovering or paused
+        self.deferred = deque()   # client requests that arrived while recovering or snapshotting
+
+    @property
+    def state(self):
+        return self.life.state
+
+    @property
+    def failed(self):
+        return self.life.state is State.FAILED
+
+    def waits(self):
+        """Requests that need the whole network wait while it is rebuilt or read."""
+        return self.life.state is State.RECOVERING or self.snapshotting
+
+    def held(self):
+        """Every pass kept for a backprop, remembered or awaited."""
+        return [p for passes in (*self.remembered.values(), *self.awaiting.values()) for p in passes]
 
     @property
     def inputs(self):

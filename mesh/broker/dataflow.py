@@ -1,0 +1,120 @@
+"""The broker's side of the data path: passes into layer 1, targets and
+output gradients to the last layer, and the outputs and dones coming back.
+
+No sockets here: `send(net, gid, header, arrays)` delivers one message to a
+group (loop.py gives the real one, tests a recorder), so the bookkeeping of
+the window, the fair queue and the order of steps is plain code."""
+import logging
+
+import numpy as np
+
+from .. import wire
+
+log = logging.getLogger("mesh.broker")
+ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM}  # they see every step sent before them (group.py)
+
+
+class Flow:
+    def __init__(self, send, abandon_step):
+        self.send = send                   # (net, gid, header, arrays)
+        self.abandon_step = abandon_step   # (net, why): a step will never be sent whole
+
+    def to_group(self, net, gid, header, arrays=()):
+        header = dict(header, net=net.id, tok=net.token)
+        if header["k"] in ORDERED:
+            header["after"] = net.sent.done
+        self.send(net, gid, header, arrays)
+
+    # -- out -------------------------------------------------------------
+    def submit(self, net, p):
+        if p.after is None:
+            p.after = net.step
+        net.passes[p.seq] = p
+        net.queue.append(p)
+        self.pump(net)
+
+    def pump(self, net):
+        """Send queued passes, within the window. A pass goes only once the step it
+        follows has been sent: its forward then waits in the groups for the update,
+        never ahead of a predict that step still needs."""
+        while net.queue and net.in_flight < net.window:
+            p = net.queue.pop_ready(lambda p: p.after <= net.sent.done)
+            if p is None:
+                break
+            p.in_flight = True
+            net.in_flight += 1
+            net.entered += 1
+            p.entered = net.entered
+            X = p.X.astype(net.spec.dtype, copy=False)
+            if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
+                X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
+            header = wire.forward(p.seq, net.gen, p.after, p.keep, p.drop, p.head)
+            if p.head:
+                self.send_targets(net, p)
+            for gid in net.first():
+                self.to_group(net, gid, header, [X])
+
+    def send_targets(self, net, p):
+        """A training pass's targets to the output groups, which then compute its loss themselves."""
+        header = wire.target(p.seq, net.gen, p.step, p.of, p.lr, p.ack, p.batch_rows, net.spec.output, net.spec.loss)
+        for gid in net.last():
+            g = net.groups[gid]
+            self.to_group(net, gid, header, [p.T[:, g["lo"]:g["hi"]]])
+
+    def send_backward(self, net, p, dz, step, of, lr, ack=True):
+        """Hand the output groups their slices of dL/dz for pass p. With ack, layer 1
+        reports DONE and p's job hears it; without, p leaves the window now (the
+        groups order what follows it, see group.py)."""
+        header = wire.backward(p.seq, 0, net.gen, step, of, lr, ack)
+        p.dones = 0
+        for gid in net.last():
+            g = net.groups[gid]
+            self.to_group(net, gid, header, [dz[:, g["lo"]:g["hi"]]])
+        if not ack:
+            self.finish_pass(net, p, forget=True)
+
+    def finish_pass(self, net, p, forget):
+        if p.in_flight:
+            p.in_flight = False
+            net.in_flight -= 1
+            self.pump(net)
+        if forget:
+            net.passes.pop(p.seq, None)
+
+    # -- back ------------------------------------------------------------
+    def out(self, net, h, arrays):
+        p = net.passes.get(h["seq"])
+        if p is None:
+            return
+        p.parts[h["src"]] = arrays[0]
+        if "loss" in h:
+            p.loss += float(h["loss"])
+        if len(p.parts) == len(net.last()):
+            p.z = net.gather(p.parts)
+            p.parts = {}
+            p.job.on_output(p)
+
+    def done(self, net, h, arrays):
+        p = net.passes.get(h["seq"])
+        if p is None:
+            return
+        p.dones += 1
+        if p.dones == len(net.first()):
+            p.job.on_done(p)
+
+    def fault(self, net, h, arrays):
+        """A group refused a message. The job of its pass fails; a step it may hold
+        half of is abandoned, so the network is rebuilt from whole steps."""
+        seq = h.get("seq")
+        p = net.passes.get(seq)
+        if seq is not None and p is None:
+            if isinstance(h.get("step"), int) and h["step"] > 0:  # the client was answered; the step is half done
+                self.abandon_step(net, f"step {h['step']} failed: {h.get('error')}")
+            else:
+                log.info("fault for a pass no longer here: %s", h.get("error"))
+            return
+        for job in ([p.job] if p is not None else list(net.jobs)):
+            if job is not None:
+                job.fail(h["error"])
+        if p is not None and p.step is not None:  # a group may hold half a step
+            self.abandon_step(net, f"step {p.step} failed: {h['error']}")

@@ -1,0 +1,193 @@
+"""What clients may ask, one function each, in one table (HANDLERS).
+
+A handler checks the request, then answers at once or begins a job; a
+refusal is a ValueError (or RuntimeError) whose message the client sees.
+Every handler gets the broker (loop.py), the client's identity, the header
+and the arrays."""
+import os
+
+import numpy as np
+
+from .. import wire
+from ..checkpoint import pack_state
+from ..encoder import Encoder
+from ..spec import Spec
+from .jobs import Backprop, Collect, Predict, SetWeights
+from .placement import cross_host_links
+from .states import State
+from .training import Cancel, Train
+
+DEFAULT_TIMEOUT = 60.0
+MAX_RUNS = 64  # online runs remembered per network, for cancel
+
+
+def network(b, h, ready=True):
+    """The network a request names, refused with the reason when it cannot answer."""
+    net = b.nets.get(h.get("net"))
+    if net is None:
+        raise ValueError(f"unknown network {h.get('net')!r}; known: {', '.join(b.nets) or 'none'}")
+    if net.failed:
+        raise RuntimeError(f"network {net.id} failed: {net.life.failure}")
+    if ready and net.state is State.STARTING:
+        raise RuntimeError(f"network {net.id} is still starting")
+    return net
+
+
+def timeout_of(h):
+    t = float(h.get("timeout") or DEFAULT_TIMEOUT)
+    if not t > 0:
+        raise ValueError(f"timeout must be positive, got {t}")
+    return t
+
+
+def not_training(net, what):
+    if net.trainer is not None:
+        raise RuntimeError(f"network {net.id} is training; {what} after it ends (or cancel it)")
+
+
+def create(b, client, h, arrays):
+    spec = Spec(**h["spec"])
+    pins = h.get("placement") or {}
+    if not isinstance(pins, dict) or not all(str(k).isdigit() and 1 <= int(k) <= len(spec.sizes) for k in pins):
+        raise ValueError(f"placement must map layer numbers 1..{len(spec.sizes)} to hosts, got {pins!r}")
+    b.build(client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()})
+
+
+def predict(b, client, h, arrays):
+    net = network(b, h)
+    chunk = int(h.get("chunk") or 256)
+    if chunk < 1:
+        raise ValueError(f"chunk must be at least 1 row, got {chunk}")
+    X = b.encode(net, h, arrays)
+    if len(X) == 0:
+        raise ValueError("no rows to predict")
+    Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, bool(h.get("keep", True)), chunk).begin()
+
+
+def backprop(b, client, h, arrays):
+    net = network(b, h)
+    not_training(net, "backprop")
+    run = h.get("run")
+    if run is not None:  # one backprop of an online run (Network.online)
+        if run in net.cancelled_runs:
+            b.reply(client, h.get("id"), ok=False, error=f"the online run on network {net.id} was cancelled",
+                    cancelled=True)
+            return
+        if run not in net.online_runs and len(net.online_runs) >= MAX_RUNS:
+            net.online_runs.pop(next(iter(net.online_runs)))
+        net.online_runs[run] = net.online_runs.get(run, 0) + 1
+    lr = float(h["learning_rate"])
+    if not np.isfinite(lr) or lr < 0:
+        raise ValueError(f"invalid learning rate: {h['learning_rate']}")
+    if len(arrays) != 1:
+        raise ValueError("backprop needs one array of targets")
+    Backprop(b.ports, net, client, h.get("id"), timeout_of(h), arrays[0], lr).begin()
+
+
+def train(b, client, h, arrays):
+    net = network(b, h)
+    if net.trainer is not None:
+        raise RuntimeError(f"network {net.id} is already training (cancel it with `net.cancel()` or `mesh cancel`)")
+    X = b.encode(net, h, arrays[:-1])
+    Train(b.ports, net, client, h.get("id"), timeout_of(h), X, arrays[-1], h.get("options", {})).begin()
+
+
+def cancel(b, client, h, arrays):
+    net = network(b, h)
+    if len(net.cancelled_runs) > MAX_RUNS:
+        net.cancelled_runs.clear()
+    Cancel(b.ports, net, client, h.get("id"), timeout_of(h)).begin()
+
+
+def weights(b, client, h, arrays):
+    def then(job, layers, optim):
+        job.reply([a for W, b_ in layers for a in (W, b_)], layers=len(layers), steps=job.steps)
+    Collect(b.ports, network(b, h), client, h.get("id"), timeout_of(h), then).begin()
+
+
+def set_weights(b, client, h, arrays):
+    net = network(b, h)
+    not_training(net, "set weights")
+    n = len(net.spec.sizes)
+    if len(arrays) != 2 * n:
+        raise ValueError(f"need W and b for each of {n} layers, got {len(arrays)} arrays")
+    layers = fitting_layers(net.spec, net.inputs, arrays, finite=True)
+    SetWeights(b.ports, net, client, h.get("id"), timeout_of(h), layers).begin()
+
+
+def save(b, client, h, arrays):
+    net = network(b, h)
+
+    def then(job, layers, optim):
+        meta, arrays = pack_state(net, layers, optim)
+        job.reply(arrays, **meta)
+    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then).begin()
+
+
+def load(b, client, h, arrays):
+    spec = Spec(**h["spec"])
+    n = len(spec.sizes)
+    if len(arrays) < 2 * n:
+        raise ValueError(f"a saved network of {n} layers needs {2 * n} arrays, got {len(arrays)}")
+    encoder = Encoder.from_dict(h["encoder"])
+    layers = fitting_layers(spec, len(encoder.keys), arrays)
+    optimizer, at = [], 2 * n
+    for meta in h.get("optimizer", []):
+        k = int(meta["slots"])
+        optimizer.append((meta, arrays[at:at + k]))
+        at += k
+    b.build(client, h.get("id"), spec, timeout_of(h), layers, optimizer or None, encoder)
+
+
+def processes(b, client, h, arrays):
+    b.reply(client, h.get("id"), ok=True, processes=network(b, h, ready=False).records())
+
+
+def status(b, client, h, arrays):
+    b.reply(client, h.get("id"), ok=True, **status_of(b))
+
+
+def status_of(b):
+    """Workers and networks as they are: each network's state is its state machine's."""
+    workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
+                "pid": w["pid"], "groups": len(w["groups"])} for w in b.workers.values()]
+    return {"broker": {"address": b.address, "pid": os.getpid()}, "workers": workers,
+            "networks": [network_status(n) for n in b.nets.values()]}
+
+
+def network_status(n):
+    total, crossing = cross_host_links([[n.groups[g] for g in gids] for gids in n.layers])
+    training = dict(n.progress) if n.trainer is not None else None
+    return {"net": n.id, "state": n.state.value, "failure": n.life.failure, "sizes": n.spec.sizes,
+            "inputs": n.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
+            "alive": sum(g["alive"] for g in n.groups.values()), "links": {"total": total, "cross_host": crossing},
+            "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,
+            "steps": n.sent.done, "restarts": n.restarts, "last_failure": n.last_failure,
+            "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered, "processes": n.records()}
+
+
+def drop(b, client, h, arrays):
+    net = b.nets.get(h.get("net"))
+    if net is None:
+        raise ValueError(f"unknown network {h.get('net')!r}")
+    b.stop_net(net)
+    b.reply(client, h.get("id"), ok=True)
+
+
+def fitting_layers(spec, inputs, arrays, finite=False):
+    """[(W, b)] per layer from the first arrays, each checked against the spec (and, if asked, finite)."""
+    widths = [inputs] + spec.sizes[:-1]
+    layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(spec.sizes))]
+    for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
+        bad_values = finite and not (np.isfinite(W).all() and np.isfinite(b).all())
+        if W.shape != (size, fan_in) or b.shape != (size,) or bad_values:
+            raise ValueError(f"layer {i + 1}: weights {list(W.shape)} and bias {list(b.shape)} do not fit a layer "
+                             f"of {size} neurons with {fan_in} inputs" + (" (or are not finite)" if finite else ""))
+    return layers
+
+
+HANDLERS = {wire.CREATE: create, wire.PREDICT: predict, wire.BACKPROP: backprop, wire.TRAIN: train,
+            wire.CANCEL: cancel, wire.WEIGHTS: weights, wire.SET_WEIGHTS: set_weights, wire.SAVE: save,
+            wire.LOAD: load, wire.PROCESSES: processes, wire.STATUS: status, wire.DROP: drop}
+# requests that need the whole network: while it is rebuilt or read, they wait
+WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}
