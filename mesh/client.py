@@ -92,7 +92,8 @@ class Client:
         return rid
 
     def wait(self, rid, on_progress=None):
-        """The reply to request rid: (header, arrays); RemoteError if the broker refused it."""
+        """The reply to request rid: (header, arrays); RemoteError if the broker refused it.
+        After a KeyboardInterrupt the request is still pending: it may be waited for again."""
         op, wait = self.sent[rid]
         try:
             deadline = time.monotonic() + wait
@@ -104,15 +105,21 @@ class Client:
                                           f"{self._hint()}")
                     continue
                 _, h, out = sockets.recv(self.sock, max_header=1 << 24)
+                self.connected = True
                 if h.get("k") == wire.PROGRESS:
                     if on_progress and h.get("id") == rid:
+                        deadline = time.monotonic() + wait  # long work that reports progress is alive
                         on_progress(h)
                 elif h.get("id") in self.sent:
                     self.answers[h["id"]] = (h, out)
                 # else: a late answer to a request that timed out
-            h, out = self.answers.pop(rid)
-        finally:
+        except KeyboardInterrupt:
+            raise
+        except BaseException:
             del self.sent[rid]
+            raise
+        del self.sent[rid]
+        h, out = self.answers.pop(rid)
         if not h.get("ok"):
             if h.get("cancelled"):
                 raise Cancelled(h.get("error", "cancelled"), h.get("epochs", 0), h.get("steps", 0), h.get("history", ()))

@@ -3,8 +3,12 @@ process ends itself (or its whole worker) right after it applied step k, or
 when its n-th forward arrives. Tests then assert that the fault happened
 where it says, instead of racing a timer against the machine's speed.
 
-    MESH_TEST_FAULTS="n1.2.0@step=5,n1.1.1@fwd=7,n1.3.0@step=40:worker"
+    MESH_TEST_FAULTS="n1.2.0@step=5,n1.1.1@fwd=7,n1.3.0@step=40:worker,n1.1.0@step=3:stop"
     MESH_TEST_FAULTS_LOG=/path/to/log   # required: one line per fault fired
+
+Actions: kill (the default) SIGKILLs the group; worker SIGKILLs its worker
+(and so every group of it); stop SIGSTOPs the group, holding it at that
+point until the test sends SIGCONT (its pid is in the log line).
 
 Each entry fires at most once per log file: the line is written before the
 kill, so the process that replaces the group (and replays step k) does not
@@ -14,7 +18,7 @@ import os
 import signal
 
 ENV, LOG_ENV = "MESH_TEST_FAULTS", "MESH_TEST_FAULTS_LOG"
-ACTIONS = ("kill", "worker")
+ACTIONS = ("kill", "worker", "stop")
 
 
 class Fault:
@@ -25,7 +29,8 @@ class Fault:
         self.count = int(count)
         self.action = action or "kill"
         if self.event not in ("step", "fwd") or self.action not in ACTIONS:
-            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K or GID@fwd=N, optionally :worker")
+            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K or GID@fwd=N, "
+                             f"optionally :worker or :stop")
         self.text = text
 
 
@@ -82,6 +87,9 @@ def _worker_pid():
 
 
 def _fire(fault):
+    if fault.action == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)  # returns once the test sends SIGCONT
+        return
     if fault.action == "worker":
         os.kill(_worker_pid(), signal.SIGKILL)  # its spawner then ends every group, this one included
     os.kill(os.getpid(), signal.SIGKILL)

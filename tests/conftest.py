@@ -67,6 +67,14 @@ def held(pid):
         os.kill(pid, signal.SIGCONT)
 
 
+def wait_until(check, what, seconds=60):
+    """Poll for an event; the deadline only bounds a hang."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def process_state(pid):
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()[0]
@@ -91,6 +99,13 @@ class Harness:
 
     def fired(self):
         return faults.fired(self.faults_log) if self.faults_log else []
+
+    def held_by_fault(self, n=1):
+        """The pid of the group the n-th fault stopped (action :stop), once it is stopped."""
+        wait_until(lambda: len(self.fired()) >= n, f"fault {n} fired")
+        pid = int(self.fired()[n - 1].rsplit(" pid ", 1)[1])
+        wait_until(lambda: process_state(pid) in ("T", "t"), f"group {pid} stopped")
+        return pid
 
     def stop(self):
         pids = set(self.mesh.pids()) | self.group_pids

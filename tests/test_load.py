@@ -9,7 +9,7 @@ from mesh import wire
 from mesh.client import Client, Network
 from mesh.reference import ReferenceNet
 
-from conftest import held
+from conftest import held, wait_until
 
 
 def hammer(address, net_id, X, n, results, i):
@@ -53,13 +53,6 @@ def test_eight_clients_at_once(mesh2):
 
 def network_status(client, net_id):
     return next(n for n in client.status()["networks"] if n["net"] == net_id)
-
-
-def wait_until(check, what, seconds=60):
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 def test_a_flood_does_not_starve_a_single_row(mesh2):

@@ -1,0 +1,215 @@
+"""The broker's jobs driven by events alone: no process, no socket, no clock.
+
+A FakeMesh wires a job's Ports to recorders (what was sent to which group,
+what each client was told) and plays the groups' side by hand: an output
+here, a DONE there, in the order a test chooses. The sequences of the six
+bugs of the last review are replayed here, each in milliseconds."""
+import numpy as np
+import pytest
+
+from mesh import wire
+from mesh.broker.dataflow import Flow
+from mesh.broker.jobs import Backprop, Predict
+from mesh.broker.network import Network
+from mesh.broker.ports import Ports
+from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
+from mesh.broker.training import Cancel, Train
+from mesh.encoder import Encoder
+from mesh.spec import Spec
+
+
+class FakeMesh:
+    """One network, one group per layer, on no worker at all."""
+
+    def __init__(self, sizes=(3, 1), inputs=2):
+        self.now = 0.0
+        self.sent, self.replies, self.abandoned, self.broken = [], [], [], []
+        self.net = net = Network("n1", Spec(list(sizes), dtype="float64"), Encoder(inputs))
+        net.layer1_width = inputs
+        for layer, size in enumerate(sizes):
+            gid = f"n1.{layer + 1}.0"
+            net.layers[layer].append(gid)
+            net.groups[gid] = {"gid": gid, "layer": layer, "index": 0, "lo": 0, "hi": size, "host": "h",
+                               "pid": 100 + layer, "alive": True, "worker_name": "w1", "endpoints": {}}
+        net.life.fire(Event.CREATED)
+        net.snapshot = {"layers": [], "optim": [], "inputs": inputs}
+        self.flow = Flow(self.send, self.abandon)
+        self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=None, respawn=None,
+                           abandon_step=self.abandon, break_net=lambda net, why: self.broken.append(why),
+                           run_deferred=lambda net: None, take_snapshot=lambda net, then: then(),
+                           snapshot_due=lambda net: None, checkpoint_file=lambda name: name,
+                           clock=lambda: self.now)
+
+    # what the broker would do
+    def send(self, net, gid, header, arrays=()):
+        self.sent.append((gid, header, arrays))
+
+    def reply(self, client, req, arrays=(), **fields):
+        self.replies.append((client, req, fields, list(arrays)))
+
+    def abandon(self, net, why):
+        self.abandoned.append(why)
+
+    # what the groups would do
+    def forwards(self):
+        """Passes sent into layer 1 so far, in order."""
+        return [self.net.passes.get(h["seq"]) for gid, h, _ in self.sent if h["k"] == wire.FWD]
+
+    def output(self, p, loss=None):
+        h = {"seq": p.seq, "src": 0}
+        if loss is not None:
+            h["loss"] = loss
+        self.flow.out(self.net, h, [np.full((p.rows, self.net.spec.sizes[-1]), 0.5)])
+
+    def done(self, p):
+        self.flow.done(self.net, {"seq": p.seq}, [])
+
+    def sent_kinds(self, kind):
+        return [h for _, h, _ in self.sent if h["k"] == kind]
+
+    def answer(self, req):
+        return next(fields for _, r, fields, _ in self.replies if r == req and fields.get("k") != wire.PROGRESS)
+
+
+def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1):
+    X = np.arange(rows * 2, dtype=np.float64).reshape(rows, 2) / 10
+    Y = np.full((rows, 1), 0.25)
+    job = Train(m.ports, m.net, "c1", req, 60.0, X, Y, {"epochs": epochs, "batch_size": batch, "mode": mode,
+                                                         "shuffle": False, "micro_batches": 1})
+    job.begin()
+    for gid in m.net.groups:  # every group took the optimizer settings
+        job.on_ready(gid)
+    return job
+
+
+def test_the_state_machine_refuses_what_cannot_happen():
+    life = Lifecycle("n1")
+    with pytest.raises(IllegalTransition, match="train started.*starting"):
+        life.fire(Event.TRAIN_STARTED)
+    for event, state in [(Event.CREATED, State.READY), (Event.TRAIN_STARTED, State.TRAINING),
+                         (Event.GROUP_LOST, State.RECOVERING), (Event.RECOVERED_TRAINING, State.TRAINING),
+                         (Event.TRAIN_ENDED, State.READY), (Event.FAILED, State.FAILED), (Event.DROPPED, State.DROPPED)]:
+        assert life.fire(event, why="a test") is state
+    assert life.failure == "a test"
+    with pytest.raises(IllegalTransition):
+        life.fire(Event.DROPPED)
+    assert {s for s, _ in TRANSITIONS} | {s for s in TRANSITIONS.values()} == set(State)  # every state is reachable
+
+
+def test_a_done_that_overtakes_its_output_still_finishes_training():
+    """Bug 1: in async mode the output group starts the backward before the broker
+    hears the output, so layer 1's DONE can come first; training used to hang."""
+    m = FakeMesh()
+    job = train_job(m, rows=8, batch=4, mode="async")
+    while not job.finished:
+        p = next(p for p in m.forwards() if p is not None and p.seq in m.net.passes and p.in_flight)
+        m.done(p)          # the DONE first
+        m.output(p, loss=0.5)
+    assert m.answer(1)["ok"] and len(m.answer(1)["history"]) == 1
+    assert m.net.state is State.READY and m.net.in_flight == 0 and not m.net.passes
+
+
+def test_a_refused_backward_of_a_pass_the_broker_let_go_rebuilds():
+    """Bug 2: a group refuses the backward of a step whose client was answered and
+    whose passes the broker forgot: the step is half applied, so rebuild."""
+    m = FakeMesh()
+    m.flow.fault(m.net, {"seq": 999, "step": 3, "error": "pass 999 is not held here"}, [])
+    assert m.abandoned == ["step 3 failed: pass 999 is not held here"]
+    m.flow.fault(m.net, {"seq": 998, "error": "a predict's pass"}, [])  # no step: nothing to rebuild
+    assert len(m.abandoned) == 1
+
+
+def test_a_backprop_that_failed_while_waiting_is_never_sent():
+    """Bug 3: a backprop waiting for its predict expires; when the predict is then
+    answered, the backward must not go (its step was abandoned)."""
+    m = FakeMesh()
+    predict = Predict(m.ports, m.net, "c1", 1, 60.0, np.zeros((2, 2)), keep=True, chunk=1).begin()
+    backprop = Backprop(m.ports, m.net, "c1", 2, 0.5, np.ones((2, 1)), 0.1).begin()
+    assert backprop.predict is predict and m.net.awaiting
+    m.now = 1.0
+    backprop.expire()
+    assert not m.answer(2)["ok"] and "did not answer" in m.answer(2)["error"]
+    assert m.abandoned and "backprop step 1" in m.abandoned[0]
+    for p in m.forwards():
+        m.output(p)
+    assert m.answer(1)["ok"]
+    assert m.sent_kinds(wire.BWD) == [] and not m.net.awaiting
+
+
+def test_async_passes_sent_again_after_a_recovery_take_new_step_ids():
+    """Bug 4: after a recovery every id handed out counts as done; a pass sent again
+    under its old id would be taken as applied and skipped by the groups."""
+    m = FakeMesh()
+    job = train_job(m, rows=8, batch=4, mode="async")
+    old = {p.step for p in m.forwards()}
+    m.net.all_steps_done()  # what the recovery does before restarting the job
+    job.restart()
+    new = [p for p in m.forwards()[len(old):] if p is not None]
+    assert new and all(p.step > max(old) for p in new)
+
+
+def test_a_second_remembered_predict_keeps_the_first_in_flight():
+    """Bug 5: a pipelining client sends a second remembered predict before the first
+    is answered: the first must still be answered, whole."""
+    m = FakeMesh()
+    first = Predict(m.ports, m.net, "c1", 1, 60.0, np.zeros((3, 2)), keep=True, chunk=1).begin()
+    Predict(m.ports, m.net, "c1", 2, 60.0, np.zeros((1, 2)), keep=True, chunk=1).begin()
+    for p in m.forwards():
+        m.output(p)
+    assert m.answer(1)["ok"] and m.replies[0][3][0].shape == (3, 1)
+    assert m.answer(2)["ok"]
+    assert not first.passes[0].keep  # forgotten once answered
+    assert [p.rows for p in m.net.remembered["c1"]] == [1]
+
+
+def test_a_backprop_finds_its_predict_among_all_its_passes():
+    """Bug 6: after a recovery the answered passes of a predict belong to no job; the
+    backprop must find the predict through a pass still on its way."""
+    m = FakeMesh()
+    predict = Predict(m.ports, m.net, "c1", 1, 60.0, np.zeros((2, 2)), keep=True, chunk=1).begin()
+    first, second = m.forwards()
+    m.output(first)
+    first.job = None  # as a recovery leaves an answered, re-forwarded pass
+    backprop = Backprop(m.ports, m.net, "c1", 2, 60.0, np.ones((2, 1)), 0.1).begin()
+    assert backprop.predict is predict
+    m.output(second)
+    assert m.answer(2)["ok"] and len(m.sent_kinds(wire.BWD)) == 2
+
+
+def test_cancel_stops_training_at_a_step_boundary():
+    """Cancel mid-step: the step in flight is sent whole, no new step is handed out,
+    the network is ready, and both the trainer and the canceller are told."""
+    m = FakeMesh()
+    job = train_job(m, rows=16, batch=4, mode="exact", epochs=3)
+    first = m.forwards()
+    assert len(first) == 1 and m.net.state is State.TRAINING
+    cancel = Cancel(m.ports, m.net, "c2", 7, 60.0).begin()
+    assert not cancel.finished  # a step is on its way
+    m.output(first[0], loss=0.25)  # the step's output: its backward went from the output group
+    assert len(m.forwards()) == 1  # nothing more was sent
+    told = m.answer(1)
+    assert told["ok"] is False and told["cancelled"] and told["steps"] == 1 and told["epochs"] == 0
+    assert m.answer(7) == {"ok": True, "cancelled": ["train"], "epochs": 0, "steps": 1, "state": "ready"}
+    assert m.net.state is State.READY and m.net.trainer is None and job.finished
+    assert m.net.sent.done == m.net.step == 1  # every id handed out was sent
+
+
+def test_cancel_between_async_steps_leaves_no_id_unsent():
+    m = FakeMesh()
+    train_job(m, rows=400, batch=4, mode="async")
+    in_flight = [p for p in m.forwards() if p is not None]
+    assert 0 < len(in_flight) <= m.net.window  # async keeps a window, not the whole epoch, in flight
+    Cancel(m.ports, m.net, "c2", 7, 60.0).begin()
+    for p in in_flight:
+        m.output(p, loss=0.1)
+        m.done(p)
+    assert m.answer(1)["cancelled"] and m.answer(1)["steps"] == len(in_flight)
+    assert m.net.sent.done == m.net.step and m.net.state is State.READY
+
+
+def test_cancel_with_nothing_running_answers_at_once():
+    m = FakeMesh()
+    m.net.online_runs["r1"] = 3
+    Cancel(m.ports, m.net, "c2", 7, 60.0).begin()
+    assert m.answer(7) == {"ok": True, "cancelled": ["online"], "state": "ready"}
+    assert "r1" in m.net.cancelled_runs
