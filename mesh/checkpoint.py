@@ -24,14 +24,53 @@ def pack_state(net, layers, optim):
     return {"spec": net.spec.to_dict(), "encoder": net.encoder.to_dict(), "optimizer": metas}, arrays
 
 
-def write(path, meta, arrays):
-    named = {f"a{i:04d}": a for i, a in enumerate(arrays)}
-    blob = json.dumps(dict(meta, format=FORMAT, arrays=len(arrays))).encode()
-    tmp = f"{path}.partial"
-    with open(tmp, "wb") as f:  # written aside, then renamed: a crash never leaves half a checkpoint
-        np.savez(f, **{"meta.json": np.frombuffer(blob, dtype=np.uint8)}, **named)
-    os.replace(tmp, path)
+def slot_index(layers, layer, slots):
+    """Where layer `layer`'s first optimizer slot goes, when every layer has `slots`."""
+    return 2 * layers + layer * slots
 
+
+def write(path, meta, arrays):
+    with Writer(path) as w:
+        for i, a in enumerate(arrays):
+            w.add(i, a)
+        w.finish(meta)
+
+
+class Writer:
+    """A checkpoint written array by array, so that no one process ever holds a
+    whole network to save it: the same .npz layout np.savez makes. Written
+    aside, then renamed by finish(): a crash never leaves half a checkpoint."""
+
+    def __init__(self, path):
+        self.path, self.tmp = path, f"{path}.partial"
+        self.zip = zipfile.ZipFile(self.tmp, "w", allowZip64=True)
+        self.count = 0
+
+    def add(self, index, array):
+        with self.zip.open(f"a{index:04d}.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array(f, np.asarray(array), allow_pickle=False)
+        self.count += 1
+
+    def finish(self, meta):
+        blob = json.dumps(dict(meta, format=FORMAT, arrays=self.count)).encode()
+        with self.zip.open("meta.json.npy", "w") as f:
+            np.lib.format.write_array(f, np.frombuffer(blob, dtype=np.uint8), allow_pickle=False)
+        self.zip.close()
+        os.replace(self.tmp, self.path)
+        self.zip = None
+
+    def abandon(self):
+        """Not finished: leave nothing behind."""
+        if self.zip is not None:
+            self.zip.close()
+            os.remove(self.tmp)
+            self.zip = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.abandon()
 
 def read(path):
     try:

@@ -283,9 +283,22 @@ class Network:
         return {k: h[k] for k in ("cancelled", "epochs", "steps", "state") if k in h}
 
     def weights(self):
-        """[(W, b), ...] per layer, W shaped (outputs, inputs)."""
-        h, out = self._call(wire.WEIGHTS)
-        return [(out[2 * i], out[2 * i + 1]) for i in range(h["layers"])]
+        """[(W, b), ...] per layer, W shaped (outputs, inputs); fetched a layer at a time."""
+        return [(W, b) for _, (W, b) in self._each_layer()]
+
+    def layer(self, i):
+        """(W, b) of layer i (0 = the first hidden layer)."""
+        _, out = self._call(wire.WEIGHTS, layer=i)
+        return out[0], out[1]
+
+    def _each_layer(self):
+        """(header, (W, b)) of every layer, one request each."""
+        layer, layers = 0, 1
+        while layer < layers:
+            h, out = self._call(wire.WEIGHTS, layer=layer)
+            layers = h["layers"]
+            yield h, (out[0], out[1])
+            layer += 1
 
     def set_weights(self, layers):
         """Replace every layer's (W, b); optimizer state starts afresh."""
@@ -293,8 +306,7 @@ class Network:
 
     def steps(self):
         """{gid: optimizer steps applied by that group}: every group should agree."""
-        h, _ = self._call(wire.WEIGHTS)
-        return h["steps"]
+        return {gid: t for h, _ in self._each_layer() for gid, t in h["steps"].items()}
 
     def processes(self):
         """One record per group process: gid, layer, neurons [lo, hi), pid, host, worker."""
@@ -302,10 +314,22 @@ class Network:
         return h["processes"]
 
     def save(self, path):
-        """Weights, optimizer state, encoder and spec, as plain data (npz with a JSON member)."""
-        from .checkpoint import write
-        h, out = self._call(wire.SAVE)
-        write(path, {"spec": h["spec"], "encoder": h["encoder"], "optimizer": h["optimizer"]}, out)
+        """Weights, optimizer state, encoder and spec, as plain data (npz with a JSON member),
+        written a layer at a time: neither this process nor the broker holds the network whole."""
+        from .checkpoint import Writer, slot_index
+        with Writer(path) as w:
+            metas, layer, layers = [], 0, 1
+            while layer < layers:
+                h, out = self._call(wire.SAVE, layer=layer)
+                layers, (meta,) = h["layers"], h["optimizer"]
+                W, b, *slots = out
+                w.add(2 * layer, W)
+                w.add(2 * layer + 1, b)
+                for i, s in enumerate(slots):
+                    w.add(slot_index(layers, layer, len(slots)) + i, s)
+                metas.append(meta)
+                layer += 1
+            w.finish({"spec": h["spec"], "encoder": h["encoder"], "optimizer": metas})
 
     def drop(self):
         """End this network's processes."""

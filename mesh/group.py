@@ -31,6 +31,7 @@ import zmq
 from . import heartbeat, sockets, wire
 from .faults import Faults
 from .head import loss_and_grad
+from .keeper import Keeper, Snapshot
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
@@ -72,8 +73,13 @@ class Group:
         self.applied = Watermark()    # steps applied here
         self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
-                         wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set, wire.OPTIM: self.optim,
-                         wire.STOP: self.stop}
+                         wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set,
+                         wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
+                         wire.REPLICA: self.replica, wire.STOP: self.stop}
+        self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
+        self.keeper_sock = None       # where its replica goes
+        self.restoring = None         # (step, function) while it waits for its replica
+        self.peers = {}               # endpoint -> PUSH socket, for replicas sent on request
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
@@ -141,18 +147,73 @@ class Group:
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
-        """Weights and neighbours; everything in flight is forgotten (a recovery resends it)."""
-        W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+        """Neighbours, and weights: given, or restored from a snapshot (its own, or its
+        keeper's replica); everything in flight is forgotten (a recovery resends it)."""
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.waiting.clear()
-        self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
             sock.close()
         self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
         self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
+        if self.keeper_sock is not None:
+            self.keeper_sock.close()
+        keeper = h.get("keeper")
+        self.keeper_sock = self._dial(*keeper) if keeper else None
+        restore = h.get("restore")
+        if restore is None:
+            W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+            self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
+        elif restore.get("from") is None:
+            self.neurons = self.keeper.restore_own(int(restore["snap"]), h["function"])
+        else:  # this process is new: its state is with its keeper
+            self.restoring = (int(restore["snap"]), h["function"])
+            endpoint, key = restore["from"]
+            sockets.send(self._peer(endpoint, key), {"k": wire.FETCH, "net": self.net, "tok": self.token,
+                                                     "of": self.gid, "snap": self.restoring[0],
+                                                     "to": [restore["reply_to"], self._public_key()]})
+            return  # ready once the replica is here
+        self.tell_broker({"k": wire.READY})
+
+    def _public_key(self):
+        return self.keys.public.decode() if self.keys is not None else None
+
+    def _peer(self, endpoint, key):
+        """A PUSH socket to a group outside the wiring (a keeper, or one asking for a replica)."""
+        if endpoint not in self.peers:
+            self.peers[endpoint] = self._dial(endpoint, key)
+        return self.peers[endpoint]
+
+    def snap(self, h, arrays):
+        """Keep a copy of this state; send a replica to the keeper."""
+        snap = self.keeper.keep_own(self.neurons, int(h["snap"]), self.applied.done)
+        if self.keeper_sock is not None:
+            sockets.send(self.keeper_sock, {"k": wire.KEEP, "net": self.net, "tok": self.token, "of": self.gid,
+                                            **snap.header()}, snap.arrays())
+        self.tell_broker({"k": wire.SNAPPED, "snap": snap.id, "step": snap.step, "ahead": len(self.applied.ahead),
+                          "bytes": self.keeper.nbytes()})
+
+    def keep(self, h, arrays):
+        """A replica of another group's snapshot, to hand back if that group is rebuilt."""
+        snap = Snapshot.from_message(h, arrays, self.dtype)
+        self.keeper.keep_replica(str(h["of"]), snap)
+        self.tell_broker({"k": wire.KEPT, "of": str(h["of"]), "snap": snap.id})
+
+    def fetch(self, h, arrays):
+        snap = self.keeper.replica(str(h["of"]), int(h["snap"]))
+        endpoint, key = h["to"]
+        sockets.send(self._peer(str(endpoint), key), {"k": wire.REPLICA, "net": self.net, "tok": self.token,
+                                                      "of": h["of"], **snap.header()}, snap.arrays())
+
+    def replica(self, h, arrays):
+        if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
+            raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
+        snap = Snapshot.from_message(h, arrays, self.dtype)
+        self.keeper.adopt(snap)  # its own copy again, should it be needed before the next snapshot
+        self.neurons = snap.neurons(self.restoring[1])
+        self.restoring = None
         self.tell_broker({"k": wire.READY})
 
     def _dial(self, endpoint, key):
@@ -295,6 +356,8 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
+        for sock in group.peers.values():
+            sock.close()
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

@@ -53,6 +53,10 @@ GROW = "grow"            # broker: append input columns (layer 1 only)
 GET = "get"              # broker: send back weights and optimizer state
 SET = "set"              # broker: replace weights and optimizer state
 OPTIM = "optim"          # broker: train with these optimizer settings (fresh state if they differ)
+SNAP = "snap"            # broker: copy your state as the snapshot after step `after`; replica to your keeper
+KEEP = "keep"            # group -> its keeper: a replica of its snapshot ("of": gid, "step")
+FETCH = "fetch"          # group -> keeper: send the replica of "of" at "step" to endpoint "to" (with key)
+REPLICA = "replica"      # keeper -> group: the replica it asked for
 STOP = "stop"            # broker: exit cleanly
 
 # broker inbox (PULL); groups PUSH here
@@ -61,6 +65,8 @@ READY = "ready"          # group wired
 OUT = "out"              # last layer's activations for one pass
 DONE = "done"            # layer-1 group finished the backward of one pass
 STATE = "state"          # reply to GET
+SNAPPED = "snapped"      # reply to SNAP: the step the snapshot is at
+KEPT = "kept"            # a keeper holds the replica of "of" at "step"
 FAULT = "fault"          # a group refused a message; says why
 
 

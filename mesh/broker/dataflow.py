@@ -11,7 +11,7 @@ import numpy as np
 from .. import wire
 
 log = logging.getLogger("mesh.broker")
-ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM}  # they see every step sent before them (group.py)
+ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (group.py)
 
 
 class Flow:

@@ -76,6 +76,8 @@ class Job:
     def on_hello(self, gid): pass
     def on_ready(self, gid): pass
     def on_state(self, gid, header, arrays): pass
+    def on_snapped(self, gid, header): pass
+    def on_kept(self, of, header): pass
     def on_output(self, p): pass
     def on_done(self, p): pass
 
@@ -263,17 +265,20 @@ class Backprop(Job):
 
 
 class Collect(Job):
-    """Ask every group for its weights and optimizer state; answer per layer."""
+    """Ask groups (every group, or one layer's) for their weights and optimizer
+    state; hand then() the layers they make up."""
 
-    def __init__(self, ports, net, client, req, timeout, then):
+    def __init__(self, ports, net, client, req, timeout, then, layer=None):
         super().__init__(ports, net, client, req, timeout)
         self.then = then              # callable(job, layers, optimizer) -> reply
+        self.layer = layer            # None: all of them
+        self.gids = net.layers[layer] if layer is not None else list(net.groups)
 
     def run(self):
         self.states, self.steps = {}, {}
-        self.missing = set(self.net.groups)
+        self.missing = set(self.gids)
         self.after = self.net.sent.done  # what to_group puts in each GET: the groups answer after those steps
-        for gid in self.net.groups:
+        for gid in self.gids:
             self.flow.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
 
     restart = run
@@ -290,7 +295,7 @@ class Collect(Job):
         self.progress()
         if not self.missing:
             layers, optim = [], []
-            for gids in self.net.layers:
+            for gids in (self.net.layers if self.layer is None else [self.gids]):
                 parts = [self.states[g] for g in gids]
                 W = np.concatenate([a[0] for _, a in parts])
                 b = np.concatenate([a[1] for _, a in parts])
@@ -298,6 +303,7 @@ class Collect(Job):
                 meta = parts[0][0]["optimizer"]
                 slots = [np.concatenate([a[2 + i] for _, a in parts]) for i in range(len(parts[0][1]) - 2)]
                 optim.append((meta, slots))
+            self.states = {}  # let go of the arrays before the reply is built
             self.then(self, layers, optim)
 
 

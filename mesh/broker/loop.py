@@ -32,7 +32,7 @@ from .network import Network
 from .placement import place_pinned, wiring
 from .ports import Ports
 from .recovery import Recover
-from .snapshots import snapshot_due, take_snapshot
+from .snapshots import restore_plan, snapshot_due, take_snapshot
 from .states import Event, State
 from .steplog import SNAPSHOT_EVERY
 
@@ -72,7 +72,7 @@ class Broker:
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
         self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
                           wire.OUT: self.flow.out, wire.DONE: self.flow.done, wire.STATE: self.state,
-                          wire.FAULT: self.flow.fault}
+                          wire.SNAPPED: self.snapped, wire.KEPT: self.kept, wire.FAULT: self.flow.fault}
         self.running = True
 
     # -- the loop --------------------------------------------------------
@@ -279,7 +279,7 @@ class Broker:
             w = self.workers[wid]
             g.update(worker=wid, worker_name=w["name"], host=w["host"], key=w["key"])
         self.workers[g["worker"]]["groups"].add(gid)
-        g.update(pid=None, endpoints={})
+        g.update(pid=None, endpoints={}, snaps=set(), holds=set())  # a new process holds no snapshot
         old = net.push.pop(gid, None)
         if old is not None:
             old.close()
@@ -334,6 +334,23 @@ class Broker:
         for job in list(net.jobs):
             job.on_ready(h["gid"])
 
+    def snapped(self, net, h, arrays):
+        """A group copied its state as snapshot h["snap"]."""
+        g = net.groups[h["gid"]]
+        g["snaps"] = {i for i in g["snaps"] if i >= h["snap"] - 1} | {h["snap"]}  # it keeps the last two
+        g["kept_bytes"] = h.get("bytes")
+        for job in list(net.jobs):
+            job.on_snapped(h["gid"], h)
+
+    def kept(self, net, h, arrays):
+        """Group h["gid"] keeps the replica of group h["of"]'s snapshot h["snap"]."""
+        if h.get("of") not in net.groups:
+            return
+        g = net.groups[h["gid"]]
+        g["holds"] = {(of, i) for of, i in g["holds"] if of != h["of"] or i >= h["snap"] - 1} | {(h["of"], h["snap"])}
+        for job in list(net.jobs):
+            job.on_kept(h["of"], h)
+
     def state(self, net, h, arrays):
         for job in list(net.jobs):
             job.on_state(h["gid"], h, arrays)
@@ -354,19 +371,24 @@ class Broker:
             w = self.workers[wid]
             net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": lo, "hi": hi, "worker": wid,
                                "worker_name": w["name"], "host": w["host"], "key": w["key"], "pid": None,
-                               "endpoints": {}, "alive": False, "heard": 0.0}
+                               "endpoints": {}, "alive": False, "heard": 0.0,
+                               "snaps": set(), "holds": set()}  # snapshots it holds: its own, others' replicas
             w["groups"].add(gid)
         self.nets[net.id] = net
         return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()
 
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
-        """Every group has said hello: send each its weights and its neighbours
-        (and, when restoring, its optimizer state, step count included)."""
+        """Every group has said hello: send each its neighbours and its weights, or,
+        when restoring, where its state is: its own snapshot, or its keeper's replica."""
         spec = net.spec
         net.all_steps_done()
-        setups = wiring([[net.groups[g] for g in gids] for gids in net.layers])
+        records = [[net.groups[g] for g in gids] for gids in net.layers]
+        setups = wiring(records)
+        plan = restore_plan(net, [g for layer in records for g in layer]) if restore else {}
         for layer, gids in enumerate(net.layers):
-            if layers is not None:
+            if restore:
+                W = b = None
+            elif layers is not None:
                 W, b = layers[layer]
             elif layer == 0:
                 W, b = np.zeros((spec.sizes[0], 0), spec.dtype), np.zeros(spec.sizes[0], spec.dtype)
@@ -378,9 +400,12 @@ class Broker:
                 g = net.groups[gid]
                 header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen,
                           "applied": net.step, **setups[gid]}
+                if restore:
+                    self.flow.to_group(net, gid, dict(header, restore=plan[gid]))
+                    continue
                 arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
                 self.flow.to_group(net, gid, header, arrays)
-                if meta.get("has_slots") or (restore and meta):
+                if meta.get("has_slots"):
                     sl = [s[g["lo"]:g["hi"]] for s in slots]
                     self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 

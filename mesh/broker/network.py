@@ -39,7 +39,8 @@ class Network:
         self.cancelled_runs = set()  # online runs a cancel stopped: their next backprops are refused
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
-        self.snapshot = None      # every group's weights and optimizer state after a known step
+        self.snapshot = None      # the last whole snapshot: its id, step and input width (the groups hold it)
+        self.snapshots_taken = 0
         self.log = []             # what changed them since: ("grow", cols) ("optim", settings) ("step", ...)
         self.restarts = 0
         self.last_failure = None

@@ -53,12 +53,27 @@ def link(src_host, dst):
     return dst["endpoints"]["tcp"]
 
 
+def keepers(groups):
+    """Who keeps whose snapshot replica: for each group (in network order), the next
+    group on another host, so that a lost host is still recoverable; failing that,
+    on another worker; failing that, the next group; with one group, nobody.
+    -> {gid: keeper record or None}"""
+    out = {}
+    for i, g in enumerate(groups):
+        ring = groups[i + 1:] + groups[:i]
+        out[g["gid"]] = (next((k for k in ring if k["host"] != g["host"]), None)
+                         or next((k for k in ring if k.get("worker") != g.get("worker")), None)
+                         or (ring[0] if ring else None))
+    return out
+
+
 def wiring(layers):
-    """Per group: the setup fields for its neighbours.
+    """Per group: the setup fields for its neighbours and its keeper.
 
     layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
     endpoints. Forward goes to every group of the next layer; backward sends
     each group of the previous layer its columns [lo, hi) of dL/dx."""
+    keeper = keepers([g for layer in layers for g in layer])
     setups = {}
     for l, layer in enumerate(layers):
         prev = layers[l - 1] if l > 0 else []
@@ -70,5 +85,6 @@ def wiring(layers):
                 "fan_out": len(nxt) or 1,   # the last layer hears from the broker alone
                 "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key")] for d in nxt],
                 "up": [[link(g["host"], u), u["lo"], u["hi"], u.get("key")] for u in prev],
+                "keeper": keeper[g["gid"]] and [link(g["host"], keeper[g["gid"]]), keeper[g["gid"]].get("key")],
             }
     return setups

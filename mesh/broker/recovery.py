@@ -1,18 +1,21 @@
 """Surviving dead processes: the Recover job.
 
-The broker keeps, per network, a snapshot of every group's weights and
-optimizer state, read after a known step (snapshots.py), and a log of what
-changed them since: input growth, optimizer changes, and every step whose
+Every group keeps a snapshot of its own weights and optimizer state, read
+after a known step, and a replica of another's (snapshots.py, keeper.py); the
+broker keeps a log of what changed them since: input growth, optimizer changes, and every step whose
 backward was sent (steplog.py). When a group or a whole worker dies, Recover
 respawns the dead groups (on their worker if it lives, else on another),
 rewires every group under a new generation number (so messages still in
-flight from before are dropped), restores the snapshot, replays the log step
-by step with the same micro-batches, forwards again the passes kept for a
-backprop, and then restarts the requests that were interrupted. The replayed
+flight from before are dropped), has each restore the snapshot (a new process
+fetches the replica from its keeper), replays the log step by step with the
+same micro-batches, forwards again the passes kept for a backprop, takes a
+fresh snapshot (the replicas the lost processes kept are gone), and then
+restarts the requests that were interrupted. The replayed
 maths is the same, in the same order, so exact training ends with the
 weights of a run without faults."""
 from .. import wire
 from .jobs import Job
+from .snapshots import StateLost
 from .states import Event
 from .steplog import resubmit, send_step_backward, submit_step
 
@@ -65,8 +68,10 @@ class Recover(Job):
         self.progress()
         self.stage = "rewire"
         self.missing = set(self.net.groups)
-        snap = self.net.snapshot
-        self.ports.wire_up(self.net, snap["layers"], snap["optim"], restore=True)
+        try:
+            self.ports.wire_up(self.net, restore=True)
+        except StateLost as e:
+            self.fail(str(e))
 
     def on_ready(self, gid):
         if self.stage in ("rewire", "optim"):
@@ -135,9 +140,12 @@ class Recover(Job):
             if p.job is self:
                 p.job = None
         net.life.fire(Event.RECOVERED_TRAINING if net.trainer is not None else Event.RECOVERED)
+        # a fresh snapshot first: the replicas the lost processes kept for others are gone
+        self.ports.take_snapshot(net, self.restart_interrupted)
+
+    def restart_interrupted(self):
         for job in self.interrupted:
             if not job.finished:
-                net.jobs.add(job)
+                self.net.jobs.add(job)
                 job.progress()
                 job.restart()
-        self.ports.run_deferred(net)

@@ -99,10 +99,24 @@ def cancel(b, client, h, arrays):
     Cancel(b.ports, net, client, h.get("id"), timeout_of(h)).begin()
 
 
+def layer_of(net, h):
+    """The layer a request names (0-based), or None for all of them."""
+    layer = h.get("layer")
+    if layer is None:
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < len(net.layers):
+        raise ValueError(f"layer must be 0..{len(net.layers) - 1}, got {layer!r}")
+    return layer
+
+
 def weights(b, client, h, arrays):
+    """W and b of one layer ("layer": i), or of all: clients ask layer by layer, so
+    that no one process, the broker included, holds a big network whole."""
+    net = network(b, h)
+
     def then(job, layers, optim):
-        job.reply([a for W, b_ in layers for a in (W, b_)], layers=len(layers), steps=job.steps)
-    Collect(b.ports, network(b, h), client, h.get("id"), timeout_of(h), then).begin()
+        job.reply([a for W, b_ in layers for a in (W, b_)], layers=len(net.layers), steps=job.steps)
+    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then, layer_of(net, h)).begin()
 
 
 def set_weights(b, client, h, arrays):
@@ -116,12 +130,13 @@ def set_weights(b, client, h, arrays):
 
 
 def save(b, client, h, arrays):
+    """What a checkpoint holds, of one layer ("layer": i) or of all: W, b, optimizer slots."""
     net = network(b, h)
 
     def then(job, layers, optim):
         meta, arrays = pack_state(net, layers, optim)
-        job.reply(arrays, **meta)
-    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then).begin()
+        job.reply(arrays, layers=len(net.layers), **meta)
+    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then, layer_of(net, h)).begin()
 
 
 def load(b, client, h, arrays):

@@ -1,28 +1,63 @@
-"""Snapshots: every group's weights and optimizer state, read after a known
-step, kept by the broker as the state a recovery restores. While one is
-taken the network's requests wait (Network.snapshotting); the log then keeps
-only the steps after it."""
-from .jobs import Collect
+"""Snapshots: every group copies its own weights and optimizer state, read
+after a known step, and sends a replica to its keeper (keeper.py); the broker
+keeps only which snapshot is whole (its number, step and input width). While
+one is taken the network's requests wait (Network.snapshotting); once every
+group has its copy and every replica is kept, the log keeps only the steps
+after it."""
+from .. import wire
+from .jobs import Job
+from .placement import link
 
 SNAPSHOT_TIMEOUT = 600.0
 
 
-class Snapshot(Collect):
-    """Collect every group's state for the network's own keeping; a failure unpauses it."""
-
+class Snapshot(Job):
     def __init__(self, ports, net, then):
-        super().__init__(ports, net, None, None, SNAPSHOT_TIMEOUT, self.keep)
-        self.after_kept = then
+        super().__init__(ports, net, None, None, SNAPSHOT_TIMEOUT)
+        self.then = then
 
-    def keep(self, job, layers, optim):
+    def run(self):
         net = self.net
-        if {(h.get("applied"), h.get("ahead")) for h, _ in self.states.values()} != {(self.after, 0)}:
-            return self.run()  # a group applied a later step before it read its state: ask again
-        net.snapshot = {"layers": layers, "optim": optim, "inputs": net.layer1_width}
+        net.snapshots_taken += 1
+        self.id = net.snapshots_taken
+        self.after = net.sent.done  # what to_group puts in each SNAP: the groups copy after those steps
+        self.copying = set(net.groups)
+        self.keeping = set(net.groups) if len(net.groups) > 1 else set()  # replicas to be kept
+        self.late = False
+        for gid in net.groups:
+            self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id})
+
+    restart = run
+
+    def waiting_for(self):
+        missing = sorted(self.copying)[:3] or [f"the keeper of {g}" for g in sorted(self.keeping)[:3]]
+        return f"snapshot {self.id} of network {self.net.id}: {', '.join(missing)}"
+
+    def on_snapped(self, gid, h):
+        if h.get("snap") != self.id or gid not in self.copying:
+            return
+        self.copying.discard(gid)
+        self.late |= (h.get("step"), h.get("ahead")) != (self.after, 0)
+        self.progress()
+        self.maybe_done()
+
+    def on_kept(self, of, h):
+        if h.get("snap") == self.id:
+            self.keeping.discard(of)
+            self.progress()
+            self.maybe_done()
+
+    def maybe_done(self):
+        if self.copying or self.keeping:
+            return
+        if self.late:  # a group applied a later step before it copied its state: again
+            return self.run()
+        net = self.net
+        net.snapshot = {"id": self.id, "step": self.after, "inputs": net.layer1_width}
         net.log = [e for e in net.log if e[0] == "step" and e[1] > self.after]
         net.snapshotting = False
         self.end()
-        self.after_kept()
+        self.then()
         self.ports.run_deferred(net)
 
     def fail(self, error, **fields):
@@ -33,8 +68,7 @@ class Snapshot(Collect):
 
 
 def take_snapshot(ports, net, then):
-    """Pause the network's requests, collect every group's state, keep it, then then().
-    Groups answer once they have applied every step sent before the request."""
+    """Pause the network's requests, have every group copy its state, then then()."""
     net.snapshotting = True
     Snapshot(ports, net, then).begin()
 
@@ -43,3 +77,27 @@ def snapshot_due(ports, net, every):
     """Take a snapshot if the log has grown long enough (only between steps)."""
     if len(net.log) >= every and not net.waits():
         take_snapshot(ports, net, lambda: None)
+
+
+class StateLost(RuntimeError):
+    """A group's snapshot survives neither in its own process nor with its keeper."""
+
+
+def restore_plan(net, groups):
+    """{gid: the SETUP's restore field}: each group restores the last whole snapshot
+    from its own copy, or, if its process is new, fetches it from the group that
+    keeps its replica. StateLost when neither survived."""
+    snap = net.snapshot["id"]
+    plan = {}
+    for g in groups:
+        if snap in g.get("snaps", ()):
+            plan[g["gid"]] = {"snap": snap}
+            continue
+        keeper = next((k for k in groups if (g["gid"], snap) in k.get("holds", ())), None)
+        if keeper is None:
+            raise StateLost(f"the state of {net.describe(g['gid'])} was lost: its process and the replica of "
+                            f"snapshot {snap} are both gone")
+        plan[g["gid"]] = {"snap": snap, "from": [link(g["host"], keeper), keeper.get("key")],
+                          "reply_to": link(keeper["host"], g)}
+        g["snaps"] = {snap}  # it adopts the replica as its own copy
+    return plan

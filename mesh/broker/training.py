@@ -18,9 +18,9 @@ client hears `cancelled` with the epochs and steps completed.
 """
 import numpy as np
 
-from .. import checkpoint, wire
-from ..checkpoint import pack_state
+from .. import wire
 from ..optim import Optimizer
+from .checkpoints import WriteCheckpoint
 from .jobs import Job
 from .states import Event
 from .steplog import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step
@@ -270,7 +270,7 @@ class Train(Job):
         if not self.finishing or self.outstanding or self.finished:
             return
         if self.o["checkpoint_every"]:  # the last state too
-            self.ports.take_snapshot(self.net, lambda: self.write_checkpoint() and self.done())
+            self.write_checkpoint(self.done)
         else:
             self.done()
 
@@ -287,22 +287,16 @@ class Train(Job):
         if self.net.snapshotting:  # a snapshot is on its way already
             then()
         elif every and self.steps_done % every == 0:
-            self.ports.take_snapshot(self.net, lambda: self.write_checkpoint() and then())
+            self.write_checkpoint(then)
         elif len(self.net.log) >= SNAPSHOT_EVERY:
             self.ports.take_snapshot(self.net, then)
         else:
             then()
 
-    def write_checkpoint(self):
-        """The snapshot just taken, to disk: `mesh.Client.load` resumes from it, even after a broker restart."""
-        snap = self.net.snapshot
-        meta, arrays = pack_state(self.net, snap["layers"], snap["optim"])
-        try:
-            checkpoint.write(self.o["checkpoint_path"], dict(meta, steps=self.steps_done), arrays)
-            return True
-        except OSError as e:
-            self.fail(f"cannot write checkpoint {self.o['checkpoint_path']}: {e}")
-            return False
+    def write_checkpoint(self, then):
+        """The network's state now, to disk: `mesh.Client.load` resumes from it, even after a broker restart."""
+        WriteCheckpoint(self.ports, self.net, self.o["checkpoint_path"], {"steps": self.steps_done}, then,
+                        self.fail).begin()
 
     def report(self):
         now = self.ports.clock()
