@@ -213,3 +213,79 @@ def test_cancel_with_nothing_running_answers_at_once():
     Cancel(m.ports, m.net, "c2", 7, 60.0).begin()
     assert m.answer(7) == {"ok": True, "cancelled": ["online"], "state": "ready"}
     assert "r1" in m.net.cancelled_runs
+
+
+class Recording(FakeMesh):
+    """FakeMesh whose broker-side ports record their calls too."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        self.calls = []
+        self.snapshots = []
+        self.ports.respawn = lambda net, gid: self.calls.append(("respawn", gid))
+        self.ports.wire_up = lambda net, layers=None, optimizer=None, restore=False: self.calls.append(
+            ("wire_up", restore))
+        self.ports.take_snapshot = lambda net, then: self.snapshots.append(then)
+
+
+def test_create_spawns_wires_and_snapshots_before_it_answers():
+    from mesh.broker.jobs import Create
+    m = Recording()
+    m.net.life = Lifecycle("n1")  # a new network: starting
+    job = Create(m.ports, m.net, "c1", 1, 60.0).begin()
+    assert m.calls == [("respawn", "n1.1.0"), ("respawn", "n1.2.0")]
+    job.on_hello("n1.1.0")
+    assert ("wire_up", False) not in m.calls  # not before every group said hello
+    job.on_hello("n1.2.0")
+    job.on_ready("n1.1.0")
+    job.on_ready("n1.2.0")
+    assert m.net.state is State.STARTING and not m.replies  # the snapshot first
+    m.snapshots.pop()()
+    assert m.net.state is State.READY and m.answer(1) == {"ok": True, "net": "n1", "groups": 2, "inputs": m.net.inputs}
+
+
+def test_a_snapshot_is_whole_only_when_every_copy_and_replica_is_in():
+    from mesh.broker.snapshots import Snapshot
+    m = FakeMesh()
+    m.net.log = [("step", 1, [], 1, 0.1), ("step", 2, [], 1, 0.1)]
+    m.net.sent.mark(1)
+    done = []
+    job = Snapshot(m.ports, m.net, lambda: done.append(True)).begin()
+    snaps = m.sent_kinds(wire.SNAP)
+    assert len(snaps) == 2 and {h["after"] for h in snaps} == {1}
+    job.on_snapped("n1.1.0", {"snap": job.id, "step": 2, "ahead": 0})  # it had applied a later step
+    job.on_snapped("n1.2.0", {"snap": job.id, "step": 1, "ahead": 0})
+    job.on_kept("n1.1.0", {"snap": job.id})
+    job.on_kept("n1.2.0", {"snap": job.id})
+    assert not done and len(m.sent_kinds(wire.SNAP)) == 4  # asked again, under a new number
+    for gid in m.net.groups:
+        job.on_snapped(gid, {"snap": job.id, "step": 1, "ahead": 0})
+    job.on_kept("n1.1.0", {"snap": job.id})
+    assert not done  # one replica is not kept yet
+    job.on_kept("n1.2.0", {"snap": job.id})
+    assert done and m.net.snapshot == {"id": job.id, "step": 1, "inputs": 2}
+    assert [e[1] for e in m.net.log] == [2]  # the log keeps only what came after
+
+
+def test_recovery_replays_the_log_then_snapshots_then_restarts_the_interrupted():
+    from mesh.broker.recovery import Recover
+    m = Recording()
+    X, T = np.zeros((2, 2)), np.ones((2, 1))
+    m.net.log = [("step", 1, [(X, T)], 2, 0.1)]
+    m.net.groups["n1.2.0"]["alive"] = False
+    restarted = []
+    predict = Predict(m.ports, m.net, "c1", 5, 60.0, X, keep=False, chunk=2)
+    predict.restart = lambda: restarted.append(predict)
+    job = Recover(m.ports, m.net, "group n1.2.0 died", [predict]).begin()
+    assert m.net.state is State.RECOVERING and m.net.restarts == 1 and m.calls == [("respawn", "n1.2.0")]
+    job.on_hello("n1.2.0")
+    assert m.calls[-1] == ("wire_up", True)
+    job.on_ready("n1.1.0")
+    job.on_ready("n1.2.0")
+    replay, = m.forwards()  # the logged step, again
+    m.output(replay)
+    assert len(m.sent_kinds(wire.BWD)) == 1
+    m.done(replay)
+    assert m.net.state is State.READY and not restarted  # a fresh snapshot comes first
+    m.snapshots.pop()()
+    assert restarted == [predict]
