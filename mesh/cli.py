@@ -9,7 +9,8 @@ import time
 
 import click
 
-from .lifecycle import die_with_parent, limit_blas_here, raise_on_sigterm
+from . import __version__
+from .lifecycle import die_with_parent, limit_blas_here, name_process, raise_on_sigterm
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker.")
@@ -48,6 +49,7 @@ def _call(fn):
 
 
 @click.group(context_settings={"auto_envvar_prefix": "MESH", "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mesh", message="%(prog)s %(version)s")
 def cli():
     """neuromesh: a neural network run as a mesh of processes talking ZeroMQ."""
 
@@ -78,6 +80,7 @@ def _keys(keys_dir, role, address, insecure):
               help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
 def broker(bind, keys_dir, insecure, checkpoint_dir):
     """Run the broker in the foreground."""
+    name_process("mesh broker")
     _lifetime()
     raise_on_sigterm()
     logging_setup()
@@ -99,6 +102,7 @@ def broker(bind, keys_dir, insecure, checkpoint_dir):
 @insecure_option
 def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
+    name_process("mesh worker")
     _lifetime()
     limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
     raise_on_sigterm()
@@ -110,7 +114,7 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
     if keys_dir:
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
-        main(broker, advertise, listen, slots, keys)
+        main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush())
     except KeyboardInterrupt:
         pass
 
@@ -129,8 +133,9 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @keys_option
 def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
+    name_process("mesh up")
     raise_on_sigterm()
-    from .local import LocalMesh
+    from .localmesh import LocalMesh
     if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
         os.environ["MESH_KEYS"] = keys_dir
     if hosts_file:
@@ -283,7 +288,7 @@ def drop(net, broker, timeout):
 def demo(names, workers, quick, data):
     """Run the original's experiments on a local mesh (simple, random, ... or all)."""
     from .demos import DEMOS, run
-    from .local import LocalMesh
+    from .localmesh import LocalMesh
     names = list(names) or ["simple"]
     if names == ["all"]:
         names = list(DEMOS)

@@ -45,7 +45,7 @@ def shared_client():
     """One local mesh for every estimator of this process that was given no client."""
     global _shared
     if _shared is None:
-        from .local import LocalMesh
+        from .localmesh import LocalMesh
         _shared = LocalMesh(workers=2, timeout=600)
         _shared.start()
         atexit.register(_stop_shared)

@@ -9,7 +9,7 @@ import signal
 import sys
 import traceback
 
-from .lifecycle import die_with_parent
+from .lifecycle import die_with_parent, name_process
 
 
 class Spawner:
@@ -74,6 +74,7 @@ class Spawner:
 
 def _serve(cmd_fd, report_fd):
     die_with_parent(signal.SIGTERM)
+    name_process("mesh spawner")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which closes our pipe
     children = {}  # pid -> gid
     buf = b""
@@ -136,6 +137,7 @@ def _fork_group(config, fds):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         die_with_parent(signal.SIGKILL)
+        name_process(f"mesh group {config['gid']}")
         from .group import main
         main(config)
     except BaseException:

@@ -100,3 +100,47 @@ def test_up_with_an_unreachable_host_names_it(tmp_path):
     assert r.returncode == 1
     assert "worker host no-such-host.invalid could not be reached" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.fixture
+def started():
+    """Start `mesh ...` processes, each in its own process group, all ended after the test."""
+    procs = []
+
+    def start(*args):
+        p = subprocess.Popen([sys.executable, "-m", "mesh", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             process_group=0, stdin=subprocess.DEVNULL, text=True)
+        procs.append(p)
+        return p
+    yield start
+    for p in procs:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        p.wait()
+        p.stdout.close()
+        p.stderr.close()
+
+
+def read_until(p, text, seconds=30):
+    """The lines p printed, up to and including the first that holds text."""
+    seen = []
+    while not (seen and text in seen[-1]):
+        ready, _, _ = select.select([p.stdout], [], [], seconds)
+        line = p.stdout.readline() if ready else ""
+        assert line, f"no line with {text!r} within {seconds}s; got {seen}"
+        seen.append(line)
+    return seen
+
+
+def test_worker_says_when_it_starts_registers_or_finds_no_broker(started):
+    with closed_port() as port:
+        lonely = started("worker", "--broker", f"tcp://127.0.0.1:{port}")
+        lines = read_until(lonely, "no broker answers")  # after the heartbeat expiry, then it keeps trying
+    assert lines[0].startswith("mesh worker: pid ") and f"joining the broker at tcp://127.0.0.1:{port}" in lines[0]
+    broker = started("broker", "--bind", "tcp://127.0.0.1:*")
+    addr = read_until(broker, "listening on")[-1].split()[-1]
+    worker = started("worker", "--broker", addr)
+    lines = read_until(worker, "registered")
+    assert len(lines) == 2 and lines[1].strip() == f"mesh worker: registered with the broker at {addr}"
