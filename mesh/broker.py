@@ -478,11 +478,12 @@ class Broker:
                     sl = [s[g["lo"]:g["hi"]] for s in slots]
                     self.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
-    def encode(self, net, h, arrays, grow=True):
+    def encode(self, net, h, arrays, grow=True, strict=True):
         """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
         X, S, strings = table.to_table(h, arrays)
         before = net.inputs
-        M, added = net.encoder.encode(X, S, strings, grow=grow, dtype=net.spec.dtype)
+        M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=h.get("learn"),
+                                      dtype=net.spec.dtype)
         if added:
             if before == 0:
                 W, _ = initial_layer(net.spec, 0, net.inputs)
@@ -546,10 +547,12 @@ class Broker:
         chunk = int(h.get("chunk") or 256)
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1 row, got {chunk}")
-        X = self.encode(net, h, arrays)
+        keep = bool(h.get("keep", True))
+        # only the first rows ever seen (they size layer 1) or a pass kept for a backprop may add inputs
+        X = self.encode(net, h, arrays, grow=keep or net.inputs == 0, strict=h.get("strict") is not False)
         if len(X) == 0:
             raise ValueError("no rows to predict")
-        jobs.Predict(self, net, client, h.get("id"), self._timeout(h), X, bool(h.get("keep", True)), chunk)
+        jobs.Predict(self, net, client, h.get("id"), self._timeout(h), X, keep, chunk)
 
     def backprop(self, client, h, arrays):
         net = self._net(h)
@@ -618,6 +621,7 @@ class Broker:
         workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
                     "pid": w["pid"], "groups": len(w["groups"])} for w in self.workers.values()]
         nets = [{"net": n.id, "sizes": n.spec.sizes, "inputs": n.inputs, "group_size": n.spec.group_size,
+                 "output": n.spec.output, "loss": n.spec.loss, "target": n.encoder.target,
                  "groups": len(n.groups), "links": dict(zip(("total", "cross_host"), cross_host_links(
                      [[n.groups[g] for g in gids] for gids in n.layers]))), "state": "failed: " + n.error if n.error else
                  "training" if n.trainer else "ready" if n.created else "starting",

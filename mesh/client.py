@@ -133,12 +133,13 @@ class Network:
     def _call(self, op, arrays=(), **fields):
         return self.client.request(op, arrays, net=self.id, **fields)
 
-    def predict(self, rows, remember=True, chunk=None):
+    def predict(self, rows, remember=True, chunk=None, strict=True):
         """Outputs for one row (1-D result) or many (rows x outputs). With
-        remember, the pass is kept so that backprop can train on it."""
+        remember, the pass is kept so that backprop can train on it. strict
+        refuses text at a position that only ever held numbers in training."""
         single = _is_single_row(rows)
         fields, arrays = table.from_rows(rows)
-        h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, **fields)
+        h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, strict=bool(strict), **fields)
         return out[0][0] if single else out[0]
 
     def backprop(self, targets, learning_rate=0.1):
@@ -152,14 +153,15 @@ class Network:
         the same steps as calling predict and backprop row by row, with up to
         `window` rows in flight (the groups apply each step before the next
         row's forward). Returns (outputs before each row's step, loss of each row)."""
-        X = np.asarray(X, dtype=np.float64)
+        X = table.each_row(X)
         Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
         outputs, losses, flying = [None] * len(X), [None] * len(X), []
         try:
             for i in range(len(X)):
-                flying.append((i, self.client.send(wire.PREDICT, [X[i:i + 1]], net=self.id, keep=True),
+                fields, arrays = X[i]
+                flying.append((i, self.client.send(wire.PREDICT, arrays, net=self.id, keep=True, **fields),
                                self.client.send(wire.BACKPROP, [Y[i:i + 1]], net=self.id,
                                                 learning_rate=learning_rate)))
                 while len(flying) >= window or (flying and i == len(X) - 1):
