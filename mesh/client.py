@@ -12,6 +12,7 @@ import numpy as np
 import zmq
 
 from . import sockets, table, wire
+from .checkpoint import read, write
 from .progress import Bar
 from .spec import Spec
 
@@ -95,19 +96,23 @@ class Client:
         return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
-               dtype="float32", placement=None, timeout=None):
+               dtype="float32", placement=None, timeout=None, init="auto"):
         """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data.
-        placement: {layer number (1 = first hidden): host address or worker name} pins layers."""
+        placement: {layer number (1 = first hidden): host address or worker name} pins layers.
+        init: "auto" or "glorot" (scikit-learn's; see spec.initial_layer)."""
         spec = Spec(list(sizes) if not isinstance(sizes, int) else [sizes], activation, output, loss, dtype,
-                    group_size, seed)
+                    group_size, seed, init)
         h, _ = self.request(wire.CREATE, spec=spec.to_dict(), placement=placement or {}, timeout=timeout)
         return Network(self, h["net"], spec)
 
     def network(self, net_id):
-        """A handle on a network that already runs (made by another client, say)."""
+        """A handle on a network that already runs (made by another client, say); its
+        status record (sizes, inputs, output, loss, target...) is in .info."""
         for n in self.status()["networks"]:
             if n["net"] == net_id:
-                return Network(self, net_id, None)
+                net = Network(self, net_id, None)
+                net.info = n
+                return net
         raise RemoteError(f"unknown network {net_id!r}")
 
     def status(self):
@@ -116,8 +121,10 @@ class Client:
 
     def load(self, path, timeout=None):
         """Start a network from a file written by Network.save."""
-        from .checkpoint import read
-        meta, arrays = read(path)
+        return self.load_state(*read(path), timeout=timeout)
+
+    def load_state(self, meta, arrays, timeout=None):
+        """Start a network from Network.state()'s plain data."""
         h, _ = self.request(wire.LOAD, arrays, spec=meta["spec"], encoder=meta["encoder"],
                             optimizer=meta["optimizer"], timeout=timeout)
         return Network(self, h["net"], Spec(**meta["spec"]))
@@ -126,6 +133,7 @@ class Client:
 class Network:
     def __init__(self, client, net_id, spec):
         self.client, self.id, self.spec = client, net_id, spec
+        self.info = None
 
     def __repr__(self):
         return f"Network({self.id!r}, sizes={self.spec.sizes if self.spec else '?'})"
@@ -218,9 +226,12 @@ class Network:
 
     def save(self, path):
         """Weights, optimizer state, encoder and spec, as plain data (npz with a JSON member)."""
-        from .checkpoint import write
+        write(path, *self.state())
+
+    def state(self):
+        """(meta, arrays): spec, encoder and optimizer settings as plain data, then the arrays."""
         h, out = self._call(wire.SAVE)
-        write(path, {"spec": h["spec"], "encoder": h["encoder"], "optimizer": h["optimizer"]}, out)
+        return {"spec": h["spec"], "encoder": h["encoder"], "optimizer": h["optimizer"]}, out
 
     def drop(self):
         """End this network's processes."""
