@@ -16,7 +16,7 @@ likely a mistake (a shifted column, a typo), so it is refused unless strict=Fals
 The encoder may also keep what training learned about the data (`learn`):
 each numeric position's mean and spread, taken from the first training rows
 that ask for them and applied to every row it encodes afterwards (standardize), and how outputs map back to targets (target:
-class labels, or a target's mean and spread)."""
+class labels, or a target's mean and spread, and the data's column names)."""
 import numpy as np
 
 MAX_WIDTH = 100_000  # values per row
@@ -153,14 +153,23 @@ def _checked_learn(learn):
 
 
 def _checked_target(target):
-    """None, {"labels": [str, ...]} or {"mean": [float, ...], "scale": [float, ...]}."""
+    """None, or what the outputs mean: {"labels": [str, ...]} (classes) or {"mean": [float, ...],
+    "scale": [float, ...]} (standardised targets), with the data's "column" and "inputs" names."""
     if target is None:
         return None
-    ok = isinstance(target, dict) and (
-        set(target) == {"labels"} and isinstance(target["labels"], list)
-        and all(isinstance(v, str) for v in target["labels"])
-        or set(target) == {"mean", "scale"} and all(
-            isinstance(target[k], list) and all(isinstance(v, (int, float)) for v in target[k]) for k in target))
+    checks = {"labels": _texts, "mean": _numbers, "scale": _numbers, "inputs": _texts,
+              "column": lambda v: isinstance(v, str)}
+    ok = isinstance(target, dict) and all(k in checks and checks[k](v) for k, v in target.items()) \
+        and ("mean" in target) == ("scale" in target) and not ("labels" in target and "mean" in target)
     if not ok:
-        raise ValueError(f"target must be {{'labels': [...]}} or {{'mean': [...], 'scale': [...]}}, got {target!r}")
+        raise ValueError(f"target must be {{'labels': [...]}} or {{'mean': [...], 'scale': [...]}} "
+                         f"(with 'column' and 'inputs' names), got {target!r}")
     return target
+
+
+def _texts(v):
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _numbers(v):
+    return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
