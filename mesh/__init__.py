@@ -7,10 +7,14 @@ gradients stream from group to group.
         net = client.create([5, 5, 1], group_size=1, seed=7)
         net.predict([0.0, 1.0])
 """
-# Names load lazily: `mesh worker` must bound BLAS threads before numpy loads.
+__version__ = "0.2.0"  # the one place the version is written (pyproject.toml reads it)
+
+# Names load lazily: `mesh worker` must bound BLAS threads before numpy loads. No submodule
+# may share an exported name: importing it would replace the export on the package.
 _EXPORTS = {"Client": "client", "Network": "client", "RemoteError": "client", "MeshTimeout": "client",
             "Cancelled": "client",
-            "local": "local", "LocalMesh": "local", "ReferenceNet": "reference", "Spec": "spec"}
+            "local": "localmesh", "LocalMesh": "localmesh", "ReferenceNet": "reference", "Spec": "spec",
+            "MeshClassifier": "estimator", "MeshRegressor": "estimator"}
 __all__ = list(_EXPORTS)
 
 

@@ -4,12 +4,14 @@ MESH_BROKER for the broker address, MESH_<COMMAND>_<OPTION> for the rest
 import json
 import os
 import signal
+import socket
 import sys
 import time
 
 import click
 
-from .lifecycle import die_with_parent, limit_blas_here, raise_on_sigterm
+from . import __version__
+from .lifecycle import die_with_parent, limit_blas_here, name_process, raise_on_sigterm
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker.")
@@ -39,15 +41,17 @@ def _client(broker, timeout):
 
 
 def _call(fn):
-    """Run a client call; a refusal or silence is a one-line error, not a traceback."""
+    """Run a client call; a refusal, silence, bad data or a file that cannot be written
+    is a one-line error, not a traceback."""
     from .client import MeshTimeout, RemoteError
     try:
         return fn()
-    except (RemoteError, MeshTimeout, ValueError) as e:
+    except (RemoteError, MeshTimeout, ValueError, OSError) as e:
         raise click.ClickException(str(e)) from None
 
 
 @click.group(context_settings={"auto_envvar_prefix": "MESH", "help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mesh", message="%(prog)s %(version)s")
 def cli():
     """neuromesh: a neural network run as a mesh of processes talking ZeroMQ."""
 
@@ -78,6 +82,7 @@ def _keys(keys_dir, role, address, insecure):
               help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
 def broker(bind, keys_dir, insecure, checkpoint_dir):
     """Run the broker in the foreground."""
+    name_process("mesh broker")
     _lifetime()
     raise_on_sigterm()
     logging_setup()
@@ -99,18 +104,20 @@ def broker(bind, keys_dir, insecure, checkpoint_dir):
 @insecure_option
 def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
+    name_process("mesh worker")
     _lifetime()
     limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
     raise_on_sigterm()
     logging_setup()
-    from .worker import main, route_address
     from urllib.parse import urlparse
+
+    from .worker import main, route_address
     where = listen or advertise or route_address(urlparse(broker.replace("tcp://", "http://")).hostname)
     keys = _keys(keys_dir, "worker", f"tcp://{where}:0", insecure)
     if keys_dir:
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
-        main(broker, advertise, listen, slots, keys)
+        main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush())
     except KeyboardInterrupt:
         pass
 
@@ -129,8 +136,9 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @keys_option
 def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
+    name_process("mesh up")
     raise_on_sigterm()
-    from .local import LocalMesh
+    from .localmesh import LocalMesh
     if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
         os.environ["MESH_KEYS"] = keys_dir
     if hosts_file:
@@ -143,6 +151,7 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
         workers = len(hosts)
     else:
         m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure)
+    _refuse_busy(bind)
     try:
         try:
             m.start()
@@ -160,20 +169,31 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
         m.stop()
 
 
+def _refuse_busy(bind):
+    """A second `mesh up` on a port in use: one line here, not the broker's error and then ours."""
+    host, _, port = bind.removeprefix("tcp://").rpartition(":")
+    if not bind.startswith("tcp://") or not port.isdigit():
+        return  # a port the system picks, or not tcp: nothing to collide with
+    host = host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        try:
+            s.bind(("" if host in ("*", "0.0.0.0") else host, int(port)))
+        except OSError as e:
+            raise click.ClickException(f"cannot listen on {bind}: {e.strerror} (is another mesh running there?)") \
+                from None
+
+
 def _sizes(ctx, param, value):
-    try:
-        sizes = [int(s) for s in value.replace("[", "").replace("]", "").split(",") if s.strip()]
-    except ValueError:
-        raise click.BadParameter(f"expected sizes like 5,5,1, got {value!r}") from None
-    if not sizes:
-        raise click.BadParameter("give at least one layer size")
-    return sizes
+    parts = value.replace("[", "").replace("]", "").split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise click.BadParameter(f"expected whole numbers separated by commas, like 5,5,1; got {value!r}")
+    return [int(p) for p in parts]
 
 
 @cli.command()
 @click.argument("sizes", callback=_sizes)
-@click.option("--group-size", type=int, default=None, help="Neurons per process (default: a whole layer).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--group-size", type=click.IntRange(min=1), default=None, help="Neurons per process (default: a whole layer).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--activation", default="sigmoid", show_default=True)
 @click.option("--output", default="sigmoid", show_default=True)
 @click.option("--loss", default="mse", show_default=True)
@@ -189,6 +209,10 @@ def create(sizes, group_size, seed, activation, output, loss, dtype, broker, tim
 
 
 def _parse_cell(s):
+    """A cell typed on the command line: a number, nothing (missing), or text."""
+    s = s.strip()
+    if not s:
+        return None
     try:
         return float(s)
     except ValueError:
@@ -198,51 +222,106 @@ def _parse_cell(s):
 @cli.command()
 @click.argument("net")
 @click.argument("rows", nargs=-1)
-@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False), help="Rows from a CSV file (with header).")
+@click.option("--csv", "csv_path", type=click.Path(exists=True, dir_okay=False),
+              help="Rows from a CSV file (with header; columns matched by name to those trained on).")
+@click.option("--allow-new-kinds", is_flag=True,
+              help="Take text at a position that only held numbers in training as an unseen value.")
+@click.option("--outputs", "raw", is_flag=True, help="Print the network's outputs, not class labels.")
 @broker_option
 @timeout_option
-def predict(net, rows, csv_path, broker, timeout):
-    """Predict ROWS (comma-separated values, e.g. 0,1 1,0) or a CSV file's rows."""
-    if csv_path:
-        from .csvdata import read_rows
-        data = read_rows(csv_path)
-    elif rows:
-        data = [[_parse_cell(v) for v in r.split(",")] for r in rows]
-    else:
+def predict(net, rows, csv_path, allow_new_kinds, raw, broker, timeout):
+    """Predict ROWS (comma-separated values, e.g. 0,1 1,0; rows may differ in length) or a
+    CSV file's rows. A network trained by `mesh train` on a text column prints its classes."""
+    from .csvdata import read_inputs, read_outputs  # numpy loads only once a command needs it (see worker)
+    if not rows and not csv_path:
         raise click.UsageError("give ROWS or --csv FILE")
     with _client(broker, timeout) as c:
-        out = _call(lambda: c.network(net).predict(data, remember=False))
-    for row in out:
-        click.echo(",".join(f"{v:.6g}" for v in row))
+        network = _call(lambda: c.network(net))
+        target = network.info.get("target")
+        data = _call(lambda: read_inputs(csv_path, target)) if csv_path else \
+            [[_parse_cell(v) for v in r.split(",")] for r in rows]
+        out = _call(lambda: network.predict(data, remember=False, strict=not allow_new_kinds))
+    for line in read_outputs(out, None if raw else target):
+        click.echo(line)
 
 
 @cli.command()
 @click.argument("net")
 @click.argument("csv_path", type=click.Path(exists=True, dir_okay=False))
 @click.option("--target", required=True, help="Column to learn.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--learning-rate", type=float, default=0.1, show_default=True)
-@click.option("--optimizer", default="sgd", show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), default=0.1, show_default=True)
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="sgd", show_default=True)
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.0, show_default=True, help="L2 weight decay.")
+@click.option("--micro-batches", type=click.IntRange(min=1), default=None,
+              help="Micro-batches each mini-batch is cut into (default: chosen from the network's shape).")
 @click.option("--mode", type=click.Choice(["exact", "async"]), default="exact", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Write the network every N steps and after each epoch, inside the broker's --checkpoint-dir.")
+@click.option("--checkpoint-name", default=None, help="File name for --checkpoint-every (default: NET.npz).")
 @broker_option
 @timeout_option
-def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, mode, seed, broker, timeout):
-    """Train NET on a CSV file, learning column TARGET from the others."""
-    from .csvdata import read_xy
-    X, Y = read_xy(csv_path, target)
+def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, alpha, micro_batches, mode, seed,
+          checkpoint_every, checkpoint_name, broker, timeout):
+    """Train NET on a CSV file, learning column TARGET from the others.
+
+    Numbers are standardised with this file's statistics (kept with the network and
+    applied to every row it sees afterwards); a text target becomes classes (one output
+    per class, or one sigmoid output for two); a number target is learned as it is, or
+    standardised for a linear output. One line per epoch, as each ends."""
+    from .csvdata import read_xy, targets_for
+    from .table import Rows
+    inputs, X, y = _call(lambda: read_xy(csv_path, target))
     with _client(broker, timeout) as c:
-        handle = c.network(net)
+        network = _call(lambda: c.network(net))
+        info = network.info
+        Y, record = _call(lambda: targets_for(target, inputs, y, info["sizes"][-1], info["output"],
+                                                known=info.get("target")))
+        rows = _call(lambda: Rows(X, learn={"standardize": True, "target": record}))
+        epoch = 0
         try:
-            history = _call(lambda: handle.train(X, Y, epochs=epochs, batch_size=batch_size,
-                                                 learning_rate=learning_rate, optimizer=optimizer,
-                                                 mode=mode, seed=seed))
+            for epoch in range(epochs):  # an epoch per request: each line is printed as its epoch ends
+                loss = _call(lambda: network.train(
+                    rows, Y, epochs=1, batch_size=batch_size, learning_rate=learning_rate,
+                    micro_batches=micro_batches, optimizer={"name": optimizer, "alpha": alpha}, mode=mode,
+                    seed=seed + epoch, progress=None if sys.stderr.isatty() else False,
+                    checkpoint_every=checkpoint_every,
+                    checkpoint_path=(checkpoint_name or f"{net}.npz") if checkpoint_every else None))[0]
+                click.echo(f"epoch {epoch + 1}: loss {loss:.6g}")
+                sys.stdout.flush()
         except KeyboardInterrupt:  # Network.train cancelled it first
-            stopped = handle.last_cancel
-            raise click.ClickException(f"interrupted: {stopped}" if stopped else "interrupted") from None
-    for i, loss in enumerate(history, 1):
-        click.echo(f"epoch {i}: loss {loss:.6g}")
+            stopped = getattr(network, "last_cancel", None) or "training stopped"
+            raise click.ClickException(f"interrupted in epoch {epoch + 1} of {epochs}: {stopped}") from None
+        if checkpoint_every:
+            click.echo(f"checkpoint: {network.last_checkpoint} (on the broker's host)")
+
+
+@cli.command()
+@click.argument("net")
+@click.argument("path", type=click.Path(dir_okay=False, writable=True))
+@broker_option
+@timeout_option
+def save(net, path, broker, timeout):
+    """Write network NET (weights, optimizer state, encoder, spec) to the file PATH."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"cannot write {path}: folder {folder} does not exist")
+    with _client(broker, timeout) as c:
+        network = _call(lambda: c.network(net))
+        _call(lambda: network.save(path))
+    click.echo(f"saved {net} to {path}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@broker_option
+@timeout_option
+def load(path, broker, timeout):
+    """Start a network from a file written by `mesh save` (or a checkpoint); prints its id."""
+    with _client(broker, timeout) as c:
+        click.echo(_call(lambda: c.load(path)).id)
 
 
 @cli.command()
@@ -326,7 +405,7 @@ def drop(net, broker, timeout):
 def demo(names, workers, quick, data):
     """Run the original's experiments on a local mesh (simple, random, ... or all)."""
     from .demos import DEMOS, run
-    from .local import LocalMesh
+    from .localmesh import LocalMesh
     names = list(names) or ["simple"]
     if names == ["all"]:
         names = list(DEMOS)
@@ -404,4 +483,20 @@ def logging_setup():
 
 
 def main():
-    cli(prog_name="mesh")
+    """A user's mistake, usage ones included, is one line starting with Error: and a non-zero exit."""
+    try:
+        code = cli.main(prog_name="mesh", standalone_mode=False)
+    except getattr(click.exceptions, "NoArgsIsHelpError", ()) as e:  # plain `mesh`: its help, as ever
+        click.echo(e.ctx.get_help())
+        sys.exit(0)
+    except click.UsageError as e:
+        hint = f" (see {e.ctx.command_path} --help)" if e.ctx is not None else ""
+        click.echo(f"Error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        click.echo(f"Error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)

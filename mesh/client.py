@@ -14,6 +14,7 @@ import numpy as np
 import zmq
 
 from . import sockets, table, wire
+from .checkpoint import Writer, read, slot_index
 from .progress import Bar
 from .spec import Spec
 
@@ -144,19 +145,23 @@ class Client:
         return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
-               dtype="float32", placement=None, timeout=None):
+               dtype="float32", placement=None, timeout=None, init="auto"):
         """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data.
-        placement: {layer number (1 = first hidden): host address or worker name} pins layers."""
+        placement: {layer number (1 = first hidden): host address or worker name} pins layers.
+        init: "auto" or "glorot" (scikit-learn's; see spec.initial_layer)."""
         spec = Spec(list(sizes) if not isinstance(sizes, int) else [sizes], activation, output, loss, dtype,
-                    group_size, seed)
+                    group_size, seed, init)
         h, _ = self.request(wire.CREATE, spec=spec.to_dict(), placement=placement or {}, timeout=timeout)
         return Network(self, h["net"], spec)
 
     def network(self, net_id):
-        """A handle on a network that already runs (made by another client, say)."""
+        """A handle on a network that already runs (made by another client, say); its
+        status record (sizes, inputs, output, loss, target...) is in .info."""
         for n in self.status()["networks"]:
             if n["net"] == net_id:
-                return Network(self, net_id, None)
+                net = Network(self, net_id, None)
+                net.info = n
+                return net
         raise RemoteError(f"unknown network {net_id!r}")
 
     def status(self):
@@ -165,8 +170,10 @@ class Client:
 
     def load(self, path, timeout=None):
         """Start a network from a file written by Network.save."""
-        from .checkpoint import read
-        meta, arrays = read(path)
+        return self.load_state(*read(path), timeout=timeout)
+
+    def load_state(self, meta, arrays, timeout=None):
+        """Start a network from Network.state()'s plain data."""
         h, _ = self.request(wire.LOAD, arrays, spec=meta["spec"], encoder=meta["encoder"],
                             optimizer=meta["optimizer"], timeout=timeout)
         return Network(self, h["net"], Spec(**meta["spec"]))
@@ -175,6 +182,7 @@ class Client:
 class Network:
     def __init__(self, client, net_id, spec):
         self.client, self.id, self.spec = client, net_id, spec
+        self.info = None
 
     def __repr__(self):
         return f"Network({self.id!r}, sizes={self.spec.sizes if self.spec else '?'})"
@@ -182,12 +190,13 @@ class Network:
     def _call(self, op, arrays=(), **fields):
         return self.client.request(op, arrays, net=self.id, **fields)
 
-    def predict(self, rows, remember=True, chunk=None):
+    def predict(self, rows, remember=True, chunk=None, strict=True):
         """Outputs for one row (1-D result) or many (rows x outputs). With
-        remember, the pass is kept so that backprop can train on it."""
+        remember, the pass is kept so that backprop can train on it. strict
+        refuses text at a position that only ever held numbers in training."""
         single = _is_single_row(rows)
         fields, arrays = table.from_rows(rows)
-        h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, **fields)
+        h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, strict=bool(strict), **fields)
         return out[0][0] if single else out[0]
 
     def backprop(self, targets, learning_rate=0.1):
@@ -203,7 +212,7 @@ class Network:
         row's forward). Returns (outputs before each row's step, loss of each row).
         Network.cancel() (from any client) or Ctrl-C stops it after the steps in
         flight: it raises Cancelled with the rows done (Ctrl-C: KeyboardInterrupt)."""
-        X = np.asarray(X, dtype=np.float64)
+        X = table.each_row(X)
         Y = np.asarray(Y, dtype=np.float64).reshape(len(X), -1)
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window}")
@@ -212,7 +221,8 @@ class Network:
         done = 0
         try:
             for i in range(len(X)):
-                flying.append((i, self.client.send(wire.PREDICT, [X[i:i + 1]], net=self.id, keep=True),
+                fields, arrays = X[i]
+                flying.append((i, self.client.send(wire.PREDICT, arrays, net=self.id, keep=True, **fields),
                                self.client.send(wire.BACKPROP, [Y[i:i + 1]], net=self.id,
                                                 learning_rate=learning_rate, run=run)))
                 while len(flying) >= window or (flying and i == len(X) - 1):
@@ -316,20 +326,34 @@ class Network:
     def save(self, path):
         """Weights, optimizer state, encoder and spec, as plain data (npz with a JSON member),
         written a layer at a time: neither this process nor the broker holds the network whole."""
-        from .checkpoint import Writer, slot_index
         with Writer(path) as w:
-            metas, layer, layers = [], 0, 1
-            while layer < layers:
-                h, out = self._call(wire.SAVE, layer=layer)
-                layers, (meta,) = h["layers"], h["optimizer"]
-                W, b, *slots = out
+            metas = []
+            for h, layer, layers, (W, b, *slots) in self._saved_layers():
                 w.add(2 * layer, W)
                 w.add(2 * layer + 1, b)
                 for i, s in enumerate(slots):
                     w.add(slot_index(layers, layer, len(slots)) + i, s)
-                metas.append(meta)
-                layer += 1
+                metas.extend(h["optimizer"])
             w.finish({"spec": h["spec"], "encoder": h["encoder"], "optimizer": metas})
+
+    def state(self):
+        """(meta, arrays): spec, encoder and optimizer settings as plain data, then the arrays
+        (W, b of every layer, then every layer's optimizer slots), as a checkpoint holds them."""
+        params, slots, metas = [], [], []
+        for h, _, _, (W, b, *layer_slots) in self._saved_layers():
+            params += [W, b]
+            slots += layer_slots
+            metas.extend(h["optimizer"])
+        return {"spec": h["spec"], "encoder": h["encoder"], "optimizer": metas}, params + slots
+
+    def _saved_layers(self):
+        """(header, layer, layers, [W, b, *optimizer slots]) of each layer, one request each."""
+        layer, layers = 0, 1
+        while layer < layers:
+            h, out = self._call(wire.SAVE, layer=layer)
+            layers = h["layers"]
+            yield h, layer, layers, out
+            layer += 1
 
     def drop(self):
         """End this network's processes."""

@@ -1,9 +1,11 @@
 """Process hygiene shared by every mesh process: die with the parent, bound
-the BLAS thread pool, stop cleanly on SIGTERM."""
+the BLAS thread pool, stop cleanly on SIGTERM, say what it is in `ps`."""
 import contextlib
 import ctypes
 import os
 import signal
+
+import setproctitle
 
 PR_SET_PDEATHSIG = 1
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
@@ -19,6 +21,12 @@ def die_with_parent(sig=signal.SIGKILL):
     except (OSError, AttributeError):
         return False
     return True
+
+
+def name_process(title):
+    """What `ps` and `top` show for this process (`mesh group n1.2.1`): every mesh
+    process is a `python -m mesh`, or a fork of one, and would look alike."""
+    setproctitle.setproctitle(title)
 
 
 def blas_env(threads, env=None):

@@ -56,12 +56,15 @@ class Neurons:
         return delta @ self.W if need_dx else None  # with W before any update
 
     def gradients(self):
-        """(dW, db) summed over the pending micro-batches."""
+        """(dW, db) summed over the pending micro-batches, with the L2 term of W (optim.py)."""
         width = self.W.shape[1]
         xs = [x if x.shape[1] == width else _widen(x, width) for x, _ in self.pending]  # kept from before a grow
         x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         d = self.pending[0][1] if len(xs) == 1 else np.concatenate([d for _, d in self.pending])
-        return d.T @ x, d.sum(axis=0)
+        gW = d.T @ x
+        if self.optimizer.alpha:
+            gW += (self.optimizer.alpha / len(x)) * self.W
+        return gW, d.sum(axis=0)
 
     def apply(self, lr):
         gW, gb = self.gradients()

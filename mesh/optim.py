@@ -1,6 +1,12 @@
 """Optimizers, held by each group for its own weights. Same definitions as the
 reference network: sgd, momentum (v = mu v + g; p -= lr v) and adam (bias
-corrected, one step counter shared by a group's arrays)."""
+corrected, one step counter shared by a group's arrays).
+
+alpha is L2 weight decay as scikit-learn's MLP defines it: the loss gains
+alpha/2 * ||W||^2 / rows (rows: those of the step), so each weight matrix's
+gradient gains alpha * W / rows before the optimizer sees it. Biases are not
+decayed. Each group decays its own rows of W, which is the whole network's
+penalty split by rows."""
 import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -8,15 +14,20 @@ SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays kept per parameter
 
 
 class Optimizer:
-    def __init__(self, name="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
+    def __init__(self, name="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8, alpha=0.0):
         if name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+        alpha = float(alpha)
+        if not alpha >= 0 or alpha == float("inf"):
+            raise ValueError(f"invalid alpha (L2 weight decay): {alpha}")
         self.name, self.momentum, self.beta1, self.beta2, self.eps = name, momentum, beta1, beta2, eps
+        self.alpha = alpha
         self.t = 0
         self.slots = None  # per parameter: a list of arrays shaped like it
 
     def settings(self):
-        return {"name": self.name, "momentum": self.momentum, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+        return {"name": self.name, "momentum": self.momentum, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "alpha": self.alpha}
 
     def step(self, params, grads, lr):
         """Update params in place from grads (which are consumed)."""
@@ -55,7 +66,7 @@ class Optimizer:
 
     @classmethod
     def restore(cls, meta, arrays, n_params):
-        opt = cls(meta["name"], meta["momentum"], meta["beta1"], meta["beta2"], meta["eps"])
+        opt = cls(meta["name"], meta["momentum"], meta["beta1"], meta["beta2"], meta["eps"], meta.get("alpha", 0.0))
         opt.t = int(meta["t"])
         if meta["has_slots"]:
             k = SLOTS[opt.name]

@@ -18,6 +18,9 @@ Definitions (the mesh implements exactly these):
     adam           t += 1 (once per step); m = beta1*m + (1-beta1)*g;
                    v = beta2*v + (1-beta2)*g*g; p -= lr*mhat/(sqrt(vhat)+eps)
                    with mhat = m/(1-beta1**t), vhat = v/(1-beta2**t)
+    alpha          L2 weight decay as scikit-learn's MLP: the loss a step minimises
+                   gains alpha/2 * sum ||W||^2 / rows, so g(W) += alpha*W/rows
+                   (biases are not decayed; the reported loss is the data loss)
 """
 import numpy as np
 
@@ -75,7 +78,7 @@ def _check(name, allowed, what):
 class ReferenceNet:
     def __init__(self, layers, activation="sigmoid", output="sigmoid", loss="mse",
                  optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
-                 dtype=np.float64):
+                 dtype=np.float64, alpha=0.0):
         _check(activation, ACTIVATIONS, "activation")
         _check(output, OUTPUTS, "output")
         _check(loss, LOSSES, "loss")
@@ -103,6 +106,7 @@ class ReferenceNet:
         self.activation, self.output, self.loss_name, self.optimizer = activation, output, loss, optimizer
         # Python floats are "weak" scalars in numpy: they never promote float32 arrays.
         self.momentum, self.beta1, self.beta2, self.eps = float(momentum), float(beta1), float(beta2), float(eps)
+        self.alpha = float(alpha)
         # Optimizer state, one zero array per parameter array: v for momentum, m and v for adam.
         self.t = 0
         self.m = [np.zeros_like(p) for p in self._params()]
@@ -197,6 +201,8 @@ class ReferenceNet:
     def step(self, X, T, learning_rate):
         X, T = self._inputs(X, T)
         loss, grads = self._loss_and_gradients(X, T)
+        for dW, W in zip([dWdb[0] for dWdb in grads], self.W):
+            dW += (self.alpha / X.shape[0]) * W
         lr = float(learning_rate)
         if self.optimizer == "adam":
             self.t += 1

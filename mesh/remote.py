@@ -6,7 +6,7 @@ import shlex
 import subprocess
 import time
 
-from .local import LocalMesh
+from .localmesh import LocalMesh
 
 SSH = "ssh -tt -o BatchMode=yes -o ConnectTimeout=5"  # -tt: closing ssh hangs up the remote worker
 

@@ -7,9 +7,10 @@ import os
 import select
 import signal
 import sys
+import time
 import traceback
 
-from .lifecycle import die_with_parent
+from .lifecycle import die_with_parent, name_process
 
 
 class Spawner:
@@ -74,6 +75,7 @@ class Spawner:
 
 def _serve(cmd_fd, report_fd):
     die_with_parent(signal.SIGTERM)
+    name_process("mesh spawner")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which closes our pipe
     children = {}  # pid -> gid
     buf = b""
@@ -116,6 +118,8 @@ def _serve(cmd_fd, report_fd):
         for line in lines:
             msg = json.loads(line)
             if msg["op"] == "spawn":
+                for pid, status in _await_exit(children, msg["gid"]):
+                    report({"op": "exited", "gid": msg["gid"], "pid": pid, "code": os.waitstatus_to_exitcode(status)})
                 pid = _fork_group(msg["config"], (cmd_fd, report_fd))
                 children[pid] = msg["gid"]
                 report({"op": "spawned", "gid": msg["gid"], "pid": pid})
@@ -123,6 +127,22 @@ def _serve(cmd_fd, report_fd):
                 for pid, gid in children.items():
                     if gid == msg["gid"] and msg.get("pid") in (None, pid):
                         os.kill(pid, msg["sig"])
+
+
+def _await_exit(children, gid, seconds=2.0):
+    """[(pid, status)] of the earlier processes of group gid, reaped: one just killed may still
+    hold the unix socket name its successor binds. Gives up on one still alive after `seconds`."""
+    deadline = time.monotonic() + seconds
+    reaped = []
+    for pid in [p for p, g in children.items() if g == gid]:
+        while time.monotonic() < deadline:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                del children[pid]
+                reaped.append((pid, status))
+                break
+            time.sleep(0.005)
+    return reaped
 
 
 def _fork_group(config, fds):
@@ -136,6 +156,7 @@ def _fork_group(config, fds):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         die_with_parent(signal.SIGKILL)
+        name_process(f"mesh group {config['gid']}")
         from .group import main
         main(config)
     except BaseException:

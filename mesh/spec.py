@@ -9,6 +9,7 @@ ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 OUTPUTS = ("sigmoid", "linear", "softmax")
 LOSSES = ("mse", "cross_entropy")
 DTYPES = ("float32", "float64")
+INITS = ("auto", "glorot")
 
 
 @dataclass
@@ -20,6 +21,7 @@ class Spec:
     dtype: str = "float32"
     group_size: int = None    # None: one process per layer
     seed: int = 0
+    init: str = "auto"        # initial weights: see initial_layer
 
     def __post_init__(self):
         if isinstance(self.sizes, (int, np.integer)):
@@ -34,6 +36,7 @@ class Spec:
         _choice("output", self.output, OUTPUTS)
         _choice("loss", self.loss, LOSSES)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("init", self.init, INITS)
         if self.loss == "cross_entropy" and self.output == "linear":
             raise ValueError("cross_entropy needs a softmax or sigmoid output, not linear")
         if self.group_size is not None:
@@ -63,13 +66,25 @@ class Spec:
 
 
 def initial_layer(spec, layer, fan_in):
-    """(W, b) of one layer: W (out, in) uniform Glorot (He for relu), b zero.
+    """(W, b) of one layer, W (out, in) uniform in +-limit.
+
+    init "auto": limit sqrt(6 / (in + out)) (Glorot), sqrt(6 / in) for relu
+    hidden layers (He); b zero. "glorot": scikit-learn's MLP, b drawn too
+    (but layer 1's, made before its inputs are known, which starts at zero):
+    sqrt(6 / (in + out)) for every layer, sqrt(2 / (in + out)) with sigmoid
+    hidden layers. He's wider start slows adam at scikit-learn's rate on small
+    data (the regressor's R2 then depended on the seed), so the estimators use
+    "glorot".
 
     Each layer draws from its own stream (seed, layer), so growing the input
     layer later never changes the other layers.
     """
     fan_out = spec.sizes[layer]
     rng = np.random.default_rng([spec.seed, layer])
+    if spec.init == "glorot":
+        limit = np.sqrt((2.0 if spec.activation == "sigmoid" else 6.0) / (fan_in + fan_out))
+        W = rng.uniform(-limit, limit, size=(fan_out, fan_in)).astype(spec.dtype)
+        return W, rng.uniform(-limit, limit, size=fan_out).astype(spec.dtype)
     if spec.activation == "relu" and layer < len(spec.sizes) - 1:
         limit = np.sqrt(6.0 / max(fan_in, 1))
     else:

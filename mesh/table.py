@@ -1,10 +1,13 @@
 """Rows that mix numbers and strings, carried as plain arrays:
 
-    X        float64 (rows, positions): the numbers; 0 where a cell is a string
-    S        int64   (rows, positions): -1 for a number, else an index into strings
+    X        float64 (rows, positions): the numbers; 0 where a cell is a string,
+             NaN where a row has no value (missing, or past the row's end)
+    S        int64   (rows, positions): -1 for a number (or no value), else an
+             index into strings
     strings  one uint8 frame: the distinct strings, UTF-8, NUL-separated
 
-All-number rows travel as X alone. No pickling, and no JSON per cell."""
+Rows may have different lengths (ragged): the table is as wide as the longest
+row. All-number rows travel as X alone. No pickling, and no JSON per cell."""
 import numbers
 
 import numpy as np
@@ -13,11 +16,20 @@ from .wire import WireError
 
 
 class Rows:
-    """Rows converted once, to send many times (an estimator's epochs)."""
+    """Rows converted once, to send many times (an estimator's epochs).
+    learn: what the encoder learns from these rows when they train it first
+    (encoder.py): {"standardize": True, "target": {...}}."""
 
-    def __init__(self, rows):
+    def __init__(self, rows, learn=None):
         self.fields, self.arrays = from_rows(rows)
+        if learn:
+            self.fields = dict(self.fields, learn=learn)
         self.count = len(self.arrays[0])
+
+
+def is_missing(v):
+    """None, NaN, and pandas' NA and NaT: a cell with no value."""
+    return v is None or (isinstance(v, (float, np.floating)) and v != v) or type(v).__name__ in ("NAType", "NaTType")
 
 
 def from_rows(rows):
@@ -34,32 +46,45 @@ def from_rows(rows):
     elif isinstance(rows, np.ndarray):
         rows = rows.tolist()
     rows = list(rows)
-    if rows and not isinstance(rows[0], (list, tuple, np.ndarray)):
+    if rows and not _is_row(rows[0]):
         rows = [rows]
     if not rows:
         raise ValueError("no rows given")
-    width = len(rows[0])
-    X = np.zeros((len(rows), width))
-    S = np.full((len(rows), width), -1, dtype=np.int64)
-    strings, index = [], {}
     for r, row in enumerate(rows):
-        if len(row) != width:
-            raise ValueError(f"row {r} has {len(row)} values, row 0 has {width}")
+        if not _is_row(row):
+            raise ValueError(f"row {r} is {row!r}, not a row of values")
+    width = max(len(row) for row in rows)
+    X = np.full((len(rows), width), np.nan)
+    S = np.full((len(rows), width), -1, dtype=np.int64)
+    index = {}  # string -> its code, in order of first sight
+    for r, row in enumerate(rows):
         for p, v in enumerate(row):
             if isinstance(v, str):
                 if "\0" in v:
                     raise ValueError(f"row {r}, position {p}: strings may not contain NUL")
                 S[r, p] = index.setdefault(v, len(index))
-                if S[r, p] == len(strings):
-                    strings.append(v)
-            elif isinstance(v, (numbers.Real, np.bool_)) and not isinstance(v, bool) or isinstance(v, (bool, np.bool_)):
+                X[r, p] = 0.0
+            elif isinstance(v, (numbers.Real, np.bool_)) and not is_missing(v):
                 X[r, p] = float(v)
-            else:
+            elif not is_missing(v):
                 raise ValueError(f"row {r}, position {p}: {v!r} is neither a number nor a string")
-    if not strings:
+    if not index:
         return {"width": width}, [X]
-    blob = np.frombuffer("\0".join(strings).encode(), dtype=np.uint8)
-    return {"width": width, "strings": len(strings)}, [X, S, blob.astype(np.int64)]
+    blob = np.frombuffer("\0".join(index).encode(), dtype=np.uint8)
+    return {"width": width, "strings": len(index)}, [X, S, blob.astype(np.int64)]
+
+
+def each_row(rows):
+    """(header fields, arrays) of each row on its own, for rows sent one by one."""
+    if hasattr(rows, "to_numpy") and hasattr(rows, "columns"):  # a DataFrame
+        rows = rows.to_numpy(dtype=object)
+    if not isinstance(rows, np.ndarray):
+        rows = list(rows)
+    return [from_rows(rows[i:i + 1]) for i in range(len(rows))]
+
+
+def _is_row(v):
+    return isinstance(v, (list, tuple, np.ndarray))
 
 
 def to_table(header, arrays):

@@ -21,13 +21,13 @@ DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dt
 # Kinds of message, by socket.
 # client -> broker (DEALER -> ROUTER); every reply echoes the request's "id"
 CREATE = "create"        # spec -> network id
-PREDICT = "predict"      # rows -> outputs
+PREDICT = "predict"      # rows (table.py), keep, strict -> outputs
 BACKPROP = "backprop"    # targets of the last predict -> one optimizer step
-TRAIN = "train"          # X, Y, options -> per-epoch loss; streams PROGRESS first
+TRAIN = "train"          # X, Y, options, learn (encoder.py) -> per-epoch loss; streams PROGRESS first
 WEIGHTS = "weights"      # -> every layer's W and b
 SET_WEIGHTS = "set_weights"  # every layer's W and b -> the groups (fresh optimizer state)
 PROCESSES = "processes"  # -> one record per group process
-STATUS = "status"        # -> workers, networks, groups
+STATUS = "status"        # -> workers, networks (with their outputs' meaning: target), groups
 CANCEL = "cancel"        # stop a network's training or online runs at a step boundary
 DROP = "drop"            # end a network's group processes
 SAVE = "save"            # -> spec, encoder and arrays, for the client to write

@@ -1,7 +1,6 @@
 """A worker: one per machine (or slice of one). It registers with the broker,
 heartbeats, starts and ends group processes on the broker's word (through
 its spawner), and reports every group exit at once."""
-import logging
 import os
 import socket
 import time
@@ -12,8 +11,6 @@ import zmq
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
 from .spawner import Spawner
-
-log = logging.getLogger("mesh.worker")
 
 
 def route_address(broker_host):
@@ -26,8 +23,9 @@ def route_address(broker_host):
 
 
 class Worker:
-    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None):
+    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None):
         self.keys = keys
+        self.say = say or (lambda line: None)  # a line for the person who started it
         self.broker_addr = broker
         self.broker_host = urlparse(broker.replace("tcp://", "http://")).hostname
         self.advertise = advertise or route_address(self.broker_host)
@@ -38,8 +36,11 @@ class Worker:
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
         self.groups = {}  # gid -> pid
         self.running = True
+        self.welcomed = False  # the broker has answered this connection
 
     def run(self):
+        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, advertising {self.advertise}; "
+                 f"joining the broker at {self.broker_addr}")
         self.spawner = Spawner()  # fork before any zmq context exists
         self.ctx = zmq.Context()
         try:
@@ -54,6 +55,7 @@ class Worker:
         self.sock.connect(self.broker_addr)
         self.peer = heartbeat.Peer()
         self.inbox = None
+        self.welcomed = False
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
                                  "slots": self.slots, "pid": os.getpid(), "groups": self.groups,
                                  "key": self.keys.public.decode() if self.keys else None})
@@ -78,7 +80,12 @@ class Worker:
                 sockets.send(self.sock, {"k": wire.HEARTBEAT})
             if self.peer.expired():
                 delay = backoff.next()
-                log.warning("broker %s silent; reconnecting in %.0fs", self.broker_addr, delay)
+                if self.welcomed:
+                    self.say(f"mesh worker: the broker at {self.broker_addr} stopped answering; "
+                             f"reconnecting in {delay:.0f}s")
+                else:
+                    self.say(f"mesh worker: no broker answers at {self.broker_addr} "
+                             f"(is it running, and are the address and keys right?); retrying in {delay:.0f}s")
                 poller.unregister(self.sock)
                 self.sock.close()
                 time.sleep(delay)
@@ -88,6 +95,9 @@ class Worker:
     def _handle(self, h):
         k = h["k"]
         if k == wire.WELCOME:
+            if not self.welcomed:
+                self.say(f"mesh worker: registered with the broker at {self.broker_addr}")
+                self.welcomed = True
             self.inbox = f"tcp://{self.broker_host}:{h['inbox_port']}"
             ipc = h.get("inbox_ipc")
             if self.broker_host == self.advertise and sockets.ipc_listening(ipc):
@@ -110,5 +120,5 @@ class Worker:
             sockets.send(self.sock, {"k": wire.EXITED, "gid": ev["gid"], "pid": ev["pid"], "code": ev["code"]})
 
 
-def main(broker, advertise=None, listen=None, slots=None, keys=None):
-    Worker(broker, advertise, listen, slots, keys).run()
+def main(broker, advertise=None, listen=None, slots=None, keys=None, say=None):
+    Worker(broker, advertise, listen, slots, keys, say).run()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mesh import faults
-from mesh.local import LocalMesh
+from mesh.localmesh import LocalMesh
 
 SCRATCH = Path(__file__).resolve().parent.parent / ".pytest-tmp"
 

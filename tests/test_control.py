@@ -92,7 +92,7 @@ def test_ctrl_c_on_mesh_train_cancels_and_says_how_far_it_got(fresh_mesh, tmp_pa
             train.kill()
             train.communicate()
     assert train.returncode == 1, err
-    assert "Error: interrupted: training of network n1 was cancelled after 0 epochs and" in err, err
+    assert "Error: interrupted in epoch 1 of 100: training of network n1 was cancelled after 0 epochs and" in err, err
     assert "Traceback" not in err
     steps = int(err.split(" and ")[1].split()[0])
     assert steps in (3, 4)

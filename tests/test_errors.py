@@ -14,7 +14,7 @@ from mesh.client import Client, MeshTimeout, RemoteError
 @pytest.fixture(scope="module")
 def net(mesh2):
     n = mesh2.remember(mesh2.client.create([3, 1], seed=1, dtype="float64"))
-    n.predict([0.5, 0.5], remember=False)  # fixes the row width at 2
+    n.train([[0.5, 0.5]], [[0.0]], epochs=1, batch_size=1, learning_rate=0.0, progress=False)  # two number inputs
     yield n
     n.drop()
 
@@ -25,17 +25,21 @@ def still_works(net):
 
 
 @pytest.mark.parametrize("rows, why", [
-    ([[1.0, 2.0, 3.0]], "rows have 3 values, the network takes 2"),
-    ([[1.0, float("nan")]], "row 0, position 1: nan is not a finite number"),
-    ([[float("inf"), 1.0]], "not a finite number"),
-    ([[1.0, None]], "neither a number nor a string"),
+    ([[float("inf"), 1.0]], "row 0, position 0: inf is not a finite number"),
     ([[1.0, {"a": 1}]], "neither a number nor a string"),
-    ([[1.0, 2.0], [1.0]], "row 1 has 1 values"),
+    ([[1.0, 2.0], 1.0], "row 1 is 1.0, not a row of values"),
+    ([[1.0, "a\0b"]], "strings may not contain NUL"),
     ([], "no rows"),
 ])
 def test_bad_rows_are_refused(net, rows, why):
     with pytest.raises((RemoteError, ValueError), match=why):
         net.predict(rows)
+    still_works(net)
+
+
+def test_text_where_training_saw_only_numbers_is_refused_at_predict(net):
+    with pytest.raises(RemoteError, match="row 1, position 1: 'text' is text, but position 1 only ever held numbers"):
+        net.predict([[1.0, 2.0], [1.0, "text"]], remember=False)
     still_works(net)
 
 

@@ -1,17 +1,19 @@
-"""Factors: strings become one-hot inputs on first sight; layer 1 grows."""
+"""Factors: strings become one-hot inputs on first sight in training; layer 1
+grows. Ragged rows and missing values; predict never changes the network."""
 import numpy as np
 import pytest
 
-from mesh.encoder import Encoder
+from mesh.client import RemoteError
+from mesh.encoder import Encoder, KindError
 from mesh.reference import ReferenceNet
 from mesh.table import from_rows, to_table
 
 RTOL, ATOL = 1e-9, 1e-12
 
 
-def encode(enc, rows, grow=True):
+def encode(enc, rows, grow=True, **kw):
     h, arrays = from_rows(rows)
-    return enc.encode(*to_table(h, arrays), grow=grow)
+    return enc.encode(*to_table(h, arrays), grow=grow, **kw)
 
 
 def test_numbers_and_factors_get_columns_in_order_of_first_sight():
@@ -41,9 +43,67 @@ def test_unseen_value_without_growing_lights_nothing():
 
 def test_encoder_round_trips_through_plain_data():
     enc = Encoder()
-    encode(enc, [[1.0, "x"], [2.0, "y"]])
+    encode(enc, [[1.0, "x"], [2.0, "y"]], learn={"standardize": True, "target": {"labels": ["a", "b"]}})
     again = Encoder.from_dict(enc.to_dict())
     assert again.keys == enc.keys and again.width == enc.width
+    assert again.scaling == enc.scaling == {0: (1.5, 0.5)} and again.target == {"labels": ["a", "b"]}
+    np.testing.assert_array_equal(encode(again, [[2.0, "y"]], grow=False)[0], [[1.0, 0, 1]])
+
+
+def test_ragged_rows_positions_a_row_lacks_are_absent():
+    """The original's words: each character a factor at its position, words of any length."""
+    enc = Encoder()
+    M, added = encode(enc, [list("cat"), list("horse")])
+    assert added == 8 and enc.width == 5
+    assert enc.column_names()[:3] == ["x0=c", "x1=a", "x2=t"]
+    np.testing.assert_array_equal(M.sum(axis=1), [3, 5])
+    M, added = encode(enc, [list("elephant")])  # longer than ever seen: new positions, new columns
+    assert added == 8 and enc.width == 8 and M.sum() == 8
+    M, _ = encode(enc, [list("ca"), list("cattle")], grow=False)  # shorter; longer than known at predict
+    np.testing.assert_array_equal(M.sum(axis=1), [2, 3])  # 'cat' known, 'tle' were never seen there
+
+
+def test_ragged_numbers_and_missing_values_are_absent():
+    enc = Encoder()
+    M, added = encode(enc, [[1.0, 2.0], [3.0], [None, float("nan"), 5.0]])
+    assert added == 3 and enc.keys == [("n", 0), ("n", 1), ("n", 2)]
+    np.testing.assert_array_equal(M, [[1, 2, 0], [3, 0, 0], [0, 0, 5]])
+    h, arrays = from_rows(np.array([[1.0, np.nan, 2.0]]))  # a float array with NaN: the same, no strings
+    assert len(arrays) == 1
+    np.testing.assert_array_equal(enc.encode(*to_table(h, arrays))[0], [[1, 0, 2]])
+
+
+def test_predict_never_grows_and_learns_no_new_kind():
+    enc = Encoder()
+    encode(enc, [[1.0, "a", 2.0], [2.0, "b", "x"]])
+    assert [enc.kind(p) for p in range(4)] == ["number", "factor", "mixed", None]
+    keys = list(enc.keys)
+    M, added = encode(enc, [[1.0, "new", "y", 7.0]], grow=False)  # unseen value, unseen position
+    assert added == 0 and enc.keys == keys
+    np.testing.assert_array_equal(M, [[1, 0, 0, 0, 0]])
+    with pytest.raises(KindError, match="row 1, position 0: 'abc' is text, but position 0 only ever held numbers"):
+        encode(enc, [[1.0, "a", 1.0], ["abc", "a", 1.0]], grow=False)
+    M, _ = encode(enc, [["abc", "a", 1.0]], grow=False, strict=False)  # accepted: an unseen value
+    np.testing.assert_array_equal(M, [[0, 1, 1, 0, 0]])
+    encode(enc, [["abc", "a", 1.0]])  # training may bring a new kind: position 0 becomes mixed
+    assert enc.kind(0) == "mixed" and encode(enc, [["zz", "a", 1.0]], grow=False)[0].sum() == 2
+
+
+def test_standardize_uses_the_statistics_of_the_rows_that_first_train_a_position():
+    enc = Encoder()
+    M, _ = encode(enc, [[0.0, "a"], [10.0, "b"], [None, "a"]], learn={"standardize": True})
+    np.testing.assert_allclose(M[:, 0], [-1, 1, 0])  # missing: the mean
+    M, _ = encode(enc, [[5.0, "a", 100.0], [15.0, "a", 300.0]], learn={"standardize": True})
+    np.testing.assert_allclose(M[:, 0], [0, 2])       # position 0 keeps its statistics
+    np.testing.assert_allclose(M[:, -1], [-1, 1])     # position 2 is new: its own
+    M, _ = encode(enc, np.array([[5.0, np.nan, 200.0]]), grow=False)
+    np.testing.assert_allclose(M, [[0, 0, 0, 0]])
+
+
+@pytest.mark.parametrize("learn", [{"scale": 1}, {"target": {"labels": [1, 2]}}, {"target": {"mean": "x"}}, [1]])
+def test_bad_learn_settings_are_refused(learn):
+    with pytest.raises(ValueError, match="learn must be|target must be"):
+        encode(Encoder(), [[1.0]], learn=learn)
 
 
 def test_factor_growth_mid_training_matches_reference(mesh2):
@@ -133,12 +193,56 @@ def test_mismatched_checkpoint_is_refused_clearly(mesh2, tmp_path):
     from mesh.client import RemoteError
     net = mesh2.remember(mesh2.client.create([3, 1], seed=2, dtype="float64"))
     try:
-        net.predict([[0.1, 0.2]], remember=False)
+        net.train([[0.1, 0.2]], [[0.0]], epochs=1, batch_size=1, learning_rate=0.0, progress=False)
         net.save(tmp_path / "ok.npz")
         meta, arrays = read(tmp_path / "ok.npz")
         arrays[0] = arrays[0][:, :1]  # layer 1 no longer fits the encoder's two inputs
         write(tmp_path / "bad.npz", meta, arrays)
         with pytest.raises(RemoteError, match="layer 1: weights \\[3, 1\\]"):
             mesh2.client.load(tmp_path / "bad.npz")
+    finally:
+        net.drop()
+
+
+def test_ragged_rows_and_missing_values_on_the_mesh(mesh2):
+    net = mesh2.remember(mesh2.client.create([6, 1], seed=4, dtype="float64"))
+    try:
+        words = [list("cat"), list("horse"), list("ox")]
+        net.train(words, [[1.0], [0.0], [1.0]], epochs=3, batch_size=2, learning_rate=0.5, progress=False)
+        assert net.predict([list("cat"), list("horse")], remember=False).shape == (2, 1)
+        net.predict([list("elephant")])  # a longer row, remembered and trained: layer 1 grows
+        net.backprop([0.0], learning_rate=0.5)
+        assert [n["inputs"] for n in mesh2.client.status()["networks"] if n["net"] == net.id] == [18]
+        assert np.isfinite(net.predict([None, "o", float("nan")], remember=False)).all()
+        outputs, losses = net.online([list("ab"), [0.5, "b", "c"], list("horses")], [[1.0], [0.0], [1.0]])
+        assert outputs.shape == (3, 1) and np.isfinite(losses).all()
+    finally:
+        net.drop()
+
+
+def test_predict_never_changes_the_network(mesh2):
+    net = mesh2.remember(mesh2.client.create([3, 1], seed=6, dtype="float64"))
+
+    def inputs():
+        return [n["inputs"] for n in mesh2.client.status()["networks"] if n["net"] == net.id][0]
+    try:
+        net.predict([[0.1, "left"]], remember=False)  # the first rows ever seen size layer 1
+        assert inputs() == 2
+        net.train([[0.1, "left"], [0.2, "right"]], [[1.0], [0.0]], epochs=2, batch_size=2, learning_rate=0.5,
+                  progress=False)
+        before = net.weights()
+        for rows in ([[0.1, "never-seen"]], [[0.1, "left", 3.0, "x"]], [[0.5, None]]):
+            net.predict(rows, remember=False)
+        assert inputs() == 3
+        for (W, b), (W2, b2) in zip(before, net.weights()):
+            np.testing.assert_array_equal(W, W2)
+        # an unseen value lights no input: the same output as the value absent
+        np.testing.assert_array_equal(net.predict([[0.1, "never-seen"]], remember=False),
+                                      net.predict([[0.1, None]], remember=False))
+        with pytest.raises(RemoteError, match="position 0: 'abc' is text, but position 0 only ever held numbers"):
+            net.predict([["abc", "left"]], remember=False)
+        np.testing.assert_array_equal(net.predict([["abc", "left"]], remember=False, strict=False),
+                                      net.predict([[None, "left"]], remember=False))
+        assert inputs() == 3
     finally:
         net.drop()

@@ -140,3 +140,44 @@ def test_set_weights_replaces_them(mesh2):
             net.set_weights([(np.zeros((3, 5)), np.zeros(3)), layers[1]])
     finally:
         net.drop()
+
+
+@pytest.mark.parametrize("group_size", [1, None])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_l2_weight_decay_alpha_matches_reference(mesh2, group_size, optimizer):
+    """alpha as scikit-learn defines it (optim.py); every group decays its own rows of W."""
+    net = mesh2.remember(mesh2.client.create([5, 4, 3], group_size=group_size, seed=12, dtype="float64",
+                                             activation="relu", output="softmax", loss="cross_entropy"))
+    try:
+        rng = np.random.default_rng(6)
+        X = rng.normal(size=(40, 3))
+        Y = np.eye(3)[rng.integers(0, 3, size=40)]
+        net.predict(X[:1], remember=False)  # the first rows size layer 1
+        ref = ReferenceNet(net.weights(), activation="relu", output="softmax", loss="cross_entropy",
+                           optimizer=optimizer, dtype=np.float64, alpha=0.5)
+        lr = 0.01 if optimizer == "adam" else 0.2
+        hist = net.train(X, Y, epochs=3, batch_size=16, learning_rate=lr, optimizer={"name": optimizer, "alpha": 0.5},
+                         shuffle=True, seed=4, micro_batches=3, progress=False)
+        np.testing.assert_allclose(hist, ref.train(X, Y, epochs=3, batch_size=16, learning_rate=lr, shuffle=True,
+                                                   seed=4), rtol=1e-9)
+        assert_same_weights(net.weights(), ref.layers)
+        net.predict(X[:5])  # backprop decays too, by the rows of its pass
+        net.backprop(Y[:5], learning_rate=lr)
+        ref.step(X[:5], Y[:5], lr)
+        assert_same_weights(net.weights(), ref.layers)
+    finally:
+        net.drop()
+
+
+def test_reference_alpha_is_scikit_learns_l2_penalty():
+    """alpha adds alpha * W / rows to each weight gradient (that of alpha/2 * ||W||^2 / rows), not to biases."""
+    rng = np.random.default_rng(0)
+    layers = [(rng.normal(size=(3, 2)), rng.normal(size=3)), (rng.normal(size=(1, 3)), rng.normal(size=1))]
+    X, T = rng.normal(size=(4, 2)), rng.uniform(size=(4, 1))
+    plain = ReferenceNet(layers, dtype=np.float64)
+    decayed = ReferenceNet(layers, dtype=np.float64, alpha=0.3)
+    plain.step(X, T, 0.1)
+    decayed.step(X, T, 0.1)
+    for (W, _), (Wp, bp), (Wd, bd) in zip(layers, plain.layers, decayed.layers):
+        np.testing.assert_allclose(Wp - Wd, 0.1 * 0.3 * W / len(X), rtol=1e-9)  # sgd: lr * alpha * W / rows
+        np.testing.assert_array_equal(bp, bd)

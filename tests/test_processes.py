@@ -4,8 +4,9 @@ from conftest import alive, all_gone
 
 
 def cmdline(pid):
+    """What `ps` shows for a process."""
     with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().replace(b"\0", b" ").decode()
+        return f.read().replace(b"\0", b" ").decode().strip()
 
 
 def parent(pid):
@@ -27,6 +28,18 @@ def test_one_process_per_neuron(mesh2):
         workers = {p.pid for p in mesh2.mesh.procs[1:]}
         assert all(parent(parent(p)) in workers for p in pids)
         assert {p["worker"] for p in procs} == {"w1", "w2"}  # spread over both workers
+    finally:
+        net.drop()
+
+
+def test_ps_tells_the_processes_apart(mesh2):
+    net = mesh2.remember(mesh2.client.create([2, 1], seed=7))
+    try:
+        broker, *workers = mesh2.mesh.procs
+        assert cmdline(broker.pid) == "mesh broker"
+        assert [cmdline(w.pid) for w in workers] == ["mesh worker"] * 2
+        assert sorted(cmdline(p["pid"]) for p in net.processes()) == [f"mesh group {net.id}.1.0",
+                                                                      f"mesh group {net.id}.2.0"]
     finally:
         net.drop()
 

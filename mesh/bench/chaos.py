@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from ..client import Client, Network
-from ..local import LocalMesh
+from ..localmesh import LocalMesh
 from ..reference import ReferenceNet
 
 SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy")

@@ -6,7 +6,7 @@ import time
 import numpy as np
 
 from ..client import Client, Network
-from ..local import LocalMesh
+from ..localmesh import LocalMesh
 from ..reference import ReferenceNet
 
 

@@ -18,7 +18,7 @@ import traceback
 
 import numpy as np
 
-from mesh.local import LocalMesh
+from mesh.localmesh import LocalMesh
 
 INPUTS = 10
 # The Elixir original on this machine, pairs/s of [n, n, 1] trained online.

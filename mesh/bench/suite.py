@@ -1,5 +1,5 @@
 """`mesh bench`: every benchmark in one run on one local mesh, as tables."""
-from ..local import LocalMesh
+from ..localmesh import LocalMesh
 from . import latency, throughput
 from .common import table
 

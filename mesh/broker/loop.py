@@ -409,11 +409,12 @@ class Broker:
                     sl = [s[g["lo"]:g["hi"]] for s in slots]
                     self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
-    def encode(self, net, h, arrays, grow=True):
+    def encode(self, net, h, arrays, grow=True, strict=True):
         """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
         X, S, strings = table.to_table(h, arrays)
         before = net.inputs
-        M, added = net.encoder.encode(X, S, strings, grow=grow, dtype=net.spec.dtype)
+        M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=h.get("learn"),
+                                      dtype=net.spec.dtype)
         if added:
             if before == 0:
                 W, _ = initial_layer(net.spec, 0, net.inputs)

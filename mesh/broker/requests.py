@@ -58,10 +58,13 @@ def predict(b, client, h, arrays):
     chunk = int(h.get("chunk") or 256)
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 row, got {chunk}")
-    X = b.encode(net, h, arrays)
+    keep = bool(h.get("keep", True))
+    # predict adds no inputs: only the first rows a network sees (they size layer 1) or a kept pass,
+    # which a backprop may train on, may grow it
+    X = b.encode(net, h, arrays, grow=keep or net.inputs == 0, strict=h.get("strict") is not False)
     if len(X) == 0:
         raise ValueError("no rows to predict")
-    Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, bool(h.get("keep", True)), chunk).begin()
+    Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, keep, chunk).begin()
 
 
 def backprop(b, client, h, arrays):
@@ -174,6 +177,7 @@ def network_status(n):
     total, crossing = cross_host_links([[n.groups[g] for g in gids] for gids in n.layers])
     training = dict(n.progress) if n.trainer is not None else None
     return {"net": n.id, "state": n.state.value, "failure": n.life.failure, "sizes": n.spec.sizes,
+            "output": n.spec.output, "loss": n.spec.loss, "target": n.encoder.target,
             "inputs": n.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
             "alive": sum(g["alive"] for g in n.groups.values()), "links": {"total": total, "cross_host": crossing},
             "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,

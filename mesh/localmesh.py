@@ -53,7 +53,9 @@ class LocalMesh:
     def _start_workers(self):
         extra = ["--slots", str(self.slots)] if self.slots else []
         for _ in range(self.n_workers):
-            self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid)
+            # their banner lines are for a person who runs `mesh worker`; here the launcher speaks
+            self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid,
+                        stdout=subprocess.DEVNULL)
 
     def _wait_for_workers(self):
         deadline = time.monotonic() + self.start_timeout
