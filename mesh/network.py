@@ -2,12 +2,15 @@
 passes in flight. A pass is one batch of rows on its way through the mesh,
 named by its sequence number."""
 import secrets
+import time
 from collections import deque
 
 import numpy as np
 
 from .encoder import Encoder
 from .steps import Watermark
+
+WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
 
 
 class Pass:
@@ -91,6 +94,14 @@ class Network:
         self.paused = False       # a snapshot is being taken
         self.layer1_width = len(self.encoder.keys)  # input columns layer 1 holds now (older rows may be narrower)
         self.deferred = deque()   # client requests that arrived while recovering or paused
+        self.events = deque(maxlen=WATCHED)  # what happened, for the dashboard (note); the oldest go unread
+
+    def note(self, kind, **fields):
+        """Tell watchers what happened: "train" (a training run starts), "loss" (one of its steps),
+        "lost" (groups died, or the state is rebuilt), each with the training step it came at."""
+        if "step" not in fields:
+            fields["step"] = self.trainer.steps_done if self.trainer is not None else None
+        self.events.append(dict(fields, kind=kind, time=time.time()))
 
     @property
     def inputs(self):
