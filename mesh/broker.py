@@ -677,7 +677,7 @@ def main(bind, keys=None, checkpoint_dir=None, dashboard=None):
     print(f"mesh broker listening on {broker.address}", flush=True)
     if dashboard is not None:
         try:
-            broker.dashboard = Dashboard(dashboard)
+            broker.dashboard = Dashboard(dashboard, broker)
         except OSError as e:
             broker.close()
             raise BindError(f"cannot serve the dashboard on {dashboard.host}:{dashboard.port}: {e.strerror or e}; "

@@ -31,10 +31,11 @@ SECURITY_HEADERS = {
 class Dashboard:
     """Started by the broker's main(); offer() from its tick; close() on its way out."""
 
-    def __init__(self, listen):
+    def __init__(self, listen, broker):
         self.frames, self.watch = Frames(), Watch()
         self.server = Server(listen, self.frames)
         self.next = 0.0
+        self.offer(broker)  # the first snapshot before the URL is printed: it answers at once
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
                                        name="dashboard", daemon=True)
         self.thread.start()
