@@ -22,15 +22,15 @@ class Curve:
         if self.count < self.width:
             self.open_step = step
             return
-        self.points.append([step, self.sum / self.count])
+        self.points.append([step, round(self.sum / self.count, 6)])
         self.sum, self.count = 0.0, 0
         if len(self.points) >= self.limit:
             pairs = zip(self.points[0::2], self.points[1::2])
-            self.points = [[b[0], (a[1] + b[1]) / 2] for a, b in pairs]
+            self.points = [[b[0], round((a[1] + b[1]) / 2, 6)] for a, b in pairs]
             self.width *= 2
 
     def view(self):
         """The points, with the one being filled, as plain lists."""
         if self.count:
-            return self.points + [[self.open_step, self.sum / self.count]]
+            return self.points + [[self.open_step, round(self.sum / self.count, 6)]]
         return list(self.points)

@@ -181,7 +181,7 @@ class Watch:
         per_epoch = -(-run.info["rows"] // run.info["batch_size"]) if run.info.get("mode") == "exact" else None
         return {**run.info, **run.last, "samples_per_second": run.samples_per_second(time.time()),
                 "state": run.state, "started": run.started, "steps_per_epoch": per_epoch,
-                "curve": [[s, num(v)] for s, v in run.curve.view()],
+                "curve": run.curve.view(),  # finite floats only (Curve.add)
                 "epoch_losses": [num(total / rows) for total, rows in run.epochs if rows],
                 "restarts": list(run.marks)}
 
