@@ -57,7 +57,7 @@ class LoneBroker:
     def __init__(self, *args):
         self.proc = subprocess.Popen([sys.executable, "-m", "mesh", "broker", "--bind", "tcp://127.0.0.1:*", *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                     process_group=0)
+                                     process_group=0, bufsize=0)  # unbuffered: select() sees each line
 
     def lines(self, n, timeout=30):
         out = []
