@@ -19,6 +19,14 @@ keys_option = click.option("--keys", "keys_dir", envvar="MESH_KEYS", type=click.
                            help="CurveZMQ keys folder (mesh keys generate): encrypt and authenticate every socket.")
 insecure_option = click.option("--insecure", is_flag=True,
                                help="Allow a non-loopback address without keys (anyone who reaches it can use it).")
+dashboard_option = click.option(
+    "--dashboard", default=None, metavar="ADDR:PORT|off",
+    help="Where the web dashboard and /metrics listen (default 127.0.0.1:8787, or any free port when that one "
+         "is taken; port 0: any free port); off: no dashboard.")
+dashboard_token_option = click.option(
+    "--dashboard-token", default=None,
+    help="Serve the dashboard only with this token (?token= in the URL, or Authorization: Bearer); needed on a "
+         "non-loopback address unless --keys (a random one then) or --insecure.")
 timeout_option = click.option("--timeout", type=float, default=60.0, show_default=True,
                               help="Seconds to wait for an answer.")
 
@@ -56,6 +64,18 @@ def cli():
     """neuromesh: a neural network run as a mesh of processes talking ZeroMQ."""
 
 
+def _dashboard(value, token, keys, insecure):
+    """Where the dashboard listens (None: off); refuses a non-loopback address left open."""
+    from .dashboard.listen import Refused, allowed, parse
+    try:
+        listen = allowed(parse(value), token, keys=keys, insecure=insecure)
+    except Refused as e:
+        raise click.ClickException(str(e)) from None
+    if listen is not None and listen.warning:
+        click.echo(listen.warning, err=True)
+    return listen
+
+
 def _keys(keys_dir, role, address, insecure):
     """The process's keys, or None; refuses a non-loopback address without keys unless --insecure."""
     from .security import KeyError_, Keys, is_loopback
@@ -80,16 +100,19 @@ def _keys(keys_dir, role, address, insecure):
 @insecure_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
               help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
-def broker(bind, keys_dir, insecure, checkpoint_dir):
-    """Run the broker in the foreground."""
+@dashboard_option
+@dashboard_token_option
+def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token):
+    """Run the broker in the foreground; it serves the web dashboard too."""
     name_process("mesh broker")
     _lifetime()
     raise_on_sigterm()
     logging_setup()
     keys = _keys(keys_dir, "broker", bind, insecure)
+    listen = _dashboard(dashboard, dashboard_token, keys is not None, insecure)
     from .broker import BindError, main
     try:
-        main(bind, keys, checkpoint_dir)
+        main(bind, keys, checkpoint_dir, listen)
     except BindError as e:
         raise click.ClickException(str(e)) from None
 
@@ -134,10 +157,15 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @click.option("--remote-command", default="mesh", show_default=True, help="With --hosts: how the hosts run mesh.")
 @insecure_option
 @keys_option
-def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir):
+@dashboard_option
+@dashboard_token_option
+def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir,
+       dashboard, dashboard_token):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     name_process("mesh up")
     raise_on_sigterm()
+    _dashboard(dashboard, dashboard_token, bool(keys_dir), insecure)  # refused here, before anything starts
+    board = {"dashboard": dashboard, "dashboard_token": dashboard_token}
     from .localmesh import LocalMesh
     if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
         os.environ["MESH_KEYS"] = keys_dir
@@ -147,10 +175,10 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
             raise click.UsageError("--hosts needs --advertise: the address the hosts reach this broker at")
         hosts = _call(lambda: read_hosts(hosts_file))
         m = RemoteMesh(hosts, advertise, ssh=ssh_cmd or SSH, remote_command=remote_command, blas_threads=blas_threads,
-                       bind=bind, insecure=insecure)
+                       bind=bind, insecure=insecure, **board)
         workers = len(hosts)
     else:
-        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure)
+        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure, **board)
     _refuse_busy(bind)
     try:
         try:
@@ -160,6 +188,8 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
         broker_pid, *worker_pids = m.pids()
         click.echo(f"mesh up: broker {m.address} (pid {broker_pid}), {workers} workers "
                    f"(pids {', '.join(map(str, worker_pids))}); Ctrl-C to stop")
+        if m.dashboard_url:
+            click.echo(f"dashboard: {m.dashboard_url}")
         while all(p.poll() is None for p in m.procs):
             time.sleep(0.5)
         click.echo("a mesh process exited; stopping", err=True)
@@ -423,7 +453,7 @@ def demo(names, workers, quick, data):
 
 
 @cli.command()
-@click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling"]))
+@click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling", "dashboard"]))
 @click.option("--rounds", type=int, default=3, show_default=True, help="Rounds per measurement (median, min-max).")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer rounds: a smoke run, not a result.")
 def bench(parts, rounds, quick):

@@ -83,9 +83,20 @@ class Group:
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
+        self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
+
+    def send(self, sock, header, arrays=()):
+        sockets.send(sock, header, arrays)
+        self.sent += 1
 
     def tell_broker(self, header, arrays=()):
-        sockets.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
+        self.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
+
+    def beat(self):
+        """Alive, with what watchers want to see: messages sent and the last step applied."""
+        sockets.send(self.broker, {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token,
+                                   "gen": self.gen, "pid": os.getpid(), "msgs": self.sent,
+                                   "applied": self.applied.done})
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
@@ -97,9 +108,9 @@ class Group:
                 while self.running and self.inbox.get(zmq.EVENTS) & zmq.POLLIN:  # drain: no poll per message
                     self.handle_one()
                     if beat.due():
-                        self.tell_broker({"k": wire.HEARTBEAT, "pid": os.getpid()})
+                        self.beat()
             if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
-                self.tell_broker({"k": wire.HEARTBEAT, "pid": os.getpid()})
+                self.beat()
 
     def handle_one(self):
         """Read and handle one inbox message; a bad one is dropped or answered with FAULT, never fatal."""
@@ -285,7 +296,7 @@ class Group:
             return
         out = dict(h, src=self.index)
         for sock, _, _ in self.down:
-            sockets.send(sock, out, [a])
+            self.send(sock, out, [a])
 
     def target(self, h, arrays):
         T, = arrays
@@ -328,8 +339,8 @@ class Group:
         x, a = self.held.pop(seq)
         dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
         for sock, lo, hi in self.up:
-            sockets.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
-                                    net=self.net, tok=self.token), [dX[:, lo:hi]])
+            self.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
+                                 net=self.net, tok=self.token), [dX[:, lo:hi]])
         seen = self.step_counts.get(step, 0) + 1
         if seen == of:
             self.step_counts.pop(step, None)

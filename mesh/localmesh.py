@@ -14,13 +14,18 @@ from .lifecycle import blas_env
 
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
-                 start_timeout=30.0, insecure=False, env=None):
+                 start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None):
+        """dashboard: ADDR:PORT for the broker's web dashboard (port 0: any free one), "off", or None for
+        the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
         self.insecure = ["--insecure"] if insecure else []
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
         self.env["MESH_DIE_WITH_PARENT"] = "1"
         self.env.update(env or {})  # e.g. MESH_TEST_FAULTS (faults.py), inherited by every group
+        self.board = (["--dashboard", dashboard] if dashboard else []) + \
+            (["--dashboard-token", dashboard_token] if dashboard_token else [])
+        self.dashboard_url = None
         self.procs, self.pgid, self.address, self.client = [], None, None, None
 
     def _spawn(self, *args, **kw):
@@ -31,10 +36,13 @@ class LocalMesh:
     def start(self):
         """The broker, then the workers, then a client once every worker has joined."""
         try:
-            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, stdout=subprocess.PIPE,
+            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, *self.board, stdout=subprocess.PIPE,
                                  process_group=0)
             self.pgid = broker.pid
-            self.address = self._dial_address(_read_address(broker, self.start_timeout))
+            deadline = time.monotonic() + self.start_timeout
+            self.address = self._dial_address(_read_line(broker, deadline).split()[-1])
+            if self.board[1:2] != ["off"]:  # it prints the dashboard's URL next
+                self.dashboard_url = _read_line(broker, deadline).split()[-1]
             self._start_workers()
             self.client = Client(self._client_address(), timeout=self.timeout)
             self._wait_for_workers()
@@ -109,16 +117,15 @@ def _signal_group(pgid, sig):
         pass
 
 
-def _read_address(proc, timeout):
-    """The broker prints 'mesh broker listening on ADDR' once bound."""
-    deadline = time.monotonic() + timeout
+def _read_line(proc, deadline):
+    """A line the broker prints once bound: 'mesh broker listening on ADDR', then 'dashboard: URL'."""
     line = b""
     while not line.endswith(b"\n"):
         left = deadline - time.monotonic()
         if left <= 0 or not select.select([proc.stdout], [], [], left)[0]:
-            raise TimeoutError(f"the broker did not start within {timeout}s")
+            raise TimeoutError("the broker did not start in time")
         chunk = os.read(proc.stdout.fileno(), 1)
         if not chunk:
             raise RuntimeError(f"the broker exited at start (code {proc.wait()})")
         line += chunk
-    return line.decode().split()[-1]
+    return line.decode()

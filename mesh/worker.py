@@ -10,6 +10,7 @@ import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
+from .procstat import Meter
 from .spawner import Spawner
 
 
@@ -35,6 +36,7 @@ class Worker:
         # one identity for the worker's life: after a reconnect the broker knows it is the same worker
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
         self.groups = {}  # gid -> pid
+        self.meter = Meter()
         self.running = True
         self.welcomed = False  # the broker has answered this connection
 
@@ -76,8 +78,9 @@ class Worker:
             if self.spawner.fileno() in events:
                 for ev in self.spawner.events():
                     self._report(ev)
-            if self.peer.due():
-                sockets.send(self.sock, {"k": wire.HEARTBEAT})
+            if self.peer.due():  # with the CPU and memory of each group, for the dashboard
+                use = self.meter.read_all({"self": os.getpid(), **self.groups})
+                sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
             if self.peer.expired():
                 delay = backoff.next()
                 if self.welcomed:

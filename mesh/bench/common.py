@@ -1,20 +1,9 @@
 """What every benchmark shares: rounds, medians with min-max, CPU accounting
 from /proc, and a plain-text table."""
-import os
 import statistics
 import time
 
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    """User + system CPU seconds of one process (0 if it is gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / TICK
-    except (FileNotFoundError, ProcessLookupError):
-        return 0.0
+from ..procstat import cpu_seconds
 
 
 def mesh_pids(client, net):

@@ -16,6 +16,11 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
             log("predict latency:")
             rows = latency.run(client, n=100 if quick else 500, log=log, hop=hop)
             out["latency"] = table(latency.COLUMNS, [[r[c] for c in latency.COLUMNS] for r in rows])
+    if "dashboard" in parts:
+        from . import dashboard
+        log("broker throughput, dashboard closed and open:")
+        rows = dashboard.run(rounds=rounds, quick=quick, log=log)
+        out["dashboard"] = table(dashboard.COLUMNS, [[r[c] for c in dashboard.COLUMNS] for r in rows])
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")

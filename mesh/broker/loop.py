@@ -23,6 +23,7 @@ import numpy as np
 import zmq
 
 from .. import heartbeat, sockets, table, wire
+from ..dashboard import Dashboard
 from ..lifecycle import profiled
 from ..spec import initial_layer
 from . import requests
@@ -68,12 +69,13 @@ class Broker:
                            take_snapshot=lambda net, then: take_snapshot(self.ports, net, then),
                            snapshot_due=lambda net: snapshot_due(self.ports, net, SNAPSHOT_EVERY),
                            checkpoint_file=self.checkpoint_file)
-        self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: lambda w, h: None,
+        self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: self.worker_beat,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
         self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
                           wire.OUT: self.flow.out, wire.DONE: self.flow.done, wire.STATE: self.state,
                           wire.SNAPPED: self.snapped, wire.KEPT: self.kept, wire.FAULT: self.flow.fault}
         self.running = True
+        self.dashboard = None  # main() starts it; tick() offers it the state, at a rate it bounds
 
     # -- the loop --------------------------------------------------------
     def run(self):
@@ -105,6 +107,8 @@ class Broker:
         for net in list(self.nets.values()):
             self.stop_net(net)
         # workers are not told to stop: they reconnect to the next broker, which ends what they still run
+        if self.dashboard is not None:
+            self.dashboard.close()
         if self.keys is not None:
             self.keys.stop()
         self.ctx.destroy(linger=0)
@@ -131,6 +135,8 @@ class Broker:
                     self._send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
                 if silent and not net.failed:
                     self.group_lost(net, silent, f"{net.describe(silent[0])} stopped answering heartbeats")
+        if self.dashboard is not None:
+            self.dashboard.offer(self)
 
     def heartbeat_workers(self):
         """Due heartbeats out; also called inside long work, so workers never think us gone."""
@@ -227,6 +233,15 @@ class Broker:
             if g is None or g["pid"] != pid or g["worker"] != wid:
                 self._send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
 
+    def worker_beat(self, wid, h):
+        """Its own and its groups' CPU and memory, kept for the dashboard."""
+        self.workers[wid]["usage"] = h.get("usage")
+        for gid, use in dict(h.get("groups") or {}).items():
+            net = self.nets.get(str(gid).split(".")[0])
+            g = net.groups.get(gid) if net else None
+            if g is not None and g["worker"] == wid:
+                g["usage"] = use
+
     def spawned(self, wid, h):
         net = self.nets.get(str(h["gid"]).split(".")[0])
         if net and h["gid"] in net.groups and net.groups[h["gid"]]["worker"] == wid:
@@ -249,6 +264,7 @@ class Broker:
 
     def group_lost(self, net, gids, why):
         """Groups are gone: rebuild them and replay, or, when that cannot be, fail the network."""
+        net.note("lost", pids={gid: net.groups[gid]["pid"] for gid in gids}, why=why)
         for gid in gids:
             net.groups[gid]["alive"] = False
         log.warning("network %s: %s", net.id, why)
@@ -329,6 +345,7 @@ class Broker:
         g = net.groups[h["gid"]]
         if g["pid"] == h.get("pid"):
             g["heard"] = time.monotonic()
+            g["msgs"], g["applied"] = h.get("msgs"), h.get("applied")  # for the dashboard
 
     def ready(self, net, h, arrays):
         for job in list(net.jobs):
@@ -454,12 +471,21 @@ class BindError(RuntimeError):
     """The broker's address cannot be bound (in use, or not this host's)."""
 
 
-def main(bind, keys=None, checkpoint_dir=None):
+def main(bind, keys=None, checkpoint_dir=None, dashboard=None):
+    """dashboard: where to serve it (a dashboard.Listen), or None for none."""
     try:
         broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
     except zmq.ZMQError as e:
         raise BindError(f"cannot listen on {bind}: {e}") from None
     print(f"mesh broker listening on {broker.address}", flush=True)
+    if dashboard is not None:
+        try:
+            broker.dashboard = Dashboard(dashboard, broker)
+        except OSError as e:
+            broker.close()
+            raise BindError(f"cannot serve the dashboard on {dashboard.host}:{dashboard.port}: {e.strerror or e}; "
+                            f"choose another with --dashboard ADDR:PORT (port 0: any free one), or --dashboard off")
+        print(f"dashboard: {broker.dashboard.url}", flush=True)
     try:
         with profiled("broker"):
             broker.run()

@@ -1,6 +1,7 @@
 """The broker's record of one network: its spec, encoder, groups, its
 state (states.py) and the passes in flight (passes.py)."""
 import secrets
+import time
 from collections import deque
 
 import numpy as np
@@ -9,6 +10,8 @@ from ..encoder import Encoder
 from ..steps import Watermark
 from .passes import FairQueue
 from .states import Lifecycle, State
+
+WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
 
 
 class Network:
@@ -47,6 +50,7 @@ class Network:
         self.snapshotting = False  # a snapshot is being taken: requests wait a moment
         self.layer1_width = len(self.encoder.keys)  # input columns layer 1 holds now (older rows may be narrower)
         self.deferred = deque()   # client requests that arrived while recovering or snapshotting
+        self.events = deque(maxlen=WATCHED)  # what happened, for the dashboard (note); the oldest go unread
 
     @property
     def state(self):
@@ -63,6 +67,13 @@ class Network:
     def held(self):
         """Every pass kept for a backprop, remembered or awaited."""
         return [p for passes in (*self.remembered.values(), *self.awaiting.values()) for p in passes]
+
+    def note(self, kind, **fields):
+        """Tell watchers what happened: "train" (a training run starts), "loss" (one of its steps),
+        "lost" (groups died, or the state is rebuilt), each with the training step it came at."""
+        if "step" not in fields:
+            fields["step"] = self.trainer.steps_done if self.trainer is not None else None
+        self.events.append(dict(fields, kind=kind, time=time.time()))
 
     @property
     def inputs(self):

@@ -101,6 +101,8 @@ class Train(Job):
         self.net.trainer = self
         self.net.life.fire(Event.TRAIN_STARTED)
         self.net.progress = {"epoch": 1, "epochs": self.o["epochs"], "step": 0, "loss": None, "rate": 0.0}
+        self.net.note("train", step=0, epochs=self.o["epochs"], rows=len(self.X), batch_size=self.o["batch_size"],
+                      mode=self.o["mode"])
         self.configure()
 
     def configure(self):
@@ -219,6 +221,7 @@ class Train(Job):
             return
         self.progress()
         self.forwarding.discard(p)
+        loss_before = self.loss_sum
         if p.head:  # the output groups computed its loss and started its backward
             self.loss_sum += p.loss
             p.z = None
@@ -232,14 +235,19 @@ class Train(Job):
         self.epoch_rows += p.rows
         if self.o["mode"] == "async":
             log_step(self.net, p.step, [(p.X, p.T)], p.batch_rows, self.lr)
+            step_rows = p.rows
+            step_loss = (self.loss_sum - loss_before) / step_rows
         elif not self.forwarding:  # the whole mini-batch is on its way back
             micros, rows = self.batch[:2]
             log_step(self.net, p.step, micros, rows, self.lr)
+            step_rows = rows
+            step_loss = (self.loss_sum - self.batch[2]) / step_rows
             self.batch = None  # logged: a recovery replays it, never resubmits it
         else:
             return
         self.flow.pump(self.net)  # others' passes that waited for this step to be sent
         self.steps_done += 1
+        self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=step_loss, rows=step_rows)
         self.report()
         if self.epoch_rows < len(self.X):
             if self.o["mode"] == "exact":
