@@ -36,7 +36,7 @@ from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
-from .spec import LOSSES, OUTPUTS
+from .spec import LOSSES, OUTPUTS, Spec, initial_rows
 from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
@@ -175,7 +175,11 @@ class Group:
         self.keeper_sock = self._dial(*keeper) if keeper else None
         restore = h.get("restore")
         if restore is None:
-            W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
+            if h.get("init"):  # a new network: this group's rows, drawn from the seed
+                W, b = initial_rows(Spec(**h["init"]["spec"]), self.layer, int(h["init"]["fan_in"]), self.cfg["lo"],
+                                    self.cfg["hi"])
+            else:
+                W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
             self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         elif restore.get("from") is None:
             self.neurons = self.keeper.restore_own(int(restore["snap"]), h["function"])
@@ -231,9 +235,12 @@ class Group:
         return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
 
     def grow(self, h, arrays):
-        cols, = arrays
-        self.neurons.grow(cols.shape[1])
-        self.neurons.W[:, -cols.shape[1]:] = cols if cols.size else 0
+        """Input columns appended: zero, or, for the first inputs a network sees, drawn from its seed."""
+        added = int(h["cols"])
+        self.neurons.grow(added)
+        if h.get("init"):
+            W, _ = initial_rows(Spec(**h["init"]), self.layer, self.neurons.W.shape[1], self.cfg["lo"], self.cfg["hi"])
+            self.neurons.W[:, -added:] = W[:, -added:]
 
     def get(self, h, arrays):
         n = self.neurons

@@ -65,8 +65,16 @@ class Spec:
         return self.activation if layer < len(self.sizes) - 1 else "linear"
 
 
+ROWS_PER_STREAM = 256  # neurons drawn from one random stream: any group draws its own rows alone
+
+
 def initial_layer(spec, layer, fan_in):
-    """(W, b) of one layer, W (out, in) uniform in +-limit.
+    """(W, b) of one whole layer (see initial_rows)."""
+    return initial_rows(spec, layer, fan_in, 0, spec.sizes[layer])
+
+
+def initial_rows(spec, layer, fan_in, lo, hi):
+    """(W, b) of neurons lo..hi of one layer, W (rows, in) uniform in +-limit.
 
     init "auto": limit sqrt(6 / (in + out)) (Glorot), sqrt(6 / in) for relu
     hidden layers (He); b zero. "glorot": scikit-learn's MLP, b drawn too
@@ -76,21 +84,32 @@ def initial_layer(spec, layer, fan_in):
     data (the regressor's R2 then depended on the seed), so the estimators use
     "glorot".
 
-    Each layer draws from its own stream (seed, layer), so growing the input
-    layer later never changes the other layers.
+    Every block of ROWS_PER_STREAM neurons draws from its own stream (seed,
+    layer, block): a group draws its own rows without the rest of the layer,
+    so the same seed gives the same network whatever the group size, and the
+    broker never holds a layer it did not need. Growing the input layer later
+    never changes the other layers.
     """
     fan_out = spec.sizes[layer]
-    rng = np.random.default_rng([spec.seed, layer])
-    if spec.init == "glorot":
+    glorot = spec.init == "glorot"
+    if glorot:
         limit = np.sqrt((2.0 if spec.activation == "sigmoid" else 6.0) / (fan_in + fan_out))
-        W = rng.uniform(-limit, limit, size=(fan_out, fan_in)).astype(spec.dtype)
-        return W, rng.uniform(-limit, limit, size=fan_out).astype(spec.dtype)
-    if spec.activation == "relu" and layer < len(spec.sizes) - 1:
+    elif spec.activation == "relu" and layer < len(spec.sizes) - 1:
         limit = np.sqrt(6.0 / max(fan_in, 1))
     else:
         limit = np.sqrt(6.0 / (fan_in + fan_out))
-    W = rng.uniform(-limit, limit, size=(fan_out, fan_in)).astype(spec.dtype)
-    return W, np.zeros(fan_out, dtype=spec.dtype)
+    W = np.empty((hi - lo, fan_in), dtype=spec.dtype)
+    b = np.zeros(hi - lo, dtype=spec.dtype)
+    for block in range(lo // ROWS_PER_STREAM, -(-hi // ROWS_PER_STREAM)):
+        first, last = block * ROWS_PER_STREAM, min((block + 1) * ROWS_PER_STREAM, fan_out)
+        rng = np.random.default_rng([spec.seed, layer, block])
+        Wb = rng.uniform(-limit, limit, size=(last - first, fan_in))
+        bb = rng.uniform(-limit, limit, size=last - first) if glorot else None
+        a, z = max(lo, first), min(hi, last)  # the rows of this block the caller wants
+        W[a - lo:z - lo] = Wb[a - first:z - first]
+        if bb is not None:
+            b[a - lo:z - lo] = bb[a - first:z - first]
+    return W, b
 
 
 def _choice(what, value, allowed):

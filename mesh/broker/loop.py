@@ -19,13 +19,11 @@ import tempfile
 import time
 from urllib.parse import urlparse
 
-import numpy as np
 import zmq
 
 from .. import heartbeat, sockets, table, wire
 from ..dashboard import Dashboard
 from ..lifecycle import profiled
-from ..spec import initial_layer
 from . import requests
 from .dataflow import Flow
 from .jobs import Create
@@ -395,22 +393,16 @@ class Broker:
         return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()
 
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
-        """Every group has said hello: send each its neighbours and its weights, or,
-        when restoring, where its state is: its own snapshot, or its keeper's replica."""
+        """Every group has said hello: send each its neighbours and its weights (a
+        loaded network's), or how to draw them (a new one's), or, when restoring,
+        where its state is: its own snapshot, or its keeper's replica."""
         spec = net.spec
         net.all_steps_done()
         records = [[net.groups[g] for g in gids] for gids in net.layers]
         setups = wiring(records)
         plan = restore_plan(net, [g for layer in records for g in layer]) if restore else {}
         for layer, gids in enumerate(net.layers):
-            if restore:
-                W = b = None
-            elif layers is not None:
-                W, b = layers[layer]
-            elif layer == 0:
-                W, b = np.zeros((spec.sizes[0], 0), spec.dtype), np.zeros(spec.sizes[0], spec.dtype)
-            else:
-                W, b = initial_layer(spec, layer, spec.sizes[layer - 1])
+            fan_in = net.layer1_width if layer == 0 else spec.sizes[layer - 1]
             meta, slots = optimizer[layer] if optimizer else ({}, [])
             for gid in gids:
                 self.heartbeat_workers()
@@ -419,12 +411,15 @@ class Broker:
                           "applied": net.step, **setups[gid]}
                 if restore:
                     self.flow.to_group(net, gid, dict(header, restore=plan[gid]))
-                    continue
-                arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
-                self.flow.to_group(net, gid, header, arrays)
-                if meta.get("has_slots"):
-                    sl = [s[g["lo"]:g["hi"]] for s in slots]
-                    self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
+                elif layers is None:  # a new network: each group draws its own rows from the seed
+                    self.flow.to_group(net, gid, dict(header, init={"spec": spec.to_dict(), "fan_in": fan_in}))
+                else:  # a loaded one: the file's weights, a group's rows at a time
+                    W, b = layers[layer]
+                    arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]
+                    self.flow.to_group(net, gid, header, arrays)
+                    if meta.get("has_slots"):
+                        sl = [s[g["lo"]:g["hi"]] for s in slots]
+                        self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
     def encode(self, net, h, arrays, grow=True, strict=True):
         """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
@@ -433,15 +428,12 @@ class Broker:
         M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=h.get("learn"),
                                       dtype=net.spec.dtype)
         if added:
-            if before == 0:
-                W, _ = initial_layer(net.spec, 0, net.inputs)
-            else:
-                W = np.zeros((net.spec.sizes[0], added), net.spec.dtype)
-            net.log.append(("grow", W[:, -added:]))
+            # the first inputs are drawn from the seed, by each layer-1 group for its own rows; later ones start at 0
+            grow = {"k": wire.GROW, "cols": added, "init": net.spec.to_dict() if before == 0 else None}
+            net.log.append(("grow", grow))
             net.layer1_width += added
             for gid in net.first():
-                g = net.groups[gid]
-                self.flow.to_group(net, gid, {"k": wire.GROW}, [W[g["lo"]:g["hi"], -added:]])
+                self.flow.to_group(net, gid, grow)
         return M
 
     def stop_net(self, net):

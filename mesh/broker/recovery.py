@@ -87,9 +87,8 @@ class Recover(Job):
             self.cursor += 1
             if event[0] == "grow":
                 for gid in net.first():
-                    g = net.groups[gid]
-                    self.flow.to_group(net, gid, {"k": wire.GROW}, [event[1][g["lo"]:g["hi"]]])
-                net.layer1_width += event[1].shape[1]
+                    self.flow.to_group(net, gid, event[1])
+                net.layer1_width += event[1]["cols"]
                 continue  # the grow travels ahead of what follows on the same pipe
             if event[0] == "optim":
                 self.stage, self.missing = "optim", set(net.groups)
