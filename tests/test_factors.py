@@ -246,3 +246,29 @@ def test_predict_never_changes_the_network(mesh2):
         assert inputs() == 3
     finally:
         net.drop()
+
+
+def test_a_remembered_predict_grows_layer_1_only_when_a_backprop_trains_on_it(mesh2):
+    """The unseen value is absent at predict; the backprop that trains on the pass grows layer 1
+    (a zero column) and trains it, exactly as the in-process network with that column."""
+    net = mesh2.remember(mesh2.client.create([3, 1], seed=6, dtype="float64"))
+
+    def inputs():
+        return [n["inputs"] for n in mesh2.client.status()["networks"] if n["net"] == net.id][0]
+    try:
+        net.train([[0.1, "left"], [0.2, "right"]], [[1.0], [0.0]], epochs=2, batch_size=2, learning_rate=0.5,
+                  progress=False)
+        (W1, b1), layer2 = net.weights()
+        assert inputs() == 3
+        out = net.predict([[0.3, "up"]])  # remembered, "up" never seen
+        assert inputs() == 3
+        np.testing.assert_array_equal(out, net.predict([[0.3, None]], remember=False))
+        loss = net.backprop([1.0], learning_rate=0.5)
+        assert inputs() == 4
+        ref = ReferenceNet([(np.hstack([W1, np.zeros((3, 1))]), b1), layer2], dtype=np.float64)
+        assert loss == pytest.approx(ref.step(np.array([[0.3, 0.0, 0.0, 1.0]]), np.array([[1.0]]), 0.5), rel=1e-12)
+        for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
+            np.testing.assert_allclose(W, Wr, rtol=1e-12, atol=1e-15)
+            np.testing.assert_allclose(b, br, rtol=1e-12, atol=1e-15)
+    finally:
+        net.drop()

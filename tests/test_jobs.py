@@ -38,6 +38,7 @@ class FakeMesh:
                            abandon_step=self.abandon, break_net=lambda net, why: self.broken.append(why),
                            run_deferred=lambda net: None, take_snapshot=lambda net, then: then(),
                            snapshot_due=lambda net: None, checkpoint_file=lambda name: name,
+                           encode_again=lambda net, rows: (None, 0),
                            clock=lambda: self.now)
 
     # what the broker would do

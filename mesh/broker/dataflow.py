@@ -26,11 +26,11 @@ class Flow:
         self.send(net, gid, header, arrays)
 
     # -- out -------------------------------------------------------------
-    def submit(self, net, p):
+    def submit(self, net, p, first=False):
         if p.after is None:
             p.after = net.step
         net.passes[p.seq] = p
-        net.queue.append(p)
+        net.queue.append(p, first)
         self.pump(net)
 
     def pump(self, net):

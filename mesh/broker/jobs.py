@@ -131,9 +131,10 @@ class Create(Job):
 class Predict(Job):
     """Cut the rows into passes that stream through the mesh; answer with all outputs."""
 
-    def __init__(self, ports, net, client, req, timeout, X, keep, chunk):
+    def __init__(self, ports, net, client, req, timeout, X, keep, chunk, rows=None):
         super().__init__(ports, net, client, req, timeout)
         self.X, self.keep, self.chunk = X, keep, chunk
+        self.rows = rows  # the rows as they came, when kept: a backprop may train on values left out
         self.passes = []
         self.followers = []  # backprops waiting for these outputs
 
@@ -147,7 +148,9 @@ class Predict(Job):
             else:  # still on its way (a pipelining client): answered as usual, then forgotten
                 p.keep = False
         for lo in range(0, len(X), self.chunk):
-            self.passes.append(Pass(net.next_seq(), self, X[lo:lo + self.chunk], keep=self.keep, drop=drop))
+            rows_from = (self.rows, lo, min(lo + self.chunk, len(X))) if self.rows is not None else None
+            self.passes.append(Pass(net.next_seq(), self, X[lo:lo + self.chunk], keep=self.keep, drop=drop,
+                                    rows_from=rows_from))
             drop = []
         if self.keep:
             net.remembered[self.client] = self.passes
@@ -210,6 +213,8 @@ class Backprop(Job):
         super().__init__(ports, net, client, req, timeout)
         self.T, self.rows, self.lr = T, rows, lr
         self.sent = False
+        self.grown = False         # layer 1 grew for values its predict left out
+        self.reforwarding = set()  # passes forwarded again after that
 
     def run(self):
         net = self.net
@@ -227,6 +232,8 @@ class Backprop(Job):
     def send(self):
         if self.finished:  # failed or expired while it waited: its step was abandoned
             return
+        if self.grow():
+            return  # on_output sends it once the passes are back
         net = self.net
         net.awaiting.pop(self.step, None)
         loss, lo = 0.0, 0
@@ -243,14 +250,55 @@ class Backprop(Job):
         self.flow.pump(net)  # passes that waited for this step to be sent
         self.ports.snapshot_due(net)
 
+    def grow(self):
+        """Its predict left out values never trained on (predict adds no inputs); this step
+        trains on them. Grow layer 1 for them (new columns start at zero, so outputs do not
+        change) and forward those passes again, so the groups hold inputs with the new
+        columns for the backward. True while they are on their way."""
+        if self.grown:
+            return False
+        self.grown = True
+        encoded = {}  # id of a predict's rows -> the matrix they make now, if layer 1 grew for them
+        for p in self.passes:
+            if p.rows_from is not None and id(p.rows_from[0]) not in encoded:
+                M, added = self.ports.encode_again(self.net, p.rows_from[0])
+                encoded[id(p.rows_from[0])] = M if added else None
+        for p in self.passes:
+            M = encoded.get(id(p.rows_from[0])) if p.rows_from is not None else None
+            if M is not None:
+                _, lo, hi = p.rows_from
+                p.X, p.job, p.drop, p.keep = M[lo:hi], self, [p.seq], True
+                self.reforwarding.add(p)
+        self.forward_again()
+        return bool(self.reforwarding)
+
+    def forward_again(self):
+        for p in self.reforwarding:
+            # the same weights as its predict saw; ahead of the client's later passes, which wait for this step
+            resubmit(self.flow, self.net, p, after=p.after, first=True)
+        if self.reforwarding:
+            self.net.awaiting[self.step] = self.passes
+
+    def on_output(self, p):
+        if p in self.reforwarding:
+            self.flow.finish_pass(self.net, p, forget=False)
+            self.reforwarding.discard(p)
+            if not self.reforwarding:
+                self.progress()
+                self.send()
+
     def restart(self):
-        """Interrupted while its predict was in flight: that predict restarts and calls send().
-        The recovery took every step id handed out so far as done, so this one takes a new id
-        (jobs restart in the order they came, so later forwards wait for it)."""
+        """Interrupted while its predict (or its passes forwarded again) was in flight: that
+        predict restarts and calls send(), or the passes go again. The recovery took every step
+        id handed out so far as done, so this one takes a new id (jobs restart in the order
+        they came, so later forwards wait for it)."""
         held = self.net.awaiting.pop(self.step, None)
         self.step = self.net.next_step()
         if held is not None:
             self.net.awaiting[self.step] = held
+        for p in self.reforwarding:
+            p.job = self
+        self.forward_again()
 
     def fail(self, error, **fields):
         if not self.finished and not self.sent:

@@ -66,7 +66,7 @@ class Broker:
                            abandon_step=self.abandon_step, break_net=self.break_net, run_deferred=self.run_deferred,
                            take_snapshot=lambda net, then: take_snapshot(self.ports, net, then),
                            snapshot_due=lambda net: snapshot_due(self.ports, net, SNAPSHOT_EVERY),
-                           checkpoint_file=self.checkpoint_file)
+                           checkpoint_file=self.checkpoint_file, encode_again=self.encode_again)
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: self.worker_beat,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
         self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
@@ -421,12 +421,22 @@ class Broker:
                         sl = [s[g["lo"]:g["hi"]] for s in slots]
                         self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
 
-    def encode(self, net, h, arrays, grow=True, strict=True):
-        """Rows of a request -> the input matrix, growing layer 1 for new columns first."""
-        X, S, strings = table.to_table(h, arrays)
+    def encode(self, net, h, arrays, grow=True, strict=True, keep_rows=False):
+        """Rows of a request -> the input matrix, growing layer 1 for new columns first.
+        keep_rows: also the rows as they came, for encode_again."""
+        rows = table.to_table(h, arrays)
+        M, _ = self.encode_rows(net, rows, grow, strict, h.get("learn"))
+        return (M, rows) if keep_rows else M
+
+    def encode_again(self, net, rows):
+        """Rows a remembered predict left unseen values of, encoded now that a step trains on
+        them: layer 1 grows for them. -> (matrix, columns added)."""
+        return self.encode_rows(net, rows, grow=True, strict=False, learn=None)
+
+    def encode_rows(self, net, rows, grow, strict, learn):
+        X, S, strings = rows
         before = net.inputs
-        M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=h.get("learn"),
-                                      dtype=net.spec.dtype)
+        M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=learn, dtype=net.spec.dtype)
         if added:
             # the first inputs are drawn from the seed, by each layer-1 group for its own rows; later ones start at 0
             grow = {"k": wire.GROW, "cols": added, "init": net.spec.to_dict() if before == 0 else None}
@@ -434,7 +444,7 @@ class Broker:
             net.layer1_width += added
             for gid in net.first():
                 self.flow.to_group(net, gid, grow)
-        return M
+        return M, added
 
     def stop_net(self, net):
         self.nets.pop(net.id, None)  # first: the jobs failed below must not try to recover it

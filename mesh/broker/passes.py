@@ -15,6 +15,8 @@ class Pass:
     keep: bool = False             # groups keep (x, a) for a backward
     drop: list = field(default_factory=list)   # seqs the groups may forget (an older predict's passes)
     after: Optional[int] = None    # the step whose weights it must see (groups keep the order); None: the latest
+    rows_from: Any = None          # (rows as they came, lo, hi) of a remembered predict: values it left out
+    #                                (predict adds no inputs) are encoded again if a backprop trains on it
     # on its way
     parts: dict = field(default_factory=dict)  # output group index -> its slice of z
     z: Optional[np.ndarray] = None  # the whole last layer, once every slice is in
@@ -53,9 +55,15 @@ class FairQueue:
     def __init__(self):
         self.lines = {}  # client -> deque of passes; dicts keep the turn order
 
-    def append(self, p):
+    def append(self, p, first=False):
+        """At the back of its client's line; first: at the front (work its client's later
+        passes wait for, so it must not queue behind them)."""
         owner = getattr(p.job, "client", None)
-        self.lines.setdefault(owner, deque()).append(p)
+        line = self.lines.setdefault(owner, deque())
+        if first:
+            line.appendleft(p)
+        else:
+            line.append(p)
 
     def pop_ready(self, ready):
         """The first pass, in turn order, that ready(pass) allows; None if every line waits."""

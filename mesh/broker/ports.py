@@ -9,7 +9,7 @@ import time
 
 class Ports:
     def __init__(self, *, flow, reply, wire_up, respawn, abandon_step, break_net, run_deferred, take_snapshot,
-                 snapshot_due, checkpoint_file, clock=time.monotonic):
+                 snapshot_due, checkpoint_file, encode_again, clock=time.monotonic):
         self.flow = flow                    # dataflow.Flow: to_group, submit, pump, finish_pass, send_backward
         self.reply = reply                  # (client, req, arrays=(), **fields): answer a client, never blocks
         self.wire_up = wire_up              # (net, layers, optimizer, restore=False): weights and neighbours to all
@@ -20,5 +20,6 @@ class Ports:
         self.take_snapshot = take_snapshot  # (net, then): read every group's state after the steps sent
         self.snapshot_due = snapshot_due    # (net): take one if the log has grown long
         self.checkpoint_file = checkpoint_file  # (name) -> a path inside the broker's checkpoint folder
+        self.encode_again = encode_again    # (net, rows) -> (matrix, columns added): grow for what predict left out
         self.clock = clock                  # seconds, for deadlines
         self.jobs = set()                   # every unfinished job, for deadlines

@@ -59,12 +59,12 @@ def predict(b, client, h, arrays):
     if chunk < 1:
         raise ValueError(f"chunk must be at least 1 row, got {chunk}")
     keep = bool(h.get("keep", True))
-    # predict adds no inputs: only the first rows a network sees (they size layer 1) or a kept pass,
-    # which a backprop may train on, may grow it
-    X = b.encode(net, h, arrays, grow=keep or net.inputs == 0, strict=h.get("strict") is not False)
+    # predict adds no inputs (only the first rows a network sees size layer 1): values never trained
+    # on are absent; a backprop that trains on a kept pass grows layer 1 for them (Backprop.grow)
+    X, rows = b.encode(net, h, arrays, grow=net.inputs == 0, strict=h.get("strict") is not False, keep_rows=True)
     if len(X) == 0:
         raise ValueError("no rows to predict")
-    Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, keep, chunk).begin()
+    Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, keep, chunk, rows if keep else None).begin()
 
 
 def backprop(b, client, h, arrays):

@@ -41,8 +41,9 @@ def send_step_backward(flow, net, p, ack=True):
     return loss
 
 
-def resubmit(flow, net, p, after=None):
-    """Send a pass again, under a new sequence number (after: as in Pass; None, the latest step)."""
+def resubmit(flow, net, p, after=None, first=False):
+    """Send a pass again, under a new sequence number (after: as in Pass; None, the latest step;
+    first: ahead of its client's waiting passes)."""
     net.passes.pop(p.seq, None)
     p.reset(net.next_seq(), after)
-    flow.submit(net, p)
+    flow.submit(net, p, first)
