@@ -77,9 +77,11 @@ class Group:
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
                          wire.REPLICA: self.replica, wire.STOP: self.stop}
         self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
-        self.keeper_sock = None       # where its replica goes
-        self.restoring = None         # (step, function) while it waits for its replica
-        self.peers = {}               # endpoint -> PUSH socket, for replicas sent on request
+        self.keeper_sock = None       # where its replica goes (custody)
+        self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
+        self.ward_socks = {}          # gid -> PUSH socket, of the groups whose replicas it keeps
+        self.fetches = []             # FETCHes that came before this group's own SETUP of their generation
+        self.restoring = None         # (snapshot id, function) while it waits for its replica
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
@@ -144,7 +146,7 @@ class Group:
         log.warning("group %s refused a message: %s", self.gid, e)
         h = header if isinstance(header, dict) else {}
         step = h.get("step") if h.get("k") in (wire.BWD, wire.TARGET) else None
-        self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step,
+        self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step, "kind": h.get("k"),
                           "error": f"group {self.gid}: {type(e).__name__}: {e}"})
 
     def release(self):
@@ -158,21 +160,20 @@ class Group:
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
-        """Neighbours, and weights: given, or restored from a snapshot (its own, or its
-        keeper's replica); everything in flight is forgotten (a recovery resends it)."""
+        """Neighbours, and weights: given, drawn from the seed, or restored from a snapshot
+        (its own copy, or the replica its keeper or the broker sends); everything in flight
+        is forgotten (a recovery resends it)."""
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.waiting.clear()
+        self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
             sock.close()
         self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
         self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
-        if self.keeper_sock is not None:
-            self.keeper_sock.close()
-        keeper = h.get("keeper")
-        self.keeper_sock = self._dial(*keeper) if keeper else None
+        self.custody(h)
         restore = h.get("restore")
         if restore is None:
             if h.get("init"):  # a new network: this group's rows, drawn from the seed
@@ -183,53 +184,76 @@ class Group:
             self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
         elif restore.get("from") is None:
             self.neurons = self.keeper.restore_own(int(restore["snap"]), h["function"])
-        else:  # this process is new: its state is with its keeper
+        else:  # this process is new: its state comes from its keeper (or the broker)
             self.restoring = (int(restore["snap"]), h["function"])
-            endpoint, key = restore["from"]
-            sockets.send(self._peer(endpoint, key), {"k": wire.FETCH, "net": self.net, "tok": self.token,
-                                                     "of": self.gid, "snap": self.restoring[0],
-                                                     "to": [restore["reply_to"], self._public_key()]})
+            if restore["from"] != "broker":
+                sockets.send(self.keeper_sock, {"k": wire.FETCH, "net": self.net, "tok": self.token, "gen": self.gen,
+                                                "of": self.gid, "snap": self.restoring[0]})
             return  # ready once the replica is here
-        self.tell_broker({"k": wire.READY})
+        self.tell_broker({"k": wire.READY, "restored": restore and restore["snap"]})
+        for fetch in self.fetches:  # wards that asked before this setup told of them
+            self.fetch(fetch, ())
+        self.fetches = []
 
-    def _public_key(self):
-        return self.keys.public.decode() if self.keys is not None else None
-
-    def _peer(self, endpoint, key):
-        """A PUSH socket to a group outside the wiring (a keeper, or one asking for a replica)."""
-        if endpoint not in self.peers:
-            self.peers[endpoint] = self._dial(endpoint, key)
-        return self.peers[endpoint]
+    def custody(self, h):
+        """Where this group's replica goes (its keeper), and whose replicas it keeps (its
+        wards): it sends replicas back to its wards' endpoints only, and forgets others'."""
+        for sock in [self.keeper_sock, *self.ward_socks.values()]:
+            if sock is not None:
+                sock.close()
+        keeper = h.get("keeper")
+        self.keeper_sock = self._dial(*keeper) if keeper else None
+        self.to_broker_keeper = keeper is None and bool(h.get("broker_keeps"))
+        self.ward_socks = {gid: self._dial(ep, key) for gid, ep, key in h.get("wards", ())}
+        self.keeper.forget_all_but(self.ward_socks)
 
     def snap(self, h, arrays):
-        """Keep a copy of this state; send a replica to the keeper."""
-        snap = self.keeper.keep_own(self.neurons, int(h["snap"]), self.applied.done)
+        """Keep a copy of this state; send a replica to the keeper (or the broker, for a
+        network of one group)."""
+        whole = h.get("whole")
+        snap = self.keeper.keep_own(self.neurons, int(h["snap"]), self.applied.done, whole)
+        keep = {"k": wire.KEEP, "net": self.net, "tok": self.token, "of": self.gid, "whole": whole, **snap.header()}
         if self.keeper_sock is not None:
-            sockets.send(self.keeper_sock, {"k": wire.KEEP, "net": self.net, "tok": self.token, "of": self.gid,
-                                            **snap.header()}, snap.arrays())
-        self.tell_broker({"k": wire.SNAPPED, "snap": snap.id, "step": snap.step, "ahead": len(self.applied.ahead),
-                          "bytes": self.keeper.nbytes()})
+            sockets.send(self.keeper_sock, keep, snap.arrays())
+        elif self.to_broker_keeper:
+            self.tell_broker(keep, snap.arrays())
+        self.tell_broker({"k": wire.SNAPPED, "snap": snap.id, "whole": whole, "step": snap.step,
+                          "ahead": len(self.applied.ahead), "bytes": self.keeper.nbytes()})
 
     def keep(self, h, arrays):
-        """A replica of another group's snapshot, to hand back if that group is rebuilt."""
+        """A replica of a ward's snapshot, to hand back if that ward is rebuilt."""
+        of = str(h["of"])
+        if of not in self.ward_socks:
+            raise ValueError(f"a replica of {of}, which this group does not keep for")
         snap = Snapshot.from_message(h, arrays, self.dtype)
-        self.keeper.keep_replica(str(h["of"]), snap)
-        self.tell_broker({"k": wire.KEPT, "of": str(h["of"]), "snap": snap.id})
+        self.keeper.keep_replica(of, snap, h.get("whole"))
+        self.tell_broker({"k": wire.KEPT, "of": of, "snap": snap.id, "whole": h.get("whole")})
 
     def fetch(self, h, arrays):
-        snap = self.keeper.replica(str(h["of"]), int(h["snap"]))
-        endpoint, key = h["to"]
-        sockets.send(self._peer(str(endpoint), key), {"k": wire.REPLICA, "net": self.net, "tok": self.token,
-                                                      "of": h["of"], **snap.header()}, snap.arrays())
+        """A ward rebuilt in a new process asks for its replica: sent to its endpoint, as
+        this group's own setup names it (a fetch ahead of that setup waits for it)."""
+        if h.get("gen", 0) > self.gen:
+            self.fetches.append(h)
+            return
+        of = str(h["of"])
+        if of not in self.ward_socks:
+            raise ValueError(f"{of} asks for a replica this group does not keep")
+        snap = self.keeper.replica(of, int(h["snap"]))
+        sockets.send(self.ward_socks[of], {"k": wire.REPLICA, "net": self.net, "tok": self.token, "of": of,
+                                           **snap.header()}, snap.arrays())
 
     def replica(self, h, arrays):
+        if self.restoring is None and int(h["snap"]) in self.keeper.own:
+            return  # the same replica twice (a fetch repeated by a second recovery)
         if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
             raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
         snap = Snapshot.from_message(h, arrays, self.dtype)
+        if snap.W.shape[0] != self.cfg["hi"] - self.cfg["lo"] or snap.b.shape != (snap.W.shape[0],):
+            raise ValueError(f"a replica of {snap.W.shape[0]} neurons for a group of {self.cfg['hi'] - self.cfg['lo']}")
         self.keeper.adopt(snap)  # its own copy again, should it be needed before the next snapshot
         self.neurons = snap.neurons(self.restoring[1])
+        self.tell_broker({"k": wire.READY, "restored": self.restoring[0]})
         self.restoring = None
-        self.tell_broker({"k": wire.READY})
 
     def _dial(self, endpoint, key):
         return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
@@ -374,8 +398,6 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
-        for sock in group.peers.values():
-            sock.close()
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

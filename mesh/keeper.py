@@ -45,43 +45,49 @@ class Snapshot:
         return sum(a.nbytes for a in self.arrays())
 
 
-KEEP = 2  # snapshots kept per group: the one a recovery would use, and the one being taken
 
 
 class Keeper:
-    """What one group process keeps: its own last snapshots and the replicas of
-    others'. Two of each, by number: while a new snapshot is being taken, the one
-    before stays whole, should a failure interrupt it."""
+    """What one group process keeps: its own snapshots and the replicas of its
+    wards'. Two of each at most: the one the broker holds whole (a recovery would
+    use it), and the newest, being taken — so a failure half-way through a
+    snapshot never spoils the one before."""
 
     def __init__(self):
         self.own = {}       # snapshot id -> Snapshot
         self.replicas = {}  # gid -> {snapshot id: Snapshot} of a group this one keeps for
 
-    def keep_own(self, neurons, id, step):
-        _keep(self.own, Snapshot.of(neurons, id, step))
+    def keep_own(self, neurons, id, step, whole):
+        _keep(self.own, Snapshot.of(neurons, id, step), whole)
         return self.own[id]
 
     def adopt(self, snapshot):
-        """A replica that came back: this process's own copy from now on."""
-        _keep(self.own, snapshot)
+        """A replica that came back: this process's own copy from now on (the whole one)."""
+        _keep(self.own, snapshot, snapshot.id)
 
-    def keep_replica(self, gid, snapshot):
-        _keep(self.replicas.setdefault(gid, {}), snapshot)
+    def keep_replica(self, gid, snapshot, whole):
+        _keep(self.replicas.setdefault(gid, {}), snapshot, whole)
+
+    def forget_all_but(self, wards):
+        """Replicas of groups it no longer keeps for go."""
+        for gid in set(self.replicas) - set(wards):
+            del self.replicas[gid]
 
     def replica(self, gid, id):
-        return _find(self.replicas.get(gid, {}), id, f"a replica of {gid}")
+        return _find(self.replicas.get(gid, {}), id, f"replica of {gid}")
 
     def restore_own(self, id, function):
-        return _find(self.own, id, "a snapshot").neurons(function)
+        return _find(self.own, id, "snapshot").neurons(function)
 
     def nbytes(self):
         return sum(s.nbytes() for s in self.own.values()) + sum(
             s.nbytes() for kept in self.replicas.values() for s in kept.values())
 
 
-def _keep(by_id, snapshot):
+def _keep(by_id, snapshot, whole):
+    """Keep snapshot, and of the others only `whole` (the broker's whole one)."""
     by_id[snapshot.id] = snapshot
-    for old in sorted(by_id)[:-KEEP]:
+    for old in [i for i in by_id if i not in (snapshot.id, whole)]:
         del by_id[old]
 
 

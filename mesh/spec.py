@@ -104,7 +104,7 @@ def initial_rows(spec, layer, fan_in, lo, hi):
         first, last = block * ROWS_PER_STREAM, min((block + 1) * ROWS_PER_STREAM, fan_out)
         rng = np.random.default_rng([spec.seed, layer, block])
         Wb = rng.uniform(-limit, limit, size=(last - first, fan_in))
-        bb = rng.uniform(-limit, limit, size=last - first) if glorot else None
+        bb = rng.uniform(-limit, limit, size=last - first) if glorot and layer > 0 else None  # layer 1's b: 0
         a, z = max(lo, first), min(hi, last)  # the rows of this block the caller wants
         W[a - lo:z - lo] = Wb[a - first:z - first]
         if bb is not None:

@@ -56,9 +56,9 @@ GET = "get"              # broker: send back weights and optimizer state
 SET = "set"              # broker: replace weights and optimizer state
 OPTIM = "optim"          # broker: train with these optimizer settings (fresh state if they differ)
 SNAP = "snap"            # broker: copy your state as the snapshot after step `after`; replica to your keeper
-KEEP = "keep"            # group -> its keeper: a replica of its snapshot ("of": gid, "step")
-FETCH = "fetch"          # group -> keeper: send the replica of "of" at "step" to endpoint "to" (with key)
-REPLICA = "replica"      # keeper -> group: the replica it asked for
+KEEP = "keep"            # group -> its keeper (or the broker): a replica of its snapshot ("of", "snap", "whole")
+FETCH = "fetch"          # group -> keeper: send me ("of") my replica "snap" (to my endpoint, as wired)
+REPLICA = "replica"      # keeper (or broker) -> group: the replica it asked for
 STOP = "stop"            # broker: exit cleanly
 
 # broker inbox (PULL); groups PUSH here

@@ -32,7 +32,7 @@ class FakeMesh:
             net.groups[gid] = {"gid": gid, "layer": layer, "index": 0, "lo": 0, "hi": size, "host": "h",
                                "pid": 100 + layer, "alive": True, "worker_name": "w1", "endpoints": {}}
         net.life.fire(Event.CREATED)
-        net.snapshot = {"layers": [], "optim": [], "inputs": inputs}
+        net.snapshot = {"id": 0, "step": 0, "inputs": inputs}
         self.flow = Flow(self.send, self.abandon)
         self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=None, respawn=None,
                            abandon_step=self.abandon, break_net=lambda net, why: self.broken.append(why),
@@ -290,3 +290,40 @@ def test_recovery_replays_the_log_then_snapshots_then_restarts_the_interrupted()
     assert m.net.state is State.READY and not restarted  # a fresh snapshot comes first
     m.snapshots.pop()()
     assert restarted == [predict]
+
+
+def test_what_is_logged_after_a_snapshot_was_asked_for_stays_in_the_log():
+    """A GROW or OPTIM sent after the SNAP reaches each group after it: not in the copies."""
+    from mesh.broker.snapshots import Snapshot
+    m = FakeMesh()
+    m.net.log = [("optim", {"name": "sgd"})]
+    job = Snapshot(m.ports, m.net, lambda: None).begin()
+    m.net.log.append(("optim", {"name": "adam"}))  # a train began meanwhile
+    for gid in m.net.groups:
+        job.on_snapped(gid, {"snap": job.id, "step": 0, "ahead": 0})
+        job.on_kept(gid, {"snap": job.id})
+    assert m.net.log == [("optim", {"name": "adam"})] and not m.net.snapshotting
+
+
+def test_a_keeper_keeps_the_whole_snapshot_and_the_newest_only():
+    from mesh.keeper import Keeper
+    from mesh.neurons import Neurons
+    k = Keeper()
+    n = Neurons(np.ones((2, 3)), np.zeros(2), "tanh")
+    for snap_id, whole in [(1, None), (2, 1), (3, 1), (4, 1)]:  # 2 and 3 were never whole
+        k.keep_own(n, snap_id, 0, whole)
+        k.keep_replica("n1.2.0", k.own[snap_id], whole)
+    assert sorted(k.own) == [1, 4] and sorted(k.replicas["n1.2.0"]) == [1, 4]
+    k.forget_all_but({"n1.3.0": None})
+    assert k.replicas == {}
+    with pytest.raises(ValueError, match="no snapshot number 2 here"):
+        k.restore_own(2, "tanh")
+
+
+def test_glorot_draws_no_bias_for_layer_1_and_any_rows_alone():
+    from mesh.spec import initial_layer, initial_rows
+    spec = Spec([700, 3], init="glorot", dtype="float64", seed=3)
+    W, b = initial_layer(spec, 0, 5)
+    assert not b.any()
+    W2, _ = initial_rows(spec, 0, 5, 300, 650)
+    np.testing.assert_array_equal(W[300:650], W2)

@@ -97,3 +97,19 @@ def test_checkpoints_during_training_resume_after_a_broker_restart(fresh_mesh, t
         np.testing.assert_array_equal(W, W2)
     assert set(again.steps().values()) == {16}  # optimizer state came back with the weights
     os.remove(path)
+
+
+def test_a_network_of_one_group_survives_its_process(fresh_mesh, tmp_path):
+    """No other group can keep its replica: the broker keeps it (the only weights it holds)."""
+    h = fresh_mesh(workers=1, faults_plan="n1.1.0@step=3", faults_log=tmp_path / "faults.log")
+    X, Y = data(16)
+    net = h.remember(h.client.create([3], seed=2, dtype="float64", output="softmax", loss="cross_entropy"))
+    net.predict(X[:1], remember=False)
+    ref = ReferenceNet(net.weights(), dtype=np.float64, output="softmax", loss="cross_entropy")
+    net.train(X, Y, epochs=2, batch_size=4, learning_rate=0.1, shuffle=False, progress=False)
+    assert len(h.fired()) == 1
+    ref.train(X, Y, epochs=2, batch_size=4, learning_rate=0.1)
+    for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
+        np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
+    assert [n["restarts"] for n in h.client.status()["networks"]] == [1]
+    h.remember(net)

@@ -12,6 +12,7 @@ from .. import wire
 
 log = logging.getLogger("mesh.broker")
 ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (group.py)
+CONTROL = {wire.SETUP, wire.SNAP, wire.KEEP, wire.FETCH, wire.REPLICA}  # a refusal of one concerns few jobs
 
 
 class Flow:
@@ -113,7 +114,13 @@ class Flow:
             else:
                 log.info("fault for a pass no longer here: %s", h.get("error"))
             return
-        for job in ([p.job] if p is not None else list(net.jobs)):
+        if p is not None:
+            hit = [p.job]
+        elif h.get("kind") in CONTROL:  # wiring, snapshots, replicas: the jobs that build or keep state
+            hit = [j for j in net.jobs if getattr(j, "hears_control_faults", False)]
+        else:
+            hit = list(net.jobs)
+        for job in hit:
             if job is not None:
                 job.fail(h["error"])
         if p is not None and p.step is not None:  # a group may hold half a step

@@ -84,6 +84,7 @@ class Job:
 
 class Create(Job):
     """Spawn every group, wait for each to say hello, wire them, wait until each is ready."""
+    hears_control_faults = True
 
     def __init__(self, ports, net, client, req, timeout, layers=None, optimizer=None):
         super().__init__(ports, net, client, req, timeout)
@@ -165,7 +166,7 @@ class Predict(Job):
 
     def restart(self):
         """Send again the passes not yet answered (answered ones a recovery re-forwards, if held)."""
-        waiting = [p for p in self.passes if p.z is None]
+        waiting = [p for p in self.passes if not p.answered]
         self.left = len(waiting)
         for p in waiting:
             p.job = self
@@ -175,6 +176,7 @@ class Predict(Job):
 
     def on_output(self, p):
         if p is not None:
+            p.answered = True
             self.flow.finish_pass(self.net, p, forget=not p.keep)
             self.left -= 1
         self.progress()
@@ -220,7 +222,7 @@ class Backprop(Job):
         net = self.net
         self.passes = net.remembered.pop(self.client)
         self.step = net.next_step()
-        self.predict = next((p.job for p in self.passes if p.z is None), None)  # its predict, if not answered
+        self.predict = next((p.job for p in self.passes if not p.answered), None)  # its predict, if not answered
         if self.predict is None:
             self.send()
         elif isinstance(self.predict, Predict) and not self.predict.finished:

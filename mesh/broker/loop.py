@@ -71,7 +71,8 @@ class Broker:
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
         self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
                           wire.OUT: self.flow.out, wire.DONE: self.flow.done, wire.STATE: self.state,
-                          wire.SNAPPED: self.snapped, wire.KEPT: self.kept, wire.FAULT: self.flow.fault}
+                          wire.SNAPPED: self.snapped, wire.KEPT: self.kept, wire.KEEP: self.keep,
+                          wire.FAULT: self.flow.fault}
         self.running = True
         self.dashboard = None  # main() starts it; tick() offers it the state, at a rate it bounds
 
@@ -313,11 +314,18 @@ class Broker:
             self.dispatch(op, client, h, arrays)
 
     def break_net(self, net, why):
-        """The network cannot answer until it is built again: fail it, and every job on it."""
+        """The network cannot answer until it is built again: fail it, every job on it
+        (those a recovery had set aside too), and every request that waited."""
         if net.life.can(Event.FAILED):
             net.life.fire(Event.FAILED, why)
-        for job in list(net.jobs):
-            job.fail(f"network {net.id} failed: {why}")
+        self.end_work(net, f"network {net.id} failed: {why}")
+
+    def end_work(self, net, why):
+        for job in [j for j in list(self.ports.jobs) if j.net is net]:
+            job.fail(why)
+        while net.deferred:
+            _, client, h, _ = net.deferred.popleft()
+            self.reply(client, h.get("id"), ok=False, error=why)
 
     def hello(self, net, h, arrays):
         g = net.groups[h["gid"]]
@@ -346,23 +354,36 @@ class Broker:
             g["msgs"], g["applied"] = h.get("msgs"), h.get("applied")  # for the dashboard
 
     def ready(self, net, h, arrays):
+        if h.get("restored") is not None:  # it holds that snapshot as its own copy again
+            net.groups[h["gid"]]["snaps"].add(h["restored"])
         for job in list(net.jobs):
             job.on_ready(h["gid"])
 
     def snapped(self, net, h, arrays):
-        """A group copied its state as snapshot h["snap"]."""
+        """A group copied its state as snapshot h["snap"]; it keeps that and the whole one only."""
         g = net.groups[h["gid"]]
-        g["snaps"] = {i for i in g["snaps"] if i >= h["snap"] - 1} | {h["snap"]}  # it keeps the last two
+        g["snaps"] = {i for i in g["snaps"] if i == h.get("whole")} | {h["snap"]}
         g["kept_bytes"] = h.get("bytes")
         for job in list(net.jobs):
             job.on_snapped(h["gid"], h)
 
     def kept(self, net, h, arrays):
-        """Group h["gid"] keeps the replica of group h["of"]'s snapshot h["snap"]."""
+        """Group h["gid"] keeps the replica of group h["of"]'s snapshot h["snap"] (and the whole one)."""
         if h.get("of") not in net.groups:
             return
         g = net.groups[h["gid"]]
-        g["holds"] = {(of, i) for of, i in g["holds"] if of != h["of"] or i >= h["snap"] - 1} | {(h["of"], h["snap"])}
+        g["holds"] = {(of, i) for of, i in g["holds"] if of != h["of"] or i == h.get("whole")} | {
+            (h["of"], h["snap"])}
+        for job in list(net.jobs):
+            job.on_kept(h["of"], h)
+
+    def keep(self, net, h, arrays):
+        """The replica of a network of one group, which has no other process to keep it."""
+        if len(net.groups) != 1 or h.get("of") != h["gid"]:
+            return
+        net.broker_replica = {i: r for i, r in net.broker_replica.items() if i == h.get("whole")}
+        net.broker_replica[int(h["snap"])] = ({"of": h["of"], "snap": int(h["snap"]), "step": h["step"],
+                                               "optimizer": h["optimizer"]}, [a.copy() for a in arrays])
         for job in list(net.jobs):
             job.on_kept(h["of"], h)
 
@@ -399,8 +420,8 @@ class Broker:
         spec = net.spec
         net.all_steps_done()
         records = [[net.groups[g] for g in gids] for gids in net.layers]
-        setups = wiring(records)
-        plan = restore_plan(net, [g for layer in records for g in layer]) if restore else {}
+        plan, holders = restore_plan(net, [g for layer in records for g in layer]) if restore else ({}, {})
+        setups = wiring(records, holders)  # a new process's keeper is the group that holds its replica
         for layer, gids in enumerate(net.layers):
             fan_in = net.layer1_width if layer == 0 else spec.sizes[layer - 1]
             meta, slots = optimizer[layer] if optimizer else ({}, [])
@@ -411,6 +432,9 @@ class Broker:
                           "applied": net.step, **setups[gid]}
                 if restore:
                     self.flow.to_group(net, gid, dict(header, restore=plan[gid]))
+                    if plan[gid].get("from") == "broker":
+                        replica_header, arrays = net.broker_replica[plan[gid]["snap"]]
+                        self.flow.to_group(net, gid, dict(replica_header, k=wire.REPLICA), arrays)
                 elif layers is None:  # a new network: each group draws its own rows from the seed
                     self.flow.to_group(net, gid, dict(header, init={"spec": spec.to_dict(), "fan_in": fan_in}))
                 else:  # a loaded one: the file's weights, a group's rows at a time
@@ -451,8 +475,7 @@ class Broker:
         for gid in net.groups:
             if gid in net.push:
                 self.flow.to_group(net, gid, {"k": wire.STOP})
-        for job in list(net.jobs):
-            job.fail(f"network {net.id} was dropped")
+        self.end_work(net, f"network {net.id} was dropped")
         net.life.fire(Event.DROPPED)
         for sock in net.push.values():
             sock.close()

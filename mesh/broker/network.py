@@ -44,6 +44,7 @@ class Network:
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
         self.snapshot = None      # the last whole snapshot: its id, step and input width (the groups hold it)
         self.snapshots_taken = 0
+        self.broker_replica = {}  # snapshot id -> (header, arrays): only for a network of one group
         self.log = []             # what changed them since: ("grow", GROW header) ("optim", settings) ("step", ...)
         self.restarts = 0
         self.last_failure = None

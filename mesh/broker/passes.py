@@ -20,6 +20,7 @@ class Pass:
     # on its way
     parts: dict = field(default_factory=dict)  # output group index -> its slice of z
     z: Optional[np.ndarray] = None  # the whole last layer, once every slice is in
+    answered: bool = False         # its predict has its output (sent again, z goes; this stays)
     dones: int = 0                 # layer-1 groups finished with its backward
     in_flight: bool = False
     entered: int = 0               # the network's count of passes sent into the mesh when this one went

@@ -53,13 +53,17 @@ def link(src_host, dst):
     return dst["endpoints"]["tcp"]
 
 
-def keepers(groups):
+def keepers(groups, fixed=None):
     """Who keeps whose snapshot replica: for each group (in network order), the next
     group on another host, so that a lost host is still recoverable; failing that,
-    on another worker; failing that, the next group; with one group, nobody.
-    -> {gid: keeper record or None}"""
-    out = {}
+    on another worker; failing that, the next group; with one group, nobody (the
+    broker keeps it). fixed: {gid: keeper gid} already decided (the group that holds
+    the replica a new process must fetch). -> {gid: keeper record or None}"""
+    by_gid = {g["gid"]: g for g in groups}
+    out = {gid: by_gid[k] for gid, k in (fixed or {}).items()}
     for i, g in enumerate(groups):
+        if g["gid"] in out:
+            continue
         ring = groups[i + 1:] + groups[:i]
         out[g["gid"]] = (next((k for k in ring if k["host"] != g["host"]), None)
                          or next((k for k in ring if k.get("worker") != g.get("worker")), None)
@@ -67,13 +71,19 @@ def keepers(groups):
     return out
 
 
-def wiring(layers):
-    """Per group: the setup fields for its neighbours and its keeper.
+def wiring(layers, fixed_keepers=None):
+    """Per group: the setup fields for its neighbours, its keeper and its wards.
 
     layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
     endpoints. Forward goes to every group of the next layer; backward sends
     each group of the previous layer its columns [lo, hi) of dL/dx."""
-    keeper = keepers([g for layer in layers for g in layer])
+    groups = [g for layer in layers for g in layer]
+    keeper = keepers(groups, fixed_keepers)
+    wards = {g["gid"]: [] for g in groups}
+    for g in groups:
+        if keeper[g["gid"]] is not None:
+            k = keeper[g["gid"]]
+            wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key")])
     setups = {}
     for l, layer in enumerate(layers):
         prev = layers[l - 1] if l > 0 else []
@@ -86,5 +96,7 @@ def wiring(layers):
                 "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key")] for d in nxt],
                 "up": [[link(g["host"], u), u["lo"], u["hi"], u.get("key")] for u in prev],
                 "keeper": keeper[g["gid"]] and [link(g["host"], keeper[g["gid"]]), keeper[g["gid"]].get("key")],
+                "wards": wards[g["gid"]],
+                "broker_keeps": len(groups) == 1,  # no other process to keep its replica
             }
     return setups

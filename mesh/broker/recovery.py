@@ -23,6 +23,7 @@ RECOVERY_TIMEOUT = 120.0
 
 
 class Recover(Job):
+    hears_control_faults = True  # a group that cannot restore its state fails the recovery
     def __init__(self, ports, net, why, interrupted):
         super().__init__(ports, net, None, None, RECOVERY_TIMEOUT)
         self.why, self.interrupted = why, interrupted
@@ -123,7 +124,7 @@ class Recover(Job):
     def reforward_held(self):
         """Answered passes kept for a backprop: groups must hold them again. (Unanswered ones
         belong to an interrupted predict, which sends them again itself.)"""
-        held = [p for p in self.net.held() if p.z is not None]
+        held = [p for p in self.net.held() if p.answered]
         self.stage, self.left = "held", len(held)
         for p in held:
             p.job = self

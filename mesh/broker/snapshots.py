@@ -6,7 +6,6 @@ group has its copy and every replica is kept, the log keeps only the steps
 after it."""
 from .. import wire
 from .jobs import Job
-from .placement import link
 
 SNAPSHOT_TIMEOUT = 600.0
 
@@ -16,16 +15,22 @@ class Snapshot(Job):
         super().__init__(ports, net, None, None, SNAPSHOT_TIMEOUT)
         self.then = then
 
+    hears_control_faults = True  # a group that refuses a SNAP or KEEP fails this
+
     def run(self):
         net = self.net
+        net.snapshotting = True  # again, when a recovery restarts it
         net.snapshots_taken += 1
         self.id = net.snapshots_taken
         self.after = net.sent.done  # what to_group puts in each SNAP: the groups copy after those steps
+        self.inputs = net.layer1_width  # what they hold then: a GROW sent later reaches them after the SNAP
+        self.mark = len(net.log)  # likewise what is logged from now on is not in their copies
         self.copying = set(net.groups)
-        self.keeping = set(net.groups) if len(net.groups) > 1 else set()  # replicas to be kept
+        self.keeping = set(net.groups)  # replicas to be kept (by a keeper, or the broker for one group)
         self.late = False
+        whole = net.snapshot["id"] if net.snapshot else None  # groups keep it until this one is whole
         for gid in net.groups:
-            self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id})
+            self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id, "whole": whole})
 
     restart = run
 
@@ -53,8 +58,9 @@ class Snapshot(Job):
         if self.late:  # a group applied a later step before it copied its state: again
             return self.run()
         net = self.net
-        net.snapshot = {"id": self.id, "step": self.after, "inputs": net.layer1_width}
-        net.log = [e for e in net.log if e[0] == "step" and e[1] > self.after]
+        net.snapshot = {"id": self.id, "step": self.after, "inputs": self.inputs}
+        # what the copies hold goes from the log; steps beyond them and all logged since stay
+        net.log = [e for e in net.log[:self.mark] if e[0] == "step" and e[1] > self.after] + net.log[self.mark:]
         net.snapshotting = False
         self.end()
         self.then()
@@ -84,20 +90,22 @@ class StateLost(RuntimeError):
 
 
 def restore_plan(net, groups):
-    """{gid: the SETUP's restore field}: each group restores the last whole snapshot
-    from its own copy, or, if its process is new, fetches it from the group that
-    keeps its replica. StateLost when neither survived."""
+    """({gid: the SETUP's restore field}, {gid: keeper gid}): each group restores the
+    last whole snapshot from its own copy, or, if its process is new, is sent the
+    replica by the group that holds it (made its keeper for this wiring) or, for a
+    network of one group, by the broker. StateLost when no copy survived."""
     snap = net.snapshot["id"]
-    plan = {}
+    plan, holders = {}, {}
     for g in groups:
         if snap in g.get("snaps", ()):
             plan[g["gid"]] = {"snap": snap}
-            continue
-        keeper = next((k for k in groups if (g["gid"], snap) in k.get("holds", ())), None)
-        if keeper is None:
-            raise StateLost(f"the state of {net.describe(g['gid'])} was lost: its process and the replica of "
-                            f"snapshot {snap} are both gone")
-        plan[g["gid"]] = {"snap": snap, "from": [link(g["host"], keeper), keeper.get("key")],
-                          "reply_to": link(keeper["host"], g)}
-        g["snaps"] = {snap}  # it adopts the replica as its own copy
-    return plan
+        elif snap in net.broker_replica:
+            plan[g["gid"]] = {"snap": snap, "from": "broker"}
+        else:
+            holder = next((k for k in groups if (g["gid"], snap) in k.get("holds", ())), None)
+            if holder is None:
+                raise StateLost(f"the state of {net.describe(g['gid'])} was lost: its process and the replica of "
+                                f"snapshot {snap} are both gone")
+            plan[g["gid"]] = {"snap": snap, "from": "keeper"}
+            holders[g["gid"]] = holder["gid"]
+    return plan, holders

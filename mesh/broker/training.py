@@ -201,11 +201,18 @@ class Train(Job):
                   cancelled=True, epochs=self.epoch, steps=steps, history=self.history)
         return True
 
+    def expire(self):
+        """While the network is rebuilt or snapshotted the run waits; it is not late."""
+        if self.net.waits():
+            return self.progress()
+        super().expire()
+
     def end(self):
         super().end()
         if self.net.trainer is self:
             self.net.trainer = None
-            self.net.life.fire(Event.TRAIN_ENDED)
+            if self.net.life.can(Event.TRAIN_ENDED):  # not once the network is dropped
+                self.net.life.fire(Event.TRAIN_ENDED)
         if self.cancelled:
             self.cancelled.train_ended(self)
 
