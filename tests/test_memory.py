@@ -3,8 +3,10 @@
 import itertools
 
 import pytest
+from click.testing import CliRunner
 
 from mesh import memory
+from mesh.cli import cli, status_lines
 from mesh.broker.network import window_for
 from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, work
 from mesh.sizes import GiB, MiB, format_size, parse_size
@@ -184,3 +186,19 @@ def test_replicas_counted_where_the_keepers_are():
     model = Model([10], 8, "adam", 12)
     planned = planned_bytes(records, model)
     assert planned["c"] - planned["a"] == model.bytes(0, 10, [(0, 10)]) - model.bytes(0, 10)
+
+
+def test_status_lines_show_planned_and_measured_memory():
+    s = {"broker": {"address": "tcp://127.0.0.1:5555", "pid": 1}, "networks": [],
+         "workers": [{"name": "w1", "host": "127.0.0.1", "pid": 2, "slots": 2, "groups": 3,
+                      "memory": {"budget": 3 << 29, "planned": 900 * MiB, "measured": 850 * MiB}},
+                     {"name": "w2", "host": "127.0.0.1", "pid": 3, "slots": 2, "groups": 0,
+                      "memory": {"budget": None, "planned": 40 * MiB, "measured": None}}]}
+    lines = list(status_lines(s))
+    assert lines[2].endswith("memory planned 900 MiB of 1.5 GiB, measured 850 MiB")
+    assert lines[3].endswith("memory planned 40 MiB (no budget), measured -")
+
+
+def test_cli_refuses_a_bad_memory_size_in_one_line():
+    r = CliRunner().invoke(cli, ["worker", "--memory", "1.5GB/s"])
+    assert r.exit_code == 2 and "invalid memory size '1.5GB/s'" in r.output
