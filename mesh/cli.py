@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from .lifecycle import die_with_parent, limit_blas_here, name_process, raise_on_sigterm
+from .sizes import format_size, parse_size
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker.")
@@ -29,6 +30,24 @@ dashboard_token_option = click.option(
          "non-loopback address unless --keys (a random one then) or --insecure.")
 timeout_option = click.option("--timeout", type=float, default=60.0, show_default=True,
                               help="Seconds to wait for an answer.")
+
+
+def _memory(ctx, param, value):
+    """--memory 1.5GiB -> bytes (None: no budget); a bad size is a one-line error."""
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _group_size(ctx, param, value):
+    if value is None or value == "balanced":
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise click.BadParameter(f"expected a whole number of neurons (1 or more) or 'balanced', got {value!r}")
+    return int(value)
 
 
 def _lifetime():
@@ -123,9 +142,12 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token)
 @click.option("--listen", default=None, help="Interface group inboxes bind (default: the advertised address).")
 @click.option("--slots", type=int, default=None, help="Capacity for placement (default: CPU count).")
 @click.option("--blas-threads", type=int, default=1, show_default=True, help="BLAS threads per group process.")
+@click.option("--memory", default=None, callback=_memory, metavar="SIZE",
+              help="Memory this worker and its groups may hold, e.g. 1.5GiB (KiB/MiB/GiB/KB/MB/GB or bytes); "
+                   "networks are placed within it (default: no budget, slots only).")
 @keys_option
 @insecure_option
-def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
+def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
     name_process("mesh worker")
     _lifetime()
@@ -140,7 +162,8 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
     if keys_dir:
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
-        main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush())
+        main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush(),
+             memory=memory)
     except KeyboardInterrupt:
         pass
 
@@ -149,6 +172,8 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
+@click.option("--worker-memory", default=None, callback=_memory, metavar="SIZE",
+              help="Memory budget of each local worker, e.g. 800MiB (default: none).")
 @click.option("--blas-threads", type=int, default=1, show_default=True)
 @click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
               help="Start a worker on each host listed in this file, over ssh, instead of local workers.")
@@ -159,8 +184,8 @@ def worker(broker, advertise, listen, slots, blas_threads, keys_dir, insecure):
 @keys_option
 @dashboard_option
 @dashboard_token_option
-def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure, keys_dir,
-       dashboard, dashboard_token):
+def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure,
+       keys_dir, dashboard, dashboard_token):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     name_process("mesh up")
     raise_on_sigterm()
@@ -178,7 +203,8 @@ def up(bind, workers, slots, blas_threads, hosts_file, advertise, ssh_cmd, remot
                        bind=bind, insecure=insecure, **board)
         workers = len(hosts)
     else:
-        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure, **board)
+        m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure,
+                      worker_memory=worker_memory, **board)
     _refuse_busy(bind)
     try:
         try:
@@ -222,7 +248,11 @@ def _sizes(ctx, param, value):
 
 @cli.command()
 @click.argument("sizes", callback=_sizes)
-@click.option("--group-size", type=click.IntRange(min=1), default=None, help="Neurons per process (default: a whole layer).")
+@click.option("--group-size", default=None, callback=_group_size,
+              help="Neurons per process, or 'balanced' (equal work per process); default: a whole layer, cut "
+                   "only as the workers' memory budgets require.")
+@click.option("--optimizer", type=click.Choice(["sgd", "momentum", "adam"]), default="adam", show_default=True,
+              help="The optimizer to plan memory for (training with one that keeps more state re-checks it).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--activation", default="sigmoid", show_default=True)
 @click.option("--output", default="sigmoid", show_default=True)
@@ -230,11 +260,11 @@ def _sizes(ctx, param, value):
 @click.option("--dtype", default="float32", show_default=True)
 @broker_option
 @timeout_option
-def create(sizes, group_size, seed, activation, output, loss, dtype, broker, timeout):
+def create(sizes, group_size, optimizer, seed, activation, output, loss, dtype, broker, timeout):
     """Create a network of SIZES (hidden layers then outputs, e.g. 5,5,1); prints its id."""
     with _client(broker, timeout) as c:
         net = _call(lambda: c.create(sizes, group_size=group_size, seed=seed, activation=activation,
-                                     output=output, loss=loss, dtype=dtype))
+                                     output=output, loss=loss, dtype=dtype, optimizer=optimizer))
         click.echo(net.id)
 
 
@@ -378,7 +408,8 @@ def status_lines(s, groups=False):
     yield f"broker {b['address']} (pid {b['pid']})"
     yield f"{len(workers)} workers on {len(hosts)} hosts, {used} group processes on {slots} slots"
     for w in workers:
-        yield f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']}"
+        yield (f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']:<4}"
+               f" {_memory_line(w.get('memory'))}")
     if not s["networks"]:
         yield "no networks"
     for n in s["networks"]:
@@ -399,6 +430,15 @@ def status_lines(s, groups=False):
                 state = "alive" if p["alive"] else "dead"
                 yield (f"  {p['gid']:<12} layer {p['layer']} neurons {lo}..{hi - 1} pid {p['pid']} "
                        f"host {p['host']} worker {p['worker']} {state}")
+
+
+def _memory_line(m):
+    """memory planned 1.2 GiB of 1.5 GiB, measured 1.1 GiB"""
+    if not m:
+        return ""
+    budget = f" of {format_size(m['budget'])}" if m.get("budget") else " (no budget)"
+    measured = "-" if m.get("measured") is None else format_size(m["measured"])
+    return f"memory planned {format_size(m['planned'])}{budget}, measured {measured}"
 
 
 @cli.command()

@@ -10,14 +10,18 @@ import time
 
 from .client import Client
 from .lifecycle import blas_env
+from .sizes import parse_size
 
 
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
-                 start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None):
+                 start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None,
+                 worker_memory=None):
         """dashboard: ADDR:PORT for the broker's web dashboard (port 0: any free one), "off", or None for
-        the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url."""
+        the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url.
+        worker_memory: each worker's memory budget (`800MiB`, or bytes), or None for none."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
+        self.worker_memory = worker_memory and parse_size(worker_memory)  # refused here, before anything starts
         self.insecure = ["--insecure"] if insecure else []
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
@@ -60,6 +64,7 @@ class LocalMesh:
 
     def _start_workers(self):
         extra = ["--slots", str(self.slots)] if self.slots else []
+        extra += ["--memory", str(self.worker_memory)] if self.worker_memory else []
         for _ in range(self.n_workers):
             # their banner lines are for a person who runs `mesh worker`; here the launcher speaks
             self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid,

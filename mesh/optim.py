@@ -43,15 +43,20 @@ class Optimizer:
                 v *= self.momentum
                 v += g
                 p -= lr * v
-            else:
+            else:  # g is the scratch: one W-sized temporary at most (memory.py counts it)
                 m, v = slot
                 m *= self.beta1
                 m += (1 - self.beta1) * g
+                np.multiply(g, g, out=g)
+                g *= 1 - self.beta2
                 v *= self.beta2
-                v += (1 - self.beta2) * g * g
-                mhat = m / (1 - self.beta1 ** self.t)
-                vhat = v / (1 - self.beta2 ** self.t)
-                p -= lr * mhat / (np.sqrt(vhat) + self.eps)
+                v += g
+                np.divide(v, 1 - self.beta2 ** self.t, out=g)  # vhat
+                np.sqrt(g, out=g)
+                g += self.eps
+                np.divide(m, g, out=g)
+                g *= lr / (1 - self.beta1 ** self.t)             # lr mhat / (sqrt(vhat) + eps)
+                p -= g
 
     def grow(self, index, new_cols):
         """Zero state for columns appended to parameter `index` (a weight matrix)."""

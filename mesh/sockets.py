@@ -5,6 +5,10 @@ HWM: flow control is done by the broker's bounded window of passes in flight,
 so the high-water mark only has to be high enough never to block or drop
 inside that window. MAXMSGSIZE: a peer cannot make us buffer an unbounded
 message. CURVE keys, when configured, are set here too.
+
+Under a memory budget (`mesh worker --memory`), limit_to() sizes both for the
+worker and the groups it forks: what a peer could make a socket buffer must
+fit the budget, not the default's 10,000 messages of up to 1 GiB.
 """
 import os
 
@@ -15,11 +19,22 @@ from . import wire
 HWM = 10_000
 SEND_TIMEOUT = 10_000  # ms: a send with no peer to take it (handshake refused, peer gone) fails, never hangs
 MAX_MESSAGE = int(os.environ.get("MESH_MAX_MESSAGE", 1 << 30))  # bytes; a client's request carries whole data sets
+BUDGET_HWM = 256  # messages per peer under a budget: above any network's window of passes in flight (4 per layer + 4)
+_limits = {"hwm": HWM, "max_message": MAX_MESSAGE}  # what make() uses unless told otherwise
 
 
-def make(ctx, kind, *, bind=None, connect=None, max_message=MAX_MESSAGE, hwm=HWM, keys=None, serve=None, dial=None):
+def limit_to(budget):
+    """Sockets made from now on, here and in processes forked from here, buffer within
+    `budget` bytes: BUDGET_HWM messages per peer, none larger than half the budget (the
+    largest a group legitimately receives is a replica of a neighbour's state, and it
+    keeps two of those within its budget)."""
+    _limits.update(hwm=BUDGET_HWM, max_message=min(MAX_MESSAGE, budget // 2))
+
+
+def make(ctx, kind, *, bind=None, connect=None, max_message=None, hwm=None, keys=None, serve=None, dial=None):
     """A socket with our options. With keys (security.Keys): serve=DOMAIN makes it a
     CurveZMQ server admitting that domain's keys; dial=PUBLIC_KEY a client of that server."""
+    hwm, max_message = hwm or _limits["hwm"], max_message or _limits["max_message"]
     sock = ctx.socket(kind)
     if keys is not None:
         if serve:

@@ -19,7 +19,7 @@ class Spec:
     output: str = "sigmoid"
     loss: str = "mse"
     dtype: str = "float32"
-    group_size: int = None    # None: one process per layer
+    group_size: int = None    # None: one process per layer (unless budgets force cuts); "balanced": equal work
     seed: int = 0
     init: str = "auto"        # initial weights: see initial_layer
 
@@ -39,9 +39,9 @@ class Spec:
         _choice("init", self.init, INITS)
         if self.loss == "cross_entropy" and self.output == "linear":
             raise ValueError("cross_entropy needs a softmax or sigmoid output, not linear")
-        if self.group_size is not None:
+        if self.group_size is not None and self.group_size != "balanced":  # balanced: broker/placement.py cuts
             if isinstance(self.group_size, bool) or not isinstance(self.group_size, (int, np.integer)) or self.group_size < 1:
-                raise ValueError(f"group_size must be a positive integer or None, got {self.group_size!r}")
+                raise ValueError(f"group_size must be a positive integer, 'balanced' or None, got {self.group_size!r}")
             self.group_size = int(self.group_size)
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")

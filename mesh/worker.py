@@ -10,6 +10,7 @@ import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
+from .sizes import format_size
 from .procstat import Meter
 from .spawner import Spawner
 
@@ -24,7 +25,7 @@ def route_address(broker_host):
 
 
 class Worker:
-    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None):
+    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None):
         self.keys = keys
         self.say = say or (lambda line: None)  # a line for the person who started it
         self.broker_addr = broker
@@ -32,6 +33,7 @@ class Worker:
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
+        self.memory = memory  # bytes its groups and itself may hold, or None: no budget
         self.ipc_dir = sockets.abstract_ipc("worker")[len("ipc://"):]  # its groups' unix sockets are named under it
         # one identity for the worker's life: after a reconnect the broker knows it is the same worker
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
@@ -41,8 +43,11 @@ class Worker:
         self.welcomed = False  # the broker has answered this connection
 
     def run(self):
-        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, advertising {self.advertise}; "
+        budget = f"memory {format_size(self.memory)}" if self.memory else "no memory budget"
+        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, {budget}, advertising {self.advertise}; "
                  f"joining the broker at {self.broker_addr}")
+        if self.memory:
+            sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
         self.spawner = Spawner()  # fork before any zmq context exists
         self.ctx = zmq.Context()
         try:
@@ -59,7 +64,7 @@ class Worker:
         self.inbox = None
         self.welcomed = False
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
-                                 "slots": self.slots, "pid": os.getpid(), "groups": self.groups,
+                                 "slots": self.slots, "memory": self.memory, "pid": os.getpid(), "groups": self.groups,
                                  "key": self.keys.public.decode() if self.keys else None})
 
     def _loop(self):
@@ -123,5 +128,5 @@ class Worker:
             sockets.send(self.sock, {"k": wire.EXITED, "gid": ev["gid"], "pid": ev["pid"], "code": ev["code"]})
 
 
-def main(broker, advertise=None, listen=None, slots=None, keys=None, say=None):
-    Worker(broker, advertise, listen, slots, keys, say).run()
+def main(broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None):
+    Worker(broker, advertise, listen, slots, keys, say, memory).run()

@@ -21,14 +21,15 @@ from urllib.parse import urlparse
 
 import zmq
 
-from .. import heartbeat, sockets, table, wire
+from .. import heartbeat, memory, sockets, table, wire
 from ..dashboard import Dashboard
+from ..encoder import Encoder
 from ..lifecycle import profiled
-from . import requests
+from . import budgets, requests
 from .dataflow import Flow
 from .jobs import Create
-from .network import Network
-from .placement import place_pinned, wiring
+from .network import Network, window_for
+from .placement import plan, wiring
 from .ports import Ports
 from .recovery import Recover
 from .snapshots import restore_plan, snapshot_due, take_snapshot
@@ -223,8 +224,9 @@ class Broker:
             self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
                                  "key": h.get("key"),
                                  "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
-                                 "groups": set()}
-            log.info("worker %s joined from %s (%s slots)", name, h["host"], h.get("slots"))
+                                 "groups": set(), "memory": _budget(h.get("memory"))}
+            log.info("worker %s joined from %s (%s slots, memory %s)", name, h["host"], h.get("slots"),
+                     h.get("memory") or "unlimited")
         self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port, "inbox_ipc": self.inbox_ipc})
         for gid, pid in dict(h.get("groups") or {}).items():  # back after we gave it up: end what it still runs
             net = self.nets.get(str(gid).split(".")[0])
@@ -392,15 +394,16 @@ class Broker:
             job.on_state(h["gid"], h, arrays)
 
     # -- building networks -------------------------------------------------
-    def build(self, client, req, spec, timeout, layers=None, optimizer=None, encoder=None, pins=None):
-        """Place a network's groups on the workers, spawn them, and start the Create job."""
-        workers = sorted(self.workers.items(), key=lambda kv: int(kv[1]["name"][1:]))
-        if not workers:
-            raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
-        groups = spec.groups()
-        where = place_pinned(groups, [(wid, w["slots"], w["host"], w["name"]) for wid, w in workers], pins or {})
-        net = Network(next(self.net_ids), spec, encoder)
-        for (layer, lo, hi), wid in zip(groups, where):
+    def build(self, client, req, spec, timeout, layers=None, optimizer=None, encoder=None, pins=None,
+              plan_for=memory.PLAN_OPTIMIZER):
+        """Place a network's groups on the workers (within their memory budgets, or
+        refused with the numbers before any process starts), spawn them, and start
+        the Create job. plan_for: the optimizer its memory is planned for."""
+        inputs = len(encoder.keys) if encoder is not None else 0
+        where = plan(spec, inputs, window_for(spec.sizes), plan_for, budgets.hosts(self.workers, self.nets.values()),
+                     pins or {})
+        net = Network(next(self.net_ids), spec, encoder, plan_for=plan_for)
+        for layer, lo, hi, wid in where:
             index = len(net.layers[layer])
             gid = f"{net.id}.{layer + 1}.{index}"
             net.layers[layer].append(gid)
@@ -411,6 +414,7 @@ class Broker:
                                "snaps": set(), "holds": set()}  # snapshots it holds: its own, others' replicas
             w["groups"].add(gid)
         self.nets[net.id] = net
+        budgets.replan(net)
         return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()
 
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
@@ -460,7 +464,15 @@ class Broker:
     def encode_rows(self, net, rows, grow, strict, learn):
         X, S, strings = rows
         before = net.inputs
+        kept = net.encoder.to_dict() if grow and budgets.budgeted(self.workers, net) else None
         M, added = net.encoder.encode(X, S, strings, grow=grow, strict=strict, learn=learn, dtype=net.spec.dtype)
+        if added and kept is not None:  # layer 1 grows: within its workers' budgets, or not at all
+            try:
+                budgets.check(self.workers, self.nets.values(), net,
+                              f"growing layer 1 from {before} to {net.inputs} inputs", inputs=net.inputs)
+            except ValueError:
+                net.encoder = Encoder.from_dict(kept)
+                raise
         if added:
             # the first inputs are drawn from the seed, by each layer-1 group for its own rows; later ones start at 0
             grow = {"k": wire.GROW, "cols": added, "init": net.spec.to_dict() if before == 0 else None}
@@ -468,6 +480,7 @@ class Broker:
             net.layer1_width += added
             for gid in net.first():
                 self.flow.to_group(net, gid, grow)
+            budgets.replan(net)
         return M, added
 
     def stop_net(self, net):
@@ -490,6 +503,11 @@ class Broker:
                              f"(it is written inside the broker's folder {self.checkpoint_dir})")
         os.makedirs(self.checkpoint_dir, mode=0o700, exist_ok=True)
         return os.path.join(self.checkpoint_dir, name)
+
+
+def _budget(value):
+    """A worker's memory budget from its REGISTER: positive bytes, or None (no budget)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class BindError(RuntimeError):

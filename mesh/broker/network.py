@@ -14,8 +14,13 @@ from .states import Lifecycle, State
 WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
 
 
+def window_for(sizes):
+    """Passes in flight at most: enough to keep every layer busy, and more."""
+    return 4 * len(sizes) + 4
+
+
 class Network:
-    def __init__(self, nid, spec, encoder=None, window=None):
+    def __init__(self, nid, spec, encoder=None, window=None, plan_for="adam"):
         self.id, self.spec = nid, spec
         self.token = secrets.token_hex(16)  # carried by every message of this network's data path
         self.encoder = encoder or Encoder()
@@ -29,7 +34,8 @@ class Network:
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
         self.entered = 0          # passes sent into the mesh so far (fairness is measured against it)
-        self.window = window or 4 * len(spec.sizes) + 4
+        self.window = window or window_for(spec.sizes)
+        self.plan_for = plan_for  # the optimizer its memory is planned for (budgets.py)
         self.remembered = {}      # client identity -> [Pass] of its last predict, kept for a backprop
         self.awaiting = {}        # step id -> [Pass] a backprop waits to train on (its predict is in flight)
         self.life = Lifecycle(nid)

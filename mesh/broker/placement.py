@@ -1,4 +1,18 @@
-"""Where groups run and how they are wired: pure functions, no sockets."""
+"""Where groups run and how they are wired: pure functions, no sockets.
+
+Without budgets, place() spreads groups over workers by slots, as it always
+did. When a worker has a memory budget (or group_size is "balanced"),
+plan() cuts layers and places them: each group must fit its worker's budget
+(memory.py's model, the replicas it keeps counted), the most work on any
+worker per slot (work ~ rows x fan-in) is made as small as it can be, and
+among equal choices the fewest links cross hosts.
+"""
+import math
+
+import numpy as np
+
+from .. import memory
+from ..sizes import format_size, unit_of
 
 
 def place(groups, workers):
@@ -100,3 +114,181 @@ def wiring(layers, fixed_keepers=None):
                 "broker_keeps": len(groups) == 1,  # no other process to keep its replica
             }
     return setups
+
+
+class Refused(ValueError):
+    """A network that cannot be placed; the message has the numbers."""
+
+
+def plan(spec, inputs, window, optimizer, hosts, pins):
+    """[(layer, lo, hi, worker id)] for a new network, or Refused.
+
+    spec: its Spec (group_size None, an int, or "balanced"); inputs: layer 1's
+    width as known now (0 for a new network: growth re-checks it); hosts: a dict
+    per worker: wid, name, host, slots, budget (bytes or None), free (what its
+    budget leaves after what is placed on it), work (already placed on it);
+    pins: {layer number (str): host or worker name}."""
+    if not hosts:
+        raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
+    widths = [inputs] + spec.sizes[:-1]
+    if spec.group_size != "balanced" and all(h["budget"] is None for h in hosts):
+        groups = spec.groups()
+        where = place_pinned(groups, [(h["wid"], h["slots"], h["host"], h["name"]) for h in hosts], pins)
+        return [(*g, w) for g, w in zip(groups, where)]
+    itemsize = np.dtype(spec.dtype).itemsize
+    model = Model(widths, itemsize, optimizer, window)
+    allowed = [_allowed(hosts, pins.get(str(layer + 1)), layer) for layer in range(len(spec.sizes))]
+    _refuse_beyond_sum(spec, model, hosts)
+    counts = _first_counts(spec, model, allowed, widths)
+    while True:
+        groups = [(layer, lo, hi) for layer, n in enumerate(spec.sizes) for lo, hi in cut(n, counts[layer])]
+        where, failing = _assign(groups, model, allowed)
+        if where is not None:
+            if not _over_budget(groups, where, model, hosts):
+                return [(*g, w) for g, w in zip(groups, where)]
+        if failing is None or _fits_somewhere(model, allowed, failing, counts[failing], spec.sizes[failing]):
+            failing = max(range(len(counts)), key=lambda l: model.reserved(l, math.ceil(spec.sizes[l] / counts[l])))
+        if isinstance(spec.group_size, int) or counts[failing] >= spec.sizes[failing]:
+            raise Refused(_cannot_cut(spec, model, allowed, failing, counts[failing]))
+        counts[failing] = min(spec.sizes[failing], max(counts[failing] + 1, math.ceil(counts[failing] * 1.25)))
+
+
+class Model:
+    """memory.py's model for the groups of one network."""
+
+    def __init__(self, widths, itemsize, optimizer, window):
+        self.widths, self.itemsize, self.optimizer, self.window = widths, itemsize, optimizer, window
+
+    def bytes(self, layer, rows, kept=()):
+        return memory.group_bytes(rows, self.widths[layer], self.itemsize, self.optimizer, self.window,
+                                  kept=[(r, self.widths[k]) for k, r in kept])
+
+    def reserved(self, layer, rows):
+        """What placing a group takes from its worker: itself and, for the replicas it will
+        keep, as much as its own (the groups of a worker keep about what they hand out)."""
+        return self.bytes(layer, rows, kept=[(layer, rows)])
+
+
+def cut(n, k):
+    """[(lo, hi)]: n neurons in k near-equal pieces (sizes differ by one at most)."""
+    edges = [n * i // k for i in range(k + 1)]
+    return list(zip(edges, edges[1:]))
+
+
+def work(rows, fan_in):
+    return rows * max(fan_in, 1)
+
+
+def _allowed(hosts, where, layer):
+    if where is None:
+        return hosts
+    on = [h for h in hosts if where in (h["host"], h["name"])]
+    if not on:
+        known = ", ".join(sorted({h["host"] for h in hosts}))
+        raise ValueError(f"layer {layer + 1} is pinned to {where!r}, but no worker is there (hosts: {known})")
+    return on
+
+
+def _first_counts(spec, model, allowed, widths):
+    """Pieces per layer to start from: the explicit group size, equal work per
+    process ("balanced"), or one per layer; then as many as the budgets force."""
+    sizes = spec.sizes
+    if isinstance(spec.group_size, int):
+        return [math.ceil(n / spec.group_size) for n in sizes]
+    counts = [1] * len(sizes)
+    if spec.group_size == "balanced":
+        works = [work(n, f) for n, f in zip(sizes, widths)]
+        processes = max(sum(h["slots"] for h in {h["wid"]: h for a in allowed for h in a}.values()), len(sizes))
+        each = sum(works) / processes
+        counts = [min(n, max(1, round(w / each))) for n, w in zip(sizes, works)]
+    for layer, n in enumerate(sizes):
+        rooms = [h["free"] for h in allowed[layer]]
+        if None not in rooms:
+            need = memory.pieces_for(n, widths[layer], model.itemsize, model.optimizer, model.window, max(rooms))
+            counts[layer] = max(counts[layer], need or n)
+    return counts
+
+
+def _assign(groups, model, allowed):
+    """Largest work first, each to the worker where the most loaded worker (work per
+    slot) ends up least loaded, then with the fewest new cross-host links.
+    -> ([worker id per group], None), or (None, the layer of a group that fits nowhere)."""
+    hosts = {h["wid"]: h for a in allowed for h in a}
+    load = {w: h["work"] for w, h in hosts.items()}
+    free = {w: h["free"] for w, h in hosts.items()}
+    where = [None] * len(groups)
+    order = sorted(range(len(groups)), key=lambda i: -work(groups[i][2] - groups[i][1], model.widths[groups[i][0]]))
+    for i in order:
+        layer, lo, hi = groups[i]
+        g_work, need = work(hi - lo, model.widths[layer]), model.reserved(layer, hi - lo)
+        fits = [h for h in allowed[layer] if free[h["wid"]] is None or free[h["wid"]] >= need]
+        if not fits:
+            return None, layer
+        top = max(load[w] / hosts[w]["slots"] for w in load)
+
+        def cost(h):
+            after = (load[h["wid"]] + g_work) / h["slots"]
+            crossing = sum(1 for j, w in enumerate(where) if w is not None and abs(groups[j][0] - layer) == 1
+                           and hosts[w]["host"] != h["host"])
+            return max(top, after), crossing, after
+        best = min(fits, key=cost)["wid"]
+        where[i] = best
+        load[best] += g_work
+        if free[best] is not None:
+            free[best] -= need
+    return where, None
+
+
+def _fits_somewhere(model, allowed, layer, pieces, n):
+    """A piece of the layer alone fits the roomiest worker it may go to: when it was
+    still left without a place, the pieces of some layer are too coarse to pack."""
+    rooms = [h["free"] for h in allowed[layer]]
+    return None in rooms or model.reserved(layer, math.ceil(n / pieces)) <= max(rooms)
+
+
+def _over_budget(groups, where, model, hosts):
+    """True when, with the replicas each group really keeps (keepers()), a worker is over its budget."""
+    by_wid = {h["wid"]: h for h in hosts}
+    planned = planned_bytes([dict(gid=i, layer=g[0], lo=g[1], hi=g[2], worker=w, host=by_wid[w]["host"])
+                             for i, (g, w) in enumerate(zip(groups, where))], model)
+    return any(h["free"] is not None and sum(planned[i] for i, w in enumerate(where) if w == wid) > h["free"]
+               for wid, h in by_wid.items())
+
+
+def planned_bytes(records, model):
+    """{gid: planned bytes} of a network's groups (records in network order: gid,
+    layer, lo, hi, worker, host), each with the replicas it keeps."""
+    keeper = keepers(records)
+    kept = {g["gid"]: [] for g in records}
+    for g in records:
+        k = keeper[g["gid"]]
+        if k is not None:
+            kept[k["gid"]].append((g["layer"], g["hi"] - g["lo"]))
+    return {g["gid"]: model.bytes(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
+
+
+def _refuse_beyond_sum(spec, model, hosts):
+    """When every worker has a budget: refused if the network needs more than they all offer."""
+    if any(h["budget"] is None for h in hosts):
+        return
+    need = len(hosts) * memory.WORKER_BASELINE + sum(h["budget"] - h["free"] - memory.WORKER_BASELINE
+                                                     for h in hosts if h["free"] < h["budget"])
+    need += sum(model.reserved(layer, n) for layer, n in enumerate(spec.sizes))
+    offer = sum(h["budget"] for h in hosts)
+    if need > offer:
+        _, size = unit_of(offer)
+        each = ", ".join(f"{h['name']} {h['budget'] / size:.3g}" for h in hosts)
+        raise Refused(f"needs {format_size(need)}, the workers offer {format_size(offer)} ({each})")
+
+
+def _cannot_cut(spec, model, allowed, layer, pieces):
+    n, fan_in = spec.sizes[layer], model.widths[layer]
+    rows = math.ceil(n / pieces)
+    free = [(h["name"], h["free"]) for h in allowed[layer] if h["free"] is not None]
+    need = model.reserved(layer, rows)
+    why = (f"the most any worker has free is {format_size(max(f for _, f in free))}" if need > max(f for _, f in free)
+           else "together with the other layers they do not fit the workers' budgets (free: "
+           + ", ".join(f"{name} {format_size(f)}" for name, f in free) + ")")
+    return (f"layer {layer + 1} ({n} neurons x {fan_in} inputs) cannot be cut to fit: in {pieces} groups of up to "
+            f"{rows} neurons each needs {format_size(need)} with its replicas, and {why} "
+            f"(planned for {model.optimizer}, {spec.dtype})")

@@ -8,10 +8,12 @@ import os
 
 import numpy as np
 
-from .. import wire
+from .. import memory, wire
 from ..checkpoint import pack_state
 from ..encoder import Encoder
+from ..optim import OPTIMIZERS, SLOTS
 from ..spec import Spec
+from . import budgets
 from .jobs import Backprop, Collect, Predict, SetWeights
 from .placement import cross_host_links
 from .states import State
@@ -50,7 +52,11 @@ def create(b, client, h, arrays):
     pins = h.get("placement") or {}
     if not isinstance(pins, dict) or not all(str(k).isdigit() and 1 <= int(k) <= len(spec.sizes) for k in pins):
         raise ValueError(f"placement must map layer numbers 1..{len(spec.sizes)} to hosts, got {pins!r}")
-    b.build(client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()})
+    plan_for = h.get("optimizer") or memory.PLAN_OPTIMIZER
+    if plan_for not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {plan_for!r} to plan memory for; choose one of {', '.join(OPTIMIZERS)}")
+    b.build(client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()},
+            plan_for=plan_for)
 
 
 def predict(b, client, h, arrays):
@@ -91,6 +97,14 @@ def train(b, client, h, arrays):
     net = network(b, h)
     if net.trainer is not None:
         raise RuntimeError(f"network {net.id} is already training (cancel it with `net.cancel()` or `mesh cancel`)")
+    opt = (h.get("options") or {}).get("optimizer", "sgd")
+    name = opt.get("name", "sgd") if isinstance(opt, dict) else opt
+    if name in SLOTS and SLOTS[name] > SLOTS[net.plan_for]:  # more state than planned: within the budgets, or refused
+        if budgets.budgeted(b.workers, net):
+            budgets.check(b.workers, b.nets.values(), net, f"training with {name} (planned for {net.plan_for})",
+                          optimizer=name)
+        net.plan_for = name
+        budgets.replan(net)
     X = b.encode(net, h, arrays[:-1])
     Train(b.ports, net, client, h.get("id"), timeout_of(h), X, arrays[-1], h.get("options", {})).begin()
 
@@ -168,7 +182,8 @@ def status(b, client, h, arrays):
 def status_of(b):
     """Workers and networks as they are: each network's state is its state machine's."""
     workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
-                "pid": w["pid"], "groups": len(w["groups"])} for w in b.workers.values()]
+                "pid": w["pid"], "groups": len(w["groups"]), "memory": budgets.status(b.workers, b.nets.values(), wid)}
+               for wid, w in b.workers.items()]
     return {"broker": {"address": b.address, "pid": os.getpid()}, "workers": workers,
             "networks": [network_status(n) for n in b.nets.values()]}
 

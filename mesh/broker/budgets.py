@@ -1,0 +1,82 @@
+"""Memory budgets at the broker: what is planned on each worker (memory.py's
+model of the groups placed there), what it measures (its heartbeats), and the
+check that refuses a growth or an optimizer that would not fit.
+
+A worker's record has "memory": its budget in bytes, or None (no budget).
+A group's record has "planned": its bytes in the model, with the replicas it
+keeps (placement.planned_bytes)."""
+import numpy as np
+
+from .. import memory
+from ..sizes import format_size
+from .placement import Model, Refused, planned_bytes, work
+
+
+def model_of(net, inputs=None, optimizer=None):
+    """The model of a network's groups, at layer 1's width now (or `inputs`)."""
+    widths = [net.inputs if inputs is None else inputs] + net.spec.sizes[:-1]
+    return Model(widths, np.dtype(net.spec.dtype).itemsize, optimizer or net.plan_for, net.window)
+
+
+def in_order(net):
+    return [net.groups[gid] for gids in net.layers for gid in gids]
+
+
+def replan(net):
+    """Each group's planned bytes, after the network was placed, grew or changed optimizer."""
+    for gid, n in planned_bytes(in_order(net), model_of(net)).items():
+        net.groups[gid]["planned"] = n
+
+
+def planned_on(nets, wid):
+    return memory.worker_bytes(g.get("planned", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
+
+
+def measured_on(worker, nets, wid):
+    """Its own resident bytes and its groups', as its last heartbeat said; None before one came."""
+    own = worker.get("usage")
+    if not (isinstance(own, list) and len(own) == 2):
+        return None
+    groups = [g.get("usage") for net in nets for g in net.groups.values() if g["worker"] == wid]
+    return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) == 2)
+
+
+def hosts(workers, nets):
+    """Each worker as placement.plan sees it, in the order they joined."""
+    out = []
+    for wid, w in sorted(workers.items(), key=lambda kv: int(kv[1]["name"][1:])):
+        budget = w.get("memory")
+        out.append({"wid": wid, "name": w["name"], "host": w["host"], "slots": w["slots"], "budget": budget,
+                    "free": None if budget is None else budget - planned_on(nets, wid),
+                    "work": sum(work(g["hi"] - g["lo"], _fan_in(net, g)) for net in nets for g in net.groups.values()
+                                if g["worker"] == wid)})
+    return out
+
+
+def _fan_in(net, g):
+    return net.inputs if g["layer"] == 0 else net.spec.sizes[g["layer"] - 1]
+
+
+def budgeted(workers, net):
+    """True when a worker holding one of the network's groups has a budget."""
+    return any(workers.get(g["worker"], {}).get("memory") is not None for g in net.groups.values())
+
+
+def check(workers, nets, net, what, inputs=None, optimizer=None):
+    """Refused, with the numbers, when the network with layer 1 `inputs` wide (or
+    planned for `optimizer`) would put a worker over its budget."""
+    after = planned_bytes(in_order(net), model_of(net, inputs, optimizer))
+    others = [n for n in nets if n is not net]
+    for wid, w in workers.items():
+        if w.get("memory") is None:
+            continue
+        need = planned_on(others, wid) + sum(after[g["gid"]] for g in net.groups.values() if g["worker"] == wid)
+        if need > w["memory"]:
+            raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}, "
+                          f"its budget is {format_size(w['memory'])}; network {net.id} stays as it was")
+
+
+def status(workers, nets, wid):
+    """What `mesh status` shows of a worker's memory, in bytes."""
+    w = workers[wid]
+    return {"budget": w.get("memory"), "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}

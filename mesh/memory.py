@@ -1,0 +1,86 @@
+"""How much memory a group process needs: a model, pure functions.
+
+A group holds rows lo..hi of one layer: `rows` neurons of `fan_in` inputs each,
+so P = rows x (fan_in + 1) parameters of the network's dtype (itemsize bytes).
+Its resident memory, at the peak of a training step:
+
+    weights      W and b                                     P
+    gradient     dW and db, formed once per step             P
+    optimizer    sgd 0, momentum 1x, adam 2x the parameters  k P
+    update       the one W-sized temporary of an update      1 P (momentum, adam; sgd 0)
+    snapshots    its own last two (keeper.py): W, b, slots   2 (1 + k) P
+    replicas     the last two of each group it keeps for     2 (1 + k) P' per such group
+    activations  (x, a) kept for the passes in flight        window x pass_rows x (fan_in + rows)
+    messages     a pass's input parts queued, or its dL/dx   window x pass_rows x fan_in
+                 on the way back (sends borrow the arrays)
+    baseline     an idle group process: Python, numpy, zmq   GROUP_BASELINE
+
+(activations and messages in bytes of the dtype). A worker adds its own
+WORKER_BASELINE. The broker's window bounds the passes in flight, so it, not the
+sockets' high-water mark, bounds the message buffers; under a budget the HWM is
+sized from the budget all the same (sockets.limit_to), against a peer that
+does not keep to the window.
+
+The baselines were measured here (2026-12, Python 3.11, numpy 2): a worker and
+a group of one neuron, idle after a predict, read from /proc/PID/statm
+(procstat.rss_bytes): group 29.9 MiB, worker 39.4 MiB. Passes are planned at
+PASS_ROWS rows (a predict chunk of 256 rows kept for a backprop, or mini-batch
+micro-batches wider than that, hold more than planned).
+"""
+import math
+
+from .optim import SLOTS
+from .sizes import MiB
+
+GROUP_BASELINE = 30 * MiB
+WORKER_BASELINE = 40 * MiB
+PASS_ROWS = 64
+SNAPSHOTS = 2          # keeper.KEEP: own snapshots, and replicas of each group kept for
+PLAN_OPTIMIZER = "adam"  # what a network is planned for unless create says otherwise: the most any training needs
+
+
+def parameters(rows, fan_in):
+    return rows * (fan_in + 1)
+
+
+def state_bytes(rows, fan_in, itemsize, optimizer):
+    """What one snapshot of a group holds: W, b and the optimizer's slots."""
+    return (1 + SLOTS[optimizer]) * parameters(rows, fan_in) * itemsize
+
+
+def group_parts(rows, fan_in, itemsize, optimizer, window, pass_rows=PASS_ROWS, kept=()):
+    """{part: bytes} of one group (see the module docstring). kept: (rows, fan_in)
+    of each group whose snapshots this one keeps replicas of."""
+    p = parameters(rows, fan_in) * itemsize
+    k = SLOTS[optimizer]
+    in_flight = window * pass_rows * itemsize
+    return {"weights": p, "gradient": p, "optimizer": k * p, "update": p if k else 0,
+            "snapshots": SNAPSHOTS * state_bytes(rows, fan_in, itemsize, optimizer),
+            "replicas": SNAPSHOTS * sum(state_bytes(r, f, itemsize, optimizer) for r, f in kept),
+            "activations": in_flight * (fan_in + rows), "messages": in_flight * fan_in,
+            "baseline": GROUP_BASELINE}
+
+
+def group_bytes(*args, **kw):
+    return sum(group_parts(*args, **kw).values())
+
+
+def worker_bytes(group_totals):
+    """A worker's planned memory: its own baseline and its groups'."""
+    return WORKER_BASELINE + sum(group_totals)
+
+
+def pieces_for(rows, fan_in, itemsize, optimizer, window, room, pass_rows=PASS_ROWS):
+    """The fewest near-equal pieces a layer must be cut into for each to fit in
+    `room` bytes, counting a replica of a piece as large as itself (the
+    keeper's share), or None when no cut fits (the baseline alone is too much)."""
+    def fits(k):
+        r = math.ceil(rows / k)
+        return group_bytes(r, fan_in, itemsize, optimizer, window, pass_rows, kept=[(r, fan_in)]) <= room
+    if not fits(rows):
+        return None
+    lo, hi = 1, rows  # fits(hi); fewer pieces are larger, so search for the first k that fits
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if fits(mid) else (mid + 1, hi)
+    return lo

@@ -1,0 +1,80 @@
+"""Memory budgets with real processes: refusal before any process starts,
+a network cut across budgeted workers equal to the reference, growth
+refused within the budget, and the model against measured RSS."""
+import numpy as np
+import pytest
+
+from mesh import RemoteError
+from mesh.procstat import rss_bytes
+from mesh.reference import ReferenceNet
+from mesh.sizes import MiB
+from test_mesh_math import ATOL, RTOL, assert_same_weights
+from conftest import wait_until
+
+
+def worker_memory(h):
+    return {w["name"]: w["memory"] for w in h.client.status()["workers"]}
+
+
+def test_infeasible_network_refused_with_the_numbers_and_nothing_started(fresh_mesh):
+    h = fresh_mesh(2, worker_memory="200MiB")
+    with pytest.raises(RemoteError, match=r"^needs [\d.]+ GiB, the workers offer 400 MiB \(w1 200, w2 200\)$"):
+        h.client.create([8192, 8192, 10], dtype="float64", optimizer="adam")
+    s = h.client.status()
+    assert s["networks"] == [] and all(w["groups"] == 0 for w in s["workers"])
+    assert all(m["budget"] == 200 * MiB for m in worker_memory(h).values())
+
+
+def test_network_cut_across_budgeted_workers_equals_the_reference(fresh_mesh):
+    h = fresh_mesh(3, worker_memory="140MiB", timeout=60)
+    net = h.remember(h.client.create([1024, 1024, 4], dtype="float64", optimizer="sgd", seed=5,
+                                     activation="tanh", output="linear"))
+    layer2 = [p for p in net.processes() if p["layer"] == 2]
+    assert len(layer2) > 1 and len({p["worker"] for p in layer2}) > 1  # cut, and across workers
+    assert all(m["planned"] <= m["budget"] for m in worker_memory(h).values())
+    rng = np.random.default_rng(0)
+    X, T = rng.normal(size=(16, 8)), rng.normal(size=(16, 4))
+    got = net.predict(X)
+    ref = ReferenceNet(net.weights(), activation="tanh", output="linear", loss="mse", optimizer="sgd",
+                       dtype=np.float64)
+    np.testing.assert_allclose(got, ref.forward(X), rtol=RTOL, atol=ATOL)
+    net.train(X, T, epochs=2, batch_size=8, learning_rate=0.01, shuffle=False, progress=False)
+    for _ in range(2):
+        for lo in range(0, 16, 8):
+            ref.step(X[lo:lo + 8], T[lo:lo + 8], 0.01)
+    assert_same_weights(net.weights(), ref.layers)
+    np.testing.assert_allclose(net.predict(X), ref.forward(X), rtol=RTOL, atol=ATOL)
+
+
+def test_growth_beyond_the_budget_is_refused_and_the_network_keeps_answering(fresh_mesh):
+    h = fresh_mesh(1, worker_memory="120MiB")
+    net = h.remember(h.client.create([4096], dtype="float64"))
+    net.train([[0.1, 0.2], [0.3, 0.4]], [[1.0] * 4096, [0.0] * 4096], epochs=1, batch_size=2, progress=False)
+    before = net.predict([0.1, 0.2], remember=False)
+    rows = [[0.5, f"v{i}"] for i in range(600)]
+    with pytest.raises(RemoteError, match=r"growing layer 1 from 2 to 602 inputs would not fit: worker w1 would "
+                                          r"need .* its budget is 120 MiB; network n1 stays as it was"):
+        net.train(rows, [[0.0] * 4096] * 600, epochs=1, batch_size=100, progress=False)
+    assert h.client.network(net.id).info["inputs"] == 2
+    np.testing.assert_array_equal(net.predict([0.1, 0.2], remember=False), before)
+
+
+def test_planned_memory_within_20_percent_of_measured(fresh_mesh):
+    """A float64 adam network of ~100 MiB of state, layer 2 cut across two workers; once
+    two snapshots with optimizer state are held (steps 64 and 128), each worker's RSS
+    (its own and its groups', from the heartbeats) is within 20% of the model's plan."""
+    h = fresh_mesh(2, worker_memory="600MiB", timeout=60)
+    net = h.remember(h.client.create([2048, 2048, 4], dtype="float64", optimizer="adam"))
+    assert len([p for p in net.processes() if p["layer"] == 2]) == 2
+    rng = np.random.default_rng(1)
+    X, T = rng.normal(size=(130, 16)), rng.uniform(size=(130, 4))
+    net.train(X, T, epochs=1, batch_size=1, learning_rate=1e-3, optimizer="adam", shuffle=False, progress=False)
+    status = h.client.status()["workers"]
+    for w in status:
+        m = w["memory"]
+        groups = [p["pid"] for p in net.processes() if p["worker"] == w["name"]]
+        measured = rss_bytes(w["pid"]) + sum(rss_bytes(pid) for pid in groups)  # what its heartbeats report
+        ratio = measured / m["planned"]
+        print(f"{w['name']}: planned {m['planned'] / MiB:.0f} MiB, measured {measured / MiB:.0f} MiB, {ratio:.2f}")
+        assert 0.8 <= ratio <= 1.2, (w["name"], m, measured)
+    wait_until(lambda: all(w["memory"]["measured"] for w in h.client.status()["workers"]), "heartbeats", 10)
