@@ -267,8 +267,11 @@ class Group:
             self.neurons.W[:, -added:] = W[:, -added:]
 
     def get(self, h, arrays):
+        """Its weights, and its optimizer state unless "slots" is false (weights() needs none)."""
         n = self.neurons
         meta, opt_arrays = n.optimizer.state()
+        if h.get("slots") is False:
+            opt_arrays = []
         self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta, "applied": self.applied.done,
                           "ahead": len(self.applied.ahead)}, [n.W, n.b, *opt_arrays])
 

@@ -4,6 +4,7 @@ Host 0 holds the bridge and runs the broker; hosts 1..n are workers. Each
 gets its own address in 10.213.<net>.0/24, reachable only between these
 namespaces. Everything is created by the test and removed in close(),
 processes first (by process group), even when the test fails."""
+import json
 import os
 import shutil
 import signal
@@ -23,6 +24,18 @@ def can_make_namespaces():
         return f"cannot create a network namespace: {r.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def wait_for_workers(hosts, broker, n, timeout=60, env=None):
+    """`mesh status --json` from host 0 once n workers have joined (polled; the deadline bounds a hang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = hosts.run(0, sys.executable, "-m", "mesh", "status", "--json", "--broker", broker, "--timeout", "2",
+                      env=env)
+        if r.returncode == 0 and len(json.loads(r.stdout)["workers"]) == n:
+            return json.loads(r.stdout)
+        time.sleep(0.3)
+    raise AssertionError(f"{n} workers did not join {broker}: {r.stderr}")
 
 
 def ip(*args):
@@ -56,9 +69,10 @@ class Hosts:
             self.close()
             raise
 
-    def start(self, host, *args, **kw):
-        """Start a process on host i (in its own process group)."""
-        p = subprocess.Popen(["ip", "netns", "exec", self.names[host], *args], process_group=0,
+    def start(self, host, *args, prefix=(), **kw):
+        """Start a process on host i (in its own process group). prefix: a command that
+        runs first, outside the namespace (ip netns exec hides /sys/fs/cgroup)."""
+        p = subprocess.Popen([*prefix, "ip", "netns", "exec", self.names[host], *args], process_group=0,
                              stdin=subprocess.DEVNULL, **kw)
         self.procs.append(p)
         return p

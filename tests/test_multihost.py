@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import all_gone
-from netns import Hosts, can_make_namespaces
+from netns import Hosts, can_make_namespaces, wait_for_workers
 from multihost_client import data
 
 why_not = can_make_namespaces()
@@ -23,16 +23,6 @@ def hosts():
     h = Hosts(2)
     yield h
     h.close()
-
-
-def wait_for_workers(hosts, broker, n, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = hosts.run(0, sys.executable, "-m", "mesh", "status", "--json", "--broker", broker, "--timeout", "2")
-        if r.returncode == 0 and len(json.loads(r.stdout)["workers"]) == n:
-            return json.loads(r.stdout)
-        time.sleep(0.3)
-    raise AssertionError(f"{n} workers did not join {broker}: {r.stderr}")
 
 
 def assert_trains_like_one_host(mesh2, saved):

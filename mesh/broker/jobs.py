@@ -318,10 +318,11 @@ class Collect(Job):
     """Ask groups (every group, or one layer's) for their weights and optimizer
     state; hand then() the layers they make up."""
 
-    def __init__(self, ports, net, client, req, timeout, then, layer=None):
+    def __init__(self, ports, net, client, req, timeout, then, layer=None, slots=True):
         super().__init__(ports, net, client, req, timeout)
         self.then = then              # callable(job, layers, optimizer) -> reply
         self.layer = layer            # None: all of them
+        self.slots = slots            # the optimizer's state too
         self.gids = net.layers[layer] if layer is not None else list(net.groups)
 
     def run(self):
@@ -329,7 +330,7 @@ class Collect(Job):
         self.missing = set(self.gids)
         self.after = self.net.sent.done  # what to_group puts in each GET: the groups answer after those steps
         for gid in self.gids:
-            self.flow.to_group(self.net, gid, {"k": wire.GET, "req": self.req})
+            self.flow.to_group(self.net, gid, {"k": wire.GET, "req": self.req, "slots": self.slots})
 
     restart = run
 

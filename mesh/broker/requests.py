@@ -133,7 +133,7 @@ def weights(b, client, h, arrays):
 
     def then(job, layers, optim):
         job.reply([a for W, b_ in layers for a in (W, b_)], layers=len(net.layers), steps=job.steps)
-    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then, layer_of(net, h)).begin()
+    Collect(b.ports, net, client, h.get("id"), timeout_of(h), then, layer_of(net, h), slots=False).begin()
 
 
 def set_weights(b, client, h, arrays):
