@@ -353,10 +353,13 @@ class Group:
         if h["output"] not in OUTPUTS or h["loss"] not in LOSSES:
             raise ValueError(f"pass {seq}: unknown output {h['output']!r} or loss {h['loss']!r}")
         loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), h["rows"])
-        self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
-        self.backward(wire.backward(seq, 0, self.gen, h["step"], h["of"], h["lr"], h["ack"]), [dz])
+        out = ({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
+        self.backward(wire.backward(seq, 0, self.gen, h["step"], h["of"], h["lr"], h["ack"]), [dz], report=out)
 
-    def backward(self, h, arrays):
+    def backward(self, h, arrays, report=None):
+        """dL/dx upstream first: the next step waits on it. Then `report`, (header, arrays)
+        for the broker (an output group's OUT: the broker is not on the step's chain), then
+        the update."""
         seq = h["seq"]
         parts = self._part(self.bwd_parts, h, arrays, self.fan_out, lambda i: self.neurons.W.shape[0])
         if parts is None:
@@ -375,6 +378,8 @@ class Group:
         for sock, lo, hi in self.up:
             self.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
                                  net=self.net, tok=self.token), [dX[:, lo:hi]])
+        if report is not None:
+            self.tell_broker(*report)
         seen = self.step_counts.get(step, 0) + 1
         if seen == of:
             self.step_counts.pop(step, None)
