@@ -13,19 +13,22 @@ def mesh_pids(client, net):
 
 
 class CpuMeter:
-    """Cores kept busy between start() and stop(): CPU seconds / wall seconds."""
+    """Cores kept busy inside the with block: CPU seconds / wall seconds; and each
+    pid's own CPU seconds (`each`), to find the busiest process."""
 
     def __init__(self, pids):
         self.pids = pids
 
     def __enter__(self):
         self.t = time.perf_counter()
-        self.c = sum(cpu_seconds(p) for p in self.pids) + time.process_time()
+        self.start = [cpu_seconds(p) for p in self.pids]
+        self.c = sum(self.start) + time.process_time()
         return self
 
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.t
-        self.cores = (sum(cpu_seconds(p) for p in self.pids) + time.process_time() - self.c) / self.wall
+        self.each = [cpu_seconds(p) - c0 for p, c0 in zip(self.pids, self.start)]
+        self.cores = (sum(self.each) + sum(self.start) + time.process_time() - self.c) / self.wall
 
 
 def spread(values):

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..local import LocalMesh
+from ..localmesh import LocalMesh
 from .common import fmt_spread, spread
 
 

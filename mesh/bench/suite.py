@@ -1,6 +1,7 @@
-"""`mesh bench`: every benchmark in one run on one local mesh, as tables."""
+"""`mesh bench`: every benchmark in one run on one local mesh, as tables.
+The latency part also times the online chain (online.py): both measure the hop."""
 from ..localmesh import LocalMesh
-from . import latency, throughput
+from . import latency, online, throughput
 from .common import table
 
 
@@ -16,6 +17,9 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
             log("predict latency:")
             rows = latency.run(client, n=100 if quick else 500, log=log, hop=hop)
             out["latency"] = table(latency.COLUMNS, [[r[c] for c in latency.COLUMNS] for r in rows])
+            log("online training, one row a step ([n, n, 1] on 10 inputs, train(batch_size=1)):")
+            rows = online.run(client, rounds=1 if quick else rounds, rows=256 if quick else 1024, log=log)
+            out["online"] = table(online.COLUMNS, [[r[c] for c in online.COLUMNS] for r in rows])
     if "dashboard" in parts:
         from . import dashboard
         log("broker throughput, dashboard closed and open:")

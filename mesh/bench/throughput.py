@@ -77,13 +77,15 @@ def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=
                            dtype=np.float32)
         torch_train = torch_trainer(layers, spec["activation"], lr)
         pids = mesh_pids(client, net)
+        groups = {p["pid"]: p["gid"] for p in net.processes()}
         # one untimed epoch each: page faults, BLAS buffers, first messages
         net.train(X[:batch_size * 4], Y[:batch_size * 4], batch_size=batch_size, learning_rate=lr, shuffle=False,
                   micro_batches=micro_batches, mode=mode, progress=False)
         ref.train(X[:batch_size * 4], Y[:batch_size * 4], 1, batch_size, lr)
         if torch_train:
             torch_train(X[:batch_size * 4], Y[:batch_size * 4], batch_size)
-        m, n, t, cores = [], [], [], []
+        m, n, t, cores, idle, idle_ms = [], [], [], [], [], []
+        steps = -(-len(X) // batch_size)
         for r in range(rounds):
             settle()
             with CpuMeter(pids) as cpu:
@@ -91,6 +93,10 @@ def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=
                           mode=mode, progress=False)
             m.append(len(X) / cpu.wall)
             cores.append(cpu.cores)
+            busiest, gid = max((c, groups[p]) for p, c in zip(pids, cpu.each) if p in groups)
+            waited = max(0.0, cpu.wall - busiest)  # not running: no work, or no free core (/proc counts in ticks)
+            idle.append(waited / cpu.wall)
+            idle_ms.append(1e3 * waited / steps)
             s = time.perf_counter()
             ref.train(X, Y, 1, batch_size, lr)
             n.append(len(X) / (time.perf_counter() - s))
@@ -99,13 +105,15 @@ def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=
                 torch_train(X, Y, batch_size)
                 t.append(len(X) / (time.perf_counter() - s))
             log(f"  {name} batch {batch_size} round {r + 1}: mesh {m[-1]:,.0f} rows/s, numpy {n[-1]:,.0f}"
-                + (f", torch {t[-1]:,.0f}" if t else "") + f"; mesh kept {cores[-1]:.2f} cores busy")
+                + (f", torch {t[-1]:,.0f}" if t else "") + f"; mesh kept {cores[-1]:.2f} cores busy; "
+                f"busiest group {gid} idle {idle[-1]:.0%} ({idle_ms[-1]:.2f} ms per mini-batch)")
     finally:
         net.drop()
     row = {"bench": name + ("" if mode == "exact" else f" {mode}"), "batch": batch_size,
            "group_size": group_size or "layer",
            "mesh rows/s": fmt_spread(m), "numpy rows/s": fmt_spread(n),
-           "mesh/numpy": fmt_spread([a / b for a, b in zip(m, n)]), "cores busy": fmt_spread(cores)}
+           "mesh/numpy": fmt_spread([a / b for a, b in zip(m, n)]), "cores busy": fmt_spread(cores),
+           "bottleneck": gid, "idle share": fmt_spread(idle), "idle ms/batch": fmt_spread(idle_ms)}
     row["torch rows/s"] = fmt_spread(t) if t else "not installed"
     row["mesh/torch"] = fmt_spread([a / b for a, b in zip(m, t)]) if t else "-"
     return row
@@ -124,4 +132,4 @@ def run(client, rounds=3, rows=8192, log=print):
 
 
 COLUMNS = ["bench", "batch", "group_size", "mesh rows/s", "numpy rows/s", "mesh/numpy", "torch rows/s", "mesh/torch",
-           "cores busy"]
+           "cores busy", "bottleneck", "idle share", "idle ms/batch"]

@@ -1,0 +1,21 @@
+"""The benchmarks' own bookkeeping, on a real mesh with tiny sizes: they run, and
+their rows say what the tables promise. No speed is asserted here (speed lives in
+`mesh bench`)."""
+import numpy as np
+
+from mesh.bench import online, throughput
+
+
+def test_throughput_names_the_bottleneck_group_and_its_idle_share(mesh2):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 64)]
+    spec = dict(sizes=[8, 3], activation="relu", output="softmax", loss="cross_entropy")
+    row = throughput.compare(mesh2.client, "tiny", X, Y, spec, 16, rounds=1, log=lambda s: None)
+    assert row["bottleneck"].endswith((".1.0", ".2.0")) and set(row) >= set(throughput.COLUMNS)
+    assert 0 <= float(row["idle share"].split()[0]) <= 1
+
+
+def test_online_times_train_with_one_row_a_step(mesh2):
+    row = online.pairs_per_second(mesh2.client, 100, rounds=1, rows=32, log=lambda s: None)
+    assert row["n"] == 100 and row["target"] == "1,500" and float(row["pairs/s"].split()[0].replace(",", "")) > 0
