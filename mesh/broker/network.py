@@ -45,7 +45,7 @@ class Network:
         self.optimizer_settings = {"name": "sgd", "momentum": 0.9, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
         self.jobs = set()
         self.online_runs = {}     # run id -> steps taken, of online runs since the last cancel
-        self.cancelled_runs = set()  # online runs a cancel stopped: their next backprops are refused
+        self.cancelled_runs = {}  # online runs a cancel stopped (oldest first): their next backprops are refused
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
         self.snapshot = None      # the last whole snapshot: its id, step and input width (the groups hold it)

@@ -111,8 +111,8 @@ def train(b, client, h, arrays):
 
 def cancel(b, client, h, arrays):
     net = network(b, h)
-    if len(net.cancelled_runs) > MAX_RUNS:
-        net.cancelled_runs.clear()
+    while len(net.cancelled_runs) > 4 * MAX_RUNS:  # the oldest are long over
+        net.cancelled_runs.pop(next(iter(net.cancelled_runs)))
     Cancel(b.ports, net, client, h.get("id"), timeout_of(h)).begin()
 
 

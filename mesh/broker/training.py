@@ -333,7 +333,7 @@ class Cancel(Job):
     def run(self):
         net = self.net
         self.online = list(net.online_runs)
-        net.cancelled_runs.update(self.online)
+        net.cancelled_runs.update(dict.fromkeys(self.online))
         net.online_runs.clear()
         if net.trainer is None:
             self.reply(cancelled=["online"] * bool(self.online), state=net.state.value)
