@@ -2,19 +2,19 @@
 and one per layer, beside the raw one-hop pyzmq latency measured in the same
 run: a PUSH/PULL ping-pong of 1 KiB between two processes over ipc."""
 import os
-import tempfile
 import time
 
 import numpy as np
 import zmq
+
+from ..sockets import abstract_ipc
 
 HOPS = 6  # client -> broker -> layer 1 -> layer 2 -> layer 3 -> broker -> client
 
 
 def one_hop(n=2000):
     """Median and p99 of half a round trip between two fresh processes (us)."""
-    d = tempfile.mkdtemp(prefix="hop-")
-    a, b = f"ipc://{d}/a", f"ipc://{d}/b"
+    a, b = abstract_ipc("hop-a"), abstract_ipc("hop-b")  # no file anywhere: nothing left behind
     pid = os.fork()
     if pid == 0:  # the echo: no zmq context existed before the fork
         try:
