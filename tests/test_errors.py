@@ -184,3 +184,9 @@ def test_a_call_times_out_naming_what_did_not_answer(fresh_mesh):
             net.predict([0.1, 0.2], remember=False)
     finally:
         os.kill(out_group["pid"], signal.SIGCONT)
+
+
+@pytest.mark.parametrize("batch_size", [0, -1])
+def test_a_batch_of_no_rows_is_refused(net, batch_size):
+    with pytest.raises(RemoteError, match="batch_size must be at least 1"):
+        net.train([[0.1, 0.2]], [[1.0]], batch_size=batch_size, progress=False)

@@ -31,7 +31,7 @@ PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
 
 def options(o, rows):
     """Checked training options with defaults; ValueError names the bad one."""
-    out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(o.get("batch_size") or 32),
+    out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(32 if o.get("batch_size") is None else o["batch_size"]),
            "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
            "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0),
            "checkpoint_every": int(o.get("checkpoint_every") or 0), "checkpoint_path": o.get("checkpoint_path")}
