@@ -202,3 +202,15 @@ def test_status_lines_show_planned_and_measured_memory():
 def test_cli_refuses_a_bad_memory_size_in_one_line():
     r = CliRunner().invoke(cli, ["worker", "--memory", "1.5GB/s"])
     assert r.exit_code == 2 and "invalid memory size '1.5GB/s'" in r.output
+
+
+def test_a_lost_workers_group_goes_where_it_fits_with_most_room():
+    from mesh.broker.budgets import roomiest
+
+    class Net:
+        groups = {"n1.1.0": {"worker": "a", "planned": 300 * MiB}, "n1.2.0": {"worker": "b", "planned": 100 * MiB},
+                  "n1.2.1": {"worker": "dead", "planned": 250 * MiB}}
+    workers = {"a": {"memory": 600 * MiB}, "b": {"memory": 500 * MiB}, "c": {"memory": None}}
+    assert roomiest(workers, [Net], 250 * MiB) == "b"  # b has 400 MiB left less its worker's own, a 300 less
+    assert roomiest(workers, [Net], 5000 * MiB) is None  # fits nowhere: the caller falls back to slots
+    assert roomiest({"c": {"memory": None}}, [Net], 1) is None

@@ -53,6 +53,14 @@ def hosts(workers, nets):
     return out
 
 
+def roomiest(workers, nets, need):
+    """The worker with a budget and the most room left that still fits `need` bytes more
+    (where a lost worker's group goes), or None: no budgets, or none fits."""
+    room = {wid: w["memory"] - planned_on(nets, wid) for wid, w in workers.items() if w.get("memory") is not None}
+    fits = [wid for wid, left in room.items() if left >= need]
+    return max(fits, key=room.get) if fits else None
+
+
 def _fan_in(net, g):
     return net.inputs if g["layer"] == 0 else net.spec.sizes[g["layer"] - 1]
 

@@ -289,10 +289,12 @@ class Broker:
             self.group_lost(net, [], why)
 
     def respawn(self, net, gid):
-        """Start group gid again: on its worker if that lives, else on the least loaded one."""
+        """Start group gid again: on its worker if that lives, else where its planned memory
+        fits with the most room left, or (no budgets) on the least loaded worker."""
         g = net.groups[gid]
         if g["worker"] not in self.workers:
-            wid = min(self.workers, key=lambda w: len(self.workers[w]["groups"]) / self.workers[w]["slots"])
+            wid = budgets.roomiest(self.workers, self.nets.values(), g.get("planned", 0)) or min(
+                self.workers, key=lambda w: len(self.workers[w]["groups"]) / self.workers[w]["slots"])
             w = self.workers[wid]
             g.update(worker=wid, worker_name=w["name"], host=w["host"], key=w["key"])
         self.workers[g["worker"]]["groups"].add(gid)
