@@ -79,16 +79,6 @@ class FairQueue:
             self.lines[owner] = line  # back of the turn order
         return p
 
-    def remove(self, passes):
-        """Take passes out before they entered (a cancelled job's)."""
-        gone = set(map(id, passes))
-        for owner in list(self.lines):
-            line = deque(p for p in self.lines[owner] if id(p) not in gone)
-            if line:
-                self.lines[owner] = line
-            else:
-                del self.lines[owner]
-
     def clear(self):
         self.lines.clear()
 
