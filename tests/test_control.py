@@ -57,6 +57,7 @@ def test_cancel_from_another_client_stops_training_at_a_step_boundary(fresh_mesh
     with Client(h.mesh.address) as other:
         assert state_of(other, net.id)["state"] == "training"
         cancel = other.send(wire.CANCEL, net=net.id, patience=120)
+        wait_until(lambda: state_of(other, net.id)["training"].get("cancelling"), "the cancel reached the broker")
         os.kill(pid, signal.SIGCONT)
         told = other.wait(cancel)[0]
     with pytest.raises(Cancelled) as stopped:
@@ -84,7 +85,8 @@ def test_ctrl_c_on_mesh_train_cancels_and_says_how_far_it_got(fresh_mesh, tmp_pa
     try:
         pid = h.held_by_fault()
         train.send_signal(signal.SIGINT)
-        wait_until(lambda: state_of(h.client, net.id)["training"] is not None, "training seen")  # still held
+        wait_until(lambda: (state_of(h.client, net.id)["training"] or {}).get("cancelling"),
+                   "the cancel reached the broker")  # while layer 1 is still held
         os.kill(pid, signal.SIGCONT)
         out, err = train.communicate(timeout=60)
     finally:

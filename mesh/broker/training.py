@@ -189,6 +189,7 @@ class Train(Job):
         if self.finished or self.cancelled:
             return
         self.cancelled = by
+        self.net.progress["cancelling"] = True  # status says so: a canceller can tell its cancel arrived
         if not self.configuring and not self.forwarding and not self.finishing:
             self.stop_here()
 
@@ -318,7 +319,7 @@ class Train(Job):
         loss = self.loss_sum / max(self.epoch_rows, 1)
         rate = self.rows_done / max(now - self.started, 1e-9)
         self.net.progress = {"epoch": self.epoch + 1, "epochs": self.o["epochs"], "step": self.steps_done,
-                             "loss": loss, "rate": rate}
+                             "loss": loss, "rate": rate, "cancelling": bool(self.cancelled)}
         if now - self.reported < PROGRESS_EVERY:
             return
         self.reported = now
