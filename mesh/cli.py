@@ -15,7 +15,7 @@ from .lifecycle import die_with_parent, limit_blas_here, name_process, raise_on_
 from .sizes import format_size, parse_size
 
 broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
-                             show_default=True, help="Address of the broker.")
+                             show_default=True, help="Address of the broker, or of a pair's two: tcp://A:5555,tcp://B:5555.")
 keys_option = click.option("--keys", "keys_dir", envvar="MESH_KEYS", type=click.Path(file_okay=False), default=None,
                            help="CurveZMQ keys folder (mesh keys generate): encrypt and authenticate every socket.")
 insecure_option = click.option("--insecure", is_flag=True,
@@ -121,17 +121,25 @@ def _keys(keys_dir, role, address, insecure):
               help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
 @dashboard_option
 @dashboard_token_option
-def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token):
+@click.option("--peer", default=None, metavar="ADDR",
+              help="The other broker of a pair: its client address (its --bind). One of the two is active, the "
+                   "other its standby, which takes over if the active one dies.")
+@click.option("--primary", is_flag=True, help="With --peer: this one starts active (the other: as standby).")
+def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token, peer, primary):
     """Run the broker in the foreground; it serves the web dashboard too."""
     name_process("mesh broker")
     _lifetime()
     raise_on_sigterm()
     logging_setup()
     keys = _keys(keys_dir, "broker", bind, insecure)
+    if peer:
+        _keys(keys_dir, "broker", peer, insecure)  # the pair's channel is keyed like every other
+    elif primary:
+        raise click.UsageError("--primary is for one of a pair: give the other broker with --peer")
     listen = _dashboard(dashboard, dashboard_token, keys is not None, insecure)
     from .broker import BindError, main
     try:
-        main(bind, keys, checkpoint_dir, listen)
+        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary)
     except BindError as e:
         raise click.ClickException(str(e)) from None
 
@@ -156,8 +164,13 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
     logging_setup()
     from urllib.parse import urlparse
 
+    from .brokers import parse
     from .worker import main, route_address
-    where = listen or advertise or route_address(urlparse(broker.replace("tcp://", "http://")).hostname)
+    try:
+        first = parse(broker)[0]
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--broker") from None
+    where = listen or advertise or route_address(urlparse(first.replace("tcp://", "http://")).hostname)
     keys = _keys(keys_dir, "worker", f"tcp://{where}:0", insecure)
     if keys_dir:
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys

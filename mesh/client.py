@@ -9,11 +9,13 @@ broker's message, silence as MeshTimeout naming what did not answer."""
 import itertools
 import os
 import time
+from collections import deque
 
 import numpy as np
 import zmq
 
-from . import sockets, table, wire
+from . import heartbeat, sockets, table, wire
+from .brokers import Brokers
 from .checkpoint import Writer, read, slot_index
 from .progress import Bar
 from .spec import Spec
@@ -41,29 +43,48 @@ class Cancelled(RemoteError):
 
 
 CONNECT_GRACE = 5.0  # seconds: no connection by then means no broker listens there
+PING_EVERY = heartbeat.INTERVAL  # a client of a pair asks whether its broker is there when it hears nothing
+FAILOVER_AFTER = heartbeat.EXPIRY  # ...and moves to the other broker after this long without an answer
 
 
 class Client:
     def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT, keys=None):
-        """keys: a keys folder (see mesh.security); default MESH_KEYS, if set."""
+        """address: the broker's, or a pair's two separated by a comma (the client follows the
+        active one). keys: a keys folder (see mesh.security); default MESH_KEYS, if set."""
         from .security import Keys
-        self.address, self.timeout = address, float(timeout)
+        self.brokers, self.timeout = Brokers(address), float(timeout)
         self.keys = Keys(keys, "client") if keys else Keys.from_env("client")
         self.ctx = zmq.Context()
+        # the same identity at either broker of a pair: an answer given before a failover is found again
+        self.identity = b"client-" + os.urandom(8).hex().encode()
+        self.ids = itertools.count(1)
+        self.sent = {}      # request id -> (op, seconds to wait) of requests not yet answered
+        self.answers = {}   # request id -> frames of answers that came before they were waited for
+        self.outbox = {}    # a pair's client: request id -> (header, arrays), to send again after a failover
+        self.kept = deque(maxlen=64)  # ...and (id, network, header, arrays) of its last remembered predicts
+        self._open()
+
+    @property
+    def address(self):
+        return self.brokers.current
+
+    def _open(self):
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
+        self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
         # told when the connection is made: silence then means a slow broker, not a missing one
         self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.connected = False
-        self.born = time.monotonic()
-        self.sock.connect(address)
-        self.ids = itertools.count(1)
-        self.sent = {}      # request id -> (op, seconds to wait) of requests not yet answered
-        self.answers = {}   # request id -> frames of answers that came before they were waited for
+        self.born = self.heard = self.pinged = time.monotonic()
+        self.sock.connect(self.address)
 
     def close(self):
         self.sock.disable_monitor()
         self.ctx.destroy(linger=0)
+
+    def forget(self, rid):
+        for table_ in (self.sent, self.answers, self.outbox):
+            table_.pop(rid, None)
 
     def __enter__(self):
         return self
@@ -90,6 +111,10 @@ class Client:
             raise MeshTimeout(f"could not send {op!r} to the broker at {self.address} within "
                               f"{wait:g}s: no connection{self._hint()}") from None
         self.sent[rid] = (op, wait)
+        if self.brokers.pair:
+            self.outbox[rid] = ({"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
+            if op == wire.PREDICT and fields.get("keep"):
+                self.kept.append((rid, fields.get("net"), *self.outbox[rid]))
         return rid
 
     def wait(self, rid, on_progress=None):
@@ -100,14 +125,21 @@ class Client:
             deadline = time.monotonic() + wait
             while rid not in self.answers:
                 if not self.sock.poll(self._next_poll(deadline) * 1000):
-                    self._check_connected(op)
+                    if self.brokers.pair and self._watch_pair():
+                        deadline = time.monotonic() + wait  # the work starts again at the other broker
+                    elif not self.brokers.pair:
+                        self._check_connected(op)
                     if time.monotonic() >= deadline:
                         raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s"
                                           f"{self._hint()}")
                     continue
                 _, h, out = sockets.recv(self.sock, max_header=1 << 24)
                 self.connected = True
-                if h.get("k") == wire.PROGRESS:
+                self.heard = time.monotonic()
+                if h.get("standby") and h.get("id") in self.sent and self.brokers.pair:
+                    self._fail_over()  # we asked the standby: the other one is (or becomes) active
+                    deadline = time.monotonic() + wait
+                elif h.get("k") == wire.PROGRESS:
                     if on_progress and h.get("id") == rid:
                         deadline = time.monotonic() + wait  # long work that reports progress is alive
                         on_progress(h)
@@ -118,8 +150,10 @@ class Client:
             raise
         except BaseException:
             del self.sent[rid]
+            self.outbox.pop(rid, None)
             raise
         del self.sent[rid]
+        self.outbox.pop(rid, None)
         h, out = self.answers.pop(rid)
         if not h.get("ok"):
             if h.get("cancelled"):
@@ -130,7 +164,41 @@ class Client:
     def _next_poll(self, deadline):
         """Seconds to poll: to the deadline, but no longer than it takes to tell that nothing listens."""
         left = max(0.0, deadline - time.monotonic())
-        return left if self.connected else min(left, 0.25)
+        return left if self.connected and not self.brokers.pair else min(left, 0.25)
+
+    def _watch_pair(self):
+        """A pair's client hears nothing: ask; after FAILOVER_AFTER of silence, move to the
+        other broker. True if it moved."""
+        now = time.monotonic()
+        if now - self.heard > FAILOVER_AFTER:
+            self._fail_over()
+            return True
+        if now - self.heard > PING_EVERY and now - self.pinged > PING_EVERY:
+            self.pinged = now
+            try:
+                sockets.send(self.sock, {"k": wire.PING, "id": 0}, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        return False
+
+    def _fail_over(self):
+        """Talk to the other broker of the pair, and ask it again what is unanswered, in order.
+        A backprop is preceded by the predict it trains on, if that was answered already:
+        the new broker does not hold its pass."""
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
+        self.brokers.next()
+        self._open()
+        again = []
+        for rid in sorted(self.sent):
+            header, arrays = self.outbox[rid]
+            if header["k"] == wire.BACKPROP:
+                before = [k for k in self.kept if k[1] == header.get("net") and k[0] < rid]
+                if before and before[-1][0] not in self.sent and before[-1][0] not in again:
+                    again.append(before[-1][0])
+                    sockets.send(self.sock, before[-1][2], before[-1][3], flags=zmq.NOBLOCK)
+            sockets.send(self.sock, header, arrays, flags=zmq.NOBLOCK)
 
     def _check_connected(self, op):
         while self.monitor.poll(0):
@@ -245,8 +313,7 @@ class Network:
         finally:
             for _, p, b in flying:  # after an error: forget what is still in flight
                 for rid in (p, b):
-                    self.client.sent.pop(rid, None)
-                    self.client.answers.pop(rid, None)
+                    self.client.forget(rid)
         return np.array(outputs), np.array(losses)
 
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",

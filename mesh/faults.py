@@ -6,6 +6,11 @@ where it says, instead of racing a timer against the machine's speed.
     MESH_TEST_FAULTS="n1.2.0@step=5,n1.1.1@fwd=7,n1.3.0@step=40:worker,n1.1.0@step=3:stop"
     MESH_TEST_FAULTS_LOG=/path/to/log   # required: one line per fault fired
 
+The broker is "broker": broker@step=K ends it right after step K of a
+training run is logged, broker@backprop=K right after it answered the
+backprop that took step id K, broker@snap=K once snapshot K is sent to
+every group, broker@replay=K when its K-th recovery starts replaying.
+
 Actions: kill (the default) SIGKILLs the group; worker SIGKILLs its worker
 (and so every group of it); stop SIGSTOPs the group, holding it at that
 point until the test sends SIGCONT (its pid is in the log line).
@@ -19,6 +24,7 @@ import signal
 
 ENV, LOG_ENV = "MESH_TEST_FAULTS", "MESH_TEST_FAULTS_LOG"
 ACTIONS = ("kill", "worker", "stop")
+EVENTS = ("step", "fwd", "snap", "replay", "backprop")  # the last three: the broker's
 
 
 class Fault:
@@ -28,9 +34,9 @@ class Fault:
         self.event, _, count = point.partition("=")
         self.count = int(count)
         self.action = action or "kill"
-        if self.event not in ("step", "fwd") or self.action not in ACTIONS:
-            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K or GID@fwd=N, "
-                             f"optionally :worker or :stop")
+        if self.event not in EVENTS or self.action not in ACTIONS:
+            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K or GID@fwd=N "
+                             f"(broker@step=K, broker@backprop=K, broker@snap=K, broker@replay=K), optionally :worker or :stop")
         self.text = text
 
 
@@ -57,6 +63,11 @@ class Faults:
         if self.planned:
             self.forwards += 1
             self._maybe("fwd", self.forwards, f"at forward {self.forwards}")
+
+    def at(self, event, count, where):
+        """A point of the broker's: step k logged, snapshot k sent, recovery k replaying."""
+        if self.planned:
+            self._maybe(event, count, where)
 
     def _maybe(self, event, count, where):
         for f in self.planned:

@@ -75,7 +75,7 @@ class Group:
         self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
                          wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set,
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
-                         wire.REPLICA: self.replica, wire.STOP: self.stop}
+                         wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
         self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
         self.keeper_sock = None       # where its replica goes (custody)
         self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
@@ -84,6 +84,7 @@ class Group:
         self.restoring = None         # (snapshot id, function) while it waits for its replica
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
+        self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
 
@@ -121,6 +122,11 @@ class Group:
             _, header, arrays = sockets.recv(self.inbox)
             if header.get("tok") != self.token:
                 return  # not from this network's broker or groups: no reply, no state
+            ep = header.get("ep")  # only a broker's messages carry it
+            if ep is not None:
+                if ep < self.epoch:
+                    return  # from a broker that another has replaced: fenced, it acts on nothing
+                self.epoch = ep
             if header["k"] in (wire.FWD, wire.BWD, wire.TARGET) and header.get("gen") != self.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
             after = header.get("after")
@@ -284,6 +290,15 @@ class Group:
         if h["settings"] != self.neurons.optimizer.settings():
             self.neurons.optimizer = Optimizer(**h["settings"])
         self.tell_broker({"k": wire.READY, "req": h.get("req")})
+
+    def rebroker(self, h, arrays):
+        """A new active broker (a failover): report to its inbox from now on, and say hello there."""
+        ipc = h.get("ipc")
+        same_host = h.get("host") == self.cfg["advertise"] and sockets.ipc_listening(ipc)
+        self.broker.close(linger=0)  # what waits for the old broker is for no one now
+        self.broker = sockets.make(self.ctx, zmq.PUSH, connect=ipc if same_host else h["tcp"], keys=self.keys,
+                                   dial=self.keys and self.keys.broker_public)
+        self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
 
     def stop(self, h, arrays):
         self.running = False

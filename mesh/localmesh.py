@@ -4,6 +4,7 @@ process dies: they die with their parent)."""
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,10 +17,12 @@ from .sizes import parse_size
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
                  start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None,
-                 worker_memory=None):
+                 worker_memory=None, standby=False):
         """dashboard: ADDR:PORT for the broker's web dashboard (port 0: any free one), "off", or None for
         the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url.
-        worker_memory: each worker's memory budget (`800MiB`, or bytes), or None for none."""
+        worker_memory: each worker's memory budget (`800MiB`, or bytes), or None for none.
+        standby: two brokers, a pair (broker/pair.py): the first starts active, the second is its
+        standby; workers and the client know both (self.brokers: their processes)."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
         self.worker_memory = worker_memory and parse_size(worker_memory)  # refused here, before anything starts
         self.insecure = ["--insecure"] if insecure else []
@@ -31,6 +34,7 @@ class LocalMesh:
             (["--dashboard-token", dashboard_token] if dashboard_token else [])
         self.dashboard_url = None
         self.procs, self.pgid, self.address, self.client = [], None, None, None
+        self.standby, self.brokers = standby, []
 
     def _spawn(self, *args, **kw):
         p = subprocess.Popen([sys.executable, "-m", "mesh", *args], env=self.env, stdin=subprocess.DEVNULL, **kw)
@@ -40,13 +44,10 @@ class LocalMesh:
     def start(self):
         """The broker, then the workers, then a client once every worker has joined."""
         try:
-            broker = self._spawn("broker", "--bind", self.bind, *self.insecure, *self.board, stdout=subprocess.PIPE,
-                                 process_group=0)
-            self.pgid = broker.pid
-            deadline = time.monotonic() + self.start_timeout
-            self.address = self._dial_address(_read_line(broker, deadline).split()[-1])
-            if self.board[1:2] != ["off"]:  # it prints the dashboard's URL next
-                self.dashboard_url = _read_line(broker, deadline).split()[-1]
+            if self.standby:
+                self._start_pair()
+            else:
+                self.address = self.start_broker(["--bind", self.bind])
             self._start_workers()
             self.client = Client(self._client_address(), timeout=self.timeout)
             self._wait_for_workers()
@@ -54,6 +55,32 @@ class LocalMesh:
             self.stop()
             raise
         return self.client
+
+    def start_broker(self, args):
+        """One broker process (in the mesh's process group); the address it listens on."""
+        broker = self._spawn("broker", *args, *self.insecure, *self.board, stdout=subprocess.PIPE,
+                             process_group=self.pgid or 0)
+        self.pgid = self.pgid or broker.pid
+        self.brokers.append(broker)
+        deadline = time.monotonic() + self.start_timeout
+        address = self._dial_address(_read_line(broker, deadline).split()[-1])
+        if self.board[1:2] != ["off"]:  # it prints the dashboard's URL next
+            self.dashboard_url = self.dashboard_url or _read_line(broker, deadline).split()[-1]
+        return address
+
+    def _start_pair(self):
+        """Two brokers on two free loopback ports, each the other's peer; once the first is
+        active, workers and the client are given both addresses."""
+        a, b = (f"tcp://127.0.0.1:{port}" for port in _free_ports(2))
+        self.start_broker(["--bind", a, "--peer", b, "--primary"])
+        self.start_broker(["--bind", b, "--peer", a])
+        self.address = f"{a},{b}"
+        with Client(a, timeout=self.start_timeout) as probe:
+            deadline = time.monotonic() + self.start_timeout
+            while (probe.status()["broker"].get("pair") or {}).get("role") != "active":
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the primary broker did not become active")
+                time.sleep(0.05)
 
     def _dial_address(self, bound):
         """The address workers dial, from the one the broker bound."""
@@ -113,6 +140,18 @@ class LocalMesh:
 def local(workers=2, **kw):
     """`with mesh.local(workers=2) as client:` a broker and workers, ended on exit."""
     return LocalMesh(workers, **kw)
+
+
+def _free_ports(n):
+    """n tcp ports free on loopback now (a broker of a pair must know the other's before either starts)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def _signal_group(pgid, sig):

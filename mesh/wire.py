@@ -16,7 +16,8 @@ import numpy as np
 
 MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their own frames
 MAX_DIM = 1 << 31  # no dimension of a real array comes near it; bigger ones are lies
-DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64)}
+DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64),
+          "|u1": np.dtype(np.uint8)}  # bytes: a standby's records carry their JSON body as one (journal.py)
 
 # Kinds of message, by socket.
 # client -> broker (DEALER -> ROUTER); every reply echoes the request's "id"
@@ -34,6 +35,14 @@ SAVE = "save"            # -> spec, encoder and arrays, for the client to write
 LOAD = "load"            # spec, encoder and arrays -> a new network
 REPLY = "reply"          # broker -> client: {"ok": true, ...} or {"ok": false, "error": ...}
 PROGRESS = "progress"    # broker -> client during long work
+PING = "ping"            # client -> broker: still there? (a client of a pair asks when it hears nothing)
+
+# broker <-> broker: the pair (broker/pair.py), each on the other's client socket, with a mesh key.
+# Every message a broker sends a worker or a group carries its epoch "ep" once it is one of a pair.
+PAIR = "pair"            # heartbeat: role, epoch, primary, whether it holds a replica
+SHIP = "ship"            # active -> standby: one record of its state (broker/journal.py), numbered "seq"
+SHIPPED = "shipped"      # standby -> active: every record up to "seq" is applied
+REBROKER = "rebroker"    # new active broker -> group: its inbox endpoints; the group says HELLO there
 
 # worker <-> broker (DEALER -> the same ROUTER)
 REGISTER = "register"    # worker: host, slots, pid

@@ -10,6 +10,7 @@ import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
+from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
 from .spawner import Spawner
@@ -28,8 +29,8 @@ class Worker:
     def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None):
         self.keys = keys
         self.say = say or (lambda line: None)  # a line for the person who started it
-        self.broker_addr = broker
-        self.broker_host = urlparse(broker.replace("tcp://", "http://")).hostname
+        self.brokers = Brokers(broker)  # one, or a pair: it moves to the other when one goes silent
+        self.broker_host = urlparse(self.brokers.current.replace("tcp://", "http://")).hostname
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
@@ -41,11 +42,12 @@ class Worker:
         self.meter = Meter()
         self.running = True
         self.welcomed = False  # the broker has answered this connection
+        self.epoch = 0  # the highest broker epoch heard: orders from an older (replaced) broker are ignored
 
     def run(self):
         budget = f"memory {format_size(self.memory)}" if self.memory else "no memory budget"
         self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, {budget}, advertising {self.advertise}; "
-                 f"joining the broker at {self.broker_addr}")
+                 f"joining the broker at {self.brokers}")
         if self.memory:
             sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
         self.spawner = Spawner()  # fork before any zmq context exists
@@ -59,7 +61,7 @@ class Worker:
     def _connect(self):
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
         self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
-        self.sock.connect(self.broker_addr)
+        self.sock.connect(self.brokers.current)
         self.peer = heartbeat.Peer()
         self.inbox = None
         self.welcomed = False
@@ -87,13 +89,15 @@ class Worker:
                 use = self.meter.read_all({"self": os.getpid(), **self.groups})
                 sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
             if self.peer.expired():
-                delay = backoff.next()
+                was = self.brokers.current
+                round_done = self.brokers.next()  # a pair: the other broker, at once (its vote for a failover)
+                delay = backoff.next() if round_done else 0.0
                 if self.welcomed:
-                    self.say(f"mesh worker: the broker at {self.broker_addr} stopped answering; "
-                             f"reconnecting in {delay:.0f}s")
+                    self.say(f"mesh worker: the broker at {was} stopped answering; "
+                             f"reconnecting to {self.brokers.current} in {delay:.0f}s")
                 else:
-                    self.say(f"mesh worker: no broker answers at {self.broker_addr} "
-                             f"(is it running, and are the address and keys right?); retrying in {delay:.0f}s")
+                    self.say(f"mesh worker: no broker answers at {was} (is it running, and are the address "
+                             f"and keys right?); trying {self.brokers.current} in {delay:.0f}s")
                 poller.unregister(self.sock)
                 self.sock.close()
                 time.sleep(delay)
@@ -102,13 +106,17 @@ class Worker:
 
     def _handle(self, h):
         k = h["k"]
+        if h.get("ep", 0) < self.epoch:
+            return  # from a broker another has replaced (fenced): it must not start or end anything
+        self.epoch = h.get("ep", 0)
         if k == wire.WELCOME:
             if not self.welcomed:
-                self.say(f"mesh worker: registered with the broker at {self.broker_addr}")
+                self.say(f"mesh worker: registered with the broker at {self.brokers.current}")
                 self.welcomed = True
-            self.inbox = f"tcp://{self.broker_host}:{h['inbox_port']}"
+            host = urlparse(self.brokers.current.replace("tcp://", "http://")).hostname
+            self.inbox = f"tcp://{host}:{h['inbox_port']}"
             ipc = h.get("inbox_ipc")
-            if self.broker_host == self.advertise and sockets.ipc_listening(ipc):
+            if host == self.advertise and sockets.ipc_listening(ipc):
                 self.inbox = ipc  # the broker shares this host: a unix socket is ~20 us a hop faster than tcp
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,

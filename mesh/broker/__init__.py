@@ -10,6 +10,8 @@
     training.py   Train and Cancel; steplog.py, steps sent and logged
     snapshots.py  Snapshot; recovery.py, Recover
     placement.py  where groups run and how they are wired
+    pair.py       two brokers, one active (Binary Star with epochs)
+    journal.py    what the active ships its standby; takeover.py, the standby taking over
 """
 from .loop import BindError, Broker, main
 

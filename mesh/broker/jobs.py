@@ -249,6 +249,7 @@ class Backprop(Job):
         log_step(net, self.step, [(p.X, p.T) for p in self.passes], self.rows, self.lr)
         self.sent = True
         self.reply(loss=loss)
+        self.ports.fault("backprop", self.step)
         self.flow.pump(net)  # passes that waited for this step to be sent
         self.ports.snapshot_due(net)
 

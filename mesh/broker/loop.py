@@ -11,12 +11,12 @@ late jobs and silent workers and send due heartbeats.
 This module holds the loop, the registry of workers and networks, and the
 broker's side of each job's Ports (ports.py); what clients may ask is in
 requests.py, the data path in dataflow.py, the work in the job modules."""
-import itertools
 import logging
 import os
 import re
 import tempfile
 import time
+from collections import deque
 from urllib.parse import urlparse
 
 import zmq
@@ -24,17 +24,22 @@ import zmq
 from .. import heartbeat, memory, sockets, table, wire
 from ..dashboard import Dashboard
 from ..encoder import Encoder
+from ..faults import Faults
 from ..lifecycle import profiled
 from . import budgets, requests
 from .dataflow import Flow
 from .jobs import Create
+from .answers import MAX_CACHED_ROWS, Answers
+from .journal import Shadow, Shipper
 from .network import Network, window_for
+from .pair import Pair, Role
 from .placement import plan, wiring
 from .ports import Ports
 from .recovery import Recover
 from .snapshots import restore_plan, snapshot_due, take_snapshot
 from .states import Event, State
 from .steplog import SNAPSHOT_EVERY
+from .takeover import take_over
 
 log = logging.getLogger("mesh.broker")
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
@@ -42,8 +47,20 @@ DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoi
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
+# requests whose answer a client that asks again after a failover gets again, instead of a second effect
+ANSWERED_ONCE = {wire.CREATE, wire.LOAD, wire.BACKPROP, wire.TRAIN, wire.SET_WEIGHTS, wire.DROP, wire.CANCEL}
+
+
+class Fenced(SystemExit):
+    """Another broker of the pair took over while this one was frozen: it stops."""
+
+
+FENCED_EXIT = 3  # the exit code of a fenced broker
+
+
 class Broker:
-    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None):
+    def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None, peer=None,
+                 primary=False):
         self.ctx = ctx or zmq.Context()
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
         self.keys = keys
@@ -60,14 +77,24 @@ class Broker:
         self.inbox.bind(self.inbox_ipc)
         self.workers = {}        # identity -> record
         self.nets = {}
-        self.worker_names = (f"w{i}" for i in itertools.count(1))
-        self.net_ids = (f"n{i}" for i in itertools.count(1))
+        self.made = {"worker": 0, "net": 0}  # names handed out: w1, w2..., n1, n2...
+        # a pair (pair.py): the other broker, what it has been shipped (journal.py), or, as standby, its state
+        self.pair = Pair(self.ctx, peer, primary, keys, self.address) if peer else None
+        self.shipper = Shipper(self.pair.send) if peer else None
+        self.shadow = Shadow() if peer else None
+        self.answers = Answers()  # of state-changing requests (and remembered predicts), for one asked again
+        self.asked = {}          # (client, request id) -> kind, of those being worked on
+        self.waiting_replies = deque()  # (commit, send) of replies the standby must cover first
+        self.faults = Faults("broker")  # a test's faults at the broker's known points (faults.py)
+        self.frozen_at = time.monotonic()
         self.flow = Flow(self.push_to_group, self.abandon_step)
         self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=self.wire_up, respawn=self.respawn,
                            abandon_step=self.abandon_step, break_net=self.break_net, run_deferred=self.run_deferred,
                            take_snapshot=lambda net, then: take_snapshot(self.ports, net, then),
                            snapshot_due=lambda net: snapshot_due(self.ports, net, SNAPSHOT_EVERY),
-                           checkpoint_file=self.checkpoint_file, encode_again=self.encode_again)
+                           checkpoint_file=self.checkpoint_file, encode_again=self.encode_again,
+                           when_shipped=self.when_shipped, rebroker=self.rebroker,
+                           fault=lambda event, count: self.faults.at(event, count, f"at {event} {count}"))
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: self.worker_beat,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
         self.inbox_ops = {wire.HELLO: self.hello, wire.HEARTBEAT: self.group_beat, wire.READY: self.ready,
@@ -86,6 +113,16 @@ class Broker:
         while self.running:
             events = dict(poller.poll(TICK * 1000))
             t = time.monotonic()
+            if self.pair is not None:
+                self.pair.froze(t - self.frozen_at)
+                self.frozen_at = t
+                if not self.pair.active:  # a standby (or a broker in doubt) reads its client socket only
+                    if self.front in events:
+                        self.on_front()
+                    if t >= next_tick:
+                        self.tick()
+                        next_tick = t + TICK
+                    continue
             if self.inbox in events:
                 for _ in range(256):  # drain the data path first: it unblocks the mesh
                     if not self.inbox.get(zmq.EVENTS) & zmq.POLLIN:
@@ -104,6 +141,8 @@ class Broker:
                 log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
 
     def close(self):
+        if self.pair is not None:
+            self.pair.close()
         for net in list(self.nets.values()):
             self.stop_net(net)
         # workers are not told to stop: they reconnect to the next broker, which ends what they still run
@@ -114,6 +153,8 @@ class Broker:
         self.ctx.destroy(linger=0)
 
     def tick(self):
+        if self.pair is not None and not self.tick_pair():
+            return
         now = time.monotonic()
         for job in [j for j in self.ports.jobs if j.deadline < now]:
             try:
@@ -138,6 +179,70 @@ class Broker:
         if self.dashboard is not None:
             self.dashboard.offer(self)
 
+    def tick_pair(self):
+        """The pair's decisions and heartbeats; the standby's state is brought up to date.
+        True if this broker is active and should go on with its tick."""
+        self.act(self.pair.tick())
+        if not self.pair.active:
+            return False
+        if self.pair.shipping():
+            self.ship()
+        elif self.waiting_replies:  # no standby (gone, or never came): no one to wait for
+            self.release_replies(all_of_them=True)
+        return True
+
+    def act(self, action):
+        if action == "take over":
+            log.warning("taking over as the active broker (epoch %d)", self.pair.epoch)
+            print(f"mesh broker: active now (epoch {self.pair.epoch}), taking over from {self.pair.peer_address}",
+                  flush=True)
+            take_over(self, self.shadow, self.pair.epoch)
+            self.shadow = Shadow()
+        elif action == "activate":
+            print(f"mesh broker: active (epoch {self.pair.epoch})", flush=True)
+        elif action == "fence":
+            raise Fenced(f"mesh broker: another broker took over (epoch {self.pair.fenced_by}, this one was "
+                         f"active at epoch {self.pair.epoch}); this one stops. Start it again to rejoin as the standby.")
+
+    def ship(self):
+        """Bring the standby up to date; the commit number that covers the state as it is now."""
+        try:
+            return self.shipper.sync(self)
+        except OverflowError:  # it fell behind by a whole queue: start it over
+            log.warning("the standby broker fell behind; shipping it the whole state again")
+            self.shipper.reset()
+            return self.shipper.committed
+
+    def when_shipped(self, then):
+        """then() once the standby holds the state as it is now (at once without one)."""
+        if self.pair is None or not self.pair.shipping():
+            return then()
+        commit = self.ship()
+        if commit <= self.shipper.acked and not self.waiting_replies:
+            return then()
+        self.waiting_replies.append((commit, then))
+
+    def release_replies(self, all_of_them=False):
+        while self.waiting_replies and (all_of_them or self.waiting_replies[0][0] <= self.shipper.acked):
+            _, send = self.waiting_replies.popleft()
+            send()
+
+    def on_pair(self, k, h, arrays):
+        """The other broker of the pair: its heartbeat, a record of its state (we are its
+        standby), or what it applied of ours."""
+        if k == wire.PAIR:
+            if h.get("incarnation") != self.pair.peer.get("incarnation") and self.shipper is not None:
+                self.shipper.reset()  # a new standby process: it holds nothing of ours
+            self.act(self.pair.heard(h))
+        elif k == wire.SHIP and self.pair.role in (Role.STANDBY, Role.STARTING):
+            done = self.shadow.take(h, arrays)
+            if done is not None:
+                self.pair.holds = self.shadow.whole
+                self.pair.send({"k": wire.SHIPPED, "seq": done})
+        elif k == wire.SHIPPED and self.pair.role is Role.ACTIVE:
+            self.shipper.acked = max(self.shipper.acked, int(h["seq"]))
+            self.release_replies()
+
     def heartbeat_workers(self):
         """Due heartbeats out; also called inside long work, so workers never think us gone."""
         for wid, w in self.workers.items():
@@ -154,6 +259,19 @@ class Broker:
             return
         k = h["k"]
         is_mesh = self.keys is None or self.keys.is_mesh(key)  # with keys, a client's key cannot act as a worker
+        if self.pair is not None:
+            if k in (wire.PAIR, wire.SHIP, wire.SHIPPED):
+                if is_mesh:  # only a broker of the mesh speaks for the pair
+                    self.on_pair(k, h, arrays)
+                return
+            if not self.pair.active:
+                if self.pair.doubting or not (k == wire.REGISTER and is_mesh or k not in self.worker_ops):
+                    return  # a frozen broker waits to hear its peer; a worker's heartbeat is no vote
+                self.act(self.pair.vote())  # a worker or client came here: a failover, if the peer is silent
+                if not self.pair.active:
+                    if k not in self.worker_ops:
+                        self.refuse_as_standby(ident, k, h)
+                    return
         if k in self.worker_ops and is_mesh and (k == wire.REGISTER or ident in self.workers):
             try:
                 if ident in self.workers:
@@ -164,8 +282,24 @@ class Broker:
             return
         self.dispatch(k, ident, h, arrays)
 
+    def refuse_as_standby(self, client, k, h):
+        if k == wire.STATUS:
+            return self.reply(client, h.get("id"), ok=True, **requests.status_of(self))
+        self.reply(client, h.get("id"), ok=False, standby=True,
+                   error=f"this broker is the standby of a pair; the active one is at {self.pair.peer_address}")
+
     def dispatch(self, k, client, h, arrays):
         """Run one client request; one for a network that is being rebuilt or read waits until it is whole."""
+        if self.pair is not None and (k in ANSWERED_ONCE or k == wire.PREDICT and h.get("keep", True)):
+            key = (client, h.get("id"))
+            if key in self.asked:
+                return  # asked again while being worked on; the answer goes to the same client and id
+            if key in self.answers and k != wire.PREDICT:  # it had its effect: once is enough
+                fields, arrays = self.answers.get(key)
+                return self.reply(client, h.get("id"), arrays, **fields)
+            # a remembered predict asked again runs again (the backprop after it needs its passes)
+            # but is answered as it was the first time, if it was
+            self.asked[key] = k
         try:
             op = requests.HANDLERS.get(k)
             if op is None:
@@ -197,7 +331,22 @@ class Broker:
 
     # -- replies and sends -------------------------------------------------
     def reply(self, client, req, arrays=(), **fields):
-        """Never blocks: a client that is gone, or not reading, loses its reply rather than stalling the mesh."""
+        """Never blocks: a client that is gone, or not reading, loses its reply rather than stalling the mesh.
+        In a pair, an answer goes once the standby holds everything it follows from."""
+        if self.pair is not None and "k" not in fields:  # an answer, not progress
+            key = (client, req)
+            if self.asked.pop(key, None) is not None:
+                if key in self.answers:
+                    fields, arrays = self.answers.get(key)
+                elif sum(len(a) for a in arrays) <= MAX_CACHED_ROWS:
+                    self.answers.add(key, fields, arrays)
+            if client is not None:
+                self.when_shipped(lambda: self.send_reply(client, req, arrays, fields))
+            return
+        if client is not None:
+            self.send_reply(client, req, arrays, fields)
+
+    def send_reply(self, client, req, arrays, fields):
         try:
             sockets.send(self.front, wire.reply(req, **fields), arrays, identity=client, flags=zmq.NOBLOCK)
         except zmq.ZMQError as e:
@@ -205,6 +354,8 @@ class Broker:
 
     def push_to_group(self, net, gid, header, arrays=()):
         """One message to a group (Flow.to_group adds the network's fields)."""
+        if self.pair is not None:
+            header["ep"] = self.pair.epoch  # fencing: a group ignores a broker older than one it heard
         try:
             sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
@@ -212,6 +363,11 @@ class Broker:
                 self.group_lost(net, [gid], f"{net.describe(gid)} cannot be reached")
 
     def _send_worker(self, wid, header):
+        if self.pair is not None:
+            header["ep"] = self.pair.epoch
+            waiting = self.workers.get(wid, {}).get("waiting")
+            if waiting is not None:  # after a failover, until it comes back (register)
+                return waiting.append(header)
         try:
             sockets.send(self.front, header, identity=wid, flags=zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -220,19 +376,29 @@ class Broker:
     # -- workers -----------------------------------------------------------
     def register(self, wid, h):
         if wid not in self.workers:
-            name = next(self.worker_names)
+            self.made["worker"] += 1
+            name = f"w{self.made['worker']}"
             self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
                                  "key": h.get("key"),
                                  "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
                                  "groups": set(), "memory": _budget(h.get("memory"))}
             log.info("worker %s joined from %s (%s slots, memory %s)", name, h["host"], h.get("slots"),
                      h.get("memory") or "unlimited")
+        waiting = self.workers[wid].pop("waiting", None) or []
         self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port, "inbox_ipc": self.inbox_ipc})
-        for gid, pid in dict(h.get("groups") or {}).items():  # back after we gave it up: end what it still runs
+        for header in waiting:  # sent to it after a failover, before it came back
+            self._send_worker(wid, header)
+        runs = dict(h.get("groups") or {})
+        for gid, pid in runs.items():  # back after we gave it up: end what it still runs
             net = self.nets.get(str(gid).split(".")[0])
             g = net.groups.get(gid) if net else None
             if g is None or g["pid"] != pid or g["worker"] != wid:
                 self._send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
+        for net in list(self.nets.values()):  # ours on it that it no longer runs (died while it was away)
+            gone = [gid for gid, g in net.groups.items()
+                    if g["worker"] == wid and g["alive"] and g["pid"] is not None and gid not in runs]
+            if gone:
+                self.group_lost(net, gone, f"{net.describe(gone[0])} is no longer run by its worker")
 
     def worker_beat(self, wid, h):
         """Its own and its groups' CPU and memory, kept for the dashboard."""
@@ -336,6 +502,7 @@ class Broker:
         if g["pid"] is not None and g["pid"] != h["pid"] and g["alive"]:
             return  # not the process we started for this group
         g["pid"], g["endpoints"], g["alive"], g["heard"] = h["pid"], h["endpoints"], True, time.monotonic()
+        g["attached"] = True
         old = net.push.pop(h["gid"], None)
         if old is not None:
             old.close()
@@ -343,6 +510,15 @@ class Broker:
                                           dial=g["key"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
+
+    def rebroker(self, net, gid):
+        """After a failover: tell live group gid where this broker's inbox is; it says hello there."""
+        g = net.groups[gid]
+        if gid not in net.push:
+            net.push[gid] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, g["endpoints"]),
+                                         keys=self.keys, dial=g["key"])
+        self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{self.host}:{self.inbox_port}",
+                                      "ipc": self.inbox_ipc, "host": self.host})
 
     def endpoint(self, g, endpoints):
         """Where to reach a group: its unix socket when it runs on this host, else tcp."""
@@ -404,7 +580,8 @@ class Broker:
         inputs = len(encoder.keys) if encoder is not None else 0
         where = plan(spec, inputs, window_for(spec.sizes), plan_for, budgets.hosts(self.workers, self.nets.values()),
                      pins or {})
-        net = Network(next(self.net_ids), spec, encoder, plan_for=plan_for)
+        self.made["net"] += 1
+        net = Network(f"n{self.made['net']}", spec, encoder, plan_for=plan_for)
         for layer, lo, hi, wid in where:
             index = len(net.layers[layer])
             gid = f"{net.id}.{layer + 1}.{index}"
@@ -516,10 +693,11 @@ class BindError(RuntimeError):
     """The broker's address cannot be bound (in use, or not this host's)."""
 
 
-def main(bind, keys=None, checkpoint_dir=None, dashboard=None):
-    """dashboard: where to serve it (a dashboard.Listen), or None for none."""
+def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False):
+    """dashboard: where to serve it (a dashboard.Listen), or None for none.
+    peer: the other broker's client address, for a pair (pair.py); primary: this one starts active."""
     try:
-        broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir)
+        broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir, peer=peer, primary=primary)
     except zmq.ZMQError as e:
         raise BindError(f"cannot listen on {bind}: {e}") from None
     print(f"mesh broker listening on {broker.address}", flush=True)
@@ -531,10 +709,15 @@ def main(bind, keys=None, checkpoint_dir=None, dashboard=None):
             raise BindError(f"cannot serve the dashboard on {dashboard.host}:{dashboard.port}: {e.strerror or e}; "
                             f"choose another with --dashboard ADDR:PORT (port 0: any free one), or --dashboard off")
         print(f"dashboard: {broker.dashboard.url}", flush=True)
+    if peer:
+        print(f"mesh broker: one of a pair with {peer} ({'primary' if primary else 'backup'})", flush=True)
     try:
         with profiled("broker"):
             broker.run()
     except KeyboardInterrupt:
         pass
+    except Fenced as e:
+        print(e.code, flush=True)
+        raise SystemExit(FENCED_EXIT) from None
     finally:
         broker.close()

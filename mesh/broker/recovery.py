@@ -38,12 +38,18 @@ class Recover(Job):
         net.passes.clear()
         net.queue.clear()
         net.in_flight = 0
-        self.missing = {gid for gid, g in net.groups.items() if not g["alive"]}
+        dead = {gid for gid, g in net.groups.items() if not g["alive"]}
+        # live groups that still report to a broker that failed over: told where we are, not respawned
+        reattach = {gid for gid, g in net.groups.items() if g["alive"] and not g.get("attached", True)}
+        self.missing = dead | reattach
         self.stage = "respawn"
         self.cursor = 0  # replay position in the log
         net.layer1_width = net.snapshot["inputs"]  # what the groups will hold once restored
         for gid in sorted(self.missing):
-            self.ports.respawn(net, gid)
+            if gid in dead:
+                self.ports.respawn(net, gid)
+            else:
+                self.ports.rebroker(net, gid)
         if not self.missing:
             self.on_hello(None)
 
@@ -97,6 +103,8 @@ class Recover(Job):
                     self.flow.to_group(net, gid, {"k": wire.OPTIM, "settings": event[1]})
                 return
             _, _, micros, batch_rows, lr = event
+            if self.stage != "replay":
+                self.ports.fault("replay", net.restarts)
             self.stage = "replay"
             self.left = len(micros)
             submit_step(self.flow, net, self, micros, batch_rows, lr)  # the pump widens X to layer 1

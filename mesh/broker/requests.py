@@ -184,7 +184,8 @@ def status_of(b):
     workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
                 "pid": w["pid"], "groups": len(w["groups"]), "memory": budgets.status(b.workers, b.nets.values(), wid)}
                for wid, w in b.workers.items()]
-    return {"broker": {"address": b.address, "pid": os.getpid()}, "workers": workers,
+    pair = b.pair.status(b.shipper.lag if b.pair.active else None) if b.pair is not None else None
+    return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair}, "workers": workers,
             "networks": [network_status(n) for n in b.nets.values()]}
 
 
@@ -198,6 +199,10 @@ def network_status(n):
             "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,
             "steps": n.sent.done, "restarts": n.restarts, "last_failure": n.last_failure,
             "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered, "processes": n.records()}
+
+
+def ping(b, client, h, arrays):
+    b.reply(client, h.get("id"), ok=True)
 
 
 def drop(b, client, h, arrays):
@@ -222,6 +227,6 @@ def fitting_layers(spec, inputs, arrays, finite=False):
 
 HANDLERS = {wire.CREATE: create, wire.PREDICT: predict, wire.BACKPROP: backprop, wire.TRAIN: train,
             wire.CANCEL: cancel, wire.WEIGHTS: weights, wire.SET_WEIGHTS: set_weights, wire.SAVE: save,
-            wire.LOAD: load, wire.PROCESSES: processes, wire.STATUS: status, wire.DROP: drop}
+            wire.LOAD: load, wire.PROCESSES: processes, wire.STATUS: status, wire.DROP: drop, wire.PING: ping}
 # requests that need the whole network: while it is rebuilt or read, they wait
 WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}

@@ -28,9 +28,17 @@ class Snapshot(Job):
         self.copying = set(net.groups)
         self.keeping = set(net.groups)  # replicas to be kept (by a keeper, or the broker for one group)
         self.late = False
+        # a SNAP lets the groups forget every snapshot but the whole one: a standby must know which that is
+        self.ports.when_shipped(self.send)
+
+    def send(self):
+        net = self.net
+        if self.finished:
+            return
         whole = net.snapshot["id"] if net.snapshot else None  # groups keep it until this one is whole
         for gid in net.groups:
             self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id, "whole": whole})
+        self.ports.fault("snap", self.id)
 
     restart = run
 

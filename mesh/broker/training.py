@@ -81,6 +81,7 @@ class Train(Job):
         if not np.all(np.isfinite(Y)):
             raise ValueError("targets must be finite numbers")
         self.o = options(opts, len(X))
+        self.opts = opts  # as asked: what a standby rebuilds the run from
         if self.o["checkpoint_every"]:
             self.o["checkpoint_path"] = ports.checkpoint_file(self.o["checkpoint_path"])
         super().__init__(ports, net, client, req, timeout)  # only once the request is known to be sound
@@ -91,11 +92,30 @@ class Train(Job):
         self.started = self.reported = ports.clock()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
-        self.steps_done, self.batch = 0, None
+        self.steps_done, self.batch, self.batch_at = 0, None, 0
         self.forwarding = set()   # passes sent whose outputs have not come back
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
         self.cancelled = None     # who asked to cancel (a Cancel job), once someone did
+        self.resuming = False     # rebuilt by a standby broker that took over: restart() resumes at the mark
+        self.mark = self.position() if self.o["mode"] == "exact" else None
+
+    def position(self):
+        """Where the run is at a step boundary, every step before it logged: a standby that
+        takes over resumes here (exact mode only; journal.py ships it with the log)."""
+        new_epoch = self.epoch_rows >= len(self.X)
+        return {"epoch": self.epoch, "batch_at": 0 if new_epoch else self.batch_at,
+                "loss_sum": 0.0 if new_epoch else self.loss_sum, "epoch_rows": 0 if new_epoch else self.epoch_rows,
+                "rows_done": self.rows_done, "steps_done": self.steps_done, "history": list(self.history)}
+
+    @classmethod
+    def resumed(cls, ports, net, client, req, timeout, X, Y, opts, mark):
+        """The run as a standby rebuilds it from its record: it carries on from mark once the
+        network is restored (restart)."""
+        job = cls(ports, net, client, req, timeout, X, Y, opts)
+        job.resuming, job.mark = True, mark
+        job.configuring = set()  # the optimizer settings are in the log the recovery replays
+        return job
 
     def run(self):
         self.net.trainer = self
@@ -169,6 +189,8 @@ class Train(Job):
     def restart(self):
         """After a recovery: the log (every step whose backward was sent) was
         replayed, so send again only what had not reached the output."""
+        if self.resuming:
+            return self.resume()
         if self.configuring:
             return self.configure()
         waiting, self.forwarding, self.outstanding = self.forwarding, set(), set()
@@ -183,6 +205,27 @@ class Train(Job):
                 self.send([p])
         self.finish_when_done()
         self.stop_here()
+
+    def resume(self):
+        """Carry on from the mark (a broker failed over): the same order of rows, so the
+        same steps as a run without the failover."""
+        self.resuming = False
+        m = self.mark
+        self.epoch, self.batch_at, self.loss_sum = m["epoch"], m["batch_at"], m["loss_sum"]
+        self.epoch_rows, self.rows_done, self.steps_done = m["epoch_rows"], m["rows_done"], m["steps_done"]
+        self.history = list(m["history"])
+        self.net.progress = {"epoch": min(self.epoch + 1, self.o["epochs"]), "epochs": self.o["epochs"],
+                             "step": self.steps_done, "loss": None, "rate": 0.0}
+        if self.epoch >= self.o["epochs"]:
+            self.finishing = True
+            return self.finish_when_done()
+        n = len(self.X)
+        for _ in range(self.epoch if self.batch_at == 0 else self.epoch + 1):  # the permutations drawn so far
+            self.order = self.rng.permutation(n) if self.rng is not None else np.arange(n)
+        if self.batch_at == 0:
+            self.start_epoch()
+        else:
+            self.start_batch()
 
     def cancel(self, by):
         """Stop at the next step boundary (now, if between steps)."""
@@ -257,6 +300,12 @@ class Train(Job):
         self.steps_done += 1
         self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=step_loss, rows=step_rows)
         self.report()
+        if self.epoch_rows >= len(self.X):
+            self.history.append(self.loss_sum / len(self.X))
+            self.epoch += 1
+        if self.o["mode"] == "exact":
+            self.mark = self.position()
+        self.ports.fault("step", self.steps_done)
         if self.epoch_rows < len(self.X):
             if self.o["mode"] == "exact":
                 self.between_batches(self.start_batch)
@@ -264,8 +313,6 @@ class Train(Job):
                 self.fill()
                 self.stop_here()
             return
-        self.history.append(self.loss_sum / len(self.X))
-        self.epoch += 1
         if self.epoch < self.o["epochs"]:
             self.between_batches(self.start_epoch)
         else:

@@ -1,0 +1,165 @@
+"""Two brokers, one active: the ZeroMQ Guide's Binary Star, with epochs.
+
+Each broker of a pair dials the other's client address (--peer) with a
+DEALER, and sends on it: heartbeats (PAIR, every INTERVAL), and, from the
+active, its state (SHIP, journal.py) or, from the standby, what it applied
+(SHIPPED). It hears the other on its own client socket; with keys, only a
+mesh key may speak for a broker.
+
+    STARTING ──peer is active──────────────────────────▶ STANDBY
+        │ ──peer starting or standby, holding no state: the primary ─▶ ACTIVE
+        │ ──peer silent for EXPIRY: the primary ──────────▶ ACTIVE
+        │ ──peer silent for EXPIRY: the backup ───────────▶ STANDBY
+    STANDBY ──peer silent AND a worker or client comes to it (a vote)──▶ ACTIVE
+            ──peer alive but not active, and this one holds its state──▶ ACTIVE
+    ACTIVE ──peer active at a higher epoch───────────────▶ FENCED (the broker exits)
+
+A standby that merely cannot see its peer does not take over: it also
+needs a vote, a worker or a client that lost the active broker and came to
+it (Binary Star's rule). Taking over raises the epoch; every message a
+broker sends workers and groups carries it, and they ignore an older one,
+so a broker that was only frozen acts on nothing when it wakes. A broker
+whose loop was frozen longer than EXPIRY doubts itself until it hears its
+peer (Pair.doubting)."""
+import enum
+import os
+import time
+
+import zmq
+
+from .. import heartbeat, sockets, wire
+
+INTERVAL = 0.5
+LIVENESS = 6
+EXPIRY = INTERVAL * LIVENESS  # 3 s: a failover decides well within the 10 s asked of it
+
+
+class Role(enum.Enum):
+    STARTING = "starting"
+    ACTIVE = "active"
+    STANDBY = "standby"
+    FENCED = "fenced"
+
+
+class Pair:
+    def __init__(self, ctx, peer, primary, keys, address):
+        self.peer_address, self.primary, self.address = peer, primary, address
+        self.sock = sockets.make(ctx, zmq.DEALER, keys=keys, dial=keys and keys.broker_public)
+        self.sock.setsockopt(zmq.ROUTING_ID, b"pair-" + os.urandom(6).hex().encode())
+        self.sock.setsockopt(zmq.SNDHWM, 100_000)  # records queue here while the standby applies them
+        self.sock.connect(peer)
+        self.role = Role.STARTING
+        self.epoch = 0
+        self.incarnation = os.urandom(4).hex()  # the peer tells a restarted broker from a live one by it
+        self.link = heartbeat.Peer(INTERVAL, LIVENESS)
+        self.heard_peer = False
+        self.peer = {}            # its last heartbeat: role, epoch, primary, holds, incarnation
+        self.holds = False        # standby: it holds the active's whole state (journal.Shadow.whole)
+        self.started = time.monotonic()
+        self.doubt_until = 0.0
+        self.failovers = 0
+        self.fenced_by = None
+
+    # -- what the broker asks ---------------------------------------------
+    @property
+    def active(self):
+        return self.role is Role.ACTIVE and not self.doubting
+
+    @property
+    def doubting(self):
+        return time.monotonic() < self.doubt_until
+
+    def peer_alive(self):
+        return self.heard_peer and not self.link.expired()
+
+    def shipping(self):
+        """The standby is there to ship to: replies wait for its acknowledgement."""
+        return self.active and self.peer_alive() and self.peer.get("role") in (Role.STANDBY.value,
+                                                                               Role.STARTING.value)
+
+    def send(self, header, arrays=()):
+        try:
+            sockets.send(self.sock, header, arrays, flags=zmq.NOBLOCK)
+            return True
+        except zmq.Again:
+            return False
+
+    def beat(self, force=False):
+        if self.link.due() or force:
+            self.send({"k": wire.PAIR, "role": self.role.value, "epoch": self.epoch, "primary": self.primary,
+                       "holds": self.holds, "incarnation": self.incarnation, "address": self.address})
+
+    def froze(self, seconds):
+        """The loop did not come round for `seconds` (stopped, swapped out): another may have
+        taken over meanwhile; act on nothing until the peer is heard."""
+        if self.role is Role.ACTIVE and seconds > EXPIRY:
+            self.doubt_until = time.monotonic() + 2 * EXPIRY
+            self.heard_peer = False
+
+    # -- events; each returns what the broker must do: None, "activate", "take over", "fence" ----
+    def heard(self, h):
+        self.link.heard_now()
+        self.heard_peer = True
+        self.peer = {k: h.get(k) for k in ("role", "epoch", "primary", "holds", "incarnation", "address")}
+        peer_role, peer_epoch = h.get("role"), int(h.get("epoch") or 0)
+        self.doubt_until = 0.0
+        if self.role is Role.ACTIVE:
+            if peer_role == Role.ACTIVE.value and (peer_epoch > self.epoch or
+                                                   (peer_epoch == self.epoch and not self.primary)):
+                self.fenced_by = peer_epoch
+                self.role = Role.FENCED
+                return "fence"
+            return None
+        if self.role is Role.STARTING:
+            if peer_role == Role.ACTIVE.value:
+                return self._become(Role.STANDBY, peer_epoch)
+            if peer_role in (Role.STARTING.value, Role.STANDBY.value):
+                if not h.get("holds") and self.primary:
+                    return self._activate(peer_epoch, takeover=False)
+                return self._become(Role.STANDBY, peer_epoch)
+            return None
+        if self.role is Role.STANDBY:
+            self.epoch = max(self.epoch, peer_epoch)
+            if peer_role in (Role.STARTING.value, Role.STANDBY.value):
+                if self.holds and not h.get("holds") or (self.holds and h.get("holds") and self.primary):
+                    return self._activate(peer_epoch, takeover=True)
+                if not self.holds and not h.get("holds") and self.primary:
+                    return self._activate(peer_epoch, takeover=False)
+        return None
+
+    def tick(self):
+        """Startup decisions, and heartbeats."""
+        if self.role is Role.STARTING and time.monotonic() - self.started > EXPIRY and not self.peer_alive():
+            action = self._activate(0, takeover=False) if self.primary else self._become(Role.STANDBY, 0)
+        else:
+            action = None
+        self.beat()
+        return action
+
+    def vote(self):
+        """A worker or client came to this broker. A standby whose peer is silent takes over."""
+        if self.role is Role.STANDBY and not self.peer_alive():
+            return self._activate(self.peer.get("epoch") or 0, takeover=self.holds)
+        return None
+
+    def _become(self, role, peer_epoch):
+        self.role = role
+        self.epoch = max(self.epoch, peer_epoch)
+        self.beat(force=True)
+        return None
+
+    def _activate(self, peer_epoch, takeover):
+        self.epoch = max(self.epoch, int(peer_epoch or 0)) + 1
+        self.role = Role.ACTIVE
+        if takeover:
+            self.failovers += 1
+        self.beat(force=True)
+        return "take over" if takeover else "activate"
+
+    def status(self, lag=None):
+        return {"role": self.role.value, "epoch": self.epoch, "primary": self.primary, "address": self.address,
+                "peer": self.peer_address, "peer_role": self.peer.get("role") if self.peer_alive() else None,
+                "lag": lag, "failovers": self.failovers}
+
+    def close(self):
+        self.sock.close(linger=0)

@@ -1,0 +1,84 @@
+"""A standby becomes the active broker: its replica (journal.Shadow) becomes
+the broker's state, and every network is restored the way a recovery
+restores one (recovery.py), with one difference: its live groups are not
+respawned but told where the new broker is (REBROKER), and say hello.
+
+Each network then restores its last whole snapshot and replays the shipped
+log, so every group holds exactly the steps the standby knows of: a step the
+old broker sent but had not shipped is undone by the restore and, in an
+exact training run, sent again at the same place of the same order of rows
+(training.Train.resume). Workers and clients come to this broker by
+themselves; a worker that never does is lost like any silent worker."""
+import time
+
+from .. import heartbeat
+from ..encoder import Encoder
+from ..spec import Spec
+from .journal import group_from
+from .network import Network
+from .recovery import Recover
+from .states import State
+from .training import Train
+
+GEN_EPOCH = 1 << 32  # generations a broker of epoch e hands out start at e * GEN_EPOCH: never an old one's
+
+
+def take_over(b, shadow, epoch):
+    """Make broker b the active one from shadow; its networks start recovering."""
+    rec = shadow.broker or {"made": b.made, "workers": {}}
+    b.made = dict(rec["made"])
+    # workers come back by themselves; what is sent to one before it does waits for it ("waiting")
+    b.workers = {bytes.fromhex(wid): dict(w, peer=heartbeat.Peer(), groups=set(), waiting=[])
+                 for wid, w in rec["workers"].items()}
+    b.answers = shadow.answers
+    for nid, entry in shadow.nets.items():
+        net = network_from(entry, epoch)
+        if net.state is State.STARTING:
+            continue  # its create was never answered; its groups are ended when their workers come
+        b.nets[nid] = net
+        for gid, g in net.groups.items():
+            if g["worker"] in b.workers:
+                b.workers[g["worker"]]["groups"].add(gid)
+        if net.state in (State.FAILED, State.DROPPED):
+            continue
+        interrupted = []
+        trainer = entry["meta"]["trainer"]
+        if trainer is not None:
+            interrupted = resume_training(b, net, trainer, entry["train"])
+        Recover(b.ports, net, f"the broker failed over (epoch {epoch})", interrupted).begin()
+
+
+def network_from(entry, epoch):
+    meta = entry["meta"]
+    net = Network(meta["id"], Spec(**meta["spec"]), Encoder.from_dict(meta["encoder"]), window=meta["window"],
+                  plan_for=meta["plan_for"])
+    for name in ("token", "optimizer_settings", "step", "seq", "snapshot", "snapshots_taken", "layer1_width",
+                 "restarts", "last_failure", "progress", "online_runs", "cancelled_runs"):
+        setattr(net, name, meta[name])
+    net.gen = max(meta["gen"], epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
+    net.life.state, net.life.failure = State(meta["state"]), meta["failure"]
+    net.layers = meta["layers"]
+    now = time.monotonic()
+    net.groups = {gid: dict(group_from(g), heard=now, attached=False) for gid, g in meta["groups"].items()}
+    net.log = list(entry["log"])
+    return net
+
+
+def resume_training(b, net, trainer, train):
+    """The exact training run, carried on from its mark; an async run cannot be, and is
+    answered so (a client that asks again hears why)."""
+    client = bytes.fromhex(trainer["client"]) if trainer["client"] else None
+    key = (client, trainer["req"])
+    if trainer["mark"] is None or train is None or train[0]["serial"] != trainer["serial"]:
+        b.answers.add(key, {"ok": False, "error": f"the broker failed over during an async training run of network "
+                          f"{net.id}; the {trainer['steps']} steps the standby knew of are applied, the run cannot "
+                          f"resume exactly: run it again"})
+        net.progress = dict(net.progress, cancelling=False)
+        if net.state is State.TRAINING:
+            net.life.state = State.READY
+        return []
+    body, X, Y = train
+    job = Train.resumed(b.ports, net, client, trainer["req"], trainer["timeout"], X, Y, body["opts"], trainer["mark"])
+    net.trainer = job
+    b.asked[key] = "train"
+    return [job]

@@ -1,0 +1,144 @@
+"""A pair of brokers: the active one dies (or freezes) at a known point, the
+standby takes over, and the client's call in progress completes as if
+nothing happened: the same weights, bit for bit, as the same training on a
+twin network that saw no failover, every step applied exactly once."""
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from mesh.broker.loop import FENCED_EXIT
+
+from conftest import Harness, alive, process_state, wait_until
+
+SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy", dtype="float64")
+EPOCHS, BATCH = 8, 16  # 12 steps an epoch: 96 steps, a snapshot every 64
+
+
+def data(rows=192, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, 4))
+    return X, np.eye(3)[rng.integers(0, 3, rows)]
+
+
+@pytest.fixture
+def pair_mesh(tmp_path):
+    made = []
+
+    def start(plan, workers=2):
+        h = Harness(workers, timeout=60, standby=True, faults_plan=plan, faults_log=tmp_path / "faults.log")
+        made.append(h)
+        return h
+    yield start
+    for h in made:
+        h.stop()
+
+
+def train(net, X, Y):
+    return net.train(X, Y, epochs=EPOCHS, batch_size=BATCH, learning_rate=0.05, optimizer="momentum", seed=1,
+                     micro_batches=2, progress=False)
+
+
+def assert_twin(h, net, hist, X, Y):
+    """A twin network, trained the same way on the same (new active) broker, with no failover."""
+    twin = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    twin_hist = train(twin, X, Y)
+    assert hist == twin_hist  # the same floats
+    for (W, b), (Wt, bt) in zip(net.weights(), twin.weights()):
+        np.testing.assert_array_equal(W, Wt)
+        np.testing.assert_array_equal(b, bt)
+    steps = net.steps()  # every group applied every step exactly once
+    assert set(steps.values()) == {EPOCHS * len(X) // BATCH}, steps
+    h.remember(net)
+    h.remember(twin)
+
+
+def pair_status(h):
+    return h.client.status()["broker"]["pair"]
+
+
+@pytest.mark.parametrize("plan,where", [
+    ("broker@step=30", "at step 30"),                       # mid-run: step 30's backward is on its way
+    ("broker@snap=2", "at snap 2"),                         # while the groups copy snapshot 2 (after step 64)
+    ("n1.2.0@step=20,broker@replay=1", "at replay 1"),      # while the mesh recovers from a dead group
+], ids=["mid-step", "during-snapshot", "during-recovery"])
+def test_exact_training_through_a_failover_ends_bit_for_bit(pair_mesh, plan, where):
+    h = pair_mesh(plan)
+    active = h.mesh.brokers[0].pid
+    X, Y = data()
+    net = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    hist = train(net, X, Y)  # the active broker dies during this call; the call completes anyway
+    fired = h.fired()
+    assert [line.split()[0] for line in fired] == plan.split(","), fired
+    assert f"{where} pid {active}" in fired[-1]  # the broker died where the plan says
+    assert not alive(active)
+    s = pair_status(h)
+    assert (s["role"], s["epoch"], s["failovers"]) == ("active", 2, 1)
+    assert h.client.status()["broker"]["pid"] == h.mesh.brokers[1].pid
+    assert_twin(h, net, hist, X, Y)
+
+
+def test_a_frozen_broker_acts_on_nothing_when_it_wakes(pair_mesh):
+    """Fencing: the active broker is held (SIGSTOP) after step 30, past the failover; the
+    standby takes over and the training completes there. Woken, the old one hears the
+    higher epoch and exits saying why; the weights stay exact."""
+    h = pair_mesh("broker@step=30:stop")
+    old = h.mesh.brokers[0]
+    X, Y = data()
+    net = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    pids = {p["gid"]: p["pid"] for p in net.processes()}
+    hist = train(net, X, Y)  # completes at the standby while the old one is held
+    assert process_state(old.pid) in ("T", "t") and "at step 30" in h.fired()[0]
+    assert pair_status(h)["epoch"] == 2
+    os.kill(old.pid, signal.SIGCONT)
+    assert old.wait(30) == FENCED_EXIT
+    said = old.stdout.read().decode()
+    assert "another broker took over (epoch 2, this one was active at epoch 1)" in said, said
+    assert {p["gid"]: p["pid"] for p in net.processes()} == pids  # it respawned nothing, killed nothing
+    assert_twin(h, net, hist, X, Y)
+
+
+def test_the_old_primary_restarted_is_the_standby_and_fails_over_again(pair_mesh):
+    """Failback: after a failover the old primary is started again; it joins as the
+    standby, and when the new active broker dies it takes over in turn."""
+    h = pair_mesh("broker@step=10")
+    X, Y = data()
+    net = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    first = net.train(X, Y, epochs=2, batch_size=BATCH, learning_rate=0.05, seed=1, progress=False)
+    a, b = h.mesh.address.split(",")
+    h.mesh.start_broker(["--bind", a, "--peer", b, "--primary"])  # the old primary, restarted
+    wait_until(lambda: pair_status(h)["peer_role"] == "standby" and pair_status(h)["lag"] == 0,
+               "the restarted broker is the standby and holds the state")
+    os.kill(h.mesh.brokers[1].pid, signal.SIGKILL)
+    out = net.predict(X[:4], remember=False)  # answered by the restarted broker, now active
+    s = pair_status(h)
+    assert (s["role"], s["epoch"], s["address"]) == ("active", 3, a)
+    assert h.client.status()["broker"]["pid"] == h.mesh.brokers[2].pid
+    twin = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    assert twin.train(X, Y, epochs=2, batch_size=BATCH, learning_rate=0.05, seed=1, progress=False) == first
+    np.testing.assert_array_equal(out, twin.predict(X[:4], remember=False))
+    h.remember(net)
+    h.remember(twin)
+
+
+def test_an_online_run_through_a_failover_gives_the_same_outputs_and_losses(pair_mesh):
+    """The active broker dies right after it answered the backprop of step 25 of 60, with up
+    to 8 rows in flight; the client asks the new active broker again what was unanswered
+    (and the predict a pending backprop trains on), and each step is taken once."""
+    h = pair_mesh("broker@backprop=25")
+    X, Y = data(rows=60)
+    net = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    outputs, losses = net.online(X, Y, learning_rate=0.05, window=8)
+    assert "at backprop 25" in h.fired()[0]
+    assert pair_status(h)["failovers"] == 1
+    twin = h.client.create([6, 5, 3], group_size=2, seed=4, **SPEC)
+    twin_outputs, twin_losses = twin.online(X, Y, learning_rate=0.05, window=8)
+    np.testing.assert_array_equal(outputs, twin_outputs)
+    np.testing.assert_array_equal(losses, twin_losses)
+    for (W, b), (Wt, bt) in zip(net.weights(), twin.weights()):
+        np.testing.assert_array_equal(W, Wt)
+        np.testing.assert_array_equal(b, bt)
+    assert set(net.steps().values()) == {len(X)}
+    h.remember(net)
+    h.remember(twin)
