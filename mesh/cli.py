@@ -197,8 +197,10 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
 @keys_option
 @dashboard_option
 @dashboard_token_option
+@click.option("--standby", is_flag=True,
+              help="Two brokers on free loopback ports, a pair: the second takes over if the first dies.")
 def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure,
-       keys_dir, dashboard, dashboard_token):
+       keys_dir, dashboard, dashboard_token, standby):
     """Run a broker and workers in the foreground; Ctrl-C ends them all."""
     name_process("mesh up")
     raise_on_sigterm()
@@ -217,25 +219,38 @@ def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise,
         workers = len(hosts)
     else:
         m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure,
-                      worker_memory=worker_memory, **board)
-    _refuse_busy(bind)
+                      worker_memory=worker_memory, standby=standby, **board)
+    if standby and hosts_file:
+        raise click.UsageError("--standby starts both brokers here; with --hosts, start them with `mesh broker --peer`")
+    if not standby:
+        _refuse_busy(bind)
     try:
         try:
             m.start()
         except (RuntimeError, TimeoutError) as e:
             raise click.ClickException(str(e)) from None
-        broker_pid, *worker_pids = m.pids()
-        click.echo(f"mesh up: broker {m.address} (pid {broker_pid}), {workers} workers "
-                   f"(pids {', '.join(map(str, worker_pids))}); Ctrl-C to stop")
+        brokers = [p.pid for p in m.brokers]
+        worker_pids = [pid for pid in m.pids() if pid not in brokers]
+        what = f"brokers {m.address} (pids {brokers[0]}, standby {brokers[1]})" if standby else \
+            f"broker {m.address} (pid {brokers[0]})"
+        click.echo(f"mesh up: {what}, {workers} workers (pids {', '.join(map(str, worker_pids))}); Ctrl-C to stop")
         if m.dashboard_url:
             click.echo(f"dashboard: {m.dashboard_url}")
-        while all(p.poll() is None for p in m.procs):
+        while _all_running(m, standby):
             time.sleep(0.5)
         click.echo("a mesh process exited; stopping", err=True)
     except KeyboardInterrupt:
         pass
     finally:
         m.stop()
+
+
+def _all_running(m, standby):
+    """Every process lives; with a standby, one broker may die (the other takes over)."""
+    if standby:
+        workers = [p for p in m.procs if p not in m.brokers]
+        return all(p.poll() is None for p in workers) and any(p.poll() is None for p in m.brokers)
+    return all(p.poll() is None for p in m.procs)
 
 
 def _refuse_busy(bind):
@@ -419,6 +434,12 @@ def status_lines(s, groups=False):
     hosts = sorted({w["host"] for w in workers})
     used, slots = sum(w["groups"] for w in workers), sum(w["slots"] for w in workers)
     yield f"broker {b['address']} (pid {b['pid']})"
+    pair = b.get("pair")
+    if pair:
+        peer = f"{pair['peer_role'] or 'not heard'}"
+        lag = "" if pair["lag"] is None else f", standby lag {pair['lag']} records"
+        yield (f"  {pair['role']} broker of a pair (epoch {pair['epoch']}, {pair['failovers']} failovers here); "
+               f"peer {pair['peer']}: {peer}{lag}")
     yield f"{len(workers)} workers on {len(hosts)} hosts, {used} group processes on {slots} slots"
     for w in workers:
         yield (f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']:<4}"

@@ -4,10 +4,14 @@ nothing happened: the same weights, bit for bit, as the same training on a
 twin network that saw no failover, every step applied exactly once."""
 import os
 import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
+import zmq
 
+from mesh import security, sockets, wire
 from mesh.broker.loop import FENCED_EXIT
 
 from conftest import Harness, alive, process_state, wait_until
@@ -142,3 +146,43 @@ def test_an_online_run_through_a_failover_gives_the_same_outputs_and_losses(pair
     assert set(net.steps().values()) == {len(X)}
     h.remember(net)
     h.remember(twin)
+
+
+def test_a_keyed_pair_fails_over_and_no_client_key_speaks_for_a_broker(tmp_path, monkeypatch):
+    """With keys, the pair's channel is CURVE like every socket: a client (even an allowed one)
+    claiming to be the peer at a higher epoch changes nothing; the pair still fails over."""
+    security.generate(tmp_path / "keys")
+    monkeypatch.setenv("MESH_KEYS", str(tmp_path / "keys"))  # the brokers, workers and the client use them
+    h = Harness(2, timeout=60, standby=True)
+    try:
+        net = h.remember(h.client.create([4, 2], seed=1, dtype="float64"))
+        X = np.random.default_rng(0).normal(size=(8, 3))
+        before = net.predict(X, remember=False)
+        a = h.mesh.address.split(",")[0]
+        ctx = zmq.Context()
+        try:
+            keys = security.Keys(tmp_path / "keys", "client")
+            rogue = sockets.make(ctx, zmq.DEALER, keys=keys, dial=keys.broker_public, connect=a)
+            sockets.send(rogue, {"k": wire.PAIR, "role": "active", "epoch": 99, "primary": True, "holds": True,
+                                 "incarnation": "rogue"})
+            sockets.send(rogue, {"k": wire.STATUS, "id": 1})  # answered after the PAIR is read: same connection
+            assert rogue.poll(30_000), "the active broker did not answer after the rogue PAIR"
+            assert sockets.recv(rogue)[1]["broker"]["pair"]["epoch"] == 1
+        finally:
+            ctx.destroy(linger=0)
+        s = pair_status(h)
+        assert (s["role"], s["epoch"], s["peer_role"]) == ("active", 1, "standby")
+        assert h.mesh.brokers[0].poll() is None
+        os.kill(h.mesh.brokers[0].pid, signal.SIGKILL)
+        np.testing.assert_array_equal(net.predict(X, remember=False), before)
+        assert pair_status(h)["epoch"] == 2
+    finally:
+        h.stop()
+
+
+def test_a_pair_across_hosts_without_keys_is_refused_unless_insecure():
+    env = {k: v for k, v in os.environ.items() if k != "MESH_KEYS"}
+    r = subprocess.run([sys.executable, "-m", "mesh", "broker", "--bind", "tcp://127.0.0.1:0",
+                        "--peer", "tcp://192.0.2.1:5555"], capture_output=True, text=True, timeout=30, env=env,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 1 and "tcp://192.0.2.1:5555 is reachable from other hosts" in r.stderr, r.stderr

@@ -1,0 +1,96 @@
+"""The pair's decisions (broker/pair.py), driven by heartbeats and votes alone:
+who is active, when a standby takes over, and when an active broker must stop."""
+import time
+
+import pytest
+import zmq
+
+from mesh.broker.pair import EXPIRY, Pair, Role
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def pair(ctx, primary, closed_port="tcp://127.0.0.1:9"):
+    return Pair(ctx, closed_port, primary, None, "tcp://127.0.0.1:5555")  # its heartbeats go nowhere
+
+
+def beat(role, epoch=0, primary=False, holds=False):
+    return {"role": role.value, "epoch": epoch, "primary": primary, "holds": holds, "incarnation": "x"}
+
+
+def silent(p):
+    """The peer was last heard long ago."""
+    p.link.heard = time.monotonic() - 10 * EXPIRY
+
+
+def test_a_fresh_pair_makes_the_primary_active_and_the_backup_its_standby(ctx):
+    a, b = pair(ctx, primary=True), pair(ctx, primary=False)
+    assert a.heard(beat(Role.STARTING)) == "activate" and (a.role, a.epoch) == (Role.ACTIVE, 1)
+    assert b.heard(beat(Role.ACTIVE, 1, primary=True)) is None and (b.role, b.epoch) == (Role.STANDBY, 1)
+
+
+def test_alone_at_start_the_primary_serves_and_the_backup_waits(ctx):
+    a, b = pair(ctx, primary=True), pair(ctx, primary=False)
+    for p in (a, b):
+        p.started -= 2 * EXPIRY
+    assert a.tick() == "activate" and a.active
+    assert b.tick() is None and b.role is Role.STANDBY and not b.active
+
+
+def test_a_standby_that_cannot_see_its_peer_does_not_take_over_without_a_vote(ctx):
+    b = pair(ctx, primary=False)
+    b.heard(beat(Role.ACTIVE, 1, primary=True))
+    assert b.vote() is None and b.role is Role.STANDBY  # the peer is alive: a vote changes nothing
+    silent(b)
+    for _ in range(3):
+        assert b.tick() is None
+    assert b.role is Role.STANDBY  # silence alone is not enough (the link may be what failed)
+    assert b.vote() == "activate"  # a worker or client lost the active one: the standby serves (empty:
+    assert (b.role, b.epoch, b.failovers) == (Role.ACTIVE, 2, 0)  # it was never sent the state)
+
+
+def test_a_standby_holding_the_state_takes_over_at_a_vote(ctx):
+    b = pair(ctx, primary=False)
+    b.heard(beat(Role.ACTIVE, 1, primary=True))
+    b.holds = True
+    silent(b)
+    assert b.vote() == "take over" and (b.epoch, b.failovers) == (2, 1)
+
+
+def test_an_active_broker_fences_itself_when_it_hears_a_higher_epoch(ctx):
+    a = pair(ctx, primary=True)
+    a.heard(beat(Role.STARTING))
+    assert a.heard(beat(Role.ACTIVE, 2)) == "fence"
+    assert a.role is Role.FENCED and a.fenced_by == 2 and not a.active
+
+
+def test_an_older_active_peer_is_ignored(ctx):
+    b = pair(ctx, primary=False)
+    b.heard(beat(Role.ACTIVE, 1, primary=True))
+    b.holds = True
+    silent(b)
+    b.vote()
+    assert b.heard(beat(Role.ACTIVE, 1, primary=True)) is None and b.role is Role.ACTIVE  # it will fence itself
+
+
+def test_a_broker_frozen_past_the_expiry_doubts_until_it_hears_its_peer(ctx):
+    a = pair(ctx, primary=True)
+    a.heard(beat(Role.STARTING))
+    a.froze(2 * EXPIRY)
+    assert a.doubting and not a.active and not a.shipping()
+    assert a.heard(beat(Role.STANDBY, 1, holds=True)) is None
+    assert a.active  # no one took over: it goes on
+
+
+def test_the_restarted_old_primary_becomes_standby_of_the_broker_that_holds_the_state(ctx):
+    a = pair(ctx, primary=True)  # restarted: it holds nothing
+    assert a.heard(beat(Role.ACTIVE, 2)) is None and a.role is Role.STANDBY and a.epoch == 2
+    b = pair(ctx, primary=False)  # a standby holding the state hears the restarted primary, not active
+    b.heard(beat(Role.ACTIVE, 1, primary=True))
+    b.holds = True
+    assert b.heard(beat(Role.STARTING, 1, primary=True)) == "take over" and b.role is Role.ACTIVE
