@@ -13,6 +13,7 @@ from collections import deque
 
 import numpy as np
 import zmq
+import zmq.utils.monitor
 
 from . import heartbeat, sockets, table, wire
 from .brokers import Brokers
@@ -62,6 +63,7 @@ class Client:
         self.answers = {}   # request id -> frames of answers that came before they were waited for
         self.outbox = {}    # a pair's client: request id -> (header, arrays), to send again after a failover
         self.kept = deque(maxlen=64)  # ...and (id, network, header, arrays) of its last remembered predicts
+        self.fled = -FAILOVER_AFTER  # when it last left a broker that went silent or dropped the connection
         self._open()
 
     @property
@@ -72,7 +74,8 @@ class Client:
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
         self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
         # told when the connection is made: silence then means a slow broker, not a missing one
-        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECTED)
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECTED |
+                                                    zmq.EVENT_DISCONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.connected = False
         self.born = self.heard = self.pinged = time.monotonic()
@@ -137,7 +140,11 @@ class Client:
                 self.connected = True
                 self.heard = time.monotonic()
                 if h.get("standby") and h.get("id") in self.sent and self.brokers.pair:
-                    self._fail_over()  # we asked the standby: the other one is (or becomes) active
+                    # we asked the standby: go to the other broker if it sees that one alive, else ask
+                    # again here in a moment (it takes over once its peer is silent: we voted for that)
+                    # (the one we just left for dead still looks alive to it for a moment: stay then)
+                    fled = time.monotonic() - self.fled < FAILOVER_AFTER
+                    self._fail_over(flip=bool(h.get("peer_alive")) and not fled)
                     deadline = time.monotonic() + wait
                 elif h.get("k") == wire.PROGRESS:
                     if on_progress and h.get("id") == rid:
@@ -170,8 +177,12 @@ class Client:
         """A pair's client hears nothing: ask; after FAILOVER_AFTER of silence, move to the
         other broker. True if it moved."""
         now = time.monotonic()
-        if now - self.heard > FAILOVER_AFTER:
+        dropped = False
+        while self.monitor.poll(0):
+            dropped |= self._event() == zmq.EVENT_DISCONNECTED  # a dead broker's host closes its connections
+        if dropped or now - self.heard > FAILOVER_AFTER:
             self._fail_over()
+            self.fled = now
             return True
         if now - self.heard > PING_EVERY and now - self.pinged > PING_EVERY:
             self.pinged = now
@@ -181,15 +192,21 @@ class Client:
                 pass
         return False
 
-    def _fail_over(self):
-        """Talk to the other broker of the pair, and ask it again what is unanswered, in order.
-        A backprop is preceded by the predict it trains on, if that was answered already:
-        the new broker does not hold its pass."""
-        self.sock.disable_monitor()
-        self.monitor.close(linger=0)
-        self.sock.close(linger=0)
-        self.brokers.next()
-        self._open()
+    def _event(self):
+        return zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())["event"]
+
+    def _fail_over(self, flip=True):
+        """Talk to the other broker of the pair (flip), or the same one in a moment, and ask it again
+        what is unanswered, in order. A backprop is preceded by the predict it trains on, if that
+        was answered already: the new broker does not hold its pass."""
+        if flip:
+            self.sock.disable_monitor()
+            self.monitor.close(linger=0)
+            self.sock.close(linger=0)
+            self.brokers.next()
+            self._open()
+        else:
+            time.sleep(PING_EVERY / 4)
         again = []
         for rid in sorted(self.sent):
             header, arrays = self.outbox[rid]
@@ -202,8 +219,8 @@ class Client:
 
     def _check_connected(self, op):
         while self.monitor.poll(0):
-            self.monitor.recv_multipart()
-            self.connected = True
+            if self._event() != zmq.EVENT_DISCONNECTED:
+                self.connected = True
         if not self.connected and time.monotonic() - self.born > CONNECT_GRACE:
             raise MeshTimeout(f"no broker answers at {self.address}: nothing accepted a connection within "
                               f"{CONNECT_GRACE:g}s (is `mesh broker` or `mesh up` running there?); {op!r} not sent"

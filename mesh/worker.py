@@ -7,6 +7,7 @@ import time
 from urllib.parse import urlparse
 
 import zmq
+import zmq.utils.monitor
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
 from . import heartbeat, sockets, wire
@@ -61,13 +62,26 @@ class Worker:
     def _connect(self):
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
         self.sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        # a broker's host closes the connection when it dies: with a pair, move at once (monitor)
+        self.monitor = self.sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self.monitor.setsockopt(zmq.LINGER, 0)
         self.sock.connect(self.brokers.current)
         self.peer = heartbeat.Peer()
         self.inbox = None
         self.welcomed = False
+        self._register()
+
+    def _register(self):
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
                                  "slots": self.slots, "memory": self.memory, "pid": os.getpid(), "groups": self.groups,
                                  "key": self.keys.public.decode() if self.keys else None})
+
+    def _disconnected(self):
+        dropped = False
+        while self.monitor.poll(0):
+            event = zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())["event"]
+            dropped |= event == zmq.EVENT_DISCONNECTED
+        return dropped and self.brokers.pair
 
     def _loop(self):
         backoff = heartbeat.Backoff()
@@ -85,10 +99,12 @@ class Worker:
             if self.spawner.fileno() in events:
                 for ev in self.spawner.events():
                     self._report(ev)
-            if self.peer.due():  # with the CPU and memory of each group, for the dashboard
+            if self.peer.due() and not self.welcomed:
+                self._register()  # again: a standby answers it once it has taken over
+            elif self.peer.due():  # with the CPU and memory of each group, for the dashboard
                 use = self.meter.read_all({"self": os.getpid(), **self.groups})
                 sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
-            if self.peer.expired():
+            if self.peer.expired() or self._disconnected():
                 was = self.brokers.current
                 round_done = self.brokers.next()  # a pair: the other broker, at once (its vote for a failover)
                 delay = backoff.next() if round_done else 0.0
@@ -99,6 +115,8 @@ class Worker:
                     self.say(f"mesh worker: no broker answers at {was} (is it running, and are the address "
                              f"and keys right?); trying {self.brokers.current} in {delay:.0f}s")
                 poller.unregister(self.sock)
+                self.sock.disable_monitor()
+                self.monitor.close()
                 self.sock.close()
                 time.sleep(delay)
                 self._connect()

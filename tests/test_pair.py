@@ -45,13 +45,27 @@ def test_alone_at_start_the_primary_serves_and_the_backup_waits(ctx):
 def test_a_standby_that_cannot_see_its_peer_does_not_take_over_without_a_vote(ctx):
     b = pair(ctx, primary=False)
     b.heard(beat(Role.ACTIVE, 1, primary=True))
-    assert b.vote() is None and b.role is Role.STANDBY  # the peer is alive: a vote changes nothing
     silent(b)
     for _ in range(3):
         assert b.tick() is None
     assert b.role is Role.STANDBY  # silence alone is not enough (the link may be what failed)
     assert b.vote() == "activate"  # a worker or client lost the active one: the standby serves (empty:
     assert (b.role, b.epoch, b.failovers) == (Role.ACTIVE, 2, 0)  # it was never sent the state)
+
+
+def test_a_vote_while_the_peer_looks_alive_counts_once_it_is_silent_but_not_for_long(ctx):
+    b = pair(ctx, primary=False)
+    b.heard(beat(Role.ACTIVE, 1, primary=True))
+    assert b.vote() is None and b.role is Role.STANDBY  # the peer is alive: the standby stays one
+    assert b.tick() is None and b.role is Role.STANDBY
+    silent(b)  # ...until the peer goes silent: the vote stands (a client or worker lost it first)
+    assert b.tick() == "activate" and b.role is Role.ACTIVE
+    c = pair(ctx, primary=False)
+    c.heard(beat(Role.ACTIVE, 1, primary=True))
+    c.vote()
+    c.voted -= 3 * EXPIRY  # an old vote: the peer was fine then
+    silent(c)
+    assert c.tick() is None and c.role is Role.STANDBY
 
 
 def test_a_standby_holding_the_state_takes_over_at_a_vote(ctx):

@@ -25,6 +25,11 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         log("broker throughput, dashboard closed and open:")
         rows = dashboard.run(rounds=rounds, quick=quick, log=log)
         out["dashboard"] = table(dashboard.COLUMNS, [[r[c] for c in dashboard.COLUMNS] for r in rows])
+    if "failover" in parts:
+        from . import failover
+        log("a broker pair: its cost, and failovers (kill -9 of the active broker):")
+        rows = failover.run(rounds=rounds, quick=quick, log=log)
+        out["failover"] = table(failover.COLUMNS, [[r[c] for c in failover.COLUMNS] for r in rows])
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")

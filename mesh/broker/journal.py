@@ -107,11 +107,15 @@ class Shipper:
     def reset(self):
         """The standby starts over (new, or lost): everything is shipped again."""
         self.fresh = True
+        self.base = None  # the commit that completes the first sync since: the standby holds it all once acked
         self.last_broker, self.last_meta, self.last_log, self.last_train = None, {}, {}, {}
         self.last_answer = 0
 
     @property
     def lag(self):
+        """Commits the standby has yet to apply; None until it holds the whole state."""
+        if self.base is None or self.acked < self.base:
+            return None
         return self.committed - self.acked
 
     def ship(self, what, body, arrays=()):
@@ -145,6 +149,8 @@ class Shipper:
         if self.seq != before:
             self.ship("commit", {})
             self.committed = self.seq
+            if self.base is None:
+                self.base = self.seq
         return self.committed
 
     def sync_net(self, net):

@@ -285,7 +285,7 @@ class Broker:
     def refuse_as_standby(self, client, k, h):
         if k == wire.STATUS:
             return self.reply(client, h.get("id"), ok=True, **requests.status_of(self))
-        self.reply(client, h.get("id"), ok=False, standby=True,
+        self.reply(client, h.get("id"), ok=False, standby=True, peer_alive=self.pair.peer_alive(),
                    error=f"this broker is the standby of a pair; the active one is at {self.pair.peer_address}")
 
     def dispatch(self, k, client, h, arrays):
@@ -335,13 +335,21 @@ class Broker:
         In a pair, an answer goes once the standby holds everything it follows from."""
         if self.pair is not None and "k" not in fields:  # an answer, not progress
             key = (client, req)
-            if self.asked.pop(key, None) is not None:
+            kind = self.asked.pop(key, None)
+            if kind is not None:
                 if key in self.answers:
                     fields, arrays = self.answers.get(key)
                 elif sum(len(a) for a in arrays) <= MAX_CACHED_ROWS:
-                    self.answers.add(key, fields, arrays)
-            if client is not None:
-                self.when_shipped(lambda: self.send_reply(client, req, arrays, fields))
+                    self.answers.add(key, fields, arrays)  # shipped with the next sync, before any step after it
+            if client is None:
+                return
+            send = lambda: self.send_reply(client, req, arrays, fields)  # noqa: E731
+            if kind in ANSWERED_ONCE:  # it had an effect: the standby holds it before the client hears of it
+                self.when_shipped(send)
+            elif self.waiting_replies:  # in order behind those
+                self.waiting_replies.append((self.shipper.committed, send))
+            else:
+                send()
             return
         if client is not None:
             self.send_reply(client, req, arrays, fields)

@@ -59,6 +59,7 @@ class Pair:
         self.doubt_until = 0.0
         self.failovers = 0
         self.fenced_by = None
+        self.voted = None  # when a worker or client last came to this standby (it takes over if the peer then goes)
 
     # -- what the broker asks ---------------------------------------------
     @property
@@ -129,17 +130,26 @@ class Pair:
 
     def tick(self):
         """Startup decisions, and heartbeats."""
-        if self.role is Role.STARTING and time.monotonic() - self.started > EXPIRY and not self.peer_alive():
+        now = time.monotonic()
+        if self.role is Role.STARTING and now - self.started > EXPIRY and not self.peer_alive():
             action = self._activate(0, takeover=False) if self.primary else self._become(Role.STANDBY, 0)
+        elif self.role is Role.STANDBY and self.voted is not None and now - self.voted < 2 * EXPIRY:
+            action = self.vote(again=True)  # a vote that came while the peer still looked alive
         else:
             action = None
         self.beat()
         return action
 
-    def vote(self):
-        """A worker or client came to this broker. A standby whose peer is silent takes over."""
-        if self.role is Role.STANDBY and not self.peer_alive():
+    def vote(self, again=False):
+        """A worker or client came to this broker. A standby whose peer is silent takes over;
+        one whose peer still looks alive remembers the vote for a while (tick)."""
+        if self.role is not Role.STANDBY:
+            return None
+        if not self.peer_alive():
+            self.voted = None
             return self._activate(self.peer.get("epoch") or 0, takeover=self.holds)
+        if not again:
+            self.voted = time.monotonic()
         return None
 
     def _become(self, role, peer_epoch):
