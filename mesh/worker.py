@@ -99,9 +99,10 @@ class Worker:
             if self.spawner.fileno() in events:
                 for ev in self.spawner.events():
                     self._report(ev)
-            if self.peer.due() and not self.welcomed:
+            due = self.peer.due()
+            if due and not self.welcomed:
                 self._register()  # again: a standby answers it once it has taken over
-            elif self.peer.due():  # with the CPU and memory of each group, for the dashboard
+            elif due:  # with the CPU and memory of each group, for the dashboard
                 use = self.meter.read_all({"self": os.getpid(), **self.groups})
                 sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
             if self.peer.expired() or self._disconnected():

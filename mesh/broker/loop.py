@@ -290,16 +290,6 @@ class Broker:
 
     def dispatch(self, k, client, h, arrays):
         """Run one client request; one for a network that is being rebuilt or read waits until it is whole."""
-        if self.pair is not None and (k in ANSWERED_ONCE or k == wire.PREDICT and h.get("keep", True)):
-            key = (client, h.get("id"))
-            if key in self.asked:
-                return  # asked again while being worked on; the answer goes to the same client and id
-            if key in self.answers and k != wire.PREDICT:  # it had its effect: once is enough
-                fields, arrays = self.answers.get(key)
-                return self.reply(client, h.get("id"), arrays, **fields)
-            # a remembered predict asked again runs again (the backprop after it needs its passes)
-            # but is answered as it was the first time, if it was
-            self.asked[key] = k
         try:
             op = requests.HANDLERS.get(k)
             if op is None:
@@ -308,13 +298,31 @@ class Broker:
             if net is not None and net.waits():
                 net.deferred.append((k, client, h, arrays))
                 return
-            op(self, client, h, arrays)
+            if self.pair is None or self.first_time(k, client, h):
+                op(self, client, h, arrays)
         except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
             msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
             self.reply(client, h.get("id"), ok=False, error=msg)
         except Exception as e:  # a request we did not foresee must not take the broker down
             log.exception("request %r failed", k)
             self.reply(client, h.get("id"), ok=False, error=f"bad {k} request: {type(e).__name__}: {e}")
+
+    def first_time(self, k, client, h):
+        """A pair's client asks again what it has no answer to (after a failover): a request with
+        an effect has it once. False if this one is answered here (or will be, being worked on)."""
+        if k not in ANSWERED_ONCE and not (k == wire.PREDICT and h.get("keep", True)):
+            return True
+        key = (client, h.get("id"))
+        if key in self.asked:
+            return False  # the answer goes to the same client and id
+        if key in self.answers and k != wire.PREDICT:
+            fields, arrays = self.answers.get(key)
+            self.reply(client, h.get("id"), arrays, **fields)
+            return False
+        # a remembered predict asked again runs again (the backprop after it needs its passes)
+        # but is answered as it was the first time, if it was
+        self.asked[key] = k
+        return True
 
     def on_inbox(self):
         try:
