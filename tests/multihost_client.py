@@ -1,6 +1,7 @@
 """The client side of the multi-host test, run inside the broker's namespace:
     multihost_client.py train BROKER OUT.npz   -> trains a spread network, saves weights and placement
-    multihost_client.py cut BROKER NET         -> predicts until the broker reports the lost host"""
+    multihost_client.py cut BROKER NET         -> predicts until the broker reports the lost host
+    multihost_client.py after BROKERS NET OUT.npz -> after a failover: the weights, and one more epoch"""
 import json
 import sys
 import time
@@ -49,7 +50,21 @@ def cut(client, net_id):
     print(json.dumps({"failure": None, "errors": errors}))
 
 
+def after(client, net_id, saved):
+    """The network's weights as they were saved before the failover, and it trains on."""
+    net, spread = Network(client, net_id, None), np.load(saved)
+    same = all(np.array_equal(spread[f"W{i}"], W) and np.array_equal(spread[f"b{i}"], b)
+               for i, (W, b) in enumerate(net.weights()))
+    X, Y = data()
+    net.train(X, Y, epochs=1, batch_size=16, learning_rate=0.1, shuffle=False, progress=False)
+    print(json.dumps({"same": same, "broker": client.status()["broker"], "hosts": sorted(
+        {p["host"] for p in net.processes()})}))
+
+
 if __name__ == "__main__":
     op, broker, arg = sys.argv[1:4]
     with mesh.Client(broker, timeout=10) as c:
-        train(c, arg) if op == "train" else cut(c, arg)
+        if op == "after":
+            after(c, arg, sys.argv[4])
+        else:
+            train(c, arg) if op == "train" else cut(c, arg)

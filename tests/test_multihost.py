@@ -141,3 +141,33 @@ def test_keyed_mesh_across_hosts_and_no_plaintext_on_the_wire(hosts, tmp_path, m
     assert len(raw) > 20_000, "the capture saw too little traffic to mean anything"
     for field in (b'"k":', b'"seq"', b'"tok"', b'"fwd"', b'"train"', b'"register"', b"<f8"):
         assert field not in raw, f"plain text {field!r} on the wire"
+
+
+def test_a_broker_pair_on_two_hosts_fails_over_to_the_standby_host(tmp_path):
+    """Brokers on hosts 0 and 1, bound to every interface, each the other's peer; workers on
+    hosts 2 and 3 know both. The active broker is killed: the standby takes over, tells the
+    groups on the worker hosts where it is (by the address its peer dialled), and the network
+    has the weights it had, and trains on."""
+    hosts = Hosts(3)
+    try:
+        a, b = (f"tcp://{hosts.addrs[i]}:5555" for i in (0, 1))
+        common = ("--insecure", "--dashboard", "off")  # keys: see test_standby.py
+        active = hosts.mesh(0, "broker", "--bind", "tcp://0.0.0.0:5555", "--peer", b, "--primary", *common)
+        hosts.mesh(1, "broker", "--bind", "tcp://0.0.0.0:5555", "--peer", a, *common)
+        for i in (2, 3):
+            hosts.mesh(i, "worker", "--broker", f"{a},{b}", "--slots", "2", "--insecure")
+        wait_for_workers(hosts, a, 2)
+        out = tmp_path / "weights.npz"
+        r = hosts.run(0, sys.executable, os.path.join(HERE, "multihost_client.py"), "train", f"{a},{b}", str(out))
+        assert r.returncode == 0, r.stderr
+        net = json.loads(r.stdout)["net"]
+        os.killpg(active.pid, 9)
+        r = hosts.run(0, sys.executable, os.path.join(HERE, "multihost_client.py"), "after", f"{a},{b}", net,
+                      str(out), timeout=120)
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["same"], res
+        assert res["broker"]["pair"]["role"] == "active" and res["broker"]["pair"]["epoch"] == 2, res
+        assert res["broker"]["pair"]["address"] == "tcp://0.0.0.0:5555" and res["hosts"] == hosts.addrs[2:], res
+    finally:
+        hosts.close()

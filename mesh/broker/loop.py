@@ -533,7 +533,10 @@ class Broker:
         if gid not in net.push:
             net.push[gid] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, g["endpoints"]),
                                          keys=self.keys, dial=g["key"])
-        self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{self.host}:{self.inbox_port}",
+        host = self.host
+        if host in ("0.0.0.0", "*", "::") and self.pair.seen_as:  # bound to every interface: the name the peer uses
+            host = urlparse(self.pair.seen_as.replace("tcp://", "http://")).hostname
+        self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{host}:{self.inbox_port}",
                                       "ipc": self.inbox_ipc, "host": self.host})
 
     def endpoint(self, g, endpoints):

@@ -59,6 +59,7 @@ class Pair:
         self.doubt_until = 0.0
         self.failovers = 0
         self.fenced_by = None
+        self.seen_as = None  # the address the peer dials this broker at: one others can reach it at
         self.voted = None  # when a worker or client last came to this standby (it takes over if the peer then goes)
 
     # -- what the broker asks ---------------------------------------------
@@ -88,7 +89,8 @@ class Pair:
     def beat(self, force=False):
         if self.link.due() or force:
             self.send({"k": wire.PAIR, "role": self.role.value, "epoch": self.epoch, "primary": self.primary,
-                       "holds": self.holds, "incarnation": self.incarnation, "address": self.address})
+                       "holds": self.holds, "incarnation": self.incarnation, "address": self.address,
+                       "you": self.peer_address})
 
     def froze(self, seconds):
         """The loop did not come round for `seconds` (stopped, swapped out): another may have
@@ -101,6 +103,7 @@ class Pair:
     def heard(self, h):
         self.link.heard_now()
         self.heard_peer = True
+        self.seen_as = h.get("you") or self.seen_as
         self.peer = {k: h.get(k) for k in ("role", "epoch", "primary", "holds", "incarnation", "address")}
         peer_role, peer_epoch = h.get("role"), int(h.get("epoch") or 0)
         self.doubt_until = 0.0
