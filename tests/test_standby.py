@@ -12,7 +12,7 @@ import pytest
 import zmq
 
 from mesh import security, sockets, wire
-from mesh.broker.loop import FENCED_EXIT
+from mesh.broker.paired import FENCED_EXIT
 
 from conftest import Harness, alive, process_state, wait_until
 

@@ -10,8 +10,9 @@
     training.py   Train and Cancel; steplog.py, steps sent and logged
     snapshots.py  Snapshot; recovery.py, Recover
     placement.py  where groups run and how they are wired
-    pair.py       two brokers, one active (Binary Star with epochs)
-    journal.py    what the active ships its standby; takeover.py, the standby taking over
+    paired.py     the broker as one of a pair; pair.py, which one is active (Binary Star with epochs)
+    journal.py    what the active ships its standby; takeover.py, the standby taking over;
+                  answers.py, answers kept for a client that asks again
 """
 from .loop import BindError, Broker, main
 

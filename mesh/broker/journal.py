@@ -61,10 +61,10 @@ def net_record(net):
             "trainer": trainer_record(net.trainer)}
 
 
-def broker_record(b):
+def broker_record(b, epoch):
     workers = {wid.hex(): {k: w[k] for k in ("name", "host", "hostname", "key", "slots", "pid", "memory")}
                for wid, w in b.workers.items()}
-    return {"epoch": b.pair.epoch if b.pair else 0, "made": b.made, "workers": workers}
+    return {"epoch": epoch, "made": b.made, "workers": workers}
 
 
 def log_entries(entries):
@@ -123,23 +123,23 @@ class Shipper:
         if not self.send({"k": wire.SHIP, "seq": self.seq, "what": what}, [body_array(body), *arrays]):
             raise OverflowError("the standby does not keep up")
 
-    def sync(self, b):
-        """Ship what changed since the last sync, and a commit; the commit's number (or the
-        last one, when nothing changed)."""
+    def sync(self, b, answers, epoch):
+        """Ship what changed in broker b (and its answers) since the last sync, and a commit;
+        the commit's number (or the last one, when nothing changed)."""
         before = self.seq
         if self.fresh:
             self.ship("reset", {})
             self.fresh = False
-        rec = broker_record(b)
+        rec = broker_record(b, epoch)
         text = _dumps(rec)
         if text != self.last_broker:
             self.ship("broker", rec)
             self.last_broker = text
-        new = b.answers.since(self.last_answer)
+        new = answers.since(self.last_answer)
         if new:
             body = [[client.hex(), req, fields, len(arrays)] for (client, req), fields, arrays in new]
             self.ship("answers", body, [a for _, _, arrays in new for a in arrays])
-            self.last_answer = b.answers.serial
+            self.last_answer = answers.serial
         for nid, net in b.nets.items():
             self.sync_net(net)
         for nid in [n for n in self.last_meta if n not in b.nets]:

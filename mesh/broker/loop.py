@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 import time
-from collections import deque
 from urllib.parse import urlparse
 
 import zmq
@@ -29,33 +28,19 @@ from ..lifecycle import profiled
 from . import budgets, requests
 from .dataflow import Flow
 from .jobs import Create
-from .answers import MAX_CACHED_ROWS, Answers
-from .journal import Shadow, Shipper
 from .network import Network, window_for
-from .pair import Pair, Role
+from .paired import FENCED_EXIT, Fenced, Paired
 from .placement import plan, wiring
 from .ports import Ports
 from .recovery import Recover
 from .snapshots import restore_plan, snapshot_due, take_snapshot
 from .states import Event, State
 from .steplog import SNAPSHOT_EVERY
-from .takeover import take_over
 
 log = logging.getLogger("mesh.broker")
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
 DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-# requests whose answer a client that asks again after a failover gets again, instead of a second effect
-ANSWERED_ONCE = {wire.CREATE, wire.LOAD, wire.BACKPROP, wire.TRAIN, wire.SET_WEIGHTS, wire.DROP, wire.CANCEL}
-
-
-class Fenced(SystemExit):
-    """Another broker of the pair took over while this one was frozen: it stops."""
-
-
-FENCED_EXIT = 3  # the exit code of a fenced broker
 
 
 class Broker:
@@ -78,13 +63,7 @@ class Broker:
         self.workers = {}        # identity -> record
         self.nets = {}
         self.made = {"worker": 0, "net": 0}  # names handed out: w1, w2..., n1, n2...
-        # a pair (pair.py): the other broker, what it has been shipped (journal.py), or, as standby, its state
-        self.pair = Pair(self.ctx, peer, primary, keys, self.address) if peer else None
-        self.shipper = Shipper(self.pair.send) if peer else None
-        self.shadow = Shadow() if peer else None
-        self.answers = Answers()  # of state-changing requests (and remembered predicts), for one asked again
-        self.asked = {}          # (client, request id) -> kind, of those being worked on
-        self.waiting_replies = deque()  # (commit, send) of replies the standby must cover first
+        self.paired = Paired(self, peer, primary) if peer else None  # one of a pair (paired.py), or alone
         self.faults = Faults("broker")  # a test's faults at the broker's known points (faults.py)
         self.frozen_at = time.monotonic()
         self.flow = Flow(self.push_to_group, self.abandon_step)
@@ -113,10 +92,10 @@ class Broker:
         while self.running:
             events = dict(poller.poll(TICK * 1000))
             t = time.monotonic()
-            if self.pair is not None:
-                self.pair.froze(t - self.frozen_at)
+            if self.paired is not None:
+                self.paired.froze(t - self.frozen_at)
                 self.frozen_at = t
-                if not self.pair.active:  # a standby (or a broker in doubt) reads its client socket only
+                if not self.paired.active:  # a standby (or a broker in doubt) reads its client socket only
                     if self.front in events:
                         self.on_front()
                     if t >= next_tick:
@@ -141,8 +120,8 @@ class Broker:
                 log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
 
     def close(self):
-        if self.pair is not None:
-            self.pair.close()
+        if self.paired is not None:
+            self.paired.close()
         for net in list(self.nets.values()):
             self.stop_net(net)
         # workers are not told to stop: they reconnect to the next broker, which ends what they still run
@@ -153,7 +132,7 @@ class Broker:
         self.ctx.destroy(linger=0)
 
     def tick(self):
-        if self.pair is not None and not self.tick_pair():
+        if self.paired is not None and not self.paired.tick():
             return
         now = time.monotonic()
         for job in [j for j in self.ports.jobs if j.deadline < now]:
@@ -179,69 +158,9 @@ class Broker:
         if self.dashboard is not None:
             self.dashboard.offer(self)
 
-    def tick_pair(self):
-        """The pair's decisions and heartbeats; the standby's state is brought up to date.
-        True if this broker is active and should go on with its tick."""
-        self.act(self.pair.tick())
-        if not self.pair.active:
-            return False
-        if self.pair.shipping():
-            self.ship()
-        elif self.waiting_replies:  # no standby (gone, or never came): no one to wait for
-            self.release_replies(all_of_them=True)
-        return True
-
-    def act(self, action):
-        if action == "take over":
-            log.warning("taking over as the active broker (epoch %d)", self.pair.epoch)
-            print(f"mesh broker: active now (epoch {self.pair.epoch}), taking over from {self.pair.peer_address}",
-                  flush=True)
-            take_over(self, self.shadow, self.pair.epoch)
-            self.shadow = Shadow()
-        elif action == "activate":
-            print(f"mesh broker: active (epoch {self.pair.epoch})", flush=True)
-        elif action == "fence":
-            raise Fenced(f"mesh broker: another broker took over (epoch {self.pair.fenced_by}, this one was "
-                         f"active at epoch {self.pair.epoch}); this one stops. Start it again to rejoin as the standby.")
-
-    def ship(self):
-        """Bring the standby up to date; the commit number that covers the state as it is now."""
-        try:
-            return self.shipper.sync(self)
-        except OverflowError:  # it fell behind by a whole queue: start it over
-            log.warning("the standby broker fell behind; shipping it the whole state again")
-            self.shipper.reset()
-            return self.shipper.committed
-
     def when_shipped(self, then):
-        """then() once the standby holds the state as it is now (at once without one)."""
-        if self.pair is None or not self.pair.shipping():
-            return then()
-        commit = self.ship()
-        if commit <= self.shipper.acked and not self.waiting_replies:
-            return then()
-        self.waiting_replies.append((commit, then))
-
-    def release_replies(self, all_of_them=False):
-        while self.waiting_replies and (all_of_them or self.waiting_replies[0][0] <= self.shipper.acked):
-            _, send = self.waiting_replies.popleft()
-            send()
-
-    def on_pair(self, k, h, arrays):
-        """The other broker of the pair: its heartbeat, a record of its state (we are its
-        standby), or what it applied of ours."""
-        if k == wire.PAIR:
-            if h.get("incarnation") != self.pair.peer.get("incarnation") and self.shipper is not None:
-                self.shipper.reset()  # a new standby process: it holds nothing of ours
-            self.act(self.pair.heard(h))
-        elif k == wire.SHIP and self.pair.role in (Role.STANDBY, Role.STARTING):
-            done = self.shadow.take(h, arrays)
-            if done is not None:
-                self.pair.holds = self.shadow.whole
-                self.pair.send({"k": wire.SHIPPED, "seq": done})
-        elif k == wire.SHIPPED and self.pair.role is Role.ACTIVE:
-            self.shipper.acked = max(self.shipper.acked, int(h["seq"]))
-            self.release_replies()
+        """then() once a standby holds the state as it is now (at once without one)."""
+        return then() if self.paired is None else self.paired.when_shipped(then)
 
     def heartbeat_workers(self):
         """Due heartbeats out; also called inside long work, so workers never think us gone."""
@@ -259,19 +178,8 @@ class Broker:
             return
         k = h["k"]
         is_mesh = self.keys is None or self.keys.is_mesh(key)  # with keys, a client's key cannot act as a worker
-        if self.pair is not None:
-            if k in (wire.PAIR, wire.SHIP, wire.SHIPPED):
-                if is_mesh:  # only a broker of the mesh speaks for the pair
-                    self.on_pair(k, h, arrays)
-                return
-            if not self.pair.active:
-                if self.pair.doubting or not (k == wire.REGISTER and is_mesh or k not in self.worker_ops):
-                    return  # a frozen broker waits to hear its peer; a worker's heartbeat is no vote
-                self.act(self.pair.vote())  # a worker or client came here: a failover, if the peer is silent
-                if not self.pair.active:
-                    if k not in self.worker_ops:
-                        self.refuse_as_standby(ident, k, h)
-                    return
+        if self.paired is not None and not self.paired.admits(ident, k, h, arrays, is_mesh, k in self.worker_ops):
+            return
         if k in self.worker_ops and is_mesh and (k == wire.REGISTER or ident in self.workers):
             try:
                 if ident in self.workers:
@@ -281,12 +189,6 @@ class Broker:
                 log.warning("refused a worker message %r: %s", k, e)
             return
         self.dispatch(k, ident, h, arrays)
-
-    def refuse_as_standby(self, client, k, h):
-        if k == wire.STATUS:
-            return self.reply(client, h.get("id"), ok=True, **requests.status_of(self))
-        self.reply(client, h.get("id"), ok=False, standby=True, peer_alive=self.pair.peer_alive(),
-                   error=f"this broker is the standby of a pair; the active one is at {self.pair.peer_address}")
 
     def dispatch(self, k, client, h, arrays):
         """Run one client request; one for a network that is being rebuilt or read waits until it is whole."""
@@ -298,7 +200,7 @@ class Broker:
             if net is not None and net.waits():
                 net.deferred.append((k, client, h, arrays))
                 return
-            if self.pair is None or self.first_time(k, client, h):
+            if self.paired is None or self.paired.first_time(k, client, h):
                 op(self, client, h, arrays)
         except (ValueError, KeyError, TypeError, RuntimeError, wire.WireError) as e:
             msg = str(e) if not isinstance(e, (KeyError, TypeError)) else f"bad {k} request: {type(e).__name__}: {e}"
@@ -306,23 +208,6 @@ class Broker:
         except Exception as e:  # a request we did not foresee must not take the broker down
             log.exception("request %r failed", k)
             self.reply(client, h.get("id"), ok=False, error=f"bad {k} request: {type(e).__name__}: {e}")
-
-    def first_time(self, k, client, h):
-        """A pair's client asks again what it has no answer to (after a failover): a request with
-        an effect has it once. False if this one is answered here (or will be, being worked on)."""
-        if k not in ANSWERED_ONCE and not (k == wire.PREDICT and h.get("keep", True)):
-            return True
-        key = (client, h.get("id"))
-        if key in self.asked:
-            return False  # the answer goes to the same client and id
-        if key in self.answers and k != wire.PREDICT:
-            fields, arrays = self.answers.get(key)
-            self.reply(client, h.get("id"), arrays, **fields)
-            return False
-        # a remembered predict asked again runs again (the backprop after it needs its passes)
-        # but is answered as it was the first time, if it was
-        self.asked[key] = k
-        return True
 
     def on_inbox(self):
         try:
@@ -341,24 +226,8 @@ class Broker:
     def reply(self, client, req, arrays=(), **fields):
         """Never blocks: a client that is gone, or not reading, loses its reply rather than stalling the mesh.
         In a pair, an answer goes once the standby holds everything it follows from."""
-        if self.pair is not None and "k" not in fields:  # an answer, not progress
-            key = (client, req)
-            kind = self.asked.pop(key, None)
-            if kind is not None:
-                if key in self.answers:
-                    fields, arrays = self.answers.get(key)
-                elif sum(len(a) for a in arrays) <= MAX_CACHED_ROWS:
-                    self.answers.add(key, fields, arrays)  # shipped with the next sync, before any step after it
-            if client is None:
-                return
-            send = lambda: self.send_reply(client, req, arrays, fields)  # noqa: E731
-            if kind in ANSWERED_ONCE:  # it had an effect: the standby holds it before the client hears of it
-                self.when_shipped(send)
-            elif self.waiting_replies:  # in order behind those
-                self.waiting_replies.append((self.shipper.committed, send))
-            else:
-                send()
-            return
+        if self.paired is not None and "k" not in fields:  # an answer, not progress
+            return self.paired.answer(client, req, arrays, fields, self.send_reply)
         if client is not None:
             self.send_reply(client, req, arrays, fields)
 
@@ -370,8 +239,8 @@ class Broker:
 
     def push_to_group(self, net, gid, header, arrays=()):
         """One message to a group (Flow.to_group adds the network's fields)."""
-        if self.pair is not None:
-            header["ep"] = self.pair.epoch  # fencing: a group ignores a broker older than one it heard
+        if self.paired is not None:
+            header["ep"] = self.paired.epoch  # fencing: a group ignores a broker older than one it heard
         try:
             sockets.send(net.push[gid], header, arrays)
         except (zmq.Again, KeyError):  # no connection to it (gone, or refusing our key): treat it as lost
@@ -379,8 +248,8 @@ class Broker:
                 self.group_lost(net, [gid], f"{net.describe(gid)} cannot be reached")
 
     def _send_worker(self, wid, header):
-        if self.pair is not None:
-            header["ep"] = self.pair.epoch
+        if self.paired is not None:
+            header["ep"] = self.paired.epoch
             waiting = self.workers.get(wid, {}).get("waiting")
             if waiting is not None:  # after a failover, until it comes back (register)
                 return waiting.append(header)
@@ -534,8 +403,9 @@ class Broker:
             net.push[gid] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, g["endpoints"]),
                                          keys=self.keys, dial=g["key"])
         host = self.host
-        if host in ("0.0.0.0", "*", "::") and self.pair.seen_as:  # bound to every interface: the name the peer uses
-            host = urlparse(self.pair.seen_as.replace("tcp://", "http://")).hostname
+        seen_as = self.paired.pair.seen_as
+        if host in ("0.0.0.0", "*", "::") and seen_as:  # bound to every interface: the name the peer uses
+            host = urlparse(seen_as.replace("tcp://", "http://")).hostname
         self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{host}:{self.inbox_port}",
                                       "ipc": self.inbox_ipc, "host": self.host})
 
@@ -693,6 +563,9 @@ class Broker:
         for g in net.groups.values():
             if g["worker"] in self.workers:
                 self.workers[g["worker"]]["groups"].discard(g["gid"])
+
+    def status(self):
+        return requests.status_of(self)
 
     def checkpoint_file(self, name):
         """Where a client's checkpoint goes: a plain file name, inside this broker's checkpoint folder only."""

@@ -184,7 +184,7 @@ def status_of(b):
     workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
                 "pid": w["pid"], "groups": len(w["groups"]), "memory": budgets.status(b.workers, b.nets.values(), wid)}
                for wid, w in b.workers.items()]
-    pair = b.pair.status(b.shipper.lag if b.pair.active else None) if b.pair is not None else None
+    pair = b.paired.status() if b.paired is not None else None
     return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair}, "workers": workers,
             "networks": [network_status(n) for n in b.nets.values()]}
 

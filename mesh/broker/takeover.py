@@ -23,14 +23,14 @@ from .training import Train
 GEN_EPOCH = 1 << 32  # generations a broker of epoch e hands out start at e * GEN_EPOCH: never an old one's
 
 
-def take_over(b, shadow, epoch):
-    """Make broker b the active one from shadow; its networks start recovering."""
+def take_over(b, shadow, epoch, asked):
+    """Make broker b the active one from shadow (whose answers it keeps giving); its networks
+    start recovering. asked: (client, request id) -> kind of what is being worked on."""
     rec = shadow.broker or {"made": b.made, "workers": {}}
     b.made = dict(rec["made"])
     # workers come back by themselves; what is sent to one before it does waits for it ("waiting")
     b.workers = {bytes.fromhex(wid): dict(w, peer=heartbeat.Peer(), groups=set(), waiting=[])
                  for wid, w in rec["workers"].items()}
-    b.answers = shadow.answers
     for nid, entry in shadow.nets.items():
         net = network_from(entry, epoch)
         if net.state is State.STARTING:
@@ -44,7 +44,7 @@ def take_over(b, shadow, epoch):
         interrupted = []
         trainer = entry["meta"]["trainer"]
         if trainer is not None:
-            interrupted = resume_training(b, net, trainer, entry["train"])
+            interrupted = resume_training(b, net, trainer, entry["train"], shadow.answers, asked)
         Recover(b.ports, net, f"the broker failed over (epoch {epoch})", interrupted).begin()
 
 
@@ -64,13 +64,13 @@ def network_from(entry, epoch):
     return net
 
 
-def resume_training(b, net, trainer, train):
+def resume_training(b, net, trainer, train, answers, asked):
     """The exact training run, carried on from its mark; an async run cannot be, and is
     answered so (a client that asks again hears why)."""
     client = bytes.fromhex(trainer["client"]) if trainer["client"] else None
     key = (client, trainer["req"])
     if trainer["mark"] is None or train is None or train[0]["serial"] != trainer["serial"]:
-        b.answers.add(key, {"ok": False, "error": f"the broker failed over during an async training run of network "
+        answers.add(key, {"ok": False, "error": f"the broker failed over during an async training run of network "
                           f"{net.id}; the {trainer['steps']} steps the standby knew of are applied, the run cannot "
                           f"resume exactly: run it again"})
         net.progress = dict(net.progress, cancelling=False)
@@ -80,5 +80,5 @@ def resume_training(b, net, trainer, train):
     body, X, Y = train
     job = Train.resumed(b.ports, net, client, trainer["req"], trainer["timeout"], X, Y, body["opts"], trainer["mark"])
     net.trainer = job
-    b.asked[key] = "train"
+    asked[key] = "train"
     return [job]
