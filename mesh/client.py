@@ -64,6 +64,7 @@ class Client:
         self.outbox = {}    # a pair's client: request id -> (header, arrays), to send again after a failover
         self.kept = deque(maxlen=64)  # ...and (id, network, header, arrays) of its last remembered predicts
         self.fled = -FAILOVER_AFTER  # when it last left a broker that went silent or dropped the connection
+        self.unreachable = 0  # brokers in a row that accepted no connection
         self._open()
 
     @property
@@ -128,7 +129,7 @@ class Client:
             deadline = time.monotonic() + wait
             while rid not in self.answers:
                 if not self.sock.poll(self._next_poll(deadline) * 1000):
-                    if self.brokers.pair and self._watch_pair():
+                    if self.brokers.pair and self._watch_pair(op):
                         deadline = time.monotonic() + wait  # the work starts again at the other broker
                     elif not self.brokers.pair:
                         self._check_connected(op)
@@ -173,14 +174,21 @@ class Client:
         left = max(0.0, deadline - time.monotonic())
         return left if self.connected and not self.brokers.pair else min(left, 0.25)
 
-    def _watch_pair(self):
+    def _watch_pair(self, op):
         """A pair's client hears nothing: ask; after FAILOVER_AFTER of silence, move to the
-        other broker. True if it moved."""
+        other broker. True if it moved. MeshTimeout when neither accepts a connection."""
         now = time.monotonic()
         dropped = False
         while self.monitor.poll(0):
-            dropped |= self._event() == zmq.EVENT_DISCONNECTED  # a dead broker's host closes its connections
+            event = self._event()
+            dropped |= event == zmq.EVENT_DISCONNECTED  # a dead broker's host closes its connections
+            self.connected |= event != zmq.EVENT_DISCONNECTED
         if dropped or now - self.heard > FAILOVER_AFTER:
+            self.unreachable = 0 if self.connected else self.unreachable + 1
+            if self.unreachable >= len(self.brokers.all):
+                raise MeshTimeout(f"no broker answers at {self.brokers}: neither accepted a connection within "
+                                  f"{FAILOVER_AFTER:g}s (are `mesh broker` processes running there?); {op!r} "
+                                  f"not answered{self._hint()}")
             self._fail_over()
             self.fled = now
             return True

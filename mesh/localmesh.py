@@ -77,9 +77,10 @@ class LocalMesh:
         self.address = f"{a},{b}"
         with Client(a, timeout=self.start_timeout) as probe:
             deadline = time.monotonic() + self.start_timeout
-            while (probe.status()["broker"].get("pair") or {}).get("role") != "active":
+            while (probe.status()["broker"].get("pair") or {}).get("peer_role") != "standby" or \
+                    probe.status()["broker"]["pair"]["role"] != "active":
                 if time.monotonic() > deadline:
-                    raise TimeoutError("the primary broker did not become active")
+                    raise TimeoutError("the primary broker did not become active, with the other its standby")
                 time.sleep(0.05)
 
     def _dial_address(self, bound):

@@ -3,9 +3,11 @@ standby takes over, and the client's call in progress completes as if
 nothing happened: the same weights, bit for bit, as the same training on a
 twin network that saw no failover, every step applied exactly once."""
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -14,7 +16,9 @@ import zmq
 from mesh import security, sockets, wire
 from mesh.broker.paired import FENCED_EXIT
 
-from conftest import Harness, alive, process_state, wait_until
+from mesh.client import Client, MeshTimeout
+
+from conftest import Harness, alive, closed_port, process_state, wait_until
 
 SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy", dtype="float64")
 EPOCHS, BATCH = 8, 16  # 12 steps an epoch: 96 steps, a snapshot every 64
@@ -186,3 +190,65 @@ def test_a_pair_across_hosts_without_keys_is_refused_unless_insecure():
                         "--peer", "tcp://192.0.2.1:5555"], capture_output=True, text=True, timeout=30, env=env,
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 1 and "tcp://192.0.2.1:5555 is reachable from other hosts" in r.stderr, r.stderr
+
+
+def test_a_predict_in_flight_when_the_active_broker_dies_is_answered_by_the_standby(pair_mesh):
+    """The first layer is held at its 5th forward of a 64-row predict (8 passes in flight);
+    the active broker is killed then, and the group let go: the client's call completes
+    through the new active broker, with the outputs of the same network."""
+    h = pair_mesh("n1.1.0@fwd=5:stop")
+    X, _ = data(rows=64)
+    net = h.client.create([6, 5, 3], seed=4, **SPEC)
+    result = {}
+    caller = threading.Thread(target=lambda: result.update(out=net.predict(X, remember=False, chunk=8)))
+    caller.start()
+    try:
+        held = h.held_by_fault()
+        os.kill(h.mesh.brokers[0].pid, signal.SIGKILL)
+        assert not alive(h.mesh.brokers[0].pid) or h.mesh.brokers[0].wait(10) is not None
+        os.kill(held, signal.SIGCONT)
+    finally:
+        caller.join(120)
+    assert pair_status(h)["epoch"] == 2
+    np.testing.assert_array_equal(result["out"], net.predict(X, remember=False, chunk=8))
+    h.remember(net)
+
+
+def test_mesh_up_standby_runs_a_pair_that_fails_over(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "mesh", "up", "--standby", "--workers", "1"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, process_group=0, stdin=subprocess.DEVNULL, text=True)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 60)
+        assert ready, "mesh up printed nothing within 60s"
+        line = p.stdout.readline()
+        assert line.startswith("mesh up: brokers tcp://127.0.0.1:") and "standby" in line, line
+        addresses = line.split()[3]
+        first = int(line.split("(pids ")[1].split(",")[0])
+        run = lambda *args: subprocess.run([sys.executable, "-m", "mesh", *args, "--broker", addresses],  # noqa: E731
+                                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        r = run("status")
+        assert "active broker of a pair (epoch 1, 0 failovers here)" in r.stdout and ": standby" in r.stdout, r
+        os.kill(first, signal.SIGKILL)
+        r = run("create", "3,1")
+        assert r.returncode == 0 and r.stdout.strip() == "n1", r  # the standby answers, active now
+        assert "active broker of a pair (epoch 2, 1 failovers here)" in run("status").stdout
+        assert p.poll() is None  # one broker of a pair may die: mesh up goes on
+        os.killpg(p.pid, signal.SIGTERM)
+        assert p.wait(30) is not None
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # anything of its group still there
+        except ProcessLookupError:
+            pass
+        p.stdout.close()
+        p.stderr.close()
+
+
+def test_a_client_of_a_pair_where_no_broker_listens_says_so():
+    with closed_port() as a, closed_port() as b:
+        with Client(f"tcp://127.0.0.1:{a},tcp://127.0.0.1:{b}", timeout=60) as c:
+            with pytest.raises(MeshTimeout, match="no broker answers at .*neither accepted a connection"):
+                c.status()
