@@ -38,6 +38,20 @@ def closed_port():
         yield s.getsockname()[1]
 
 
+def end_process_group(p):
+    """End process p and whatever of its process group is left (it leads one), and close its pipes."""
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    try:
+        os.killpg(p.pid, signal.SIGKILL)  # anything of its group still there
+    except ProcessLookupError:
+        pass
+    for pipe in (p.stdout, p.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
 def alive(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:

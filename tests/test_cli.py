@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import alive, all_gone, closed_port
+from conftest import alive, all_gone, closed_port, end_process_group
 
 
 def mesh_cmd(*args, env=None, timeout=60):
@@ -27,15 +27,7 @@ def mesh_up():
         addr = line.split()[3]  # the port the broker bound: no port is picked and released before use
         yield p, addr
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # anything of its group still there
-        except ProcessLookupError:
-            pass
-        p.stdout.close()
-        p.stderr.close()
+        end_process_group(p)
 
 
 def test_up_create_predict_status_and_ctrl_c(mesh_up):

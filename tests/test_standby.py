@@ -18,7 +18,7 @@ from mesh.broker.paired import FENCED_EXIT
 
 from mesh.client import Client, MeshTimeout
 
-from conftest import Harness, alive, closed_port, process_state, wait_until
+from conftest import Harness, alive, closed_port, end_process_group, process_state, wait_until
 
 SPEC = dict(activation="tanh", output="softmax", loss="cross_entropy", dtype="float64")
 EPOCHS, BATCH = 8, 16  # 12 steps an epoch: 96 steps, a snapshot every 64
@@ -236,15 +236,7 @@ def test_mesh_up_standby_runs_a_pair_that_fails_over(tmp_path):
         os.killpg(p.pid, signal.SIGTERM)
         assert p.wait(30) is not None
     finally:
-        if p.poll() is None:
-            os.killpg(p.pid, signal.SIGKILL)
-        p.wait()
-        try:
-            os.killpg(p.pid, signal.SIGKILL)  # anything of its group still there
-        except ProcessLookupError:
-            pass
-        p.stdout.close()
-        p.stderr.close()
+        end_process_group(p)
 
 
 def test_a_client_of_a_pair_where_no_broker_listens_says_so():
