@@ -1,5 +1,6 @@
 """The pair's decisions (broker/pair.py), driven by heartbeats and votes alone:
-who is active, when a standby takes over, and when an active broker must stop."""
+who is active, when a standby takes over, and when an active broker must stop;
+and the answers a broker of a pair keeps for clients that ask again (answers.py)."""
 import time
 
 import pytest
@@ -108,3 +109,18 @@ def test_the_restarted_old_primary_becomes_standby_of_the_broker_that_holds_the_
     b.heard(beat(Role.ACTIVE, 1, primary=True))
     b.holds = True
     assert b.heard(beat(Role.STARTING, 1, primary=True)) == "take over" and b.role is Role.ACTIVE
+
+
+def test_answers_kept_are_bounded_by_count_and_by_bytes():
+    import numpy as np
+
+    from mesh.broker import answers as kept
+    a = kept.Answers()
+    big = np.zeros((kept.MAX_CACHED_ROWS, 256))  # 8 MiB a piece
+    for i in range(20):
+        a.add((b"c", i), {"ok": True}, [big])
+    assert a.bytes <= kept.MAX_BYTES and a.bytes == sum(x.nbytes for _, _, arrays in a.since(0) for x in arrays)
+    assert (b"c", 19) in a and (b"c", 0) not in a  # the oldest went first
+    for i in range(20, 20 + kept.MAX_ANSWERS + 5):
+        a.add((b"c", i), {"ok": True})
+    assert len(a.by_key) == kept.MAX_ANSWERS and a.get((b"c", 20 + kept.MAX_ANSWERS + 4)) == ({"ok": True}, [])

@@ -7,19 +7,25 @@ from collections import OrderedDict
 
 MAX_ANSWERS = 1024   # answers kept, oldest forgotten first
 MAX_CACHED_ROWS = 4096  # a remembered predict's outputs are kept up to this many rows
+MAX_BYTES = 64 << 20  # and the arrays of all the answers kept, at most
 
 
 class Answers:
     def __init__(self):
         self.by_key = OrderedDict()  # (client, request id) -> (serial, fields, arrays)
         self.serial = 0              # of the last answer added
+        self.bytes = 0               # of the arrays kept
 
     def add(self, key, fields, arrays=()):
         self.serial += 1
+        old = self.by_key.pop(key, None)
+        if old is not None:
+            self.bytes -= sum(a.nbytes for a in old[2])
         self.by_key[key] = (self.serial, fields, list(arrays))
-        self.by_key.move_to_end(key)
-        while len(self.by_key) > MAX_ANSWERS:
-            self.by_key.popitem(last=False)
+        self.bytes += sum(a.nbytes for a in arrays)
+        while len(self.by_key) > MAX_ANSWERS or self.bytes > MAX_BYTES:
+            _, (_, _, dropped) = self.by_key.popitem(last=False)
+            self.bytes -= sum(a.nbytes for a in dropped)
 
     def get(self, key):
         """(fields, arrays) of the answer given to key, or None."""

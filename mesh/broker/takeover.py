@@ -80,5 +80,6 @@ def resume_training(b, net, trainer, train, answers, asked):
     body, X, Y = train
     job = Train.resumed(b.ports, net, client, trainer["req"], trainer["timeout"], X, Y, body["opts"], trainer["mark"])
     net.trainer = job
+    b.ports.jobs.add(job)  # its deadline is watched, as a begun job's (it waits while the network recovers)
     asked[key] = "train"
     return [job]
