@@ -54,6 +54,7 @@ SPAWN = "spawn"          # broker: start a group process with this config
 SPAWNED = "spawned"      # worker: group gid runs as pid
 EXITED = "exited"        # worker: group gid's process ended, with its exit code
 KILL = "kill"            # broker: end group gid
+STANDBY = "standby"      # a standby broker of a pair: not this one ("peer_alive": go to the other)
 
 # group inbox (PULL); broker and neighbours PUSH here
 SETUP = "setup"          # broker: weights, neighbours, fan-in

@@ -44,6 +44,7 @@ class Worker:
         self.running = True
         self.welcomed = False  # the broker has answered this connection
         self.epoch = 0  # the highest broker epoch heard: orders from an older (replaced) broker are ignored
+        self.fled = -heartbeat.EXPIRY  # when it last left a broker that went silent
 
     def run(self):
         budget = f"memory {format_size(self.memory)}" if self.memory else "no memory budget"
@@ -69,6 +70,7 @@ class Worker:
         self.peer = heartbeat.Peer()
         self.inbox = None
         self.welcomed = False
+        self.refused = False  # a standby said its peer, the active broker, is alive
         self._register()
 
     def _register(self):
@@ -93,9 +95,10 @@ class Worker:
             events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
             if self.sock in events:
                 _, h, _ = sockets.recv(self.sock)
-                self.peer.heard_now()
-                backoff.reset()
-                self._handle(h)
+                if self._current(h):  # a replaced broker is no sign of life either
+                    self.peer.heard_now()
+                    backoff.reset()
+                    self._handle(h)
             if self.spawner.fileno() in events:
                 for ev in self.spawner.events():
                     self._report(ev)
@@ -105,11 +108,18 @@ class Worker:
             elif due:  # with the CPU and memory of each group, for the dashboard
                 use = self.meter.read_all({"self": os.getpid(), **self.groups})
                 sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
-            if self.peer.expired() or self._disconnected():
+            if self._disconnected():  # give zmq's own reconnect two heartbeats before moving on
+                self.peer.heard = min(self.peer.heard, time.monotonic() - self.peer.expiry + 2 * heartbeat.INTERVAL)
+            if self.peer.expired() or self.refused:
+                if not self.refused:
+                    self.fled = time.monotonic()
                 was = self.brokers.current
                 round_done = self.brokers.next()  # a pair: the other broker, at once (its vote for a failover)
                 delay = backoff.next() if round_done else 0.0
-                if self.welcomed:
+                if self.refused:
+                    self.say(f"mesh worker: the broker at {was} is the standby; trying {self.brokers.current} "
+                             f"in {delay:.0f}s")
+                elif self.welcomed:
                     self.say(f"mesh worker: the broker at {was} stopped answering; "
                              f"reconnecting to {self.brokers.current} in {delay:.0f}s")
                 else:
@@ -123,12 +133,19 @@ class Worker:
                 self._connect()
                 poller.register(self.sock, zmq.POLLIN)
 
+    def _current(self, h):
+        """From the broker it follows: one of the highest epoch heard (a replaced one must not
+        start or end anything), or the one that welcomes this connection (it may be a pair
+        started afresh, at a lower epoch)."""
+        return h.get("ep", 0) >= self.epoch or (h["k"] == wire.WELCOME and not self.welcomed)
+
     def _handle(self, h):
         k = h["k"]
-        if h.get("ep", 0) < self.epoch:
-            return  # from a broker another has replaced (fenced): it must not start or end anything
         self.epoch = h.get("ep", 0)
-        if k == wire.WELCOME:
+        if k == wire.STANDBY:  # it is the standby of a pair: go back to the other, unless it is taking over
+            # (the one we just left for dead still looks alive to it for a moment: stay then)
+            self.refused = bool(h.get("peer_alive")) and time.monotonic() - self.fled > heartbeat.EXPIRY
+        elif k == wire.WELCOME:
             if not self.welcomed:
                 self.say(f"mesh worker: registered with the broker at {self.brokers.current}")
                 self.welcomed = True

@@ -98,8 +98,12 @@ def test_a_broker_frozen_past_the_expiry_doubts_until_it_hears_its_peer(ctx):
     a.heard(beat(Role.STARTING))
     a.froze(2 * EXPIRY)
     assert a.doubting and not a.active and not a.shipping()
-    assert a.heard(beat(Role.STANDBY, 1, holds=True)) is None
+    assert a.heard(beat(Role.STANDBY, 1, holds=True)) is None  # sent during the freeze: old news
+    assert a.doubting
+    assert a.heard(dict(beat(Role.STANDBY, 1, holds=True), echo=a.beats)) is None  # it heard us since we woke
     assert a.active  # no one took over: it goes on
+    a.froze(2 * EXPIRY)
+    assert a.heard(dict(beat(Role.ACTIVE, 2), echo=0)) == "fence"  # a higher epoch is news at any time
 
 
 def test_the_restarted_old_primary_becomes_standby_of_the_broker_that_holds_the_state(ctx):
@@ -111,16 +115,20 @@ def test_the_restarted_old_primary_becomes_standby_of_the_broker_that_holds_the_
     assert b.heard(beat(Role.STARTING, 1, primary=True)) == "take over" and b.role is Role.ACTIVE
 
 
-def test_answers_kept_are_bounded_by_count_and_by_bytes():
+def test_answers_kept_are_bounded_and_no_predict_pushes_out_an_effect():
     import numpy as np
 
     from mesh.broker import answers as kept
     a = kept.Answers()
-    big = np.zeros((kept.MAX_CACHED_ROWS, 256))  # 8 MiB a piece
-    for i in range(20):
-        a.add((b"c", i), {"ok": True}, [big])
-    assert a.bytes <= kept.MAX_BYTES and a.bytes == sum(x.nbytes for _, _, arrays in a.since(0) for x in arrays)
-    assert (b"c", 19) in a and (b"c", 0) not in a  # the oldest went first
-    for i in range(20, 20 + kept.MAX_ANSWERS + 5):
+    a.add((b"c", 0), {"ok": True, "loss": 0.5})  # a backprop's answer
+    big = np.zeros((kept.MAX_CACHED_ROWS, 256))  # 8 MiB of outputs a piece
+    for i in range(1, 21):
+        a.add((b"c", i), {"ok": True}, [big], effect=False)
+    assert a.bytes <= kept.MAX_BYTES and a.bytes == sum(x.nbytes for _, _, arrays in a.outputs.values()
+                                                          for x in arrays)
+    assert (b"c", 20) in a and (b"c", 1) not in a  # the oldest outputs went first
+    assert a.get((b"c", 0)) == ({"ok": True, "loss": 0.5}, [])  # the effect stays
+    for i in range(21, 21 + kept.MAX_ANSWERS + 5):
         a.add((b"c", i), {"ok": True})
-    assert len(a.by_key) == kept.MAX_ANSWERS and a.get((b"c", 20 + kept.MAX_ANSWERS + 4)) == ({"ok": True}, [])
+    assert len(a.effects) == kept.MAX_ANSWERS and (b"c", 0) not in a
+    assert [key[1] for key, *_ in a.since(a.serial - 2)] == [21 + kept.MAX_ANSWERS + 3, 21 + kept.MAX_ANSWERS + 4]

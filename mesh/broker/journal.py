@@ -137,8 +137,8 @@ class Shipper:
             self.last_broker = text
         new = answers.since(self.last_answer)
         if new:
-            body = [[client.hex(), req, fields, len(arrays)] for (client, req), fields, arrays in new]
-            self.ship("answers", body, [a for _, _, arrays in new for a in arrays])
+            body = [[client.hex(), req, fields, len(arrays), effect] for (client, req), fields, arrays, effect in new]
+            self.ship("answers", body, [a for _, _, arrays, _ in new for a in arrays])
             self.last_answer = answers.serial
         for nid, net in b.nets.items():
             self.sync_net(net)
@@ -184,9 +184,21 @@ class Shadow:
         self.pending = []  # records of the sync under way
         self.applied = 0   # the last commit applied
         self.whole = False  # a reset and a commit since: it holds the active's whole state
+        self.seen = None   # the last record's number: one missing (zmq drops them on a reconnect) breaks the stream
+        self.broken = False
 
     def take(self, h, arrays):
-        """Apply one SHIP; the seq to acknowledge once it completes a sync, else None."""
+        """Apply one SHIP; the seq to acknowledge once it completes a sync, else None; "gap"
+        when a record is missing: nothing more is applied until the active starts over."""
+        seq, what = h["seq"], h["what"]
+        gap = self.seen is not None and seq != self.seen + 1
+        self.seen = seq
+        if what == "reset":
+            self.pending, self.broken = [], False
+        elif gap or self.broken:
+            self.pending = []
+            first, self.broken = not self.broken, True
+            return "gap" if first else None
         body = json.loads(bytes(arrays[0]).decode())
         self.pending.append((h["what"], body, list(arrays[1:])))
         if h["what"] != "commit":
@@ -204,8 +216,8 @@ class Shadow:
             self.broker = body
         elif what == "answers":
             at = 0
-            for client, req, fields, n in body:
-                self.answers.add((bytes.fromhex(client), req), fields, data[at:at + n])
+            for client, req, fields, n, effect in body:
+                self.answers.add((bytes.fromhex(client), req), fields, data[at:at + n], effect)
                 at += n
         elif what == "net":
             self.nets.setdefault(body["id"], {"log": [], "train": None})["meta"] = body

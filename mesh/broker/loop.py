@@ -93,7 +93,8 @@ class Broker:
             events = dict(poller.poll(TICK * 1000))
             t = time.monotonic()
             if self.paired is not None:
-                self.paired.froze(t - self.frozen_at)
+                if self.paired.froze(t - self.frozen_at):  # workers and groups were not silent: we were
+                    self.forgive()
                 self.frozen_at = t
                 if not self.paired.active:  # a standby (or a broker in doubt) reads its client socket only
                     if self.front in events:
@@ -120,10 +121,11 @@ class Broker:
                 log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
 
     def close(self):
-        if self.paired is not None:
+        if self.paired is not None:  # one of a pair: its groups are the standby's to take over
             self.paired.close()
-        for net in list(self.nets.values()):
-            self.stop_net(net)
+        else:
+            for net in list(self.nets.values()):
+                self.stop_net(net)
         # workers are not told to stop: they reconnect to the next broker, which ends what they still run
         if self.dashboard is not None:
             self.dashboard.close()
@@ -133,6 +135,8 @@ class Broker:
 
     def tick(self):
         if self.paired is not None and not self.paired.tick():
+            if self.paired.pair.doubting:  # keep the workers ours while we wait to hear the peer
+                self.heartbeat_workers()
             return
         now = time.monotonic()
         for job in [j for j in self.ports.jobs if j.deadline < now]:
@@ -152,11 +156,20 @@ class Broker:
                           if g["alive"] and g["pid"] and now - g["heard"] > heartbeat.EXPIRY]
                 for gid in silent:  # alive but stuck (stopped, wedged): end it, then rebuild
                     g = net.groups[gid]
-                    self._send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
+                    self.send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
                 if silent and not net.failed:
                     self.group_lost(net, silent, f"{net.describe(silent[0])} stopped answering heartbeats")
         if self.dashboard is not None:
             self.dashboard.offer(self)
+
+    def forgive(self):
+        """Count every worker and group as heard now (after this broker's own loop stalled)."""
+        now = time.monotonic()
+        for w in self.workers.values():
+            w["peer"].heard_now()
+        for net in self.nets.values():
+            for g in net.groups.values():
+                g["heard"] = now
 
     def when_shipped(self, then):
         """then() once a standby holds the state as it is now (at once without one)."""
@@ -166,7 +179,7 @@ class Broker:
         """Due heartbeats out; also called inside long work, so workers never think us gone."""
         for wid, w in self.workers.items():
             if w["peer"].due():
-                self._send_worker(wid, {"k": wire.HEARTBEAT})
+                self.send_worker(wid, {"k": wire.HEARTBEAT})
 
     def on_front(self):
         try:
@@ -247,7 +260,7 @@ class Broker:
             if net.groups[gid]["alive"]:
                 self.group_lost(net, [gid], f"{net.describe(gid)} cannot be reached")
 
-    def _send_worker(self, wid, header):
+    def send_worker(self, wid, header):
         if self.paired is not None:
             header["ep"] = self.paired.epoch
             waiting = self.workers.get(wid, {}).get("waiting")
@@ -270,15 +283,15 @@ class Broker:
             log.info("worker %s joined from %s (%s slots, memory %s)", name, h["host"], h.get("slots"),
                      h.get("memory") or "unlimited")
         waiting = self.workers[wid].pop("waiting", None) or []
-        self._send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port, "inbox_ipc": self.inbox_ipc})
+        self.send_worker(wid, {"k": wire.WELCOME, "inbox_port": self.inbox_port, "inbox_ipc": self.inbox_ipc})
         for header in waiting:  # sent to it after a failover, before it came back
-            self._send_worker(wid, header)
+            self.send_worker(wid, header)
         runs = dict(h.get("groups") or {})
         for gid, pid in runs.items():  # back after we gave it up: end what it still runs
             net = self.nets.get(str(gid).split(".")[0])
             g = net.groups.get(gid) if net else None
             if g is None or g["pid"] != pid or g["worker"] != wid:
-                self._send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
+                self.send_worker(wid, {"k": wire.KILL, "gid": gid, "pid": pid})
         for net in list(self.nets.values()):  # ours on it that it no longer runs (died while it was away)
             gone = [gid for gid, g in net.groups.items()
                     if g["worker"] == wid and g["alive"] and g["pid"] is not None and gid not in runs]
@@ -360,7 +373,7 @@ class Broker:
         g = net.groups[gid]
         config = {"net": net.id, "gid": gid, "layer": g["layer"], "lo": g["lo"], "hi": g["hi"],
                   "dtype": net.spec.dtype, "token": net.token}
-        self._send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
+        self.send_worker(g["worker"], {"k": wire.SPAWN, "config": config})
 
     def run_deferred(self, net):
         """Requests that waited while the network was recovering or being snapshotted."""

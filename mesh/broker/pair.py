@@ -32,6 +32,7 @@ from .. import heartbeat, sockets, wire
 INTERVAL = 0.5
 LIVENESS = 6
 EXPIRY = INTERVAL * LIVENESS  # 3 s: a failover decides well within the 10 s asked of it
+DOUBT = 3 * INTERVAL  # a broker woken from a freeze waits this long at most to hear its peer answer it
 
 
 class Role(enum.Enum):
@@ -55,8 +56,11 @@ class Pair:
         self.heard_peer = False
         self.peer = {}            # its last heartbeat: role, epoch, primary, holds, incarnation
         self.holds = False        # standby: it holds the active's whole state (journal.Shadow.whole)
+        self.applied = 0          # standby: the last commit of the active's it applied (in its heartbeats)
         self.started = time.monotonic()
         self.doubt_until = 0.0
+        self.beats = 0            # heartbeats sent; the peer echoes the last it heard
+        self.doubt_from = 0       # in doubt, only a heartbeat echoing this one (or later) is news
         self.failovers = 0
         self.fenced_by = None
         self.seen_as = None  # the address the peer dials this broker at: one others can reach it at
@@ -88,25 +92,30 @@ class Pair:
 
     def beat(self, force=False):
         if self.link.due() or force:
+            self.beats += 1
             self.send({"k": wire.PAIR, "role": self.role.value, "epoch": self.epoch, "primary": self.primary,
                        "holds": self.holds, "incarnation": self.incarnation, "address": self.address,
-                       "you": self.peer_address})
+                       "you": self.peer_address, "n": self.beats, "echo": self.peer.get("n"),
+                       "applied": self.applied})
 
     def froze(self, seconds):
         """The loop did not come round for `seconds` (stopped, swapped out): another may have
-        taken over meanwhile; act on nothing until the peer is heard."""
+        taken over meanwhile. Act on nothing until the peer answers a heartbeat sent now (what
+        it sent during the freeze is old news), or for DOUBT at most (it may be gone)."""
         if self.role is Role.ACTIVE and seconds > EXPIRY:
-            self.doubt_until = time.monotonic() + 2 * EXPIRY
-            self.heard_peer = False
+            self.doubt_until = time.monotonic() + DOUBT
+            self.doubt_from = self.beats + 1
+            self.beat(force=True)
 
     # -- events; each returns what the broker must do: None, "activate", "take over", "fence" ----
     def heard(self, h):
         self.link.heard_now()
         self.heard_peer = True
         self.seen_as = h.get("you") or self.seen_as
-        self.peer = {k: h.get(k) for k in ("role", "epoch", "primary", "holds", "incarnation", "address")}
+        self.peer = {k: h.get(k) for k in ("role", "epoch", "primary", "holds", "incarnation", "address", "n")}
         peer_role, peer_epoch = h.get("role"), int(h.get("epoch") or 0)
-        self.doubt_until = 0.0
+        if self.doubting and (h.get("echo") or 0) >= self.doubt_from:
+            self.doubt_until = 0.0  # it heard us since we woke: what it says now is current
         if self.role is Role.ACTIVE:
             if peer_role == Role.ACTIVE.value and (peer_epoch > self.epoch or
                                                    (peer_epoch == self.epoch and not self.primary)):

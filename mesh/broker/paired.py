@@ -7,6 +7,7 @@ standby), each request (asked again after a failover?), and each answer
 (does it wait for the standby?). The decisions are pair.py's; what is
 shipped, journal.py's; taking over, takeover.py's."""
 import logging
+import time
 from collections import deque
 
 from .. import wire
@@ -19,6 +20,7 @@ log = logging.getLogger("mesh.broker")
 # requests whose answer a client that asks again after a failover gets again, instead of a second effect
 ANSWERED_ONCE = {wire.CREATE, wire.LOAD, wire.BACKPROP, wire.TRAIN, wire.SET_WEIGHTS, wire.DROP, wire.CANCEL}
 FENCED_EXIT = 3  # the exit code of a fenced broker
+STALL = 2.0  # seconds without an acknowledgement of the last commit before the standby is sent it all again
 
 
 class Fenced(SystemExit):
@@ -34,6 +36,7 @@ class Paired:
         self.answers = Answers()   # of requests with an effect (and remembered predicts), for one asked again
         self.asked = {}            # (client, request id) -> kind, of those being worked on
         self.waiting = deque()     # (commit, send) of answers the standby must hold first
+        self.stalled_since = None  # since when the standby has not acknowledged the last commit
 
     @property
     def epoch(self):
@@ -44,7 +47,9 @@ class Paired:
         return self.pair.active
 
     def froze(self, seconds):
+        """True if the loop stalled long enough for this broker to doubt itself (pair.froze)."""
         self.pair.froze(seconds)
+        return self.pair.doubting
 
     def close(self):
         self.pair.close()
@@ -58,6 +63,7 @@ class Paired:
             return False
         if self.pair.shipping():
             self.ship()
+            self.unstick()
         elif self.waiting:  # no standby (gone, or never came): no one to wait for
             self.release(all_of_them=True)
         return True
@@ -83,7 +89,20 @@ class Paired:
         except OverflowError:  # it fell behind by a whole queue: start it over
             log.warning("the standby broker fell behind; shipping it the whole state again")
             self.shipper.reset()
-            return self.shipper.committed
+            return self.shipper.seq + 1  # covered only by the commit of the next, whole, sync
+
+    def unstick(self):
+        """A commit the standby never acknowledges (the record lost on a reconnect, with nothing
+        after it to show the gap): after a while, ship it all again."""
+        now = time.monotonic()
+        if self.shipper.acked >= self.shipper.committed:
+            self.stalled_since = None
+        elif self.stalled_since is None:
+            self.stalled_since = now
+        elif now - self.stalled_since > STALL:
+            log.warning("the standby broker has not acknowledged the state for %.0fs; shipping it all again", STALL)
+            self.shipper.reset()
+            self.stalled_since = None
 
     def when_shipped(self, then):
         """then() once the standby holds the state as it is now (at once without one)."""
@@ -116,6 +135,8 @@ class Paired:
             return True
         if not worker_op:
             self.refuse(ident, k, h)
+        else:  # a worker: back to the active one at once, if there is one
+            self.b.send_worker(ident, {"k": wire.STANDBY, "peer_alive": self.pair.peer_alive()})
         return False
 
     def from_peer(self, k, h, arrays):
@@ -125,13 +146,26 @@ class Paired:
             if h.get("incarnation") != pair.peer.get("incarnation"):
                 self.shipper.reset()  # a new standby process: it holds nothing of ours
             self.act(pair.heard(h))
+            if pair.role is Role.ACTIVE:  # its heartbeat says what it applied too: an acknowledgement lost is no hang
+                self.acknowledged(h.get("applied") or 0)
         elif k == wire.SHIP and pair.role in (Role.STANDBY, Role.STARTING):
             done = self.shadow.take(h, arrays)
-            if done is not None:
-                pair.holds = self.shadow.whole
+            if done == "gap":
+                log.warning("a record from the active broker went missing; asking it to start over")
+                pair.send({"k": wire.SHIPPED, "gap": True})
+            elif done is not None:
+                pair.holds, pair.applied = self.shadow.whole, done
                 pair.send({"k": wire.SHIPPED, "seq": done})
         elif k == wire.SHIPPED and pair.role is Role.ACTIVE:
-            self.shipper.acked = max(self.shipper.acked, int(h["seq"]))
+            if h.get("gap"):
+                self.shipper.reset()
+            else:
+                self.acknowledged(int(h["seq"]))
+
+    def acknowledged(self, seq):
+        if seq > self.shipper.acked:
+            self.shipper.acked = seq
+            self.stalled_since = None
             self.release()
 
     def refuse(self, client, k, h):
@@ -165,8 +199,9 @@ class Paired:
         if kind is not None:
             if key in self.answers:
                 fields, arrays = self.answers.get(key)
-            elif sum(len(a) for a in arrays) <= MAX_CACHED_ROWS:
-                self.answers.add(key, fields, arrays)  # shipped with the next sync, before any step after it
+            elif kind in ANSWERED_ONCE or sum(len(a) for a in arrays) <= MAX_CACHED_ROWS:
+                # shipped with the next sync, before any step after it
+                self.answers.add(key, fields, arrays, effect=kind in ANSWERED_ONCE)
         if client is None:
             return
         go = lambda: send(client, req, arrays, fields)  # noqa: E731
