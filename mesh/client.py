@@ -62,7 +62,9 @@ class Client:
         self.sent = {}      # request id -> (op, seconds to wait) of requests not yet answered
         self.answers = {}   # request id -> frames of answers that came before they were waited for
         self.outbox = {}    # a pair's client: request id -> (header, arrays), to send again after a failover
-        self.kept = deque(maxlen=64)  # ...and (id, network, header, arrays) of its last remembered predicts
+        self.kept = deque(maxlen=64)  # ...and [id, network, header, arrays, used] of its last remembered
+                                      # predicts (used: an answered backprop trained on it)
+        self.resend_at = None  # when to ask a standby again (it is taking over)
         self.fled = -FAILOVER_AFTER  # when it last left a broker that went silent or dropped the connection
         self.unreachable = 0  # brokers in a row that accepted no connection
         self._open()
@@ -118,7 +120,7 @@ class Client:
         if self.brokers.pair:
             self.outbox[rid] = ({"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
             if op == wire.PREDICT and fields.get("keep"):
-                self.kept.append((rid, fields.get("net"), *self.outbox[rid]))
+                self.kept.append([rid, fields.get("net"), *self.outbox[rid], False])
         return rid
 
     def wait(self, rid, on_progress=None):
@@ -128,6 +130,9 @@ class Client:
         try:
             deadline = time.monotonic() + wait
             while rid not in self.answers:
+                if self.resend_at is not None and time.monotonic() >= self.resend_at:
+                    self.resend_at = None
+                    self._resend()
                 if not self.sock.poll(self._next_poll(deadline) * 1000):
                     if self.brokers.pair and self._watch_pair(op):
                         deadline = time.monotonic() + wait  # the work starts again at the other broker
@@ -153,6 +158,7 @@ class Client:
                         on_progress(h)
                 elif h.get("id") in self.sent:
                     self.answers[h["id"]] = (h, out)
+                    self._used(h["id"])
                 # else: a late answer to a request that timed out
         except KeyboardInterrupt:
             raise
@@ -203,26 +209,47 @@ class Client:
     def _event(self):
         return zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())["event"]
 
+    def _before(self, rid, net):
+        """The remembered predict a backprop (request rid) on net trains on: the last one before it."""
+        return next((k for k in reversed(self.kept) if k[1] == net and k[0] < rid), None)
+
+    def _used(self, rid):
+        """An answered backprop has used its network's remembered predict."""
+        header = self.outbox.get(rid, ({},))[0]
+        if header.get("k") == wire.BACKPROP:
+            kept = self._before(rid, header.get("net"))
+            if kept is not None:
+                kept[4] = True
+
     def _fail_over(self, flip=True):
-        """Talk to the other broker of the pair (flip), or the same one in a moment, and ask it again
-        what is unanswered, in order. A backprop is preceded by the predict it trains on, if that
-        was answered already: the new broker does not hold its pass."""
-        if flip:
-            self.sock.disable_monitor()
-            self.monitor.close(linger=0)
-            self.sock.close(linger=0)
-            self.brokers.next()
-            self._open()
-        else:
-            time.sleep(PING_EVERY / 4)
-        again = []
-        for rid in sorted(self.sent):
-            header, arrays = self.outbox[rid]
-            if header["k"] == wire.BACKPROP:
-                before = [k for k in self.kept if k[1] == header.get("net") and k[0] < rid]
-                if before and before[-1][0] not in self.sent and before[-1][0] not in again:
-                    again.append(before[-1][0])
-                    sockets.send(self.sock, before[-1][2], before[-1][3], flags=zmq.NOBLOCK)
+        """Talk to the other broker of the pair (flip) and ask it again what is unanswered; or
+        ask the same one again in a moment (once, however many refusals come meanwhile)."""
+        if not flip:
+            self.resend_at = self.resend_at or time.monotonic() + PING_EVERY / 2
+            return
+        self.sock.disable_monitor()
+        self.monitor.close(linger=0)
+        self.sock.close(linger=0)
+        self.brokers.next()
+        self._open()
+        self.resend_at = None
+        self._resend()
+
+    def _resend(self):
+        """Every unanswered request, in order, with the remembered predicts that backprops still to
+        come train on, answered or not: the new broker does not hold their passes. (Those are the
+        one before each unanswered backprop, and each network's last one no backprop has used.)"""
+        again = {rid: self.outbox[rid] for rid in self.sent}
+        for rid in list(again):
+            kept = self._before(rid, again[rid][0].get("net")) if again[rid][0]["k"] == wire.BACKPROP else None
+            if kept is not None:
+                again.setdefault(kept[0], (kept[2], kept[3]))
+        for net in {k[1] for k in self.kept}:
+            last = self._before(float("inf"), net)
+            if not last[4]:
+                again.setdefault(last[0], (last[2], last[3]))
+        for rid in sorted(again):
+            header, arrays = again[rid]
             sockets.send(self.sock, header, arrays, flags=zmq.NOBLOCK)
 
     def _check_connected(self, op):
@@ -263,7 +290,8 @@ class Client:
         raise RemoteError(f"unknown network {net_id!r}")
 
     def status(self):
-        h, _ = self.request(wire.STATUS)
+        """Of the active broker (a pair's client); of the one broker asked, standby or not, otherwise."""
+        h, _ = self.request(wire.STATUS, pair=self.brokers.pair)
         return {k: h[k] for k in ("broker", "workers", "networks")}
 
     def load(self, path, timeout=None):

@@ -244,3 +244,21 @@ def test_a_client_of_a_pair_where_no_broker_listens_says_so():
         with Client(f"tcp://127.0.0.1:{a},tcp://127.0.0.1:{b}", timeout=60) as c:
             with pytest.raises(MeshTimeout, match="no broker answers at .*neither accepted a connection"):
                 c.status()
+
+
+def test_a_backprop_after_a_failover_noticed_by_another_call_trains_on_its_predict(pair_mesh):
+    """predict, then the active broker dies and the client notices during another call (status):
+    the backprop that follows still trains on that predict, as on a twin without a failover."""
+    h = pair_mesh("")
+    X, Y = data(rows=4)
+    net, twin = (h.client.create([6, 5, 3], seed=4, **SPEC) for _ in range(2))
+    out = net.predict(X)
+    os.kill(h.mesh.brokers[0].pid, signal.SIGKILL)
+    h.mesh.brokers[0].wait(30)
+    assert h.client.status()["broker"]["pair"]["epoch"] == 2  # the client moved during this call
+    np.testing.assert_array_equal(out, twin.predict(X))
+    assert net.backprop(Y, learning_rate=0.05) == twin.backprop(Y, learning_rate=0.05)
+    for (W, b), (Wt, bt) in zip(net.weights(), twin.weights()):
+        np.testing.assert_array_equal(W, Wt)
+    h.remember(net)
+    h.remember(twin)

@@ -169,7 +169,7 @@ class Paired:
             self.release()
 
     def refuse(self, client, k, h):
-        if k == wire.STATUS:
+        if k == wire.STATUS and not h.get("pair"):  # asked of this broker alone: how the standby is
             return self.b.reply(client, h.get("id"), ok=True, **self.b.status())
         self.b.reply(client, h.get("id"), ok=False, standby=True, peer_alive=self.pair.peer_alive(),
                      error=f"this broker is the standby of a pair; the active one is at {self.pair.peer_address}")

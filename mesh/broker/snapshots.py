@@ -22,9 +22,6 @@ class Snapshot(Job):
         net.snapshotting = True  # again, when a recovery restarts it
         net.snapshots_taken += 1
         self.id = net.snapshots_taken
-        self.after = net.sent.done  # what to_group puts in each SNAP: the groups copy after those steps
-        self.inputs = net.layer1_width  # what they hold then: a GROW sent later reaches them after the SNAP
-        self.mark = len(net.log)  # likewise what is logged from now on is not in their copies
         self.copying = set(net.groups)
         self.keeping = set(net.groups)  # replicas to be kept (by a keeper, or the broker for one group)
         self.late = False
@@ -35,6 +32,9 @@ class Snapshot(Job):
         net = self.net
         if self.finished:
             return
+        self.after = net.sent.done  # what to_group puts in each SNAP: the groups copy after those steps
+        self.inputs = net.layer1_width  # what they hold then: a GROW sent later reaches them after the SNAP
+        self.mark = len(net.log)  # likewise what is logged from now on is not in their copies
         whole = net.snapshot["id"] if net.snapshot else None  # groups keep it until this one is whole
         for gid in net.groups:
             self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id, "whole": whole})

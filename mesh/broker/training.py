@@ -115,6 +115,9 @@ class Train(Job):
         job = cls(ports, net, client, req, timeout, X, Y, opts)
         job.resuming, job.mark = True, mark
         job.configuring = set()  # the optimizer settings are in the log the recovery replays
+        # how far it got, already: a cancel that comes before it resumes says so
+        job.epoch, job.steps_done, job.rows_done, job.history = (mark["epoch"], mark["steps_done"],
+                                                                 mark["rows_done"], list(mark["history"]))
         return job
 
     def run(self):
