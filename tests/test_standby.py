@@ -262,3 +262,37 @@ def test_a_backprop_after_a_failover_noticed_by_another_call_trains_on_its_predi
         np.testing.assert_array_equal(W, Wt)
     h.remember(net)
     h.remember(twin)
+
+
+def test_stopping_the_active_broker_leaves_its_networks_to_the_standby(pair_mesh):
+    """SIGTERM (systemctl stop, a pod deleted) is not the end of the networks: the stopped broker
+    leaves its groups running, and the standby takes them over with their weights."""
+    h = pair_mesh("")
+    X, _ = data(rows=8)
+    net = h.client.create([6, 5, 3], seed=4, **SPEC)
+    out = net.predict(X, remember=False)
+    pids = {p["gid"]: p["pid"] for p in net.processes()}
+    h.mesh.brokers[0].send_signal(signal.SIGTERM)
+    assert h.mesh.brokers[0].wait(30) == 0
+    np.testing.assert_array_equal(net.predict(X, remember=False), out)
+    assert {p["gid"]: p["pid"] for p in net.processes()} == pids and pair_status(h)["epoch"] == 2
+    h.remember(net)
+
+
+def test_workers_follow_a_pair_started_afresh_after_a_failover(pair_mesh):
+    """Workers that saw epoch 2 obey a pair started again from nothing (epoch 1): they take the
+    epoch of the broker that welcomes them."""
+    h = pair_mesh("")
+    os.kill(h.mesh.brokers[0].pid, signal.SIGKILL)
+    wait_until(lambda: pair_status(h)["epoch"] == 2 and len(h.client.status()["workers"]) == 2,
+               "the standby took over and both workers came to it")
+    os.kill(h.mesh.brokers[1].pid, signal.SIGKILL)
+    h.mesh.brokers[1].wait(30)
+    a, b = h.mesh.address.split(",")
+    h.mesh.start_broker(["--bind", a, "--peer", b, "--primary"])
+    h.mesh.start_broker(["--bind", b, "--peer", a])
+    wait_until(lambda: len(h.client.status()["workers"]) == 2, "both workers joined the new pair", seconds=90)
+    assert pair_status(h)["epoch"] == 1
+    net = h.client.create([3, 1], seed=1, **{**SPEC, "output": "sigmoid", "loss": "mse"})  # its groups start
+    assert net.predict(np.zeros((2, 2))).shape == (2, 1)
+    h.remember(net)
