@@ -296,3 +296,17 @@ def test_workers_follow_a_pair_started_afresh_after_a_failover(pair_mesh):
     net = h.client.create([3, 1], seed=1, **{**SPEC, "output": "sigmoid", "loss": "mse"})  # its groups start
     assert net.predict(np.zeros((2, 2))).shape == (2, 1)
     h.remember(net)
+
+
+def test_the_dashboard_of_a_pair_says_which_broker_it_is():
+    import json
+    import urllib.request
+    h = Harness(1, timeout=60, standby=True, dashboard="127.0.0.1:0")
+    try:
+        url = h.mesh.dashboard_url.rstrip("/") + "/api/state"  # the first broker's: the active one
+        wait_until(lambda: (json.load(urllib.request.urlopen(url, timeout=10))["broker"]["pair"] or {}).get(
+            "peer_role") == "standby", "the dashboard shows the pair")
+        pair = json.load(urllib.request.urlopen(url, timeout=10))["broker"]["pair"]
+        assert (pair["role"], pair["epoch"], pair["failovers"]) == ("active", 1, 0)
+    finally:
+        h.stop()

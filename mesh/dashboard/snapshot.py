@@ -104,7 +104,8 @@ class Watch:
         state = {
             "time": time.time(),
             "broker": {"address": broker.address, "pid": os.getpid(), "uptime": num(time.time() - self.started, 1),
-                       "snapshot_ms": num(self.build_seconds * 1000, 3)},
+                       "snapshot_ms": num(self.build_seconds * 1000, 3),
+                       "pair": broker.paired.status() if broker.paired is not None else None},
             "workers": workers,
             "networks": nets,
             "processes": {s: states.get(s, 0) for s in ("alive", "dead", "restarting", "starting")},

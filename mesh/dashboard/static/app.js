@@ -251,7 +251,8 @@ function drawTables(state) {
 // -- each snapshot ---------------------------------------------------------
 function render(state) {
   const b = state.broker;
-  $("broker").textContent = `broker ${b.address} · pid ${b.pid} · up ${fmt.secs(b.uptime)} · ` +
+  const pair = b.pair ? ` · ${b.pair.role} of a pair (epoch ${b.pair.epoch}, peer ${b.pair.peer_role || "not heard"})` : "";
+  $("broker").textContent = `broker ${b.address} · pid ${b.pid} · up ${fmt.secs(b.uptime)}${pair} · ` +
     `${state.workers.length} workers · ${state.processes.alive} processes alive`;
   const hosts = [...new Set(state.networks.flatMap((n) => n.groups.map((g) => g.host)))].sort();
   const legend = $("legend");
