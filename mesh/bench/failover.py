@@ -47,11 +47,17 @@ def train_rate(net, X, Y):
     return 2 * len(X) / (time.perf_counter() - t)
 
 
+def online_rate(net, X, Y):
+    t = time.perf_counter()
+    net.online(X, Y, learning_rate=0.05, window=8)
+    return len(X) / (time.perf_counter() - t)
+
+
 def cost(standby, n, X, Y):
     with LocalMesh(2, timeout=120, standby=standby) as client:
         small = client.create([5, 5, 1], seed=7, **SPEC)
         wide = client.create([64, 64, 1], seed=1, **SPEC)
-        return predict_p50(small, n), train_rate(wide, X, Y)
+        return predict_p50(small, n), train_rate(wide, X, Y), online_rate(small, X[:n], Y[:n])
 
 
 def failover_round(X, Y):
@@ -97,28 +103,32 @@ def failover_round(X, Y):
 def run(rounds=3, quick=False, log=print):
     n, rows = (100, 512) if quick else (400, 2048)
     X, Y = data(rows)
-    p50 = {False: [], True: []}
-    rate = {False: [], True: []}
+    p50, rate, online = ({False: [], True: []} for _ in range(3))
     for r in range(rounds):
         for standby in (False, True):
-            lat, rps = cost(standby, n, X, Y)
+            lat, rps, pairs = cost(standby, n, X, Y)
             p50[standby].append(lat)
             rate[standby].append(rps)
+            online[standby].append(pairs)
             log(f"  round {r + 1}: {'pair' if standby else 'single'} predict p50 {lat * 1e6:.0f} us, "
-                f"training {rps:,.0f} rows/s")
+                f"training {rps:,.0f} rows/s, online {pairs:,.0f} pairs/s")
     fail = []
     for r in range(rounds):
         fail.append(failover_round(X, Y))
         log(f"  failover round {r + 1}: training answered {fail[-1][0]:.1f}s after the kill "
             f"(run {fail[-1][1]:.1f}s, {fail[-1][2]:.1f}s without); first predict {fail[-1][3]:.1f}s after a kill")
-    med = {"p50_1": float(np.median(p50[False])), "r_1": float(np.median(rate[False]))}
+    med = {"p50_1": float(np.median(p50[False])), "r_1": float(np.median(rate[False])),
+           "o_1": float(np.median(online[False]))}
     ratios_p50 = [a / b for a, b in zip(p50[True], p50[False])]
     ratios_rate = [a / b for a, b in zip(rate[True], rate[False])]
+    ratios_online = [a / b for a, b in zip(online[True], online[False])]
     return [
         {"measure": "predict p50, pair (us)", "median (min-max)": fmt_spread([v * 1e6 for v in p50[True]], 0),
          "baseline": f"{med['p50_1'] * 1e6:.0f} single", "ratio": fmt_spread(ratios_p50)},
         {"measure": "exact training, pair (rows/s)", "median (min-max)": fmt_spread(rate[True], 0),
          "baseline": f"{med['r_1']:.0f} single", "ratio": fmt_spread(ratios_rate)},
+        {"measure": "online, [5,5,1] window 8, pair (pairs/s)", "median (min-max)": fmt_spread(online[True], 0),
+         "baseline": f"{med['o_1']:.0f} single", "ratio": fmt_spread(ratios_online)},
         {"measure": "kill -9 mid-training -> run answered (s)", "median (min-max)": fmt_spread([f[0] for f in fail], 1),
          "baseline": "", "ratio": ""},
         {"measure": "training run through a failover (s)", "median (min-max)": fmt_spread([f[1] for f in fail], 1),
