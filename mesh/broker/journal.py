@@ -4,16 +4,17 @@ The active ships the state a failover cannot rebuild from the groups: the
 workers, each network's record (spec, encoder, placement, token, state,
 generation, step counters, which snapshot is whole and who holds it), its
 step log since that snapshot (the rows of each step: data, never weights),
-the data and position of an exact training run, and the answers given to
-state-changing requests. One sync ships what changed since the last, then a
-COMMIT; the standby applies a sync whole or not at all, and acknowledges
-each commit. The broker lets nothing out that the standby would have to
-take back: a reply waits for the commit that covers it, and a snapshot's
-SNAP (which lets groups forget the older one) waits for the commit that
-says which snapshot is whole.
+the data and position of an exact training run, and the answers given
+(answers.py). One sync ships what changed since the last, then a COMMIT;
+the standby applies a sync whole or not at all, and acknowledges each
+commit. No client hears of an effect the standby would not know: the answer
+to a request with an effect waits for the commit that covers it
+(paired.py); and a snapshot's SNAP (which lets groups forget the older one)
+waits for the commit that says which snapshot is whole.
 
 A record is one SHIP message: a small header ("seq", "what"), its JSON
-body as a byte array, and the numpy arrays it carries."""
+body as a byte array, and the numpy arrays it carries. Records are numbered:
+the standby that misses one asks for everything again."""
 import json
 
 import numpy as np

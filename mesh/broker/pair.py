@@ -10,17 +10,18 @@ mesh key may speak for a broker.
         │ ──peer starting or standby, holding no state: the primary ─▶ ACTIVE
         │ ──peer silent for EXPIRY: the primary ──────────▶ ACTIVE
         │ ──peer silent for EXPIRY: the backup ───────────▶ STANDBY
-    STANDBY ──peer silent AND a worker or client comes to it (a vote)──▶ ACTIVE
+    STANDBY ──peer silent AND a worker or client came to it (a vote, good for
+              2 x EXPIRY)──────────────────────────────────────────────▶ ACTIVE
             ──peer alive but not active, and this one holds its state──▶ ACTIVE
     ACTIVE ──peer active at a higher epoch───────────────▶ FENCED (the broker exits)
 
 A standby that merely cannot see its peer does not take over: it also
-needs a vote, a worker or a client that lost the active broker and came to
-it (Binary Star's rule). Taking over raises the epoch; every message a
-broker sends workers and groups carries it, and they ignore an older one,
-so a broker that was only frozen acts on nothing when it wakes. A broker
-whose loop was frozen longer than EXPIRY doubts itself until it hears its
-peer (Pair.doubting)."""
+needs a vote, a worker or a client that came to it (Binary Star's rule).
+Taking over raises the epoch; every message a broker sends workers and
+groups carries it, and they ignore an older one, so a broker that was only
+frozen acts on nothing when it wakes. A broker whose loop was frozen longer
+than EXPIRY doubts itself (Pair.doubting) until its peer answers a heartbeat
+sent after it woke (the echo of "n"), for DOUBT at most."""
 import enum
 import os
 import time
