@@ -13,7 +13,6 @@ from collections import deque
 
 import numpy as np
 import zmq
-import zmq.utils.monitor
 
 from . import heartbeat, sockets, table, wire
 from .brokers import Brokers
@@ -184,11 +183,9 @@ class Client:
         """A pair's client hears nothing: ask; after FAILOVER_AFTER of silence, move to the
         other broker. True if it moved. MeshTimeout when neither accepts a connection."""
         now = time.monotonic()
-        dropped = False
-        while self.monitor.poll(0):
-            event = self._event()
-            dropped |= event == zmq.EVENT_DISCONNECTED  # a dead broker's host closes its connections
-            self.connected |= event != zmq.EVENT_DISCONNECTED
+        events = sockets.monitor_events(self.monitor)
+        dropped = zmq.EVENT_DISCONNECTED in events  # a dead broker's host closes its connections
+        self.connected |= any(e != zmq.EVENT_DISCONNECTED for e in events)
         if dropped or now - self.heard > FAILOVER_AFTER:
             self.unreachable = 0 if self.connected else self.unreachable + 1
             if self.unreachable >= len(self.brokers.all):
@@ -205,9 +202,6 @@ class Client:
             except zmq.Again:
                 pass
         return False
-
-    def _event(self):
-        return zmq.utils.monitor.parse_monitor_message(self.monitor.recv_multipart())["event"]
 
     def _before(self, rid, net):
         """The remembered predict a backprop (request rid) on net trains on: the last one before it."""
@@ -253,9 +247,7 @@ class Client:
             sockets.send(self.sock, header, arrays, flags=zmq.NOBLOCK)
 
     def _check_connected(self, op):
-        while self.monitor.poll(0):
-            if self._event() != zmq.EVENT_DISCONNECTED:
-                self.connected = True
+        self.connected |= any(e != zmq.EVENT_DISCONNECTED for e in sockets.monitor_events(self.monitor))
         if not self.connected and time.monotonic() - self.born > CONNECT_GRACE:
             raise MeshTimeout(f"no broker answers at {self.address}: nothing accepted a connection within "
                               f"{CONNECT_GRACE:g}s (is `mesh broker` or `mesh up` running there?); {op!r} not sent"

@@ -293,10 +293,9 @@ class Group:
 
     def rebroker(self, h, arrays):
         """A new active broker (a failover): report to its inbox from now on, and say hello there."""
-        ipc = h.get("ipc")
-        same_host = h.get("host") == self.cfg["advertise"] and sockets.ipc_listening(ipc)
         self.broker.close(linger=0)  # what waits for the old broker is for no one now
-        self.broker = sockets.make(self.ctx, zmq.PUSH, connect=ipc if same_host else h["tcp"], keys=self.keys,
+        inbox = sockets.nearest(h["tcp"], h.get("ipc"), h.get("host") == self.cfg["advertise"])
+        self.broker = sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
                                    dial=self.keys and self.keys.broker_public)
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
 

@@ -13,6 +13,7 @@ fit the budget, not the default's 10,000 messages of up to 1 GiB.
 import os
 
 import zmq
+import zmq.utils.monitor
 
 from . import wire
 
@@ -121,6 +122,20 @@ def ipc_listening(endpoint):
             return any(line.rstrip("\n").endswith(" " + name) for line in f)
     except OSError:
         return False
+
+
+def nearest(tcp, ipc, same_host):
+    """Where to dial a peer that listens on both: its unix socket when it is on this host
+    (~20 us a hop faster than tcp) and that socket is bound, else tcp."""
+    return ipc if same_host and ipc_listening(ipc) else tcp
+
+
+def monitor_events(monitor):
+    """The events a socket monitor has queued (zmq.EVENT_*), read without waiting."""
+    events = []
+    while monitor.poll(0):
+        events.append(zmq.utils.monitor.parse_monitor_message(monitor.recv_multipart())["event"])
+    return events
 
 
 def bound_endpoint(sock):

@@ -31,6 +31,18 @@ class CpuMeter:
         self.cores = (sum(self.each) + sum(self.start) + time.process_time() - self.c) / self.wall
 
 
+def predict_seconds(net, row, n, warm):
+    """Seconds each of n predicts of one row took (after warm ones, not timed)."""
+    for _ in range(warm):
+        net.predict(row, remember=False)
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        net.predict(row, remember=False)
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def spread(values):
     """'median (min-max)' of a list of numbers."""
     med = statistics.median(values)

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..client import Client
 from ..localmesh import LocalMesh
-from .common import fmt_spread
+from .common import fmt_spread, predict_seconds
 
 COLUMNS = ["measure", "median (min-max)", "baseline", "ratio"]
 SPEC = dict(activation="tanh", output="linear", dtype="float64")
@@ -30,15 +30,7 @@ def data(rows):
 
 
 def predict_p50(net, n):
-    x = np.array([[0.1] * 10])
-    for _ in range(20):
-        net.predict(x, remember=False)
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        net.predict(x, remember=False)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times))
+    return float(np.median(predict_seconds(net, np.array([[0.1] * 10]), n, warm=20)))
 
 
 def train_rate(net, X, Y):

@@ -8,6 +8,7 @@ import numpy as np
 import zmq
 
 from ..sockets import abstract_ipc
+from .common import predict_seconds
 
 HOPS = 6  # client -> broker -> layer 1 -> layer 2 -> layer 3 -> broker -> client
 
@@ -57,15 +58,7 @@ def one_hop(n=2000):
 def predict_latency(client, group_size, n=500):
     net = client.create([5, 5, 1], group_size=group_size, seed=0)
     try:
-        row = [0.3, 0.7]
-        for _ in range(50):
-            net.predict(row, remember=False)
-        ts = []
-        for _ in range(n):
-            t = time.perf_counter()
-            net.predict(row, remember=False)
-            ts.append(time.perf_counter() - t)
-        us = np.array(ts) * 1e6
+        us = np.array(predict_seconds(net, [0.3, 0.7], n, warm=50)) * 1e6
         return float(np.percentile(us, 50)), float(np.percentile(us, 99)), len(net.processes())
     finally:
         net.drop()

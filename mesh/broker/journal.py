@@ -27,8 +27,8 @@ def _dumps(value):
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
-def body_array(value):
-    return np.frombuffer(_dumps(value).encode(), dtype=np.uint8)
+def body_array(text):
+    return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
 def group_record(g):
@@ -62,10 +62,10 @@ def net_record(net):
             "trainer": trainer_record(net.trainer)}
 
 
-def broker_record(b, epoch):
+def broker_record(b):
     workers = {wid.hex(): {k: w[k] for k in ("name", "host", "hostname", "key", "slots", "pid", "memory")}
                for wid, w in b.workers.items()}
-    return {"epoch": epoch, "made": b.made, "workers": workers}
+    return {"made": b.made, "workers": workers}
 
 
 def log_entries(entries):
@@ -114,29 +114,30 @@ class Shipper:
 
     @property
     def lag(self):
-        """Commits the standby has yet to apply; None until it holds the whole state."""
+        """Records the standby has yet to apply; None until it holds the whole state."""
         if self.base is None or self.acked < self.base:
             return None
         return self.committed - self.acked
 
-    def ship(self, what, body, arrays=()):
+    def ship(self, what, body, arrays=(), text=None):
+        """One record; text: the body already as JSON (it was compared with the last one shipped)."""
         self.seq += 1
-        if not self.send({"k": wire.SHIP, "seq": self.seq, "what": what}, [body_array(body), *arrays]):
+        frames = [body_array(text if text is not None else _dumps(body)), *arrays]
+        if not self.send({"k": wire.SHIP, "seq": self.seq, "what": what}, frames):
             raise OverflowError("the standby does not keep up")
 
-    def sync(self, b, answers, epoch):
+    def sync(self, b, answers):
         """Ship what changed in broker b (and its answers) since the last sync, and a commit;
         the commit's number (or the last one, when nothing changed)."""
         before = self.seq
         if self.fresh:
             self.ship("reset", {})
             self.fresh = False
-        rec = broker_record(b, epoch)
-        text = _dumps(rec)
+        text = _dumps(broker_record(b))
         if text != self.last_broker:
-            self.ship("broker", rec)
+            self.ship("broker", None, text=text)
             self.last_broker = text
-        new = answers.since(self.last_answer)
+        new = answers.since(self.last_answer) if answers.serial != self.last_answer else ()  # no scan when none
         if new:
             body = [[client.hex(), req, fields, len(arrays), effect] for (client, req), fields, arrays, effect in new]
             self.ship("answers", body, [a for _, _, arrays, _ in new for a in arrays])
@@ -155,10 +156,9 @@ class Shipper:
         return self.committed
 
     def sync_net(self, net):
-        meta = net_record(net)
-        text = _dumps(meta)
+        text = _dumps(net_record(net))
         if text != self.last_meta.get(net.id):
-            self.ship("net", meta)
+            self.ship("net", None, text=text)
             self.last_meta[net.id] = text
         shipped_list, shipped_len = self.last_log.get(net.id, (None, 0))
         if net.log is not shipped_list or len(net.log) < shipped_len:  # a snapshot cut it: all again

@@ -401,20 +401,14 @@ class Broker:
             return  # not the process we started for this group
         g["pid"], g["endpoints"], g["alive"], g["heard"] = h["pid"], h["endpoints"], True, time.monotonic()
         g["attached"] = True
-        old = net.push.pop(h["gid"], None)
-        if old is not None:
-            old.close()
-        net.push[h["gid"]] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, h["endpoints"]), keys=self.keys,
-                                          dial=g["key"])
+        self.dial_group(net, h["gid"])
         for job in list(net.jobs):
             job.on_hello(h["gid"])
 
     def rebroker(self, net, gid):
         """After a failover: tell live group gid where this broker's inbox is; it says hello there."""
-        g = net.groups[gid]
         if gid not in net.push:
-            net.push[gid] = sockets.make(self.ctx, zmq.PUSH, connect=self.endpoint(g, g["endpoints"]),
-                                         keys=self.keys, dial=g["key"])
+            self.dial_group(net, gid)
         host = self.host
         seen_as = self.paired.pair.seen_as
         if host in ("0.0.0.0", "*", "::") and seen_as:  # bound to every interface: the name the peer uses
@@ -422,12 +416,15 @@ class Broker:
         self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{host}:{self.inbox_port}",
                                       "ipc": self.inbox_ipc, "host": self.host})
 
-    def endpoint(self, g, endpoints):
-        """Where to reach a group: its unix socket when it runs on this host, else tcp."""
-        ipc = endpoints.get("ipc")
-        if g["host"] == self.host and sockets.ipc_listening(ipc):
-            return ipc
-        return endpoints["tcp"]
+    def dial_group(self, net, gid):
+        """(Re)connect the broker's socket to group gid, at the endpoints it said hello with."""
+        g = net.groups[gid]
+        old = net.push.pop(gid, None)
+        if old is not None:
+            old.close()
+        net.push[gid] = sockets.make(self.ctx, zmq.PUSH, keys=self.keys, dial=g["key"],
+                                     connect=sockets.nearest(g["endpoints"]["tcp"], g["endpoints"].get("ipc"),
+                                                             g["host"] == self.host))
 
     def group_beat(self, net, h, arrays):
         g = net.groups[h["gid"]]

@@ -102,11 +102,14 @@ class Pair:
     def froze(self, seconds):
         """The loop did not come round for `seconds` (stopped, swapped out): another may have
         taken over meanwhile. Act on nothing until the peer answers a heartbeat sent now (what
-        it sent during the freeze is old news), or for DOUBT at most (it may be gone)."""
-        if self.role is Role.ACTIVE and seconds > EXPIRY:
-            self.doubt_until = time.monotonic() + DOUBT
-            self.doubt_from = self.beats + 1
-            self.beat(force=True)
+        it sent during the freeze is old news), or for DOUBT at most (it may be gone). True if
+        this starts a doubt."""
+        if self.role is not Role.ACTIVE or seconds <= EXPIRY:
+            return False
+        self.doubt_until = time.monotonic() + DOUBT
+        self.doubt_from = self.beats + 1
+        self.beat(force=True)
+        return True
 
     # -- events; each returns what the broker must do: None, "activate", "take over", "fence" ----
     def heard(self, h):

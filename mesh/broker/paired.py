@@ -47,9 +47,8 @@ class Paired:
         return self.pair.active
 
     def froze(self, seconds):
-        """True if the loop stalled long enough for this broker to doubt itself (pair.froze)."""
-        self.pair.froze(seconds)
-        return self.pair.doubting
+        """True if the loop just stalled long enough for this broker to doubt itself (pair.froze)."""
+        return self.pair.froze(seconds)
 
     def close(self):
         self.pair.close()
@@ -85,7 +84,7 @@ class Paired:
     def ship(self):
         """Bring the standby up to date; the commit number that covers the state as it is now."""
         try:
-            return self.shipper.sync(self.b, self.answers, self.pair.epoch)
+            return self.shipper.sync(self.b, self.answers)
         except OverflowError:  # it fell behind by a whole queue: start it over
             log.warning("the standby broker fell behind; shipping it the whole state again")
             self.shipper.reset()

@@ -116,8 +116,9 @@ class Train(Job):
         job.resuming, job.mark = True, mark
         job.configuring = set()  # the optimizer settings are in the log the recovery replays
         # how far it got, already: a cancel that comes before it resumes says so
-        job.epoch, job.steps_done, job.rows_done, job.history = (mark["epoch"], mark["steps_done"],
-                                                                 mark["rows_done"], list(mark["history"]))
+        job.epoch, job.batch_at, job.loss_sum = mark["epoch"], mark["batch_at"], mark["loss_sum"]
+        job.epoch_rows, job.rows_done, job.steps_done = mark["epoch_rows"], mark["rows_done"], mark["steps_done"]
+        job.history = list(mark["history"])
         return job
 
     def run(self):
@@ -212,11 +213,7 @@ class Train(Job):
     def resume(self):
         """Carry on from the mark (a broker failed over): the same order of rows, so the
         same steps as a run without the failover."""
-        self.resuming = False
-        m = self.mark
-        self.epoch, self.batch_at, self.loss_sum = m["epoch"], m["batch_at"], m["loss_sum"]
-        self.epoch_rows, self.rows_done, self.steps_done = m["epoch_rows"], m["rows_done"], m["steps_done"]
-        self.history = list(m["history"])
+        self.resuming = False  # resumed() set every counter from the mark
         self.net.progress = {"epoch": min(self.epoch + 1, self.o["epochs"]), "epochs": self.o["epochs"],
                              "step": self.steps_done, "loss": None, "rate": 0.0}
         if self.epoch >= self.o["epochs"]:
