@@ -14,7 +14,7 @@ from collections import deque
 import numpy as np
 import zmq
 
-from . import heartbeat, sockets, table, wire
+from . import direct, heartbeat, sockets, table, wire
 from .brokers import Brokers
 from .checkpoint import Writer, read, slot_index
 from .progress import Bar
@@ -48,9 +48,11 @@ FAILOVER_AFTER = heartbeat.EXPIRY  # ...and moves to the other broker after this
 
 
 class Client:
-    def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT, keys=None):
+    def __init__(self, address="tcp://127.0.0.1:5555", timeout=DEFAULT_TIMEOUT, keys=None, direct_predicts=True):
         """address: the broker's, or a pair's two separated by a comma (the client follows the
-        active one). keys: a keys folder (see mesh.security); default MESH_KEYS, if set."""
+        active one). keys: a keys folder (see mesh.security); default MESH_KEYS, if set.
+        direct_predicts: predict(remember=False) skips the broker when the broker leases
+        the way (direct.py); False: every predict goes through the broker."""
         from .security import Keys
         self.brokers, self.timeout = Brokers(address), float(timeout)
         self.keys = Keys(keys, "client") if keys else Keys.from_env("client")
@@ -67,6 +69,8 @@ class Client:
         self.fled = -FAILOVER_AFTER  # when it last left a broker that went silent or dropped the connection
         self.unreachable = 0  # brokers in a row that accepted no connection
         self._open()
+        local = direct_predicts and self.keys is None and direct.usable(self.brokers.all)
+        self.direct = direct.Direct(self.ctx, self._route) if local else None
 
     @property
     def address(self):
@@ -253,6 +257,13 @@ class Client:
                               f"{CONNECT_GRACE:g}s (is `mesh broker` or `mesh up` running there?); {op!r} not sent"
                               f"{self._hint()}")
 
+    def _route(self, net):
+        """A lease for predicts that skip the broker (direct.py), or None if it refuses one."""
+        try:
+            return self.request(wire.ROUTE, net=net)[0]
+        except RemoteError:
+            return None
+
     def _hint(self):
         return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
@@ -313,6 +324,10 @@ class Network:
         remember, the pass is kept so that backprop can train on it. strict
         refuses text at a position that only ever held numbers in training."""
         single = _is_single_row(rows)
+        if not remember and self.client.direct is not None:
+            out = self.client.direct.predict(self.id, rows, strict=bool(strict), chunk=chunk or 256)
+            if out is not None:
+                return out[0] if single else out
         fields, arrays = table.from_rows(rows)
         h, out = self._call(wire.PREDICT, arrays, keep=bool(remember), chunk=chunk, strict=bool(strict), **fields)
         return out[0][0] if single else out[0]
@@ -474,6 +489,8 @@ class Network:
 
     def drop(self):
         """End this network's processes."""
+        if self.client.direct is not None:
+            self.client.direct.forget(self.id)
         self._call(wire.DROP)
 
 

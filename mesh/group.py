@@ -42,6 +42,8 @@ from .steps import Watermark
 log = logging.getLogger("mesh.group")
 PEER_MISTAKES = (KeyError, ValueError, TypeError, IndexError, AttributeError)  # refused with a FAULT, never fatal
 MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
+MAX_CLIENTS = 32  # sockets kept open to clients that send predicts under a lease (the least recent close)
+CLIENT_HWM = 64   # answers queued for one client: one that stops reading loses them, it never blocks a group
 
 
 class Group:
@@ -49,6 +51,7 @@ class Group:
         self.cfg = config
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
         self.token = config["token"]  # every message of this network carries it; others are dropped unread
+        self.ptok = wire.predict_token(self.token)  # ...or this one, on a client's forward pass (direct)
         self.dtype = np.dtype(config["dtype"])
         self.keys = keys = Keys.from_env("worker")  # a group speaks with its worker's keys
         if keys is not None:
@@ -87,9 +90,10 @@ class Group:
         self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
+        self.clients = {}  # reply address -> PUSH socket, of clients that predict under a lease
 
-    def send(self, sock, header, arrays=()):
-        sockets.send(sock, header, arrays)
+    def send(self, sock, header, arrays=(), flags=0):
+        sockets.send(sock, header, arrays, flags=flags)
         self.sent += 1
 
     def tell_broker(self, header, arrays=()):
@@ -121,6 +125,8 @@ class Group:
         try:
             _, header, arrays = sockets.recv(self.inbox)
             if header.get("tok") != self.token:
+                if header.get("tok") == self.ptok and header.get("k") == wire.FWD:
+                    self.direct(header, arrays)
                 return  # not from this network's broker or groups: no reply, no state
             ep = header.get("ep")  # only a broker's messages carry it
             if ep is not None:
@@ -303,6 +309,33 @@ class Group:
         self.running = False
 
     # -- data path -------------------------------------------------------
+    def direct(self, h, arrays):
+        """A client's predict pass under a lease (direct.py): it sees the weights of step
+        h["at"] of generation h["gen"] in every group, or the client hears STALE and asks
+        the broker instead. Nothing is kept for a backward."""
+        to = h.get("reply")
+        try:
+            if self.neurons is None or self.restoring is not None or h.get("gen") != self.gen:
+                raise ValueError(f"group {self.gid} was rebuilt (generation {self.gen})")
+            if h.get("at") != self.applied.done:
+                raise ValueError(f"group {self.gid} is at step {self.applied.done}, the lease at {h.get('at')!r}")
+            self.forward(dict(h, keep=False, drop=()), arrays)
+        except PEER_MISTAKES as e:
+            self.answer(to, {"k": wire.STALE, "seq": h.get("seq"), "error": str(e)})
+
+    def answer(self, to, header, arrays=()):
+        """To a client's reply socket; never blocks (a client that stopped reading loses it)."""
+        if not isinstance(to, str) or not wire.REPLY_ADDRESS.fullmatch(to):
+            return  # an address a header made up: nobody this group may answer
+        sock = self.clients.pop(to, None) or sockets.make(self.ctx, zmq.PUSH, connect=to, hwm=CLIENT_HWM)
+        self.clients[to] = sock  # the most recent last
+        if len(self.clients) > MAX_CLIENTS:
+            self.clients.pop(next(iter(self.clients))).close()
+        try:
+            self.send(sock, header, arrays, flags=zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
     def _part(self, store, h, arrays, count, width):
         """File one part of pass seq (from source src of `count`); its parts once all are in."""
         seq, src = h["seq"], h["src"]
@@ -334,8 +367,10 @@ class Group:
             if len(self.held) >= MAX_HELD:
                 self.held.pop(next(iter(self.held)))
             self.held[seq] = (x, a)
-        if not self.down:  # the last layer: the broker gathers the outputs
-            if not h.get("head"):
+        if not self.down:  # the last layer: the broker gathers the outputs (the client, for a direct pass)
+            if "reply" in h:
+                self.answer(h["reply"], {"k": wire.OUT, "seq": seq, "src": self.index}, [a])
+            elif not h.get("head"):
                 self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
             elif seq in self.targets:
                 self.head(seq, a, *self.targets.pop(seq))

@@ -10,7 +10,9 @@ peer can only send us JSON and bytes of a declared dtype and shape.
 
 On a ROUTER socket the peer identity frame comes first and is not part of this.
 """
+import hashlib
 import json
+import re
 
 import numpy as np
 
@@ -36,6 +38,7 @@ LOAD = "load"            # spec, encoder and arrays -> a new network
 REPLY = "reply"          # broker -> client: {"ok": true, ...} or {"ok": false, "error": ...}
 PROGRESS = "progress"    # broker -> client during long work
 PING = "ping"            # client -> broker: still there? (a client of a pair asks when it hears nothing)
+ROUTE = "route"          # client -> broker: a lease for predicts that skip the broker (direct.py)
 
 # broker <-> broker: the pair (broker/pair.py), each on the other's client socket, with a mesh key.
 # Every message a broker sends a worker or a group carries its epoch "ep" once it is one of a pair.
@@ -80,6 +83,10 @@ STATE = "state"          # reply to GET
 SNAPPED = "snapped"      # reply to SNAP: the step the snapshot is at
 KEPT = "kept"            # a keeper holds the replica of "of" at "step"
 FAULT = "fault"          # a group refused a message; says why
+
+# group -> client, for a pass the client sent under a lease (direct.py): OUT with the outputs of
+# its slice, or STALE (the lease no longer holds: a step, a recovery, a new input column).
+STALE = "stale"
 
 
 # Builders of the data-path messages that more than one place sends. The
@@ -169,3 +176,14 @@ def _array(spec, frame):
         return np.frombuffer(buf, dtype=dtype).reshape(shape)
     except (TypeError, ValueError, KeyError):
         raise WireError(f"bad array: {spec!r} does not describe a frame of {len(frame)} bytes") from None
+
+
+# A lease's predict token: it admits a client's forward passes into a network's groups (and
+# nothing else), and cannot be turned back into the network token that admits everything.
+def predict_token(token):
+    return hashlib.sha256(f"predict:{token}".encode()).hexdigest()[:32]
+
+
+# Where a group may answer a client: an abstract unix socket the client bound (reachable
+# from this host's network namespace only), never an address a header makes up.
+REPLY_ADDRESS = re.compile(r"ipc://@neuromesh-reply-[0-9]+-[0-9a-f]{8}")

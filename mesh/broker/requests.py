@@ -13,7 +13,7 @@ from ..checkpoint import pack_state
 from ..encoder import Encoder
 from ..optim import OPTIMIZERS, SLOTS
 from ..spec import Spec
-from . import budgets
+from . import budgets, leases
 from .jobs import Backprop, Collect, Predict, SetWeights
 from .placement import cross_host_links
 from .states import State
@@ -201,6 +201,10 @@ def network_status(n):
             "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered, "processes": n.records()}
 
 
+def route(b, client, h, arrays):
+    b.reply(client, h.get("id"), ok=True, **leases.lease(b, network(b, h)))
+
+
 def ping(b, client, h, arrays):
     b.reply(client, h.get("id"), ok=True)
 
@@ -227,6 +231,7 @@ def fitting_layers(spec, inputs, arrays, finite=False):
 
 HANDLERS = {wire.CREATE: create, wire.PREDICT: predict, wire.BACKPROP: backprop, wire.TRAIN: train,
             wire.CANCEL: cancel, wire.WEIGHTS: weights, wire.SET_WEIGHTS: set_weights, wire.SAVE: save,
-            wire.LOAD: load, wire.PROCESSES: processes, wire.STATUS: status, wire.DROP: drop, wire.PING: ping}
+            wire.LOAD: load, wire.PROCESSES: processes, wire.STATUS: status, wire.DROP: drop, wire.PING: ping,
+            wire.ROUTE: route}
 # requests that need the whole network: while it is rebuilt or read, they wait
 WAITS_FOR_RECOVERY = {wire.PREDICT, wire.BACKPROP, wire.TRAIN, wire.WEIGHTS, wire.SAVE, wire.SET_WEIGHTS}

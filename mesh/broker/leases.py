@@ -1,0 +1,33 @@
+"""Leases for predicts that skip the broker (the client's side is direct.py).
+
+A predict that goes client -> layer 1 -> ... -> last layer -> client takes four
+hops instead of six, and none of the broker's Python. The broker still governs:
+it hands out a lease only while the network is idle, and only when the groups
+that talk to the client (layer 1 and the last layer) are on this host, where
+the client can reach their unix sockets and they the client's. A lease names
+the generation and the step whose weights it sees; a group refuses a pass whose
+lease no longer holds there (a step, a recovery, a new input column), the
+client hears STALE and asks the broker, as every predict did before.
+
+Not on a mesh with keys: the groups' inboxes admit mesh keys only, and a lease
+must not become a way around CurveZMQ."""
+from .. import wire
+from .states import State
+
+
+def lease(b, net):
+    """What a client needs to send a network predicts itself; ValueError says why not."""
+    if b.keys is not None:
+        raise ValueError("predicts go through the broker on a mesh with keys")
+    if net.state is not State.READY or net.waits():
+        raise ValueError(f"network {net.id} is {net.state.value}: predicts go through the broker until it is idle")
+    if net.inputs == 0:
+        raise ValueError(f"network {net.id} has not seen its first rows")
+    if net.sent.done != net.step:
+        raise ValueError(f"network {net.id} has a step on its way")
+    ends = [net.groups[gid] for gid in (*net.first(), *net.last())]
+    if any(g["host"] != b.host or not g["endpoints"].get("ipc") for g in ends):
+        raise ValueError(f"network {net.id} has its first or last layer on another host")
+    return {"gen": net.gen, "at": net.sent.done, "ptok": wire.predict_token(net.token), "width": net.layer1_width,
+            "encoder": net.encoder.to_dict(), "dtype": net.spec.dtype, "output": net.spec.output,
+            "first": [net.groups[gid]["endpoints"]["ipc"] for gid in net.first()], "last": len(net.last())}

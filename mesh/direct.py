@@ -1,0 +1,150 @@
+"""Predicts that skip the broker: client -> layer 1 -> ... -> last layer -> client.
+
+Four hops instead of six (client -> broker -> layers -> broker -> client), and
+none of the broker's Python on the way. The broker governs by lease
+(broker/leases.py): a network's generation and step, its layer-1 groups'
+unix sockets, a predict token that admits forward passes only, and its encoder,
+so that the client encodes rows exactly as the broker would. The client binds
+one unix socket (abstract namespace) where the last layer's groups answer.
+
+Only for predict(remember=False): a remembered predict is kept by the broker
+for the backprop that follows. Only when every broker address is on this host.
+A predict goes through the broker as before, with the same answer, whenever
+the lease does not hold any more (a group says STALE: a step was applied, the
+network was rebuilt), no answer comes within PATIENCE, or the rows do not
+encode here (the broker then says what is wrong with them)."""
+import re
+import time
+
+import numpy as np
+import zmq
+
+from . import sockets, table, wire
+from .encoder import Encoder
+from .head import output
+
+PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker
+REFUSED_FOR = 1.0  # seconds before asking again for a lease the broker refused
+CONNECT_WITHIN = 2.0  # seconds for the unix sockets of layer 1 to accept a connection
+LOCAL = re.compile(r"(ipc://|tcp://(127\.|localhost[:/]|\[::1\]))")
+
+
+def usable(addresses):
+    """Whether predicts may skip brokers at these addresses: all on this host."""
+    return all(LOCAL.match(a) for a in addresses)
+
+
+class Lease:
+    def __init__(self, ctx, fields):
+        self.gen, self.at, self.ptok = fields["gen"], fields["at"], fields["ptok"]
+        self.width, self.last, self.output = int(fields["width"]), int(fields["last"]), fields["output"]
+        self.dtype = np.dtype(fields["dtype"])
+        self.encoder = Encoder.from_dict(fields["encoder"])
+        self.first = [self._dial(ctx, ep) for ep in fields["first"]]
+        # on this host, in this network namespace; and connected (a send then fails at once, not
+        # silently later, when a group's process is gone)
+        self.reachable = all(sockets.ipc_listening(ep) for ep in fields["first"]) and all(
+            sock.poll(CONNECT_WITHIN * 1000, zmq.POLLOUT) for sock in self.first)
+
+    @staticmethod
+    def _dial(ctx, endpoint):
+        sock = sockets.make(ctx, zmq.PUSH)
+        sock.setsockopt(zmq.IMMEDIATE, 1)  # queue only to a live connection
+        sock.connect(endpoint)
+        return sock
+
+    def encode(self, rows, strict):
+        fields, arrays = table.from_rows(rows)
+        X, S, strings = table.to_table(fields, arrays)
+        M, _ = self.encoder.encode(X, S, strings, grow=False, strict=strict, dtype=self.dtype)
+        if M.shape[1] < self.width:  # columns layer 1 has that this encoder's rows never light
+            M = np.concatenate([M, np.zeros((len(M), self.width - M.shape[1]), M.dtype)], axis=1)
+        return M
+
+    def close(self):
+        for sock in self.first:
+            sock.close()
+
+
+class Direct:
+    """A client's predicts under leases, one lease per network."""
+
+    def __init__(self, ctx, ask):
+        self.ctx = ctx
+        self.ask = ask      # network id -> the broker's lease fields, or None if it refused
+        self.leases = {}    # network id -> Lease
+        self.refused = {}   # network id -> when the broker last refused a lease
+        self.reply = self.address = None  # the socket the last layer answers on, bound on first use
+        self.seq = 0
+        self.counts = {"direct": 0, "broker": 0}  # predicts answered each way (tests and benches read them)
+
+    def predict(self, net, rows, strict=True, chunk=256):
+        """Outputs (rows x outputs), or None: ask the broker."""
+        lease = self._lease(net)
+        if lease is None:
+            self.counts["broker"] += 1
+            return None
+        try:
+            M = lease.encode(rows, strict)
+        except ValueError:  # the broker refuses them too, and says why
+            M = None
+        out = None if M is None or len(M) == 0 else self._run(net, lease, M, chunk)
+        self.counts["direct" if out is not None else "broker"] += 1
+        return out
+
+    def forget(self, net):
+        lease = self.leases.pop(net, None)
+        if lease is not None:
+            lease.close()
+
+    def _lease(self, net):
+        if net in self.leases:
+            return self.leases[net]
+        if time.monotonic() - self.refused.get(net, -REFUSED_FOR) < REFUSED_FOR:
+            return None
+        fields = self.ask(net)
+        lease = fields and Lease(self.ctx, fields)
+        if lease is None or not lease.reachable:
+            if lease is not None:
+                lease.close()
+            self.refused[net] = time.monotonic()
+            return None
+        if self.reply is None:
+            self.address = sockets.abstract_ipc("reply")
+            self.reply = sockets.make(self.ctx, zmq.PULL, bind=self.address)
+        self.leases[net] = lease
+        return lease
+
+    def _run(self, net, lease, M, chunk):
+        """Send each chunk of rows to layer 1; gather the last layer's slices."""
+        parts = {}  # seq -> {src: slice of z}
+        try:
+            for lo in range(0, len(M), max(1, int(chunk))):
+                self.seq += 1
+                seq = f"d{self.seq}"
+                parts[seq] = {}
+                header = {"k": wire.FWD, "seq": seq, "src": 0, "keep": False, "gen": lease.gen, "at": lease.at,
+                          "net": net, "tok": lease.ptok, "reply": self.address}
+                for sock in lease.first:
+                    sockets.send(sock, header, [M[lo:lo + chunk]], flags=zmq.NOBLOCK)
+        except zmq.Again:  # a group that takes nothing: its process is gone
+            self.forget(net)
+            return None
+        deadline = time.monotonic() + PATIENCE
+        waiting = len(parts) * lease.last
+        while waiting:
+            if not self.reply.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                self.forget(net)
+                return None
+            _, h, arrays = sockets.recv(self.reply)
+            seq = h.get("seq")
+            if seq not in parts:
+                continue  # a late answer to a predict that went through the broker since
+            if h.get("k") != wire.OUT or len(arrays) != 1 or h.get("src") in parts[seq]:
+                self.forget(net)  # STALE: the lease holds no more
+                return None
+            parts[seq][h["src"]] = arrays[0]
+            waiting -= 1
+        z = [p[0] if lease.last == 1 else np.concatenate([p[i] for i in range(lease.last)], axis=1)
+             for p in parts.values()]
+        return output(lease.output, z[0] if len(z) == 1 else np.concatenate(z))
