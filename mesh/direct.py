@@ -24,7 +24,8 @@ from .encoder import Encoder
 from .head import output
 
 PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker
-REFUSED_FOR = 1.0  # seconds before asking again for a lease the broker refused
+UNREACHABLE_FOR = 60.0  # seconds before asking again for a lease whose sockets this client cannot reach
+WINDOW = 8        # passes of one predict on their way at once (a long predict does not flood the groups)
 CONNECT_WITHIN = 2.0  # seconds for the unix sockets of layer 1 to accept a connection
 LOCAL = re.compile(r"(ipc://|tcp://(127\.|localhost[:/]|\[::1\]))")
 
@@ -71,9 +72,9 @@ class Direct:
 
     def __init__(self, ctx, ask):
         self.ctx = ctx
-        self.ask = ask      # network id -> the broker's lease fields, or None if it refused
+        self.ask = ask      # network id -> the broker's answer to ROUTE (None: an error)
         self.leases = {}    # network id -> Lease
-        self.refused = {}   # network id -> when the broker last refused a lease
+        self.retry = {}     # network id -> when to ask for a lease again, after a refusal
         self.reply = self.address = None  # the socket the last layer answers on, bound on first use
         self.seq = 0
         self.counts = {"direct": 0, "broker": 0}  # predicts answered each way (tests and benches read them)
@@ -100,14 +101,16 @@ class Direct:
     def _lease(self, net):
         if net in self.leases:
             return self.leases[net]
-        if time.monotonic() - self.refused.get(net, -REFUSED_FOR) < REFUSED_FOR:
+        if time.monotonic() < self.retry.get(net, 0.0):
             return None
         fields = self.ask(net)
-        lease = fields and Lease(self.ctx, fields)
-        if lease is None or not lease.reachable:
-            if lease is not None:
-                lease.close()
-            self.refused[net] = time.monotonic()
+        if fields is None or not fields.get("lease"):  # the broker says why, and when to ask again
+            self.retry[net] = time.monotonic() + float(fields.get("retry", 1.0) if fields else 1.0)
+            return None
+        lease = Lease(self.ctx, fields)
+        if not lease.reachable:
+            lease.close()
+            self.retry[net] = time.monotonic() + UNREACHABLE_FOR
             return None
         if self.reply is None:
             self.address = sockets.abstract_ipc("reply")
@@ -116,35 +119,42 @@ class Direct:
         return lease
 
     def _run(self, net, lease, M, chunk):
-        """Send each chunk of rows to layer 1; gather the last layer's slices."""
-        parts = {}  # seq -> {src: slice of z}
-        try:
-            for lo in range(0, len(M), max(1, int(chunk))):
+        """Send the rows to layer 1, a chunk a pass, up to WINDOW passes on their way; gather
+        the last layer's slices of each."""
+        chunk = max(1, int(chunk))
+        starts = list(range(0, len(M), chunk))
+        parts, sent = {}, 0  # seq -> {src: slice of z}, in the order of the rows
+        deadline = time.monotonic() + PATIENCE
+        done = 0
+        while done < len(starts):
+            while sent < len(starts) and sent - done < WINDOW:
                 self.seq += 1
                 seq = f"d{self.seq}"
                 parts[seq] = {}
                 header = {"k": wire.FWD, "seq": seq, "src": 0, "keep": False, "gen": lease.gen, "at": lease.at,
                           "net": net, "tok": lease.ptok, "reply": self.address}
-                for sock in lease.first:
-                    sockets.send(sock, header, [M[lo:lo + chunk]], flags=zmq.NOBLOCK)
-        except zmq.Again:  # a group that takes nothing: its process is gone
-            self.forget(net)
-            return None
-        deadline = time.monotonic() + PATIENCE
-        waiting = len(parts) * lease.last
-        while waiting:
+                try:
+                    for sock in lease.first:
+                        sockets.send(sock, header, [M[starts[sent]:starts[sent] + chunk]], flags=zmq.NOBLOCK)
+                except zmq.Again:  # a group that takes nothing: its process is gone
+                    return self._lapsed(net)
+                sent += 1
             if not self.reply.poll(max(0.0, deadline - time.monotonic()) * 1000):
-                self.forget(net)
-                return None
+                return self._lapsed(net)
             _, h, arrays = sockets.recv(self.reply)
             seq = h.get("seq")
             if seq not in parts:
                 continue  # a late answer to a predict that went through the broker since
             if h.get("k") != wire.OUT or len(arrays) != 1 or h.get("src") in parts[seq]:
-                self.forget(net)  # STALE: the lease holds no more
-                return None
+                return self._lapsed(net)  # STALE: the lease holds no more
             parts[seq][h["src"]] = arrays[0]
-            waiting -= 1
+            if len(parts[seq]) == lease.last:
+                done += 1
+                deadline = time.monotonic() + PATIENCE  # silence, not a long answer, is what gives up
         z = [p[0] if lease.last == 1 else np.concatenate([p[i] for i in range(lease.last)], axis=1)
              for p in parts.values()]
         return output(lease.output, z[0] if len(z) == 1 else np.concatenate(z))
+
+    def _lapsed(self, net):
+        self.forget(net)
+        return None

@@ -3,7 +3,7 @@ their rows say what the tables promise. No speed is asserted here (speed lives i
 `mesh bench`)."""
 import numpy as np
 
-from mesh.bench import online, throughput
+from mesh.bench import latency, online, throughput
 
 
 def test_throughput_names_the_bottleneck_group_and_its_idle_share(mesh2):
@@ -16,6 +16,13 @@ def test_throughput_names_the_bottleneck_group_and_its_idle_share(mesh2):
     assert 0 <= float(row["idle share"].split()[0]) <= 1
 
 
-def test_online_times_train_with_one_row_a_step(mesh2):
+def test_online_times_train_with_one_row_a_step_beside_a_ring_of_bare_hops(mesh2):
     row = online.pairs_per_second(mesh2.client, 100, rounds=1, rows=32, log=lambda s: None)
     assert row["n"] == 100 and row["target"] == "1,500" and float(row["pairs/s"].split()[0].replace(",", "")) > 0
+    assert float(row["4-hop ring/s"].split()[0].replace(",", "")) > 0 and float(row["pairs/s / ring"].split()[0]) > 0
+
+
+def test_latency_asks_each_network_direct_and_through_the_broker(mesh2):
+    ways, processes = latency.predict_latency(mesh2.client, None, n=10)
+    assert set(ways) == {"direct", "through the broker"} and processes == 3
+    assert all(0 < p50 <= p99 for p50, p99 in ways.values())

@@ -44,10 +44,13 @@ def test_direct_predicts_equal_the_brokers_and_the_reference(mesh2, case, group_
         before = counts(c)
         got = net.predict(X, remember=False, chunk=3)  # four passes, each through every group
         row = net.predict(X[0], remember=False)
-        assert counts(c)["direct"] == before["direct"] + 2
+        many = np.tile(X, (5, 1))  # 25 passes of 2 rows: more than a window of them on their way
+        got_many = net.predict(many, remember=False, chunk=2)
+        assert counts(c)["direct"] == before["direct"] + 3
         with through_broker(mesh2) as other:
             assert other.direct is None
             np.testing.assert_array_equal(got, other.network(net.id).predict(X, remember=False, chunk=3))
+            np.testing.assert_array_equal(got_many, other.network(net.id).predict(many, remember=False, chunk=2))
         ref = ReferenceNet(net.weights(), activation=act, output=out, loss=loss, dtype=np.float64)
         np.testing.assert_allclose(got, ref.forward(X), rtol=1e-9, atol=1e-12)
         assert row.shape == (sizes[-1],)
@@ -131,6 +134,7 @@ def test_the_predict_token_admits_forward_passes_and_nothing_else(mesh2):
         first = net.predict(X, remember=False)
         pids = {p["pid"] for p in net.processes()}
         lease = c._route(net.id)
+        assert lease["lease"]
         ctx = zmq.Context()
         try:
             reply = sockets.abstract_ipc("reply")
@@ -160,13 +164,19 @@ def test_the_predict_token_admits_forward_passes_and_nothing_else(mesh2):
 def fake(keys=None, host="127.0.0.1", state=State.READY, inputs=2, group_host="127.0.0.1"):
     groups = {"g1": {"host": group_host, "endpoints": {"ipc": "ipc://@a", "tcp": "tcp://127.0.0.1:1"}}}
     net = SimpleNamespace(id="n1", state=state, waits=lambda: False, inputs=inputs, sent=SimpleNamespace(done=3),
-                          step=3, groups=groups, first=lambda: ["g1"], last=lambda: ["g1"])
+                          step=3, groups=groups, first=lambda: ["g1"], last=lambda: ["g1"], gen=2, token="t",
+                          layer1_width=2, encoder=SimpleNamespace(to_dict=dict),
+                          spec=SimpleNamespace(dtype="float64", output="sigmoid"))
     return SimpleNamespace(keys=keys, host=host), net
 
 
-@pytest.mark.parametrize("why, kw", [("keys", dict(keys=object())), ("training", dict(state=State.TRAINING)),
-                                     ("first rows", dict(inputs=0)), ("another host", dict(group_host="10.0.0.2"))])
-def test_the_broker_refuses_a_lease_and_says_why(why, kw):
+@pytest.mark.parametrize("why, retry, kw", [("keys", leases.NEVER, dict(keys=object())),
+                                            ("training", 1.0, dict(state=State.TRAINING)),
+                                            ("first rows", 0.0, dict(inputs=0)),
+                                            ("another host", leases.NEVER, dict(group_host="10.0.0.2"))])
+def test_the_broker_refuses_a_lease_and_says_why_and_when_to_ask_again(why, retry, kw):
     b, net = fake(**kw)
-    with pytest.raises(ValueError, match=why):
+    with pytest.raises(leases.NoLease, match=why) as e:
         leases.lease(b, net)
+    assert e.value.retry == retry
+    assert leases.lease(*fake())["at"] == 3

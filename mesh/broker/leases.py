@@ -14,20 +14,30 @@ must not become a way around CurveZMQ."""
 from .. import wire
 from .states import State
 
+NEVER = 3600.0  # seconds a client need not ask again: what refused the lease lasts
+
+
+class NoLease(ValueError):
+    """Why a network's predicts go through the broker, and in how many seconds to ask again."""
+
+    def __init__(self, why, retry):
+        super().__init__(why)
+        self.retry = retry
+
 
 def lease(b, net):
-    """What a client needs to send a network predicts itself; ValueError says why not."""
+    """What a client needs to send a network predicts itself; NoLease says why not."""
     if b.keys is not None:
-        raise ValueError("predicts go through the broker on a mesh with keys")
+        raise NoLease("predicts go through the broker on a mesh with keys", NEVER)
     if net.state is not State.READY or net.waits():
-        raise ValueError(f"network {net.id} is {net.state.value}: predicts go through the broker until it is idle")
+        raise NoLease(f"network {net.id} is {net.state.value}: predicts go through the broker until it is idle", 1.0)
     if net.inputs == 0:
-        raise ValueError(f"network {net.id} has not seen its first rows")
+        raise NoLease(f"network {net.id} has not seen its first rows", 0.0)
     if net.sent.done != net.step:
-        raise ValueError(f"network {net.id} has a step on its way")
+        raise NoLease(f"network {net.id} has a step on its way", 0.0)
     ends = [net.groups[gid] for gid in (*net.first(), *net.last())]
     if any(g["host"] != b.host or not g["endpoints"].get("ipc") for g in ends):
-        raise ValueError(f"network {net.id} has its first or last layer on another host")
+        raise NoLease(f"network {net.id} has its first or last layer on another host", NEVER)
     return {"gen": net.gen, "at": net.sent.done, "ptok": wire.predict_token(net.token), "width": net.layer1_width,
             "encoder": net.encoder.to_dict(), "dtype": net.spec.dtype, "output": net.spec.output,
             "first": [net.groups[gid]["endpoints"]["ipc"] for gid in net.first()], "last": len(net.last())}

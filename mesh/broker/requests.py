@@ -202,7 +202,13 @@ def network_status(n):
 
 
 def route(b, client, h, arrays):
-    b.reply(client, h.get("id"), ok=True, **leases.lease(b, network(b, h)))
+    """A lease for predicts that skip the broker, or why not and when to ask again."""
+    try:
+        fields = leases.lease(b, network(b, h))
+    except leases.NoLease as e:
+        b.reply(client, h.get("id"), ok=True, lease=False, why=str(e), retry=e.retry)
+        return
+    b.reply(client, h.get("id"), ok=True, lease=True, **fields)
 
 
 def ping(b, client, h, arrays):

@@ -1,0 +1,76 @@
+"""The floor of a chain of dependent hops: one message around a ring of
+processes that only relay it (pyzmq PUSH/PULL over abstract unix sockets, the
+frames received and sent on, no JSON, no numpy). An online step is such a
+chain (layer 1 -> 2 -> 3 -> 2 -> 1: four hops), so round trips per second of a
+ring of four bound the pairs per second any mesh of three layer processes can
+reach on this machine.
+
+Run in its own process (`python -m mesh.bench.ring HOPS N`): it forks, which is
+safe only before a zmq context exists."""
+import os
+import sys
+import time
+
+import numpy as np
+import zmq
+
+from ..sockets import abstract_ipc
+
+
+def relay(inbox, onward, n):
+    ctx = zmq.Context()
+    try:
+        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        for s in (pull, push):
+            s.setsockopt(zmq.LINGER, 0)
+        pull.bind(inbox)
+        push.connect(onward)
+        for _ in range(n):
+            if not pull.poll(10_000):
+                break
+            push.send_multipart(pull.recv_multipart())
+    finally:
+        ctx.destroy(linger=0)
+
+
+def ring(hops=4, n=2000, warm=100):
+    """Median round trips per second (and the median hop in us) of one message around
+    `hops` processes: this one and hops - 1 relays."""
+    names = [abstract_ipc(f"ring{i}") for i in range(hops)]
+    kids = []
+    for i in range(1, hops):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                relay(names[i], names[(i + 1) % hops], n + warm)
+            finally:
+                os._exit(0)
+        kids.append(pid)
+    ctx = zmq.Context()
+    try:
+        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+        for s in (pull, push):
+            s.setsockopt(zmq.LINGER, 0)
+        pull.bind(names[0])
+        push.connect(names[1])
+        times = []
+        for i in range(n + warm):
+            t = time.perf_counter()
+            push.send_multipart([b"x" * 1024])
+            if not pull.poll(10_000):
+                raise TimeoutError("a relay of the ring did not pass the message on")
+            pull.recv_multipart()
+            if i >= warm:
+                times.append(time.perf_counter() - t)
+    finally:
+        ctx.destroy(linger=0)
+        for pid in kids:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+    med = float(np.median(times))
+    return 1 / med, med / hops * 1e6
+
+
+if __name__ == "__main__":
+    rate, hop = ring(int(sys.argv[1]), int(sys.argv[2]))
+    print(f"{rate:.1f} {hop:.1f}")
