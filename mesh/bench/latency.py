@@ -6,15 +6,12 @@ Each network is asked both ways, in alternating blocks: direct (the client
 holds a lease and sends layer 1 the row itself: four hops, direct.py) and
 through the broker (six hops: client -> broker -> 3 layers -> broker ->
 client). The ratio asked for divides by six raw hops either way."""
-import os
-import time
 
 import numpy as np
-import zmq
 
 from ..client import Client
-from ..sockets import abstract_ipc
 from .common import predict_seconds
+from .ring import round_trips
 
 HOPS = 6  # client -> broker -> layer 1 -> layer 2 -> layer 3 -> broker -> client
 BLOCKS = 5  # alternating blocks of calls, direct and through the broker: the machine's moods hit both
@@ -22,43 +19,7 @@ BLOCKS = 5  # alternating blocks of calls, direct and through the broker: the ma
 
 def one_hop(n=2000):
     """Median and p99 of half a round trip between two fresh processes (us)."""
-    a, b = abstract_ipc("hop-a"), abstract_ipc("hop-b")  # no file anywhere: nothing left behind
-    pid = os.fork()
-    if pid == 0:  # the echo: no zmq context existed before the fork
-        try:
-            ctx = zmq.Context()
-            pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-            for s in (pull, push):
-                s.setsockopt(zmq.LINGER, 0)
-            pull.bind(b)
-            push.connect(a)
-            for _ in range(n + 100):
-                if not pull.poll(10_000):
-                    break
-                push.send_multipart(pull.recv_multipart())
-            ctx.destroy(linger=0)
-        finally:
-            os._exit(0)
-    ctx = zmq.Context()
-    try:
-        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-        for s in (pull, push):
-            s.setsockopt(zmq.LINGER, 0)
-        pull.bind(a)
-        push.connect(b)
-        msg, ts = [b"x" * 1024], []
-        for i in range(n + 100):
-            t = time.perf_counter()
-            push.send_multipart(msg)
-            if not pull.poll(10_000):
-                raise TimeoutError("the echo process did not answer")
-            pull.recv_multipart()
-            if i >= 100:
-                ts.append((time.perf_counter() - t) / 2)
-    finally:
-        ctx.destroy(linger=0)
-        os.waitpid(pid, 0)
-    us = np.array(ts) * 1e6
+    us = np.array(round_trips(2, n)) / 2 * 1e6
     return float(np.percentile(us, 50)), float(np.percentile(us, 99))
 
 
