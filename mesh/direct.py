@@ -13,6 +13,7 @@ A predict goes through the broker as before, with the same answer, whenever
 the lease does not hold any more (a group says STALE: a step was applied, the
 network was rebuilt), no answer comes within PATIENCE, or the rows do not
 encode here (the broker then says what is wrong with them)."""
+import os
 import re
 import time
 
@@ -77,6 +78,7 @@ class Direct:
         self.retry = {}     # network id -> when to ask for a lease again, after a refusal
         self.reply = self.address = None  # the socket the last layer answers on, bound on first use
         self.seq = 0
+        self.tag = os.urandom(8).hex()  # in every seq: groups gather a pass's parts by seq, across clients
         self.counts = {"direct": 0, "broker": 0}  # predicts answered each way (tests and benches read them)
 
     def predict(self, net, rows, strict=True, chunk=256):
@@ -129,7 +131,7 @@ class Direct:
         while done < len(starts):
             while sent < len(starts) and sent - done < WINDOW:
                 self.seq += 1
-                seq = f"d{self.seq}"
+                seq = f"{self.tag}-{self.seq}"
                 parts[seq] = {}
                 header = {"k": wire.FWD, "seq": seq, "src": 0, "keep": False, "gen": lease.gen, "at": lease.at,
                           "net": net, "tok": lease.ptok, "reply": self.address}
