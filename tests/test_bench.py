@@ -23,6 +23,7 @@ def test_online_times_train_with_one_row_a_step_beside_a_ring_of_bare_hops(mesh2
 
 
 def test_latency_asks_each_network_direct_and_through_the_broker(mesh2):
-    ways, processes = latency.predict_latency(mesh2.client, None, n=10)
+    ways, hops, processes = latency.predict_latency(mesh2.client, None, n=10)
     assert set(ways) == {"direct", "through the broker"} and processes == 3
-    assert all(0 < p50 <= p99 for p50, p99 in ways.values())
+    assert len(hops) == latency.BLOCKS and all(h > 0 for h in hops)
+    assert all(0 < p50 <= p99 and len(ratios) == latency.BLOCKS for p50, p99, ratios in ways.values())

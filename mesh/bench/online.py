@@ -5,24 +5,14 @@ against the original and the target. Each step is a chain of dependent hops
 (layer 1 -> 2 -> 3 -> 2 -> 1), so this measures the cost of a hop; each round
 is paired with a ring of four processes that only relay one message (ring.py):
 the most pairs per second any chain of four hops reaches on this machine then."""
-import subprocess
-import sys
-
 import numpy as np
 
 from ..localmesh import LocalMesh
 from .common import CpuMeter, fmt_spread, mesh_pids, table
+from .ring import apart
 from .scaling import INPUTS, ORIGINAL
 
 TARGETS = {100: 1500, 400: 900}  # pairs/s asked for (issue 14)
-
-
-def ring_rate(hops=4, n=2000):
-    """(round trips per second, us per hop) of a bare relay ring, in a process of its own (it forks)."""
-    out = subprocess.run([sys.executable, "-m", "mesh.bench.ring", str(hops), str(n)], capture_output=True,
-                         text=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
-    rate, hop = out.stdout.split()
-    return float(rate), float(hop)
 
 
 def pairs_per_second(client, n, rounds=3, rows=1024, log=print):
@@ -35,7 +25,7 @@ def pairs_per_second(client, n, rounds=3, rows=1024, log=print):
         pids = mesh_pids(client, net)
         rates, cores, rings, hops = [], [], [], []
         for r in range(rounds):
-            ring, hop = ring_rate()
+            ring, hop = apart(4)
             with CpuMeter(pids) as cpu:
                 net.train(X, T, batch_size=1, shuffle=False, progress=False)
             rates.append(rows / cpu.wall)

@@ -8,6 +8,7 @@ reach on this machine.
 Run in its own process (`python -m mesh.bench.ring HOPS N`): it forks, which is
 safe only before a zmq context exists."""
 import os
+import subprocess
 import sys
 import time
 
@@ -31,6 +32,14 @@ def relay(inbox, onward, n):
             push.send_multipart(pull.recv_multipart())
     finally:
         ctx.destroy(linger=0)
+
+
+def apart(hops=4, n=2000):
+    """ring(hops, n) in a process of its own: callable where a zmq context exists."""
+    out = subprocess.run([sys.executable, "-m", "mesh.bench.ring", str(hops), str(n)], capture_output=True,
+                         text=True, timeout=300, check=True, stdin=subprocess.DEVNULL)
+    rate, hop = out.stdout.split()
+    return float(rate), float(hop)
 
 
 def ring(hops=4, n=2000, warm=100):

@@ -6,7 +6,6 @@ from .common import table
 
 
 def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
-    hop = latency.one_hop() if "latency" in parts else None  # before any zmq context: it forks
     out = {}
     with LocalMesh(workers=2, timeout=600) as client:
         if "throughput" in parts:
@@ -15,7 +14,7 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
             out["throughput"] = table(throughput.COLUMNS, [[r[c] for c in throughput.COLUMNS] for r in rows])
         if "latency" in parts:
             log("predict latency:")
-            rows = latency.run(client, n=100 if quick else 500, log=log, hop=hop)
+            rows = latency.run(client, n=100 if quick else 500, log=log)
             out["latency"] = table(latency.COLUMNS, [[r[c] for c in latency.COLUMNS] for r in rows])
             log("online training, one row a step ([n, n, 1] on 10 inputs, train(batch_size=1)):")
             rows = online.run(client, rounds=1 if quick else rounds, rows=256 if quick else 1024, log=log)
