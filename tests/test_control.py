@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mesh import wire
+from mesh.broker.training import AHEAD
 from mesh.client import Cancelled, Client
 from mesh.reference import ReferenceNet
 
@@ -47,7 +48,7 @@ def state_of(client, net_id):
 
 def test_cancel_from_another_client_stops_training_at_a_step_boundary(fresh_mesh, tmp_path):
     h = fresh_mesh(workers=1, faults_plan="n1.1.0@step=5:stop", faults_log=tmp_path / "faults.log")
-    X, T = data(64)
+    X, T = data(128)  # 16 steps an epoch: the cancel comes mid-epoch, with AHEAD steps on their way at most
     net = h.remember(h.client.create([4, 3, 1], seed=3, **SPEC))
     net.predict(X[:1], remember=False)
     start = net.weights()
@@ -63,19 +64,19 @@ def test_cancel_from_another_client_stops_training_at_a_step_boundary(fresh_mesh
     with pytest.raises(Cancelled) as stopped:
         h.client.wait(rid)
     steps = stopped.value.steps
-    assert steps in (5, 6), steps  # the step on its way when the cancel came was finished, no more
+    assert 5 <= steps <= 5 + AHEAD, steps  # the steps on their way when the cancel came were finished, no more
     assert told["cancelled"] == ["train"] and told["steps"] == steps and told["state"] == "ready"
     assert f"after 0 epochs and {steps} steps" in str(stopped.value)
     assert set(net.steps().values()) == {steps}  # applied everywhere, nothing half done
     assert_weights(net, reference_after(start, X, T, steps, 8, 0.1))
     assert state_of(h.client, net.id)["state"] == "ready"
     history = net.train(X, T, epochs=1, batch_size=8, learning_rate=0.1, shuffle=False, progress=False)
-    assert len(history) == 1 and set(net.steps().values()) == {steps + 8}  # a new run starts at once
+    assert len(history) == 1 and set(net.steps().values()) == {steps + 16}  # a new run starts at once
 
 
 def test_ctrl_c_on_mesh_train_cancels_and_says_how_far_it_got(fresh_mesh, tmp_path):
     h = fresh_mesh(workers=1, faults_plan="n1.1.0@step=3:stop", faults_log=tmp_path / "faults.log")
-    X, T = data(64, seed=1)
+    X, T = data(128, seed=1)
     csv = tmp_path / "rows.csv"
     csv.write_text("a,b,c,y\n" + "".join(f"{a},{b},{c},{y}\n" for (a, b, c), (y,) in zip(X, T)))
     net = h.remember(h.client.create([4, 1], seed=3, **SPEC))
@@ -97,7 +98,7 @@ def test_ctrl_c_on_mesh_train_cancels_and_says_how_far_it_got(fresh_mesh, tmp_pa
     assert "Error: interrupted in epoch 1 of 100: training of network n1 was cancelled after 0 epochs and" in err, err
     assert "Traceback" not in err
     steps = int(err.split(" and ")[1].split()[0])
-    assert steps in (3, 4)
+    assert 3 <= steps <= 3 + AHEAD  # the steps on their way were finished, no more
     assert state_of(h.client, net.id)["state"] == "ready"
     assert set(net.steps().values()) == {steps}
 

@@ -13,7 +13,7 @@ from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
-from mesh.broker.training import Cancel, Train
+from mesh.broker.training import AHEAD, Cancel, Train
 from mesh.encoder import Encoder
 from mesh.spec import Spec
 
@@ -72,11 +72,11 @@ class FakeMesh:
         return next(fields for _, r, fields, _ in self.replies if r == req and fields.get("k") != wire.PROGRESS)
 
 
-def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1):
+def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1, micro=1):
     X = np.arange(rows * 2, dtype=np.float64).reshape(rows, 2) / 10
     Y = np.full((rows, 1), 0.25)
     job = Train(m.ports, m.net, "c1", req, 60.0, X, Y, {"epochs": epochs, "batch_size": batch, "mode": mode,
-                                                         "shuffle": False, "micro_batches": 1})
+                                                         "shuffle": False, "micro_batches": micro})
     job.begin()
     for gid in m.net.groups:  # every group took the optimizer settings
         job.on_ready(gid)
@@ -178,21 +178,66 @@ def test_a_backprop_finds_its_predict_among_all_its_passes():
 
 
 def test_cancel_stops_training_at_a_step_boundary():
-    """Cancel mid-step: the step in flight is sent whole, no new step is handed out,
+    """Cancel mid-step: the steps on their way are sent whole, no new step is handed out,
     the network is ready, and both the trainer and the canceller are told."""
     m = FakeMesh()
-    job = train_job(m, rows=16, batch=4, mode="exact", epochs=3)
+    job = train_job(m, rows=32, batch=4, mode="exact", epochs=3)
     first = m.forwards()
-    assert len(first) == 1 and m.net.state is State.TRAINING
+    assert len(first) == AHEAD and m.net.state is State.TRAINING  # mini-batches ahead, ordered by the groups
     cancel = Cancel(m.ports, m.net, "c2", 7, 60.0).begin()
-    assert not cancel.finished  # a step is on its way
-    m.output(first[0], loss=0.25)  # the step's output: its backward went from the output group
-    assert len(m.forwards()) == 1  # nothing more was sent
+    assert not cancel.finished  # steps are on their way
+    for p in first:
+        m.output(p, loss=0.25)  # each step's output: its backward went from the output group
+    assert len(m.forwards()) == AHEAD  # nothing more was sent
     told = m.answer(1)
-    assert told["ok"] is False and told["cancelled"] and told["steps"] == 1 and told["epochs"] == 0
-    assert m.answer(7) == {"ok": True, "cancelled": ["train"], "epochs": 0, "steps": 1, "state": "ready"}
+    assert told["ok"] is False and told["cancelled"] and told["steps"] == AHEAD and told["epochs"] == 0
+    assert m.answer(7) == {"ok": True, "cancelled": ["train"], "epochs": 0, "steps": AHEAD, "state": "ready"}
     assert m.net.state is State.READY and m.net.trainer is None and job.finished
-    assert m.net.sent.done == m.net.step == 1  # every id handed out was sent
+    assert m.net.sent.done == m.net.step == AHEAD  # every id handed out was sent
+
+
+def test_exact_steps_go_ahead_each_after_the_one_before_and_log_in_order():
+    """The next mini-batches enter before this one's output is back; each names the
+    step before it, so the groups keep the order. Steps are logged, and counted, in order."""
+    m = FakeMesh()
+    job = train_job(m, rows=32, batch=4, mode="exact")
+    sent = m.forwards()
+    assert [p.after for p in sent] == [0, 1, 2, 3] and [p.step for p in sent] == [1, 2, 3, 4]
+    assert m.net.released.done == 4 and m.net.sent.done == 0  # entered whole, none logged yet
+    m.output(sent[1], loss=0.5)  # step 2's output before step 1's (another output socket): not logged yet
+    assert not [e for e in m.net.log if e[0] == "step"] and job.steps_done == 0 and job.loss_sum == 0
+    m.output(sent[0], loss=0.5)
+    assert [e[1] for e in m.net.log if e[0] == "step"] == [1, 2] and job.steps_done == 2 and len(m.forwards()) == 6
+    assert job.mark["batch_at"] == 8 and job.mark["loss_sum"] == 1.0  # the mark counts logged steps only
+    while job.forwarding:
+        m.output(min(job.forwarding, key=lambda p: p.seq), loss=0.5)
+    for p in list(job.outstanding):  # the last mini-batch reports its dones
+        m.done(p)
+    assert m.answer(1)["ok"] and m.answer(1)["history"] == [0.5 * 8 / 32]
+    assert [e[1] for e in m.net.log if e[0] == "step"] == list(range(1, 9))
+
+
+def test_a_predict_of_another_client_enters_between_training_steps():
+    """Fairness: a predict names the latest step handed out; it enters once that step
+    has entered whole, not only once training ends."""
+    m = FakeMesh()
+    train_job(m, rows=400, batch=4, mode="exact")
+    predict = Predict(m.ports, m.net, "c9", 3, 60.0, np.zeros((1, 2)), keep=False, chunk=1).begin()
+    assert predict.passes[0].in_flight and predict.passes[0].after == AHEAD
+
+
+def test_a_recovery_sends_the_unlogged_mini_batches_again_in_order():
+    m = FakeMesh()
+    job = train_job(m, rows=16, batch=4, mode="exact", micro=2)
+    first = m.forwards()
+    m.output(first[0], loss=1.0)
+    m.output(first[1], loss=1.0)  # step 1 whole: logged
+    m.output(first[2], loss=1.0)  # half of step 2: not logged, not counted; the recovery below loses it
+    m.net.all_steps_done()  # what the recovery does before restarting the job
+    job.restart()
+    again = m.forwards()[len(first):]
+    assert [p.X.tolist() for p in again] == [p.X.tolist() for p in first[2:8]]  # step 1 is replayed from the log
+    assert [p.step for p in again] == [5, 5, 6, 6, 7, 7] and job.loss_sum == 2.0 and job.epoch_rows == 4
 
 
 def test_cancel_between_async_steps_leaves_no_id_unsent():

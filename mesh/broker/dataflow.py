@@ -36,10 +36,11 @@ class Flow:
 
     def pump(self, net):
         """Send queued passes, within the window. A pass goes only once the step it
-        follows has been sent: its forward then waits in the groups for the update,
-        never ahead of a predict that step still needs."""
+        follows has been sent, or has entered whole with the output groups starting
+        its backward (Network.entered_step): its forward then waits in the groups for
+        the update, never ahead of a predict that step still needs."""
         while net.queue and net.in_flight < net.window:
-            p = net.queue.pop_ready(lambda p: p.after <= net.sent.done)
+            p = net.queue.pop_ready(lambda p: p.after <= net.released.done)
             if p is None:
                 break
             p.in_flight = True
@@ -54,6 +55,7 @@ class Flow:
                 self.send_targets(net, p)
             for gid in net.first():
                 self.to_group(net, gid, header, [X])
+            net.entered_step(p)
 
     def send_targets(self, net, p):
         """A training pass's targets to the output groups, which then compute its loss themselves."""

@@ -30,6 +30,8 @@ class Network:
         self.seq = 0
         self.step = 0             # the last step id handed out
         self.sent = Watermark()   # steps whose backward has been sent (and logged)
+        self.released = Watermark()  # steps later passes may follow: sent, or entered whole (entered_step)
+        self.entering = {}        # step id -> its passes entered so far, while the output groups start its backward
         self.passes = {}          # seq -> Pass, in flight or held for a backprop
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
@@ -99,6 +101,27 @@ class Network:
         """After a recovery rebuilt every group: ids handed out so far count as done
         (what is unfinished gets new ids when its job restarts)."""
         self.sent = Watermark(self.step)
+        self.released = Watermark(self.step)
+        self.entering = {}
+
+    def step_sent(self, step):
+        """Its backward is on its way (and it is logged)."""
+        self.sent.mark(step)
+        self.released.mark(step)
+
+    def entered_step(self, p):
+        """Pass p of a training step entered the mesh. When the output groups start the
+        backward themselves (p.head), a step whose passes have all entered needs nothing
+        more from the broker, so passes that follow it may enter too: they wait in the
+        groups until it is applied (group.py). Otherwise they wait for it to be sent."""
+        if not p.head or p.step is None:
+            return
+        n = self.entering.get(p.step, 0) + 1
+        if n < p.of:
+            self.entering[p.step] = n
+            return
+        self.entering.pop(p.step, None)
+        self.released.mark(p.step)
 
     def first(self):
         return self.layers[0]

@@ -124,7 +124,7 @@ class Recover(Job):
         self.progress()
         self.left -= 1
         if self.left == 0:
-            self.net.sent.mark(p.step)  # replayed whole, before the next one is submitted
+            self.net.step_sent(p.step)  # replayed whole, before the next one is submitted
         self.flow.finish_pass(self.net, p, forget=True)
         if self.left == 0:
             self.next_event()

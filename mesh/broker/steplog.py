@@ -15,7 +15,7 @@ def log_step(net, step, micros, batch_rows, lr):
     """A step whose backward is on its way, kept until the next snapshot: its
     micro-batches [(X, T)], enough to redo it exactly."""
     net.log.append(("step", step, list(micros), batch_rows, lr))
-    net.sent.mark(step)
+    net.step_sent(step)
 
 
 def submit_step(flow, net, job, micros, batch_rows, lr, wait=True, head=False, ack=True):

@@ -2,20 +2,30 @@
 into micro-batches that stream through the mesh back to back.
 
 exact: groups accumulate the gradients of a mini-batch's micro-batches and
-    apply them when the last one has passed. The next mini-batch is sent as
-    soon as this one's backward is: its forwards wait in each group until the
-    step is applied there (group.py), so no round trip to the broker sits
-    between steps. Same maths as in-process mini-batch SGD.
+    apply them when the last one has passed. Same maths as in-process
+    mini-batch SGD. Up to AHEAD mini-batches are on their way at once: each
+    one's forwards wait in each group until the step before is applied there
+    (group.py), so neither the broker nor a round trip to it sits between
+    steps: a step travels layer to layer and back while the next one's rows
+    already wait in layer 1. (When the broker must send the backward itself,
+    softmax over several output groups, one mini-batch goes at a time.)
 async: every micro-batch is applied as soon as its backward passes; the next
     ones are already in flight, so they see weights a few steps old (stale
     gradients). Faster, not exact.
 
-A step is logged when its backward is sent; the job ends when every pass is done.
+A step is logged, in order, when its whole output is back (its backward is
+then on its way), and only then counted (loss, rows, steps, the mark a
+standby resumes from); the job ends when every pass is done. A recovery
+replays the logged steps and sends the mini-batches not logged again, under
+new step ids, in the same order.
 
 Cancel (Train.cancel) stops at a step boundary: no new step is handed out,
 every step already handed out is sent whole (so the groups apply it), and the
 client hears `cancelled` with the epochs and steps completed.
 """
+from collections import deque
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from .. import wire
@@ -27,6 +37,18 @@ from .steplog import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, sub
 
 MODES = ("exact", "async")
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
+AHEAD = 4  # exact mode: mini-batches on their way at once (when the output groups start each backward)
+
+
+@dataclass(eq=False)
+class Batch:
+    """One mini-batch of exact training on its way: one step."""
+    micros: list        # [(X, T)] of its micro-batches
+    rows: int
+    last: bool          # the last of the run: layer 1 reports its dones
+    step: int = 0
+    waiting: set = field(default_factory=set)  # its passes whose output is not back
+    loss: float = 0.0   # summed over the outputs back so far
 
 
 def options(o, rows):
@@ -92,7 +114,8 @@ class Train(Job):
         self.started = self.reported = ports.clock()
         self.rows_done, self.loss_sum, self.epoch_rows = 0, 0.0, 0
         self.lr = self.o["learning_rate"]
-        self.steps_done, self.batch, self.batch_at = 0, None, 0
+        self.steps_done, self.batch_at = 0, 0
+        self.batches = deque()    # exact: mini-batches on their way, oldest first, not yet logged
         self.forwarding = set()   # passes sent whose outputs have not come back
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
@@ -104,7 +127,8 @@ class Train(Job):
         """Where the run is at a step boundary, every step before it logged: a standby that
         takes over resumes here (exact mode only; journal.py ships it with the log)."""
         new_epoch = self.epoch_rows >= len(self.X)
-        return {"epoch": self.epoch, "batch_at": 0 if new_epoch else self.batch_at,
+        batch_at = self.batch_at - sum(b.rows for b in self.batches)  # mini-batches ahead are not in it yet
+        return {"epoch": self.epoch, "batch_at": 0 if new_epoch else batch_at,
                 "loss_sum": 0.0 if new_epoch else self.loss_sum, "epoch_rows": 0 if new_epoch else self.epoch_rows,
                 "rows_done": self.rows_done, "steps_done": self.steps_done, "history": list(self.history)}
 
@@ -156,7 +180,21 @@ class Train(Job):
         if self.o["mode"] == "async":
             self.fill()
         else:
+            self.run_ahead()
+
+    def run_ahead(self):
+        """Exact: start mini-batches of this epoch until AHEAD are on their way (one, when
+        the broker sends the backwards itself). None past a step where the run must stop
+        whole: a cancel, a snapshot or a checkpoint (between_batches takes them once the
+        steps before are logged)."""
+        ahead = AHEAD if self.net.local_head else 1
+        every = self.o["checkpoint_every"]
+        while (not self.finished and not self.cancelled and self.batch_at < len(self.X)
+               and len(self.batches) < ahead):
             self.start_batch()
+            started = self.steps_done + len(self.batches)
+            if len(self.net.log) + len(self.batches) >= SNAPSHOT_EVERY or (every and started % every == 0):
+                break
 
     def fill(self):
         """Async: keep about a window of passes in flight. Each takes its step id when it
@@ -172,17 +210,23 @@ class Train(Job):
         idx = self.order[self.batch_at:self.batch_at + bs]
         self.batch_at += len(idx)
         micros = [(self.X[piece], self.Y[piece]) for piece in np.array_split(idx, min(self.micro, len(idx)))]
+        last = self.epoch == self.o["epochs"] - 1 and self.batch_at >= len(self.X)
         if self.o["mode"] == "exact":  # one step per mini-batch
-            self.batch = (micros, len(idx), self.loss_sum, self.epoch_rows, self.rows_done)
-            self.send(self.submit(micros, len(idx), wait=True))
+            batch = Batch(micros, len(idx), last)
+            self.batches.append(batch)
+            self.send_batch(batch)
         else:  # every micro-batch its own step, applied as soon as its backward is done
             for m in micros:
-                self.send(self.submit([m], len(idx), wait=False))
+                self.send(self.submit([m], len(idx), wait=False, last=last))
 
-    def submit(self, micros, rows, wait):
+    def send_batch(self, batch):
+        passes = self.submit(batch.micros, batch.rows, wait=True, last=batch.last)
+        batch.step, batch.waiting, batch.loss = passes[0].step, set(passes), 0.0
+        self.send(passes)
+
+    def submit(self, micros, rows, wait, last):
         """Exact mode hears dones of the last mini-batch only (the end of training); the
         groups order the others. Async mode hears every one: they pace its window."""
-        last = self.epoch == self.o["epochs"] - 1 and self.batch_at >= len(self.X)
         return submit_step(self.flow, self.net, self, micros, rows, self.lr, wait=wait,
                            head=self.net.local_head, ack=not wait or last)
 
@@ -199,9 +243,8 @@ class Train(Job):
             return self.configure()
         waiting, self.forwarding, self.outstanding = self.forwarding, set(), set()
         if self.o["mode"] == "exact":
-            if self.batch is not None:
-                micros, rows, self.loss_sum, self.epoch_rows, self.rows_done = self.batch
-                self.send(self.submit(micros, rows, wait=True))
+            for batch in self.batches:  # not logged, so not replayed: again, under new ids, in order
+                self.send_batch(batch)
         else:  # each its own step: a new id, since the recovery took the old ones as done
             for p in waiting:
                 p.step = self.net.next_step()
@@ -225,7 +268,7 @@ class Train(Job):
         if self.batch_at == 0:
             self.start_epoch()
         else:
-            self.start_batch()
+            self.run_ahead()
 
     def cancel(self, by):
         """Stop at the next step boundary (now, if between steps)."""
@@ -272,33 +315,55 @@ class Train(Job):
             return
         self.progress()
         self.forwarding.discard(p)
-        loss_before = self.loss_sum
         if p.head:  # the output groups computed its loss and started its backward
-            self.loss_sum += p.loss
+            loss = p.loss
             p.z = None
             if not p.ack:
                 self.flow.finish_pass(self.net, p, forget=True)
             elif p.done_first:
                 self.on_done(p)
         else:
-            self.loss_sum += send_step_backward(self.flow, self.net, p, p.ack)
-        self.rows_done += p.rows
-        self.epoch_rows += p.rows
+            loss = send_step_backward(self.flow, self.net, p, p.ack)
         if self.o["mode"] == "async":
             log_step(self.net, p.step, [(p.X, p.T)], p.batch_rows, self.lr)
-            step_rows = p.rows
-            step_loss = (self.loss_sum - loss_before) / step_rows
-        elif not self.forwarding:  # the whole mini-batch is on its way back
-            micros, rows = self.batch[:2]
-            log_step(self.net, p.step, micros, rows, self.lr)
-            step_rows = rows
-            step_loss = (self.loss_sum - self.batch[2]) / step_rows
-            self.batch = None  # logged: a recovery replays it, never resubmits it
+            self.step_logged(p.rows, loss)
         else:
+            batch = next(b for b in self.batches if p in b.waiting)
+            batch.waiting.discard(p)
+            batch.loss += loss
+            if batch is not self.batches[0] or batch.waiting:
+                return  # the steps before it are not all back, or it is not whole
+            while self.batches and not self.batches[0].waiting:  # whole: its backward is on its way
+                batch = self.batches.popleft()
+                log_step(self.net, batch.step, batch.micros, batch.rows, self.lr)  # a recovery replays it now
+                self.step_logged(batch.rows, batch.loss)
+        if self.finished:
             return
+        if self.epoch_rows < len(self.X):
+            if self.o["mode"] == "async":
+                self.fill()
+                self.stop_here()
+            elif self.batches:
+                self.run_ahead()
+            else:
+                self.between_batches(self.run_ahead)
+            return
+        if self.batches or self.finishing:
+            return
+        if self.epoch < self.o["epochs"]:
+            self.between_batches(self.start_epoch)
+        else:
+            self.finishing = True
+            self.finish_when_done()
+
+    def step_logged(self, rows, loss):
+        """Count a step once it is logged: its rows and loss, the epoch it ends, the mark."""
         self.flow.pump(self.net)  # others' passes that waited for this step to be sent
+        self.loss_sum += loss
+        self.rows_done += rows
+        self.epoch_rows += rows
         self.steps_done += 1
-        self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=step_loss, rows=step_rows)
+        self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=loss / rows, rows=rows)
         self.report()
         if self.epoch_rows >= len(self.X):
             self.history.append(self.loss_sum / len(self.X))
@@ -306,18 +371,6 @@ class Train(Job):
         if self.o["mode"] == "exact":
             self.mark = self.position()
         self.ports.fault("step", self.steps_done)
-        if self.epoch_rows < len(self.X):
-            if self.o["mode"] == "exact":
-                self.between_batches(self.start_batch)
-            else:
-                self.fill()
-                self.stop_here()
-            return
-        if self.epoch < self.o["epochs"]:
-            self.between_batches(self.start_epoch)
-        else:
-            self.finishing = True
-            self.finish_when_done()
 
     def on_done(self, p):
         if p in self.forwarding and not self.finished:
