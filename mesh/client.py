@@ -70,7 +70,7 @@ class Client:
         self.unreachable = 0  # brokers in a row that accepted no connection
         self._open()
         local = direct_predicts and self.keys is None and direct.usable(self.brokers.all)
-        self.direct = direct.Direct(self.ctx, self._route) if local else None
+        self.direct = direct.Direct(self.ctx, self._route, min(direct.PATIENCE, self.timeout)) if local else None
 
     @property
     def address(self):

@@ -11,7 +11,7 @@ Only for predict(remember=False): a remembered predict is kept by the broker
 for the backprop that follows. Only when every broker address is on this host.
 A predict goes through the broker as before, with the same answer, whenever
 the lease does not hold any more (a group says STALE: a step was applied, the
-network was rebuilt), no answer comes within PATIENCE, or the rows do not
+network was rebuilt), no answer comes in time, or the rows do not
 encode here (the broker then says what is wrong with them)."""
 import os
 import re
@@ -24,7 +24,7 @@ from . import sockets, table, wire
 from .encoder import Encoder
 from .head import output
 
-PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker
+PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker (at most the client's timeout)
 UNREACHABLE_FOR = 60.0  # seconds before asking again for a lease whose sockets this client cannot reach
 WINDOW = 8        # passes of one predict on their way at once (a long predict does not flood the groups)
 CONNECT_WITHIN = 2.0  # seconds for the unix sockets of layer 1 to accept a connection
@@ -71,8 +71,8 @@ class Lease:
 class Direct:
     """A client's predicts under leases, one lease per network."""
 
-    def __init__(self, ctx, ask):
-        self.ctx = ctx
+    def __init__(self, ctx, ask, patience=PATIENCE):
+        self.ctx, self.patience = ctx, patience
         self.ask = ask      # network id -> the broker's answer to ROUTE (None: an error)
         self.leases = {}    # network id -> Lease
         self.retry = {}     # network id -> when to ask for a lease again, after a refusal
@@ -126,7 +126,7 @@ class Direct:
         chunk = max(1, int(chunk))
         starts = list(range(0, len(M), chunk))
         parts, sent = {}, 0  # seq -> {src: slice of z}, in the order of the rows
-        deadline = time.monotonic() + PATIENCE
+        deadline = time.monotonic() + self.patience
         done = 0
         while done < len(starts):
             while sent < len(starts) and sent - done < WINDOW:
@@ -152,7 +152,7 @@ class Direct:
             parts[seq][h["src"]] = arrays[0]
             if len(parts[seq]) == lease.last:
                 done += 1
-                deadline = time.monotonic() + PATIENCE  # silence, not a long answer, is what gives up
+                deadline = time.monotonic() + self.patience  # silence, not a long answer, is what gives up
         z = [p[0] if lease.last == 1 else np.concatenate([p[i] for i in range(lease.last)], axis=1)
              for p in parts.values()]
         return output(lease.output, z[0] if len(z) == 1 else np.concatenate(z))

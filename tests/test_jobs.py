@@ -13,6 +13,7 @@ from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
+from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.training import AHEAD, Cancel, Train
 from mesh.encoder import Encoder
 from mesh.spec import Spec
@@ -215,6 +216,40 @@ def test_exact_steps_go_ahead_each_after_the_one_before_and_log_in_order():
         m.done(p)
     assert m.answer(1)["ok"] and m.answer(1)["history"] == [0.5 * 8 / 32]
     assert [e[1] for e in m.net.log if e[0] == "step"] == list(range(1, 9))
+
+
+@pytest.mark.parametrize("every", [0, 10])
+def test_steps_ahead_stop_where_a_snapshot_or_a_checkpoint_is_due(every):
+    """No mini-batch starts past the step after which the log is long enough for a
+    snapshot, or a checkpoint is due: the steps on their way drain, and it is taken there."""
+    m = FakeMesh()
+    taken = []
+
+    def snapshot(net, then):
+        taken.append(("snapshot", job.steps_done, len(net.log), len(job.batches)))
+        net.log.clear()
+        then()
+
+    def checkpoint(then):
+        taken.append(("checkpoint", job.steps_done, len(m.net.log), len(job.batches)))
+        then()
+    m.ports.take_snapshot = snapshot
+    job = Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((150, 2)), np.zeros((150, 1)),
+                {"batch_size": 1, "shuffle": False, "micro_batches": 1, "checkpoint_every": every,
+                 "checkpoint_path": "x" if every else None})
+    job.write_checkpoint = checkpoint
+    job.begin()
+    for gid in m.net.groups:
+        job.on_ready(gid)
+    while job.forwarding:
+        m.output(min(job.forwarding, key=lambda p: p.seq), loss=0.1)
+    for p in list(job.outstanding):  # the last mini-batch reports its dones: the run ends
+        m.done(p)
+    snaps = [t for t in taken if t[0] == "snapshot"]
+    assert len(snaps) == 2 and all(log == SNAPSHOT_EVERY and ahead == 0 for _, _, log, ahead in snaps), taken
+    if every:
+        assert [steps for kind, steps, _, _ in taken if kind == "checkpoint"] == list(range(10, 150, 10)) + [150]
+    assert job.steps_done == 150
 
 
 def test_a_predict_of_another_client_enters_between_training_steps():

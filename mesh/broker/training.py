@@ -191,10 +191,11 @@ class Train(Job):
         every = self.o["checkpoint_every"]
         while (not self.finished and not self.cancelled and self.batch_at < len(self.X)
                and len(self.batches) < ahead):
-            self.start_batch()
-            started = self.steps_done + len(self.batches)
-            if len(self.net.log) + len(self.batches) >= SNAPSHOT_EVERY or (every and started % every == 0):
+            on_way = len(self.batches)  # once they are logged, the log and the step count are this much longer
+            if on_way and (len(self.net.log) + on_way >= SNAPSHOT_EVERY
+                           or (every and (self.steps_done + on_way) % every == 0)):
                 break
+            self.start_batch()
 
     def fill(self):
         """Async: keep about a window of passes in flight. Each takes its step id when it
