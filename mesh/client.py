@@ -42,6 +42,7 @@ class Cancelled(RemoteError):
         self.epochs, self.steps, self.history = epochs, steps, list(history)
 
 
+STEPS = {wire.BACKPROP, wire.TRAIN, wire.SET_WEIGHTS}  # requests that change a network's weights
 CONNECT_GRACE = 5.0  # seconds: no connection by then means no broker listens there
 PING_EVERY = heartbeat.INTERVAL  # a client of a pair asks whether its broker is there when it hears nothing
 FAILOVER_AFTER = heartbeat.EXPIRY  # ...and moves to the other broker after this long without an answer
@@ -120,6 +121,8 @@ class Client:
             raise MeshTimeout(f"could not send {op!r} to the broker at {self.address} within "
                               f"{wait:g}s: no connection{self._hint()}") from None
         self.sent[rid] = (op, wait)
+        if self.direct is not None and op in STEPS:  # its own steps: later predicts must see them (direct.py)
+            self.direct.forget(fields.get("net"))
         if self.brokers.pair:
             self.outbox[rid] = ({"k": op, "id": rid, "timeout": timeout, **fields}, arrays)
             if op == wire.PREDICT and fields.get("keep"):
@@ -324,7 +327,7 @@ class Network:
         remember, the pass is kept so that backprop can train on it. strict
         refuses text at a position that only ever held numbers in training."""
         single = _is_single_row(rows)
-        if not remember and self.client.direct is not None:
+        if not remember and self.client.direct is not None and (chunk is None or int(chunk) >= 1):
             out = self.client.direct.predict(self.id, rows, strict=bool(strict), chunk=chunk or 256)
             if out is not None:
                 return out[0] if single else out

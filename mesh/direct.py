@@ -8,7 +8,10 @@ so that the client encodes rows exactly as the broker would. The client binds
 one unix socket (abstract namespace) where the last layer's groups answer.
 
 Only for predict(remember=False): a remembered predict is kept by the broker
-for the backprop that follows. Only when every broker address is on this host.
+for the backprop that follows. A predict sees the weights of the step its lease
+names: the client drops its lease when it asks for a step itself (backprop,
+train, set_weights), so its later predicts see its own steps, as through the
+broker; another client's step it sees once a group has applied it (STALE). Only when every broker address is on this host.
 A predict goes through the broker as before, with the same answer, whenever
 the lease does not hold any more (a group says STALE: a step was applied, the
 network was rebuilt), no answer comes in time, or the rows do not
@@ -26,6 +29,7 @@ from .head import output
 
 PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker (at most the client's timeout)
 UNREACHABLE_FOR = 60.0  # seconds before asking again for a lease whose sockets this client cannot reach
+SILENT_FOR = 10.0  # ...for one whose groups went silent (no answer, no STALE): something is wrong there
 WINDOW = 8        # passes of one predict on their way at once (a long predict does not flood the groups)
 CONNECT_WITHIN = 2.0  # seconds for the unix sockets of layer 1 to accept a connection
 LOCAL = re.compile(r"(ipc://|tcp://(127\.|localhost[:/]|\[::1\]))")
@@ -142,6 +146,7 @@ class Direct:
                     return self._lapsed(net)
                 sent += 1
             if not self.reply.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                self.retry[net] = time.monotonic() + SILENT_FOR
                 return self._lapsed(net)
             _, h, arrays = sockets.recv(self.reply)
             seq = h.get("seq")

@@ -42,7 +42,8 @@ from .steps import Watermark
 log = logging.getLogger("mesh.group")
 PEER_MISTAKES = (KeyError, ValueError, TypeError, IndexError, AttributeError)  # refused with a FAULT, never fatal
 MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
-MAX_CLIENTS = 32  # sockets kept open to clients that send predicts under a lease (the least recent close)
+MAX_CLIENTS = 64  # sockets kept open to clients that send predicts under a lease (the least recent close)
+MAX_DIRECT = 256  # parts of clients' passes kept while their other parts come (a client has 8 on their way)
 CLIENT_HWM = 64   # answers queued for one client: one that stops reading loses them, it never blocks a group
 
 
@@ -70,6 +71,7 @@ class Group:
         self.neurons = None
         self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
         self.fwd_parts, self.bwd_parts = {}, {}
+        self.direct_parts = {}        # the same for clients' passes (direct): their own store, never the broker's
         self.held = {}                # seq -> (x, a) kept for the backward
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.step_counts = {}         # step id -> passes of that step seen
@@ -177,6 +179,7 @@ class Group:
         is forgotten (a recovery resends it)."""
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
+        self.direct_parts = {}
         self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
         self.waiting.clear()
         self.restoring = None
@@ -312,16 +315,23 @@ class Group:
     def direct(self, h, arrays):
         """A client's predict pass under a lease (direct.py): it sees the weights of step
         h["at"] of generation h["gen"] in every group, or the client hears STALE and asks
-        the broker instead. Nothing is kept for a backward."""
-        to = h.get("reply")
+        the broker instead. Only its own fields go on, its parts wait in their own store,
+        and its output goes to the client, never to the broker: a lease holder cannot
+        touch another client's pass or a training pass."""
+        seq, to = h.get("seq"), h.get("reply")
+        if not (isinstance(seq, str) and isinstance(to, str) and wire.REPLY_ADDRESS.fullmatch(to)):
+            return  # not a pass this group may answer
         try:
             if self.neurons is None or self.restoring is not None or h.get("gen") != self.gen:
                 raise ValueError(f"group {self.gid} was rebuilt (generation {self.gen})")
             if h.get("at") != self.applied.done:
                 raise ValueError(f"group {self.gid} is at step {self.applied.done}, the lease at {h.get('at')!r}")
-            self.forward(dict(h, keep=False, drop=()), arrays)
+            self.forward({"k": wire.FWD, "seq": seq, "src": h.get("src"), "gen": self.gen, "at": self.applied.done,
+                          "net": self.net, "tok": self.ptok, "reply": to}, arrays, direct=True)
         except PEER_MISTAKES as e:
-            self.answer(to, {"k": wire.STALE, "seq": h.get("seq"), "error": str(e)})
+            self.answer(to, {"k": wire.STALE, "seq": seq, "error": str(e)})
+        except zmq.Again:  # the next group takes nothing now: the client asks the broker
+            self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"group {self.gid} could not pass it on"})
 
     def answer(self, to, header, arrays=()):
         """To a client's reply socket; never blocks (a client that stopped reading loses it)."""
@@ -336,26 +346,28 @@ class Group:
         except zmq.Again:
             pass
 
-    def _part(self, store, h, arrays, count, width):
+    def _part(self, store, h, arrays, count, width, limit=MAX_HELD):
         """File one part of pass seq (from source src of `count`); its parts once all are in."""
         seq, src = h["seq"], h["src"]
         x, = arrays
         if not (isinstance(src, int) and 0 <= src < count) or x.ndim != 2 or x.shape[1] != width(src):
             raise ValueError(f"part of pass {seq} from source {src!r} has shape {list(x.shape)}")
-        if seq not in store and len(store) >= MAX_HELD:
+        if seq not in store and len(store) >= limit:
             store.pop(next(iter(store)))  # a pass whose other parts never came
         parts = store.setdefault(seq, {})
         parts[src] = x
         return parts if len(parts) == count else None
 
-    def forward(self, h, arrays):
+    def forward(self, h, arrays, direct=False):
+        """direct: a client's pass (Group.direct), answered to the client."""
         self.faults.on_forward()
         seq = h["seq"]
         up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
-        parts = self._part(self.fwd_parts, h, arrays, self.fan_in, up_width)
+        store = self.direct_parts if direct else self.fwd_parts
+        parts = self._part(store, h, arrays, self.fan_in, up_width, MAX_DIRECT if direct else MAX_HELD)
         if parts is None:
             return
-        del self.fwd_parts[seq]
+        del store[seq]
         x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
         x = x.astype(self.dtype, copy=False)
         if x.shape[1] != self.neurons.W.shape[1]:
@@ -368,7 +380,7 @@ class Group:
                 self.held.pop(next(iter(self.held)))
             self.held[seq] = (x, a)
         if not self.down:  # the last layer: the broker gathers the outputs (the client, for a direct pass)
-            if "reply" in h:
+            if direct:
                 self.answer(h["reply"], {"k": wire.OUT, "seq": seq, "src": self.index}, [a])
             elif not h.get("head"):
                 self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
@@ -379,7 +391,7 @@ class Group:
             return
         out = dict(h, src=self.index)
         for sock, _, _ in self.down:
-            self.send(sock, out, [a])
+            self.send(sock, out, [a], flags=zmq.NOBLOCK if direct else 0)  # a client's pass never blocks a group
 
     def target(self, h, arrays):
         T, = arrays

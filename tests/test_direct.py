@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import zmq
 
-from mesh import Client, sockets, wire
+from mesh import Client, sockets, table, wire
 from mesh.broker import leases
 from mesh.broker.states import State
 from mesh.client import RemoteError
@@ -59,7 +59,7 @@ def test_direct_predicts_equal_the_brokers_and_the_reference(mesh2, case, group_
         net.drop()
 
 
-def test_a_step_makes_the_lease_stale_and_the_broker_answers(mesh2):
+def test_another_clients_step_makes_the_lease_stale_and_the_broker_answers(mesh2):
     c = mesh2.client
     net = mesh2.remember(c.create([4, 1], seed=5, dtype="float64"))
     X = np.array([[0.1, 0.9], [0.5, -0.3]])
@@ -69,21 +69,46 @@ def test_a_step_makes_the_lease_stale_and_the_broker_answers(mesh2):
         before = counts(c)
         net.predict(X)  # remembered: the broker keeps it for the backprop
         assert counts(c) == before
-        net.backprop([[1.0], [0.0]], learning_rate=0.5)  # step 1: every group's weights move on
+        with through_broker(mesh2) as other:
+            theirs = other.network(net.id)
+            theirs.predict(X)
+            theirs.backprop([[1.0], [0.0]], learning_rate=0.5)  # a step: every group's weights move on
         ref = ReferenceNet(net.weights(), dtype=np.float64)
-        got = net.predict(X, remember=False)  # the lease was at step 0: STALE, then the broker
+        got = net.predict(X, remember=False)  # the lease was at the step before: STALE, then the broker
         assert counts(c) == {"direct": before["direct"], "broker": before["broker"] + 1}
         np.testing.assert_allclose(got, ref.forward(X), rtol=1e-9, atol=1e-12)
-        again = net.predict(X, remember=False)  # a new lease, at step 1
+        again = net.predict(X, remember=False)  # a new lease, at that step
         assert counts(c)["direct"] == before["direct"] + 1
         np.testing.assert_array_equal(again, got)
     finally:
         net.drop()
 
 
+def test_a_predict_sees_this_clients_own_step_sent_just_before(mesh2):
+    """Pipelined: a remembered predict and its backprop are sent, not waited for; the direct
+    predict after them sees the step, as a predict through the broker would."""
+    c = mesh2.client
+    net = mesh2.remember(c.create([4, 3, 1], seed=6, dtype="float64"))
+    X = np.array([[0.2, -0.4], [0.7, 0.1]])
+    try:
+        net.predict(X)
+        net.predict(X, remember=False)  # holds a lease
+        ref = ReferenceNet(net.weights(), dtype=np.float64)
+        ids = [c.send(wire.PREDICT, [X], net=net.id, keep=True, width=2),
+               c.send(wire.BACKPROP, [np.array([[1.0], [0.0]])], net=net.id, learning_rate=0.5)]
+        got = net.predict(X, remember=False)
+        for rid in ids:
+            c.wait(rid)
+        ref.step(X, np.array([[1.0], [0.0]]), 0.5)
+        np.testing.assert_allclose(got, ref.forward(X), rtol=1e-9, atol=1e-12)
+    finally:
+        net.drop()
+
+
 def test_a_rebuilt_layer_one_group_sends_the_predict_through_the_broker(fresh_mesh, tmp_path):
-    """Layer 1's process is killed after step 2 of training and rebuilt elsewhere: the lease
-    names a socket nobody listens on any more."""
+    """Layer 1's process is killed after step 2 of another client's training and rebuilt:
+    the lease names a socket nobody listens on any more. The send fails at once (not
+    silence: after silence the client would not ask for a lease again so soon)."""
     h = fresh_mesh(workers=1, faults_plan="n1.1.0@step=2", faults_log=tmp_path / "faults.log", timeout=30)
     c = h.client
     net = h.remember(c.create([3, 1], seed=2, dtype="float64"))
@@ -92,13 +117,14 @@ def test_a_rebuilt_layer_one_group_sends_the_predict_through_the_broker(fresh_me
     net.predict(X[:2])
     net.predict(X[:2], remember=False)
     lease = c.direct.leases[net.id]
-    net.train(X, Y, epochs=1, batch_size=4, learning_rate=0.2, shuffle=False, progress=False)
+    with through_broker(h) as other:
+        other.network(net.id).train(X, Y, epochs=1, batch_size=4, learning_rate=0.2, shuffle=False, progress=False)
     assert [line.split()[0] for line in h.fired()] == ["n1.1.0@step=2"]
     assert [n["restarts"] for n in c.status()["networks"]] == [1]
+    assert c.direct.leases[net.id] is lease
     before = counts(c)
     got = net.predict(X, remember=False)
-    assert counts(c)["broker"] == before["broker"] + 1
-    assert c.direct.leases.get(net.id) is not lease
+    assert counts(c)["broker"] == before["broker"] + 1 and net.id not in c.direct.leases
     ref = ReferenceNet(net.weights(), dtype=np.float64)
     np.testing.assert_allclose(got, ref.forward(X), rtol=1e-9, atol=1e-12)
     np.testing.assert_array_equal(net.predict(X, remember=False), got)
@@ -157,6 +183,39 @@ def test_the_predict_token_admits_forward_passes_and_nothing_else(mesh2):
         np.testing.assert_array_equal(1 / (1 + np.exp(-z)), first)  # nobody stopped, no weights changed
         assert all(alive(pid) for pid in pids)
         assert {p["pid"] for p in net.processes()} == pids
+    finally:
+        net.drop()
+
+
+def test_a_lease_holder_cannot_answer_for_another_clients_pass(mesh2):
+    """Passes with the predict token but without a reply address, or with an integer seq
+    (the broker's kind), or marked as training passes, go nowhere: they never reach the
+    broker as outputs of another client's predict."""
+    c = mesh2.client
+    net = mesh2.remember(c.create([3, 2], seed=8, dtype="float64"))
+    X = np.random.default_rng(3).normal(size=(200, 2))
+    try:
+        net.predict(X[:1])
+        lease = c._route(net.id)
+        ref = ReferenceNet(net.weights(), dtype=np.float64).forward(X)
+        with through_broker(mesh2) as other:
+            fields, arrays = table.from_rows(X)
+            rid = other.send(wire.PREDICT, arrays, net=net.id, keep=False, chunk=1, strict=True, **fields)
+            ctx = zmq.Context()
+            try:
+                sock = sockets.make(ctx, zmq.PUSH, connect=lease["first"][0])
+                forged = np.full((1, 2), 50.0)
+                for seq in range(1, 2 * len(X) + 50):  # every seq the broker may give the predict's passes
+                    base = {"k": wire.FWD, "src": 0, "gen": lease["gen"], "at": lease["at"], "net": net.id,
+                            "tok": lease["ptok"]}
+                    for extra in ({"seq": seq}, {"seq": seq, "head": True},
+                                  {"seq": seq, "reply": sockets.abstract_ipc("reply")}, {"seq": str(seq)}):
+                        sockets.send(sock, {**base, **extra}, [forged])
+            finally:
+                ctx.destroy(linger=0)
+            _, (got,) = other.wait(rid)
+        np.testing.assert_allclose(got, ref, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(net.predict(X, remember=False), ref, rtol=1e-9, atol=1e-12)
     finally:
         net.drop()
 

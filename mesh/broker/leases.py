@@ -2,9 +2,9 @@
 
 A predict that goes client -> layer 1 -> ... -> last layer -> client takes four
 hops instead of six, and none of the broker's Python. The broker still governs:
-it hands out a lease only while the network is idle, and only when the groups
-that talk to the client (layer 1 and the last layer) are on this host, where
-the client can reach their unix sockets and they the client's. A lease names
+it hands out a lease only while the network is idle, and only when every group
+is on this host, where the client can reach layer 1's unix sockets and any
+group the client's (each may answer STALE). A lease names
 the generation and the step whose weights it sees; a group refuses a pass whose
 lease no longer holds there (a step, a recovery, a new input column), the
 client hears STALE and asks the broker, as every predict did before.
@@ -35,9 +35,8 @@ def lease(b, net):
         raise NoLease(f"network {net.id} has not seen its first rows", 0.0)
     if net.sent.done != net.step:
         raise NoLease(f"network {net.id} has a step on its way", 0.0)
-    ends = [net.groups[gid] for gid in (*net.first(), *net.last())]
-    if any(g["host"] != b.host or not g["endpoints"].get("ipc") for g in ends):
-        raise NoLease(f"network {net.id} has its first or last layer on another host", NEVER)
+    if any(g["host"] != b.host or not g["endpoints"].get("ipc") for g in net.groups.values()):
+        raise NoLease(f"network {net.id} has groups on another host", NEVER)
     return {"gen": net.gen, "at": net.sent.done, "ptok": wire.predict_token(net.token), "width": net.layer1_width,
             "encoder": net.encoder.to_dict(), "dtype": net.spec.dtype, "output": net.spec.output,
             "first": [net.groups[gid]["endpoints"]["ipc"] for gid in net.first()], "last": len(net.last())}

@@ -105,8 +105,14 @@ def train(b, client, h, arrays):
                           optimizer=name)
         net.plan_for = name
         budgets.replan(net)
+    kept, inputs = net.encoder.to_dict(), net.inputs
     X = b.encode(net, h, arrays[:-1])
-    Train(b.ports, net, client, h.get("id"), timeout_of(h), X, arrays[-1], h.get("options", {})).begin()
+    try:
+        Train(b.ports, net, client, h.get("id"), timeout_of(h), X, arrays[-1], h.get("options", {})).begin()
+    except (ValueError, TypeError, KeyError, RuntimeError):
+        if net.inputs == inputs:  # nothing grew: a refused run leaves no scaling or target behind (leases hold it)
+            net.encoder = Encoder.from_dict(kept)
+        raise
 
 
 def cancel(b, client, h, arrays):
