@@ -220,6 +220,26 @@ def test_a_lease_holder_cannot_answer_for_another_clients_pass(mesh2):
         net.drop()
 
 
+def test_a_refused_training_run_leaves_the_encoder_that_leases_hold(mesh2):
+    """A run refused for a bad option after its rows were encoded (with scaling learned)
+    leaves no trace: direct predicts and the broker's still agree."""
+    c = mesh2.client
+    net = mesh2.remember(c.create([3, 1], seed=9, dtype="float64"))
+    X = np.random.default_rng(5).normal(loc=4.0, size=(8, 2))
+    try:
+        net.predict(X[:1])
+        net.predict(X, remember=False)  # holds a lease
+        with through_broker(mesh2) as other:
+            with pytest.raises(RemoteError, match="batch_size must be at least 1"):
+                other.request(wire.TRAIN, [X, np.zeros((8, 1))], net=net.id, width=2, learn={"standardize": True},
+                              options={"batch_size": 0})
+            got = net.predict(X, remember=False)
+            assert net.id in c.direct.leases  # the same lease, not a new one
+            np.testing.assert_array_equal(got, other.network(net.id).predict(X, remember=False))
+    finally:
+        net.drop()
+
+
 def fake(keys=None, host="127.0.0.1", state=State.READY, inputs=2, group_host="127.0.0.1"):
     groups = {"g1": {"host": group_host, "endpoints": {"ipc": "ipc://@a", "tcp": "tcp://127.0.0.1:1"}}}
     net = SimpleNamespace(id="n1", state=state, waits=lambda: False, inputs=inputs, sent=SimpleNamespace(done=3),
