@@ -8,11 +8,11 @@ so that the client encodes rows exactly as the broker would. The client binds
 one unix socket (abstract namespace) where the last layer's groups answer.
 
 Only for predict(remember=False): a remembered predict is kept by the broker
-for the backprop that follows. A predict sees the weights of the step its lease
-names: the client drops its lease when it asks for a step itself (backprop,
-train, set_weights), so its later predicts see its own steps, as through the
-broker; another client's step it sees once a group has applied it (STALE). Only when every broker address is on this host.
-A predict goes through the broker as before, with the same answer, whenever
+for the backprop that follows. Only when every broker address is on this host.
+A predict sees the weights of the step its lease names: the client drops its
+lease when it asks for a step itself (backprop, train, set_weights), so its
+later predicts see its own steps, as through the broker; another client's step
+it sees once a group has applied it (STALE). A predict goes through the broker as before, with the same answer, whenever
 the lease does not hold any more (a group says STALE: a step was applied, the
 network was rebuilt), no answer comes in time, or the rows do not
 encode here (the broker then says what is wrong with them)."""
@@ -24,8 +24,8 @@ import numpy as np
 import zmq
 
 from . import sockets, table, wire
-from .encoder import Encoder
-from .head import output
+from .encoder import Encoder, widened
+from .head import output, whole
 
 PATIENCE = 5.0     # seconds without an answer before a predict goes through the broker (at most the client's timeout)
 UNREACHABLE_FOR = 60.0  # seconds before asking again for a lease whose sockets this client cannot reach
@@ -63,9 +63,7 @@ class Lease:
         fields, arrays = table.from_rows(rows)
         X, S, strings = table.to_table(fields, arrays)
         M, _ = self.encoder.encode(X, S, strings, grow=False, strict=strict, dtype=self.dtype)
-        if M.shape[1] < self.width:  # columns layer 1 has that this encoder's rows never light
-            M = np.concatenate([M, np.zeros((len(M), self.width - M.shape[1]), M.dtype)], axis=1)
-        return M
+        return widened(M, self.width)
 
     def close(self):
         for sock in self.first:
@@ -127,7 +125,7 @@ class Direct:
     def _run(self, net, lease, M, chunk):
         """Send the rows to layer 1, a chunk a pass, up to WINDOW passes on their way; gather
         the last layer's slices of each."""
-        chunk = max(1, int(chunk))
+        chunk = int(chunk)  # at least 1: Network.predict sends a smaller one to the broker, which refuses it
         starts = list(range(0, len(M), chunk))
         parts, sent = {}, 0  # seq -> {src: slice of z}, in the order of the rows
         deadline = time.monotonic() + self.patience
@@ -158,8 +156,7 @@ class Direct:
             if len(parts[seq]) == lease.last:
                 done += 1
                 deadline = time.monotonic() + self.patience  # silence, not a long answer, is what gives up
-        z = [p[0] if lease.last == 1 else np.concatenate([p[i] for i in range(lease.last)], axis=1)
-             for p in parts.values()]
+        z = [whole(p) for p in parts.values()]
         return output(lease.output, z[0] if len(z) == 1 else np.concatenate(z))
 
     def _lapsed(self, net):

@@ -22,6 +22,13 @@ import numpy as np
 MAX_WIDTH = 100_000  # values per row
 
 
+def widened(M, width):
+    """Rows encoded before layer 1 grew to `width` inputs: the new columns are zero."""
+    if M.shape[1] >= width:
+        return M
+    return np.concatenate([M, np.zeros((len(M), width - M.shape[1]), M.dtype)], axis=1)
+
+
 class KindError(ValueError):
     """A value of a kind its position never had in training."""
 

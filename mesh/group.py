@@ -334,9 +334,8 @@ class Group:
             self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"group {self.gid} could not pass it on"})
 
     def answer(self, to, header, arrays=()):
-        """To a client's reply socket; never blocks (a client that stopped reading loses it)."""
-        if not isinstance(to, str) or not wire.REPLY_ADDRESS.fullmatch(to):
-            return  # an address a header made up: nobody this group may answer
+        """To a client's reply socket, an address direct() checked; never blocks (a client that
+        stopped reading loses it)."""
         sock = self.clients.pop(to, None) or sockets.make(self.ctx, zmq.PUSH, connect=to, hwm=CLIENT_HWM)
         self.clients[to] = sock  # the most recent last
         if len(self.clients) > MAX_CLIENTS:

@@ -6,6 +6,11 @@ import numpy as np
 from .neurons import activate
 
 
+def whole(parts):
+    """The whole last layer from its groups' slices ({group index: slice})."""
+    return parts[0] if len(parts) == 1 else np.concatenate([parts[i] for i in range(len(parts))], axis=1)
+
+
 def output(name, z):
     if name == "softmax":
         e = np.exp(z - z.max(axis=1, keepdims=True))

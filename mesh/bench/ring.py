@@ -18,14 +18,20 @@ import zmq
 from ..sockets import abstract_ipc
 
 
+def ends(ctx, inbox, onward):
+    """A bare PULL bound at inbox and PUSH to onward: none of mesh.sockets' options."""
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    for s in (pull, push):
+        s.setsockopt(zmq.LINGER, 0)
+    pull.bind(inbox)
+    push.connect(onward)
+    return pull, push
+
+
 def relay(inbox, onward, n):
     ctx = zmq.Context()
     try:
-        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-        for s in (pull, push):
-            s.setsockopt(zmq.LINGER, 0)
-        pull.bind(inbox)
-        push.connect(onward)
+        pull, push = ends(ctx, inbox, onward)
         for _ in range(n):
             if not pull.poll(10_000):
                 break
@@ -63,11 +69,7 @@ def round_trips(hops, n, warm=100):
         kids.append(pid)
     ctx = zmq.Context()
     try:
-        pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-        for s in (pull, push):
-            s.setsockopt(zmq.LINGER, 0)
-        pull.bind(names[0])
-        push.connect(names[1])
+        pull, push = ends(ctx, names[0], names[1])
         times = []
         for i in range(n + warm):
             t = time.perf_counter()

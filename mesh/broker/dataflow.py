@@ -6,9 +6,10 @@ group (loop.py gives the real one, tests a recorder), so the bookkeeping of
 the window, the fair queue and the order of steps is plain code."""
 import logging
 
-import numpy as np
 
 from .. import wire
+from ..encoder import widened
+from ..head import whole
 
 log = logging.getLogger("mesh.broker")
 ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (group.py)
@@ -48,8 +49,7 @@ class Flow:
             net.entered += 1
             p.entered = net.entered
             X = p.X.astype(net.spec.dtype, copy=False)
-            if X.shape[1] < net.layer1_width:  # encoded before layer 1 grew: the new columns are zero
-                X = np.concatenate([X, np.zeros((len(X), net.layer1_width - X.shape[1]), X.dtype)], axis=1)
+            X = widened(X, net.layer1_width)
             header = wire.forward(p.seq, net.gen, p.after, p.keep, p.drop, p.head)
             if p.head:
                 self.send_targets(net, p)
@@ -93,7 +93,7 @@ class Flow:
         if "loss" in h:
             p.loss += float(h["loss"])
         if len(p.parts) == len(net.last()):
-            p.z = net.gather(p.parts)
+            p.z = whole(p.parts)
             p.parts = {}
             p.job.on_output(p)
 

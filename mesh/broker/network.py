@@ -4,7 +4,6 @@ import secrets
 import time
 from collections import deque
 
-import numpy as np
 
 from ..encoder import Encoder
 from ..steps import Watermark
@@ -134,10 +133,6 @@ class Network:
 
     def last(self):
         return self.layers[-1]
-
-    def gather(self, parts):
-        """The whole last layer from its groups' slices."""
-        return parts[0] if len(parts) == 1 else np.concatenate([parts[i] for i in range(len(parts))], axis=1)
 
     def describe(self, gid):
         g = self.groups[gid]

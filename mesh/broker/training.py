@@ -332,12 +332,14 @@ class Train(Job):
             batch = next(b for b in self.batches if p in b.waiting)
             batch.waiting.discard(p)
             batch.loss += loss
-            if batch is not self.batches[0] or batch.waiting:
-                return  # the steps before it are not all back, or it is not whole
+            logged = 0
             while self.batches and not self.batches[0].waiting:  # whole: its backward is on its way
                 batch = self.batches.popleft()
                 log_step(self.net, batch.step, batch.micros, batch.rows, self.lr)  # a recovery replays it now
                 self.step_logged(batch.rows, batch.loss)
+                logged += 1
+            if not logged:
+                return  # not whole yet, or a step before it is not
         if self.finished:
             return
         if self.epoch_rows < len(self.X):
