@@ -162,15 +162,14 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
     limit_blas_here(blas_threads)  # before numpy loads, so every group inherits the bound
     raise_on_sigterm()
     logging_setup()
-    from urllib.parse import urlparse
-
     from .brokers import parse
+    from .sockets import host_of
     from .worker import main, route_address
     try:
         first = parse(broker)[0]
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--broker") from None
-    where = listen or advertise or route_address(urlparse(first.replace("tcp://", "http://")).hostname)
+    where = listen or advertise or route_address(host_of(first))
     keys = _keys(keys_dir, "worker", f"tcp://{where}:0", insecure)
     if keys_dir:
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys

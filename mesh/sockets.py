@@ -11,6 +11,7 @@ worker and the groups it forks: what a peer could make a socket buffer must
 fit the budget, not the default's 10,000 messages of up to 1 GiB.
 """
 import os
+from urllib.parse import urlparse
 
 import zmq
 import zmq.utils.monitor
@@ -137,6 +138,11 @@ def ipc_listening(endpoint):
             return any(line.rstrip("\n").endswith(" " + name) for line in f)
     except OSError:
         return False
+
+
+def host_of(address):
+    """The host of a tcp:// address (names, IPv4 and [IPv6] alike)."""
+    return urlparse(address.replace("tcp://", "http://")).hostname
 
 
 def nearest(tcp, ipc, same_host):

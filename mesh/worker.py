@@ -4,7 +4,6 @@ its spawner), and reports every group exit at once."""
 import os
 import socket
 import time
-from urllib.parse import urlparse
 
 import zmq
 
@@ -30,7 +29,7 @@ class Worker:
         self.keys = keys
         self.say = say or (lambda line: None)  # a line for the person who started it
         self.brokers = Brokers(broker)  # one, or a pair: it moves to the other when one goes silent
-        self.broker_host = urlparse(self.brokers.current.replace("tcp://", "http://")).hostname
+        self.broker_host = sockets.host_of(self.brokers.current)
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
@@ -144,7 +143,7 @@ class Worker:
             if not self.welcomed:
                 self.say(f"mesh worker: registered with the broker at {self.brokers.current}")
                 self.welcomed = True
-            host = urlparse(self.brokers.current.replace("tcp://", "http://")).hostname
+            host = sockets.host_of(self.brokers.current)
             self.inbox = sockets.nearest(f"tcp://{host}:{h['inbox_port']}", h.get("inbox_ipc"), host == self.advertise)
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,

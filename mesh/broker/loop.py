@@ -16,7 +16,6 @@ import os
 import re
 import tempfile
 import time
-from urllib.parse import urlparse
 
 import zmq
 
@@ -54,7 +53,7 @@ class Broker:
         self.front = sockets.make(self.ctx, zmq.ROUTER, bind=bind, keys=keys, serve="front")
         self.front.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a worker that reconnects keeps its identity
         self.address = sockets.bound_endpoint(self.front)
-        host = urlparse(self.address.replace("tcp://", "http://")).hostname
+        host = sockets.host_of(self.address)
         self.inbox = sockets.make(self.ctx, zmq.PULL, keys=keys, serve="mesh")
         self.inbox_port = self.inbox.bind_to_random_port(f"tcp://{host}")
         self.host = host
@@ -412,7 +411,7 @@ class Broker:
         host = self.host
         seen_as = self.paired.pair.seen_as
         if host in ("0.0.0.0", "*", "::") and seen_as:  # bound to every interface: the name the peer uses
-            host = urlparse(seen_as.replace("tcp://", "http://")).hostname
+            host = sockets.host_of(seen_as)
         self.flow.to_group(net, gid, {"k": wire.REBROKER, "tcp": f"tcp://{host}:{self.inbox_port}",
                                       "ipc": self.inbox_ipc, "host": self.host})
 
