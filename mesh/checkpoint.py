@@ -72,8 +72,37 @@ class Writer:
     def __exit__(self, *exc):
         self.abandon()
 
-def read(path):
+def declared(path):
+    """Each member's declared bytes, read from its .npy header alone (nothing allocated), and
+    checked against the size it really has in the archive: a header cannot promise more data
+    than the file holds."""
+    sizes = {}
+    with zipfile.ZipFile(path) as z:
+        for info in z.infolist():
+            with z.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                header = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+                if version not in header:
+                    raise CheckpointError(f"{path}: member {info.filename} is .npy version {version}")
+                shape, _, dtype = header[version](f, max_header_size=10_000)
+                if dtype.hasobject:
+                    raise CheckpointError(f"{path}: member {info.filename} holds Python objects")
+                nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                if nbytes > info.file_size:
+                    raise CheckpointError(f"{path}: member {info.filename} declares {list(shape)} {dtype} "
+                                          f"({nbytes} bytes) in {info.file_size} bytes")
+                sizes[info.filename] = nbytes
+    return sizes
+
+
+def read(path, limit=None):
+    """(meta, arrays) of a checkpoint; limit: the most bytes its arrays may take (checked
+    before anything is allocated), by default this host's available memory."""
     try:
+        total = sum(declared(path).values())
+        limit = available_memory() if limit is None else limit
+        if total > limit:
+            raise CheckpointError(f"{path}: its arrays need {total} bytes, more than the {limit} available")
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(z["meta.json"].tobytes())
             if meta.get("format") != FORMAT:
@@ -87,3 +116,15 @@ def read(path):
         if key not in meta:
             raise CheckpointError(f"{path}: checkpoint has no {key!r}")
     return meta, arrays
+
+
+def available_memory():
+    """MemAvailable of this host, in bytes (the physical memory where /proc says nothing)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

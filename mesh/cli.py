@@ -113,6 +113,25 @@ def _keys(keys_dir, role, address, insecure):
     return None
 
 
+def _pair_secret(keys, insecure):
+    """A keyless pair's shared secret (MESH_PAIR_SECRET), or None where keys authenticate the peer."""
+    if keys is not None:
+        return None
+    value = os.environ.get("MESH_PAIR_SECRET", "")
+    if value:
+        if len(value) < 16:
+            raise click.ClickException("MESH_PAIR_SECRET must be at least 16 characters (a random one)")
+        return value.encode()
+    if not insecure:
+        raise click.ClickException(
+            "a pair without keys needs a secret the two brokers share, or any local process could speak for "
+            "the peer: set MESH_PAIR_SECRET to the same random value on both (python3 -c 'import secrets; "
+            "print(secrets.token_hex(16))'), or pass --keys; --insecure runs the pair unauthenticated.")
+    click.echo("WARNING: a pair without keys or MESH_PAIR_SECRET: any local process can speak for the peer broker",
+               err=True)
+    return None
+
+
 @cli.command()
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True, help="Address clients and workers dial.")
 @keys_option
@@ -132,14 +151,16 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
     raise_on_sigterm()
     logging_setup()
     keys = _keys(keys_dir, "broker", bind, insecure)
+    secret = None
     if peer:
         _keys(keys_dir, "broker", peer, insecure)  # the pair's channel is keyed like every other
+        secret = _pair_secret(keys, insecure)
     elif primary:
         raise click.UsageError("--primary is for one of a pair: give the other broker with --peer")
     listen = _dashboard(dashboard, dashboard_token, keys is not None, insecure)
     from .broker import BindError, main
     try:
-        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary)
+        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary, pair_secret=secret)
     except BindError as e:
         raise click.ClickException(str(e)) from None
 

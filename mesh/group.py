@@ -23,12 +23,12 @@ the broker rebuilds the network's state (recovery.py).
 """
 import logging
 import os
-from collections import deque
 
 import numpy as np
 import zmq
 
 from . import heartbeat, sockets, wire
+from .bounded import Bounded
 from .faults import Faults
 from .head import loss_and_grad
 from .keeper import Keeper, Snapshot
@@ -40,11 +40,15 @@ from .spec import LOSSES, OUTPUTS, Spec, initial_rows
 from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
-PEER_MISTAKES = (KeyError, ValueError, TypeError, IndexError, AttributeError)  # refused with a FAULT, never fatal
 MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
-MAX_CLIENTS = 64  # sockets kept open to clients that send predicts under a lease (the least recent close)
+MAX_AHEAD = 1024  # steps a message may wait for beyond the last applied; the broker keeps far fewer on their way
+MAX_FETCHES = 64  # fetches kept until this group's own setup of their generation comes
+# Clients that predict under a lease (direct.py): what they can make a group hold is bounded by these
+# three, MAX_CLIENTS x CLIENT_HWM x MAX_ANSWER = 64 MiB of queued answers at most.
+MAX_CLIENTS = 8   # sockets kept open to them (the least recent close)
+CLIENT_HWM = 32   # answers queued for one client (4 of its windows): one that stops reading loses them, never blocks
+MAX_ANSWER = 256 * 1024  # bytes of one answer; a bigger pass is refused (STALE) and goes through the broker
 MAX_DIRECT = 256  # parts of clients' passes kept while their other parts come (a client has 8 on their way)
-CLIENT_HWM = 64   # answers queued for one client: one that stops reading loses them, it never blocks a group
 
 
 class Group:
@@ -70,14 +74,20 @@ class Group:
         self.ctx = ctx
         self.neurons = None
         self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
-        self.fwd_parts, self.bwd_parts = {}, {}
-        self.direct_parts = {}        # the same for clients' passes (direct): their own store, never the broker's
-        self.held = {}                # seq -> (x, a) kept for the backward
-        self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
+        # What peers' messages fill, each within a count and a byte budget (bounded.py):
+        budget = sockets.store_bytes()
+        self.fwd_parts = Bounded(f"group {self.gid}: forward parts", MAX_HELD, budget)  # seq -> {src: part}
+        self.bwd_parts = Bounded(f"group {self.gid}: backward parts", MAX_HELD, budget)
+        self.direct_parts = Bounded(f"group {self.gid}: clients' parts", MAX_DIRECT, budget)  # never the broker's
+        self.held = Bounded(f"group {self.gid}: passes held", MAX_HELD, budget)  # seq -> (x, a) for the backward
+        self.targets = Bounded(f"group {self.gid}: targets", MAX_HELD, budget)  # seq -> what came first of a
+        self.outputs = Bounded(f"group {self.gid}: outputs", MAX_HELD, budget)  # training pass's targets, output
+        self.waiting = Bounded(f"group {self.gid}: waiting", MAX_HELD, budget)  # n -> (header, arrays) after a step
+        self.fetches = Bounded(f"group {self.gid}: fetches", MAX_FETCHES, MAX_FETCHES * 1024)
+        self.received = 0             # messages read: numbers the waiting ones, in the order they came
         self.step_counts = {}         # step id -> passes of that step seen
         self.applied = Watermark()    # steps applied here
-        self.waiting = deque()        # (header, arrays) that must follow a step not yet applied
-        self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward,
+        self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward, wire.PURGE: self.purge,
                          wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set,
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
                          wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
@@ -85,7 +95,7 @@ class Group:
         self.keeper_sock = None       # where its replica goes (custody)
         self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
         self.ward_socks = {}          # gid -> PUSH socket, of the groups whose replicas it keeps
-        self.fetches = []             # FETCHes that came before this group's own SETUP of their generation
+        self.ward_rows = {}           # gid -> its neurons: the rows of a replica it may keep
         self.restoring = None         # (snapshot id, function) while it waits for its replica
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
@@ -105,7 +115,13 @@ class Group:
         """Alive, with what watchers want to see: messages sent and the last step applied."""
         sockets.send(self.broker, {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token,
                                    "gen": self.gen, "pid": os.getpid(), "msgs": self.sent,
-                                   "applied": self.applied.done})
+                                   "applied": self.applied.done, "waits": self.waits()})
+
+    def waits(self):
+        """The step the oldest waiting message waits for, or None: the broker purges what
+        waits for a step it never handed out (Group.purge), so nothing holds the queue forever."""
+        first = self.waiting.first()
+        return None if first is None else first[0]["after"]
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
@@ -122,32 +138,44 @@ class Group:
                 self.beat()
 
     def handle_one(self):
-        """Read and handle one inbox message; a bad one is dropped or answered with FAULT, never fatal."""
+        """Read and handle one inbox message. Nothing a peer sends is fatal: a malformed
+        message, or one not of this network, is dropped unread; one that fails, whatever it
+        raises (MemoryError and RecursionError too), is answered with a FAULT."""
         header = {}
         try:
             _, header, arrays = sockets.recv(self.inbox)
-            if header.get("tok") != self.token:
-                if header.get("tok") == self.ptok and header.get("k") == wire.FWD:
-                    self.direct(header, arrays)
-                return  # not from this network's broker or groups: no reply, no state
-            ep = header.get("ep")  # only a broker's messages carry it
-            if ep is not None:
-                if ep < self.epoch:
-                    return  # from a broker that another has replaced: fenced, it acts on nothing
-                self.epoch = ep
-            if header["k"] in (wire.FWD, wire.BWD, wire.TARGET) and header.get("gen") != self.gen:
-                return  # in flight before a recovery rewired the network: replayed, not wanted
-            after = header.get("after")
-            if after is not None and (self.waiting or after > self.applied.done):
-                if len(self.waiting) >= MAX_HELD:
-                    raise ValueError(f"more than {MAX_HELD} messages wait for step {self.waiting[0][0]['after']}")
-                self.waiting.append((header, arrays))
-                return
-            self.handle(header, arrays)
+            self.admit(header, arrays)
         except wire.WireError:
             pass  # malformed: cannot even tell whom to answer
-        except PEER_MISTAKES as e:
+        except Exception as e:
             self.refuse(header, e)
+
+    def admit(self, header, arrays):
+        """Handle a message of this network now, or once the step it follows is applied."""
+        tok = header.get("tok")
+        if tok != self.token:
+            if tok == self.ptok and header.get("k") == wire.FWD and self.layer == 0:
+                self.direct(header, arrays)  # a client's pass under a lease: layer 1's forward, nothing else
+            return  # not from this network's broker or groups: no reply, no state
+        ep = header.get("ep")  # only a broker's messages carry it
+        if ep is not None:
+            if ep < self.epoch:
+                return  # from a broker that another has replaced: fenced, it acts on nothing
+            self.epoch = ep
+        k = header["k"]
+        if k == wire.FWD and "reply" in header:
+            return self.direct(header, arrays)  # a client's pass, passed on by the layer before
+        if k in (wire.FWD, wire.BWD, wire.TARGET, wire.PURGE) and header.get("gen") != self.gen:
+            return  # in flight before a recovery rewired the network: replayed, not wanted
+        after = header.get("after")
+        if after is not None:
+            if type(after) is not int or not 0 <= after <= self.applied.done + MAX_AHEAD:
+                raise ValueError(f"a {k} to follow step {after!r}, and this group is at step {self.applied.done}")
+            if self.waiting or after > self.applied.done:
+                self.received += 1
+                self.waiting.put(self.received, (header, arrays), sum(a.nbytes for a in arrays))
+                return
+        self.handle(header, arrays)
 
     def handle(self, header, arrays):
         handler = self.handlers.get(header["k"])
@@ -157,20 +185,35 @@ class Group:
 
     def refuse(self, header, e):
         """A peer's mistake: say so and go on; the mesh keeps running."""
-        log.warning("group %s refused a message: %s", self.gid, e)
+        log.warning("group %s refused a message: %s: %s", self.gid, type(e).__name__, str(e)[:500])
         h = header if isinstance(header, dict) else {}
         step = h.get("step") if h.get("k") in (wire.BWD, wire.TARGET) else None
-        self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step, "kind": h.get("k"),
-                          "error": f"group {self.gid}: {type(e).__name__}: {e}"})
+        try:
+            self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step, "kind": h.get("k"),
+                              "error": f"group {self.gid}: {type(e).__name__}: {str(e)[:500]}"})
+        except Exception as again:  # the broker's socket is being replaced, or full: the log has it
+            log.warning("group %s could not report it: %s", self.gid, again)
 
     def release(self):
         """Messages that waited for the step just applied, in the order they came."""
-        while self.waiting and self.waiting[0][0]["after"] <= self.applied.done:
-            header, arrays = self.waiting.popleft()
+        while self.waiting and self.waiting.first()[0]["after"] <= self.applied.done:
+            _, (header, arrays) = self.waiting.popleft()
             try:
                 self.handle(header, arrays)
-            except PEER_MISTAKES as e:
+            except Exception as e:
                 self.refuse(header, e)
+
+    def purge(self, h, arrays):
+        """From the broker: no step after `beyond` was handed out, so what waits for one came
+        from no broker (or a replaced one) and goes; what waited behind it is released."""
+        beyond = h["beyond"]
+        if type(beyond) is not int:
+            raise ValueError(f"purge beyond step {beyond!r}")
+        gone = self.waiting.remove_if(lambda item: item[0]["after"] > beyond)
+        if gone:
+            log.warning("group %s dropped %d messages waiting for steps after %d, never handed out",
+                        self.gid, gone, beyond)
+        self.release()
 
     # -- control ---------------------------------------------------------
     def setup(self, h, arrays):
@@ -178,10 +221,10 @@ class Group:
         (its own copy, or the replica its keeper or the broker sends); everything in flight
         is forgotten (a recovery resends it)."""
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
-        self.fwd_parts, self.bwd_parts, self.held, self.step_counts = {}, {}, {}, {}
-        self.direct_parts = {}
-        self.targets, self.outputs = {}, {}  # seq -> what came first of a training pass's targets and output
-        self.waiting.clear()
+        for store in (self.fwd_parts, self.bwd_parts, self.held, self.direct_parts, self.targets, self.outputs,
+                      self.waiting):
+            store.clear()
+        self.step_counts = {}
         self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
@@ -206,9 +249,13 @@ class Group:
                                                 "of": self.gid, "snap": self.restoring[0]})
             return  # ready once the replica is here
         self.tell_broker({"k": wire.READY, "restored": restore and restore["snap"]})
-        for fetch in self.fetches:  # wards that asked before this setup told of them
-            self.fetch(fetch, ())
-        self.fetches = []
+        early = self.fetches.values()  # wards that asked before this setup told of them
+        self.fetches.clear()
+        for fetch in early:
+            try:
+                self.fetch(fetch, ())
+            except Exception as e:
+                self.refuse(fetch, e)
 
     def custody(self, h):
         """Where this group's replica goes (its keeper), and whose replicas it keeps (its
@@ -219,7 +266,9 @@ class Group:
         keeper = h.get("keeper")
         self.keeper_sock = self._dial(*keeper) if keeper else None
         self.to_broker_keeper = keeper is None and bool(h.get("broker_keeps"))
-        self.ward_socks = {gid: self._dial(ep, key) for gid, ep, key in h.get("wards", ())}
+        wards = h.get("wards", ())
+        self.ward_socks = {w[0]: self._dial(w[1], w[2]) for w in wards}
+        self.ward_rows = {w[0]: w[3] for w in wards}  # [gid, endpoint, key, neurons]
         self.keeper.forget_all_but(self.ward_socks)
 
     def snap(self, h, arrays):
@@ -240,15 +289,19 @@ class Group:
         of = str(h["of"])
         if of not in self.ward_socks:
             raise ValueError(f"a replica of {of}, which this group does not keep for")
-        snap = Snapshot.from_message(h, arrays, self.dtype)
+        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.ward_rows[of])
         self.keeper.keep_replica(of, snap, h.get("whole"))
         self.tell_broker({"k": wire.KEPT, "of": of, "snap": snap.id, "whole": h.get("whole")})
 
     def fetch(self, h, arrays):
         """A ward rebuilt in a new process asks for its replica: sent to its endpoint, as
         this group's own setup names it (a fetch ahead of that setup waits for it)."""
-        if h.get("gen", 0) > self.gen:
-            self.fetches.append(h)
+        gen = h.get("gen", 0)
+        if type(gen) is not int:
+            raise ValueError(f"a fetch of generation {gen!r}")
+        if gen > self.gen:  # kept small: the fields it needs, not whatever else came with it
+            early = {"k": wire.FETCH, "of": str(h["of"])[:200], "snap": int(h["snap"]), "gen": gen}
+            self.fetches.put((early["of"], early["snap"], gen), early, len(early["of"]) + 64)
             return
         of = str(h["of"])
         if of not in self.ward_socks:
@@ -262,9 +315,7 @@ class Group:
             return  # the same replica twice (a fetch repeated by a second recovery)
         if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
             raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
-        snap = Snapshot.from_message(h, arrays, self.dtype)
-        if snap.W.shape[0] != self.cfg["hi"] - self.cfg["lo"] or snap.b.shape != (snap.W.shape[0],):
-            raise ValueError(f"a replica of {snap.W.shape[0]} neurons for a group of {self.cfg['hi'] - self.cfg['lo']}")
+        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.cfg["hi"] - self.cfg["lo"])
         self.keeper.adopt(snap)  # its own copy again, should it be needed before the next snapshot
         self.neurons = snap.neurons(self.restoring[1])
         self.tell_broker({"k": wire.READY, "restored": self.restoring[0]})
@@ -275,7 +326,13 @@ class Group:
 
     def grow(self, h, arrays):
         """Input columns appended: zero, or, for the first inputs a network sees, drawn from its seed."""
-        added = int(h["cols"])
+        added, rows, cols = h["cols"], *self.neurons.W.shape
+        if type(added) is not int or added < 1:
+            raise ValueError(f"grow by {added!r} columns")
+        need = 4 * rows * (cols + added) * self.dtype.itemsize  # W, its gradient, two optimizer slots
+        if need > sockets.memory_bound():
+            raise ValueError(f"growing to {cols + added} inputs needs {need} bytes, more than this group's "
+                             f"{sockets.memory_bound()}")
         self.neurons.grow(added)
         if h.get("init"):
             W, _ = initial_rows(Spec(**h["init"]), self.layer, self.neurons.W.shape[1], self.cfg["lo"], self.cfg["hi"])
@@ -301,11 +358,16 @@ class Group:
         self.tell_broker({"k": wire.READY, "req": h.get("req")})
 
     def rebroker(self, h, arrays):
-        """A new active broker (a failover): report to its inbox from now on, and say hello there."""
+        """A new active broker (a failover): report to its inbox from now on, and say hello there.
+        The new socket is made before the old one closes: a bad address leaves the old in place."""
+        tcp, ipc = h["tcp"], h.get("ipc")
+        if not (isinstance(tcp, str) and tcp.startswith("tcp://") and (ipc is None or isinstance(ipc, str))):
+            raise ValueError(f"rebroker to {tcp!r} / {ipc!r}")
+        inbox = sockets.nearest(tcp, ipc, h.get("host") == self.cfg["advertise"])
+        new = sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
+                           dial=self.keys and self.keys.broker_public)
         self.broker.close(linger=0)  # what waits for the old broker is for no one now
-        inbox = sockets.nearest(h["tcp"], h.get("ipc"), h.get("host") == self.cfg["advertise"])
-        self.broker = sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
-                                   dial=self.keys and self.keys.broker_public)
+        self.broker = new
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
 
     def stop(self, h, arrays):
@@ -326,12 +388,13 @@ class Group:
                 raise ValueError(f"group {self.gid} was rebuilt (generation {self.gen})")
             if h.get("at") != self.applied.done:
                 raise ValueError(f"group {self.gid} is at step {self.applied.done}, the lease at {h.get('at')!r}")
+            # on past layer 1 with the network's token: a lease's token opens nothing else
             self.forward({"k": wire.FWD, "seq": seq, "src": h.get("src"), "gen": self.gen, "at": self.applied.done,
-                          "net": self.net, "tok": self.ptok, "reply": to}, arrays, direct=True)
-        except PEER_MISTAKES as e:
-            self.answer(to, {"k": wire.STALE, "seq": seq, "error": str(e)})
+                          "net": self.net, "tok": self.token, "reply": to}, arrays, direct=True)
         except zmq.Again:  # the next group takes nothing now: the client asks the broker
             self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"group {self.gid} could not pass it on"})
+        except Exception as e:
+            self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"{type(e).__name__}: {str(e)[:500]}"})
 
     def answer(self, to, header, arrays=()):
         """To a client's reply socket, an address direct() checked; never blocks (a client that
@@ -345,28 +408,32 @@ class Group:
         except zmq.Again:
             pass
 
-    def _part(self, store, h, arrays, count, width, limit=MAX_HELD):
-        """File one part of pass seq (from source src of `count`); its parts once all are in."""
+    @staticmethod
+    def _part(store, h, arrays, count, width):
+        """File one part of pass seq (from source src of `count`); its parts once all are in.
+        A pass whose other parts never come is displaced by newer ones (bounded.py)."""
         seq, src = h["seq"], h["src"]
         x, = arrays
-        if not (isinstance(src, int) and 0 <= src < count) or x.ndim != 2 or x.shape[1] != width(src):
+        if not (type(src) is int and 0 <= src < count) or x.ndim != 2 or x.shape[1] != width(src):
             raise ValueError(f"part of pass {seq} from source {src!r} has shape {list(x.shape)}")
-        if seq not in store and len(store) >= limit:
-            store.pop(next(iter(store)))  # a pass whose other parts never came
-        parts = store.setdefault(seq, {})
+        if count == 1:
+            return {0: x}
+        parts = store.get(seq) or {}
         parts[src] = x
-        return parts if len(parts) == count else None
+        if len(parts) == count:
+            store.pop(seq)
+            return parts
+        store.put(seq, parts, sum(p.nbytes for p in parts.values()))
+        return None
 
     def forward(self, h, arrays, direct=False):
         """direct: a client's pass (Group.direct), answered to the client."""
         self.faults.on_forward()
         seq = h["seq"]
         up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
-        store = self.direct_parts if direct else self.fwd_parts
-        parts = self._part(store, h, arrays, self.fan_in, up_width, MAX_DIRECT if direct else MAX_HELD)
+        parts = self._part(self.direct_parts if direct else self.fwd_parts, h, arrays, self.fan_in, up_width)
         if parts is None:
             return
-        del store[seq]
         x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
         x = x.astype(self.dtype, copy=False)
         if x.shape[1] != self.neurons.W.shape[1]:
@@ -375,18 +442,18 @@ class Group:
         for old in h.get("drop", ()):
             self.held.pop(old, None)
         if h.get("keep"):
-            if len(self.held) >= MAX_HELD:
-                self.held.pop(next(iter(self.held)))
-            self.held[seq] = (x, a)
+            self.held.put(seq, (x, a), x.nbytes + a.nbytes)
         if not self.down:  # the last layer: the broker gathers the outputs (the client, for a direct pass)
             if direct:
+                if a.nbytes > MAX_ANSWER:  # what waits in a client's socket is bounded
+                    raise ValueError(f"an answer of {a.nbytes} bytes; at most {MAX_ANSWER} go direct")
                 self.answer(h["reply"], {"k": wire.OUT, "seq": seq, "src": self.index}, [a])
             elif not h.get("head"):
                 self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
             elif seq in self.targets:
                 self.head(seq, a, *self.targets.pop(seq))
             else:
-                self._keep(self.outputs, seq, a)
+                self.outputs.put(seq, a, a.nbytes)  # its targets have not come yet
             return
         out = dict(h, src=self.index)
         for sock, _, _ in self.down:
@@ -399,12 +466,7 @@ class Group:
         if h["seq"] in self.outputs:
             self.head(h["seq"], self.outputs.pop(h["seq"]), h, T)
         else:
-            self._keep(self.targets, h["seq"], (h, T))
-
-    def _keep(self, store, seq, item):
-        if len(store) >= MAX_HELD:
-            store.pop(next(iter(store)))  # its other half never came
-        store[seq] = item
+            self.targets.put(h["seq"], (h, T), T.nbytes)  # its output has not come yet
 
     def head(self, seq, z, h, T):
         """The loss of this output slice, reported; its gradient, straight into the backward."""
@@ -424,7 +486,6 @@ class Group:
         parts = self._part(self.bwd_parts, h, arrays, self.fan_out, lambda i: self.neurons.W.shape[0])
         if parts is None:
             return
-        del self.bwd_parts[seq]
         step, of, lr = h["step"], h["of"], float(h["lr"])
         if not (isinstance(step, int) and isinstance(of, int) and of >= 1 and np.isfinite(lr)):
             raise ValueError(f"pass {seq}: bad step fields of={of!r} lr={h['lr']!r}")

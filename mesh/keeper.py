@@ -11,6 +11,8 @@ import numpy as np
 from .neurons import Neurons
 from .optim import Optimizer
 
+MAX_SLOTS = 4  # optimizer arrays beside W and b (adam: a moment of each for W and b)
+
 
 class Snapshot:
     """One group's state, as plain arrays: snapshot number `id` of its network
@@ -25,8 +27,13 @@ class Snapshot:
         return cls(id, step, neurons.W.copy(), neurons.b.copy(), meta, [s.copy() for s in slots])
 
     @classmethod
-    def from_message(cls, h, arrays, dtype):
-        """From a KEEP or REPLICA message; the arrays are copied out of their frames."""
+    def from_message(cls, h, arrays, dtype, rows):
+        """From a KEEP or REPLICA message of a group of `rows` neurons; the arrays are
+        checked, then copied out of their frames."""
+        if len(arrays) < 2 or arrays[0].ndim != 2 or arrays[0].shape[0] != rows or arrays[1].shape != (rows,):
+            raise ValueError(f"a replica of shapes {[list(a.shape) for a in arrays]} for a group of {rows} neurons")
+        if len(arrays) > 2 + MAX_SLOTS or any(a.shape not in (arrays[0].shape, arrays[1].shape) for a in arrays[2:]):
+            raise ValueError(f"a replica's optimizer state of shapes {[list(a.shape) for a in arrays[2:]]}")
         W, b, *slots = (np.array(a, dtype=dtype) for a in arrays)
         return cls(int(h["snap"]), int(h["step"]), W, b, h["optimizer"], slots)
 

@@ -2,6 +2,7 @@
 all in one process group, all ended when the mesh is closed (or when this
 process dies: they die with their parent)."""
 import os
+import secrets
 import select
 import signal
 import socket
@@ -30,6 +31,8 @@ class LocalMesh:
         self.env = blas_env(blas_threads)
         self.env["MESH_DIE_WITH_PARENT"] = "1"
         self.env.update(env or {})  # e.g. MESH_TEST_FAULTS (faults.py), inherited by every group
+        if standby and not self.env.get("MESH_PAIR_SECRET") and not insecure:
+            self.env["MESH_PAIR_SECRET"] = secrets.token_hex(16)  # only the two brokers speak for the pair
         self.board = (["--dashboard", dashboard] if dashboard else []) + \
             (["--dashboard-token", dashboard_token] if dashboard_token else [])
         self.dashboard_url = None

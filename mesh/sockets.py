@@ -22,7 +22,8 @@ HWM = 10_000
 SEND_TIMEOUT = 10_000  # ms: a send with no peer to take it (handshake refused, peer gone) fails, never hangs
 MAX_MESSAGE = int(os.environ.get("MESH_MAX_MESSAGE", 1 << 30))  # bytes; a client's request carries whole data sets
 BUDGET_HWM = 256  # messages per peer under a budget: above any network's window of passes in flight (4 per layer + 4)
-_limits = {"hwm": HWM, "max_message": MAX_MESSAGE}  # what make() uses unless told otherwise
+STORE_BYTES = 512 << 20  # what one store of a group that peers fill may hold (bounded.py), with no budget
+_limits = {"hwm": HWM, "max_message": MAX_MESSAGE, "store": STORE_BYTES, "memory": None}  # make() uses these
 
 
 def limit_to(budget):
@@ -30,7 +31,18 @@ def limit_to(budget):
     `budget` bytes: BUDGET_HWM messages per peer, none larger than half the budget (the
     largest a group legitimately receives is a replica of a neighbour's state, and it
     keeps two of those within its budget)."""
-    _limits.update(hwm=BUDGET_HWM, max_message=min(MAX_MESSAGE, budget // 2))
+    _limits.update(hwm=BUDGET_HWM, max_message=min(MAX_MESSAGE, budget // 2), store=min(STORE_BYTES, budget // 4),
+                   memory=budget)
+
+
+def store_bytes():
+    """The byte budget of each store a group fills on its peers' word (bounded.py)."""
+    return _limits["store"]
+
+
+def memory_bound():
+    """The most one process may ever allocate on a peer's word: the budget, else the host's memory."""
+    return _limits["memory"] or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def make(ctx, kind, *, bind=None, connect=None, max_message=None, hwm=None, keys=None, serve=None, dial=None):

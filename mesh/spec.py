@@ -10,6 +10,7 @@ OUTPUTS = ("sigmoid", "linear", "softmax")
 LOSSES = ("mse", "cross_entropy")
 DTYPES = ("float32", "float64")
 INITS = ("auto", "glorot")
+MAX_NEURONS = 1 << 31  # in one layer; memory budgets refuse far smaller networks (broker/budgets.py)
 
 
 @dataclass
@@ -26,12 +27,12 @@ class Spec:
     def __post_init__(self):
         if isinstance(self.sizes, (int, np.integer)):
             self.sizes = [self.sizes]
-        try:
-            self.sizes = [int(n) for n in self.sizes]
-        except (TypeError, ValueError):
-            raise ValueError(f"layer sizes must be integers, got {self.sizes!r}") from None
-        if not self.sizes or any(n < 1 for n in self.sizes):
-            raise ValueError(f"layer sizes must be one or more positive integers, got {self.sizes}")
+        if not isinstance(self.sizes, (list, tuple)) or not all(
+                isinstance(n, (int, np.integer)) and not isinstance(n, bool) for n in self.sizes):
+            raise ValueError(f"layer sizes must be integers, got {self.sizes!r}")  # not 2.5, not True
+        self.sizes = [int(n) for n in self.sizes]
+        if not self.sizes or any(n < 1 or n > MAX_NEURONS for n in self.sizes):
+            raise ValueError(f"layer sizes must be one or more positive integers (at most {MAX_NEURONS}), got {self.sizes}")
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("output", self.output, OUTPUTS)
         _choice("loss", self.loss, LOSSES)

@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their own frames
+MAX_DEPTH = 16  # nesting of a header's lists and objects; ours reach 4, and a deep one costs every reader a recursion
 MAX_DIM = 1 << 31  # no dimension of a real array comes near it; bigger ones are lies
 DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64),
           "|u1": np.dtype(np.uint8)}  # bytes: a standby's records carry their JSON body as one (journal.py)
@@ -73,6 +74,7 @@ KEEP = "keep"            # group -> its keeper (or the broker): a replica of its
 FETCH = "fetch"          # group -> keeper: send me ("of") my replica "snap" (to my endpoint, as wired)
 REPLICA = "replica"      # keeper (or broker) -> group: the replica it asked for
 STOP = "stop"            # broker: exit cleanly
+PURGE = "purge"          # broker: drop what waits for a step after "beyond" (it never handed one out)
 
 # broker inbox (PULL); groups PUSH here
 HELLO = "hello"          # group started: its pid and inbox endpoints
@@ -127,6 +129,7 @@ class WireError(ValueError):
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
+encode_header = _encode  # a header as it travels (a pair's HMAC covers these bytes: broker/pair.py)
 
 
 def pack(header, arrays=()):
@@ -155,14 +158,32 @@ def unpack(frames, max_header=MAX_HEADER):
         raise WireError(f"header of {len(raw)} bytes exceeds the limit of {max_header}")
     try:
         header = _decode(raw.decode())
-    except (UnicodeDecodeError, ValueError) as e:
-        raise WireError(f"header is not JSON: {e}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:  # "[" * 30000 is under the size limit
+        raise WireError(f"header is not JSON: {type(e).__name__}") from None
     if type(header) is not dict or type(header.get("k")) is not str:
         raise WireError("header must be a JSON object with a string 'k'")
+    if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(header) > MAX_DEPTH:
+        raise WireError(f"header nests deeper than {MAX_DEPTH} levels")
     specs = header.pop("a", ())
     if type(specs) is not list or len(specs) != len(frames) - 1:
         raise WireError(f"header declares {len(specs) if isinstance(specs, list) else '?'} arrays, message has {len(frames) - 1}")
     return header, [_array(spec, frame) for spec, frame in zip(specs, frames[1:])]
+
+
+def _depth(value):
+    """How deep lists and objects nest in a decoded header (iterative: no recursion to exhaust)."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, dict):
+            v = v.values()
+        elif not isinstance(v, list):
+            continue
+        deepest = max(deepest, d)
+        if deepest > MAX_DEPTH:
+            break
+        todo.extend((x, d + 1) for x in v)
+    return deepest
 
 
 def _array(spec, frame):

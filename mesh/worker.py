@@ -1,6 +1,7 @@
 """A worker: one per machine (or slice of one). It registers with the broker,
 heartbeats, starts and ends group processes on the broker's word (through
 its spawner), and reports every group exit at once."""
+import logging
 import os
 import socket
 import time
@@ -13,6 +14,8 @@ from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
 from .spawner import Spawner
+
+log = logging.getLogger("mesh.worker")
 
 
 def route_address(broker_host):
@@ -88,11 +91,7 @@ class Worker:
         while self.running:
             events = dict(poller.poll(heartbeat.INTERVAL * 1000 / 4))
             if self.sock in events:
-                _, h, _ = sockets.recv(self.sock)
-                if self._current(h):  # a replaced broker is no sign of life either
-                    self.peer.heard_now()
-                    backoff.reset()
-                    self._handle(h)
+                self._receive(backoff)
             if self.spawner.fileno() in events:
                 for ev in self.spawner.events():
                     self._report(ev)
@@ -127,11 +126,25 @@ class Worker:
                 self._connect()
                 poller.register(self.sock, zmq.POLLIN)
 
+    def _receive(self, backoff):
+        """One message from the broker; a malformed one, or one that fails, is logged and dropped."""
+        try:
+            _, h, _ = sockets.recv(self.sock)
+            if self._current(h):  # a replaced broker is no sign of life either
+                self.peer.heard_now()
+                backoff.reset()
+                self._handle(h)
+        except Exception as e:
+            log.warning("refused a message from the broker: %s: %s", type(e).__name__, str(e)[:500])
+
     def _current(self, h):
         """From the broker it follows: one of the highest epoch heard (a replaced one must not
         start or end anything), or the one that welcomes this connection (it may be a pair
         started afresh, at a lower epoch)."""
-        return h.get("ep", 0) >= self.epoch or (h["k"] == wire.WELCOME and not self.welcomed)
+        ep = h.get("ep", 0)
+        if type(ep) is not int:
+            raise ValueError(f"epoch {ep!r}")
+        return ep >= self.epoch or (h["k"] == wire.WELCOME and not self.welcomed)
 
     def _handle(self, h):
         k = h["k"]

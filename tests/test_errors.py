@@ -73,6 +73,9 @@ def test_bad_backprop(net, targets, lr, why):
 
 @pytest.mark.parametrize("kwargs, why", [
     (dict(sizes=[0]), "positive integers"),
+    (dict(sizes=[2.5]), "must be integers"),
+    (dict(sizes=[True]), "must be integers"),
+    (dict(sizes=[10 ** 12]), "positive integers"),
     (dict(sizes=[2], activation="swish"), "unknown activation 'swish'"),
     (dict(sizes=[2], output="linear", loss="cross_entropy"), "cross_entropy needs"),
     (dict(sizes=[2], group_size=0), "group_size"),

@@ -89,7 +89,14 @@ class Flow:
         p = net.passes.get(h["seq"])
         if p is None:
             return
-        p.parts[h["src"]] = arrays[0]
+        src, (z,) = h["src"], arrays
+        last = net.last()
+        if type(src) is not int or not 0 <= src < len(last) or src in p.parts:
+            raise ValueError(f"an output of pass {p.seq} from group index {src!r}")
+        g = net.groups[last[src]]
+        if z.shape != (p.rows, g["hi"] - g["lo"]):  # what the broker holds of a pass is its own size
+            raise ValueError(f"an output of shape {list(z.shape)} for pass {p.seq} from {g['gid']}")
+        p.parts[src] = z
         if "loss" in h:
             p.loss += float(h["loss"])
         if len(p.parts) == len(net.last()):

@@ -44,7 +44,7 @@ CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 class Broker:
     def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None, peer=None,
-                 primary=False):
+                 primary=False, pair_secret=None):
         self.ctx = ctx or zmq.Context()
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
         self.keys = keys
@@ -62,7 +62,7 @@ class Broker:
         self.workers = {}        # identity -> record
         self.nets = {}
         self.made = {"worker": 0, "net": 0}  # names handed out: w1, w2..., n1, n2...
-        self.paired = Paired(self, peer, primary) if peer else None  # one of a pair (paired.py), or alone
+        self.paired = Paired(self, peer, primary, pair_secret) if peer else None  # one of a pair (paired.py), or alone
         self.faults = Faults("broker")  # a test's faults at the broker's known points (faults.py)
         self.frozen_at = time.monotonic()
         self.flow = Flow(self.push_to_group, self.abandon_step)
@@ -181,6 +181,13 @@ class Broker:
                 self.send_worker(wid, {"k": wire.HEARTBEAT})
 
     def on_front(self):
+        """One message on the client socket; whatever it holds or raises, the broker goes on."""
+        try:
+            self.front_message()
+        except Exception:
+            log.exception("refused a message on the client socket")
+
+    def front_message(self):
         try:
             ident, key, h, arrays = sockets.recv_with_key(self.front, keyed=self.keys is not None)
         except wire.WireError as e:
@@ -430,6 +437,9 @@ class Broker:
         if g["pid"] == h.get("pid"):
             g["heard"] = time.monotonic()
             g["msgs"], g["applied"] = h.get("msgs"), h.get("applied")  # for the dashboard
+            waits = h.get("waits")
+            if type(waits) is int and waits > net.step:  # for a step never handed out: nothing will free it
+                self.flow.to_group(net, h["gid"], {"k": wire.PURGE, "beyond": net.step, "gen": net.gen})
 
     def ready(self, net, h, arrays):
         if h.get("restored") is not None:  # it holds that snapshot as its own copy again
@@ -594,11 +604,12 @@ class BindError(RuntimeError):
     """The broker's address cannot be bound (in use, or not this host's)."""
 
 
-def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False):
+def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False, pair_secret=None):
     """dashboard: where to serve it (a dashboard.Listen), or None for none.
     peer: the other broker's client address, for a pair (pair.py); primary: this one starts active."""
     try:
-        broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir, peer=peer, primary=primary)
+        broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir, peer=peer, primary=primary,
+                        pair_secret=pair_secret)
     except zmq.ZMQError as e:
         raise BindError(f"cannot listen on {bind}: {e}") from None
     print(f"mesh broker listening on {broker.address}", flush=True)

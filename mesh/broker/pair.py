@@ -21,14 +21,24 @@ Taking over raises the epoch; every message a broker sends workers and
 groups carries it, and they ignore an older one, so a broker that was only
 frozen acts on nothing when it wakes. A broker whose loop was frozen longer
 than EXPIRY doubts itself (Pair.doubting) until its peer answers a heartbeat
-sent after it woke (the echo of "n"), for DOUBT at most."""
+sent after it woke (the echo of "n"), for DOUBT at most.
+
+Only the peer may speak for the pair: with keys, a mesh key (CurveZMQ); without
+keys, the pair shares a secret (MESH_PAIR_SECRET) and every PAIR, SHIP and
+SHIPPED carries an HMAC of its header and arrays under it, with the sender's
+incarnation and the receiver's ("inc", "to"): a local process that is not the
+peer can neither forge one nor replay one to the broker that sent it or to
+another incarnation of its peer."""
 import enum
+import hashlib
+import hmac
 import os
 import time
 
 import zmq
 
 from .. import heartbeat, sockets, wire
+from ..wire import encode_header
 
 INTERVAL = 0.5
 LIVENESS = 6
@@ -44,8 +54,9 @@ class Role(enum.Enum):
 
 
 class Pair:
-    def __init__(self, ctx, peer, primary, keys, address):
+    def __init__(self, ctx, peer, primary, keys, address, secret=None):
         self.peer_address, self.primary, self.address = peer, primary, address
+        self.secret = secret  # bytes shared with the peer (a keyless pair), or None: keys authenticate
         self.sock = sockets.make(ctx, zmq.DEALER, keys=keys, dial=keys and keys.broker_public)
         self.sock.setsockopt(zmq.ROUTING_ID, b"pair-" + os.urandom(6).hex().encode())
         self.sock.setsockopt(zmq.SNDHWM, 100_000)  # records queue here while the standby applies them
@@ -85,11 +96,34 @@ class Pair:
                                                                                Role.STARTING.value)
 
     def send(self, header, arrays=()):
+        if self.secret is not None:
+            header = dict(header, inc=self.incarnation, to=self.peer.get("incarnation"))
+            header["mac"] = self.mac(header, arrays)
         try:
             sockets.send(self.sock, header, arrays, flags=zmq.NOBLOCK)
             return True
         except zmq.Again:
             return False
+
+    def mac(self, header, arrays):
+        """The HMAC of a message under the pair's secret: its header (as the wire encodes it)
+        and every array's dtype, shape and bytes."""
+        m = hmac.new(self.secret, encode_header(header).encode(), hashlib.sha256)
+        for a in arrays:
+            m.update(f"{a.dtype.str}{a.shape}".encode())
+            m.update(memoryview(a if a.flags.c_contiguous else a.copy()).cast("B"))
+        return m.hexdigest()
+
+    def authentic(self, k, h, arrays):
+        """Whether a PAIR, SHIP or SHIPPED comes from the peer, unaltered, for this incarnation."""
+        if self.secret is None:
+            return True  # keyed: the caller checked the sender's mesh key (or --insecure: anyone)
+        mac = h.pop("mac", None)
+        if not isinstance(mac, str) or not hmac.compare_digest(mac, self.mac(h, arrays)):
+            return False
+        if h.get("inc") == self.incarnation:
+            return False  # its own message, sent back to it
+        return h.get("to") == self.incarnation or (k == wire.PAIR and h.get("to") is None)
 
     def beat(self, force=False):
         if self.link.due() or force:

@@ -28,9 +28,9 @@ class Fenced(SystemExit):
 
 
 class Paired:
-    def __init__(self, broker, peer, primary):
+    def __init__(self, broker, peer, primary, secret=None):
         self.b = broker
-        self.pair = Pair(broker.ctx, peer, primary, broker.keys, broker.address)
+        self.pair = Pair(broker.ctx, peer, primary, broker.keys, broker.address, secret)
         self.shipper = Shipper(self.pair.send)  # what the standby has been sent (as the active one)
         self.shadow = Shadow()     # the active one's state (as the standby)
         self.answers = Answers()   # of requests with an effect (and remembered predicts), for one asked again
@@ -122,8 +122,11 @@ class Paired:
         """Whether the broker handles this message itself: not the pair's own, and not
         while this broker is the standby (a worker or client that comes is a vote)."""
         if k in (wire.PAIR, wire.SHIP, wire.SHIPPED):
-            if is_mesh:  # only a broker of the mesh speaks for the pair
-                self.from_peer(k, h, arrays)
+            if is_mesh and self.pair.authentic(k, h, arrays):  # only the peer speaks for the pair
+                try:
+                    self.from_peer(k, h, arrays)
+                except (ValueError, KeyError, TypeError) as e:
+                    log.warning("refused a malformed %s from the peer broker: %s", k, e)
             return False
         if self.pair.active:
             return True

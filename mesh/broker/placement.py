@@ -97,7 +97,7 @@ def wiring(layers, fixed_keepers=None):
     for g in groups:
         if keeper[g["gid"]] is not None:
             k = keeper[g["gid"]]
-            wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key")])
+            wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key"), g["hi"] - g["lo"]])
     setups = {}
     for l, layer in enumerate(layers):
         prev = layers[l - 1] if l > 0 else []

@@ -4,6 +4,7 @@ It serves the page, /events (Server-Sent Events: one frame per snapshot),
 serves can change the mesh."""
 import errno
 import hmac
+import ipaddress
 import logging
 import socket
 import threading
@@ -23,6 +24,26 @@ VIEWERS = 16        # event streams at once; one thread each
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/style.css": ("style.css", "text/css; charset=utf-8")}
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1"}
+def loopback_host(value):
+    """A Host header that names this machine's loopback exactly: localhost, ::1 or an address of
+    127.0.0.0/8, with or without a port (127.0.0.1.evil.example is a name, not an address)."""
+    host = value.strip()
+    if host.startswith("["):  # [::1]:8787
+        host, _, rest = host[1:].partition("]")
+        if rest and not (rest.startswith(":") and rest[1:].isdigit()):
+            return False
+    elif host.count(":") == 1:
+        host, port = host.split(":")
+        if not port.isdigit():
+            return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
     "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"}
@@ -118,17 +139,17 @@ class Handler(BaseHTTPRequestHandler):
     def refusal(self, url):
         """(status, why) when the request may not be served: a wrong token, or, on loopback, a Host
         name from elsewhere (a web page that rebinds its own name to 127.0.0.1)."""
-        if self.server.loopback:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-            if host not in LOOPBACK_NAMES and not host.startswith("127."):
-                return 403, "this dashboard answers to 127.0.0.1 and localhost only"
+        token_ok = None
         if self.server.token:
             given = parse_qs(url.query).get("token", [""])[0]
             auth = self.headers.get("Authorization") or ""
             if auth.startswith("Bearer "):
                 given = auth[len("Bearer "):]
-            if not hmac.compare_digest(given.encode(), self.server.token.encode()):
-                return 401, "a token is needed: open the URL the broker printed"
+            token_ok = hmac.compare_digest(given.encode(), self.server.token.encode())
+        if self.server.loopback and not token_ok and not loopback_host(self.headers.get("Host") or ""):
+            return 403, "this dashboard answers to 127.0.0.1 and localhost only"
+        if token_ok is False:
+            return 401, "a token is needed: open the URL the broker printed"
         return None
 
     def reply(self, body, kind):
