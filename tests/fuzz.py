@@ -1,47 +1,65 @@
-"""Random and malformed multipart messages: random bytes, wrong frame counts,
-headers that are not JSON or not objects, real message kinds with wrong
-fields, wrong dtypes and shapes, and shapes that declare huge sizes."""
+"""Messages a fuzz campaign sends, as Hypothesis strategies that know the wire's shape:
+real kinds with the fields the mesh reads (plausible values and absurd ones: huge and
+negative numbers, NaN, deep nesting, wrong types), missing and extra fields, the right
+token or a wrong one, arrays that fit their declaration and arrays that lie about it,
+headers too deep for json, and plain random bytes."""
 import json
 
 import numpy as np
+from hypothesis import strategies as st
 
 from mesh import wire
 
-KINDS = [v for k, v in vars(wire).items() if k.isupper() and isinstance(v, str) and len(v) < 12]
+KINDS = sorted({v for k, v in vars(wire).items() if k.isupper() and isinstance(v, str) and v.isalpha()} - {
+    wire.STOP})  # a stop with the right token is obeyed, as it should be
+FIELDS = ["net", "seq", "src", "id", "step", "of", "lr", "gid", "keep", "spec", "timeout", "gen", "after", "at",
+          "reply", "ep", "cols", "snap", "whole", "rows", "output", "loss", "ack", "head", "drop", "tcp", "ipc",
+          "host", "beyond", "optimizer", "function", "index", "fan_in", "fan_out", "down", "up", "init", "restore",
+          "keeper", "wards", "settings", "slots", "role", "epoch", "primary", "holds", "incarnation", "what", "inc",
+          "to", "mac", "config", "inbox_port", "inbox_ipc", "pid", "usage", "groups", "memory", "req", "endpoints",
+          "applied", "waits", "msgs", "learn", "strict", "chunk", "epochs", "batch_size", "learning_rate", "n", "echo"]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 8),  # plausible: indexes, steps, generations
+    st.integers(-(2 ** 70), 2 ** 70), st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "n1", "n1.1.0", "tcp://127.0.0.1:9", "ipc://@x", "broker", "sgd", "adam", "tanh",
+                     "softmax", "mse", "reset", "commit", "active", "standby", "x" * 300]),
+    st.text(max_size=12))
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+    st.sampled_from(FIELDS) | st.text(max_size=6), inner, max_size=4), max_leaves=12)
+DTYPES = ["<f8", "<f4", "<i8", "|u1"]
+shapes = st.lists(st.integers(0, 5), min_size=0, max_size=3)
 
 
-JUNK = [None, True, -1, 0, 2 ** 62, 1.5, "nan", "x" * 40, [], {}, [1, "a"]]
+@st.composite
+def arrays(draw):
+    """Arrays that travel as they are declared (of sizes a real message might have)."""
+    return [np.zeros(tuple(draw(shapes)), dtype=draw(st.sampled_from(DTYPES)))
+            for _ in range(draw(st.integers(0, 3)))]
 
 
-def _junk_value(rng):
-    return JUNK[int(rng.integers(0, len(JUNK)))]
-
-
-def message(rng, token=None, kinds=KINDS):
-    """One malformed message (a list of bytes frames)."""
-    kind = int(rng.integers(0, 6))
-    if kind == 0:  # random bytes, any number of frames
-        return [rng.bytes(int(rng.integers(0, 200))) for _ in range(int(rng.integers(0, 5)))]
-    header = {"k": kinds[int(rng.integers(0, len(kinds)))]}
-    for key in ("net", "seq", "src", "id", "step", "of", "lr", "gid", "keep", "spec", "timeout"):
-        if rng.random() < 0.4:
-            header[key] = _junk_value(rng)
-    if token is not None and rng.random() < 0.5:
+@st.composite
+def messages(draw, tokens=(None,), kinds=KINDS, net=None):
+    """One message: a list of bytes frames."""
+    shape = draw(st.sampled_from(["packed", "packed", "packed", "lying", "deep", "bytes", "not json"]))
+    if shape == "bytes":
+        return [draw(st.binary(max_size=200)) for _ in range(draw(st.integers(0, 4)))]
+    if shape == "not json":
+        return [draw(st.sampled_from([b"{", b"[1,2]", b"null", b'"k"', b"\xff\xfe{}", b'{"k": 1}', b'{"a": []}']))]
+    header = {"k": draw(st.sampled_from(kinds))}
+    for field in draw(st.lists(st.sampled_from(FIELDS), max_size=8, unique=True)):
+        header[field] = draw(values)
+    token = draw(st.sampled_from(tokens))
+    if token is not None:
         header["tok"] = token
-    if kind == 1:  # not JSON, or not an object
-        return [rng.choice([b"{", b"[1,2]", b"null", b'"k"', b"\xff\xfe{}"])]
-    if kind == 2:  # declared arrays that do not match the frames
-        dtype = ["<f4", "<f8", "<i8", "|O", "<c16", "x"][int(rng.integers(0, 6))]
-        shape = [int(rng.integers(-2, 5)) for _ in range(int(rng.integers(0, 4)))]
-        header["a"] = [[dtype, shape]]
-        return [json.dumps(header).encode()] + [rng.bytes(int(rng.integers(0, 64)))
-                                                for _ in range(int(rng.integers(0, 3)))]
-    if kind == 3:  # huge declared sizes
-        header["a"] = [["<f8", [2 ** 40, 2 ** 20]]]
-        return [json.dumps(header).encode(), b"\0" * 8]
-    if kind == 4:  # well-formed arrays of odd shapes and dtypes for real kinds
-        arrays = [np.zeros(tuple(int(n) for n in rng.integers(0, 4, size=int(rng.integers(1, 4)))),
-                           dtype=[np.float32, np.float64, np.int64][int(rng.integers(0, 3))])
-                  for _ in range(int(rng.integers(0, 3)))]
-        return [bytes(f) for f in wire.pack(header, arrays)]
-    return [json.dumps(header).encode()] * int(rng.integers(1, 4))  # repeated header frames
+    if net is not None and draw(st.booleans()):
+        header["net"] = net
+    if shape == "deep":  # under the header's size limit, over json's recursion limit (or near it)
+        depth = draw(st.sampled_from([17, 500, 5000, 30000]))
+        return [json.dumps(header).encode()[:-1] + b', "z": ' + b"[" * depth + b"]" * depth + b"}"]
+    if shape == "lying":  # declared arrays that do not fit their frames: wrong counts, dtypes, huge shapes
+        header["a"] = [[draw(st.sampled_from(DTYPES + ["|O", "<c16", "x", 3])),
+                        draw(st.lists(st.integers(-2, 2 ** 62), max_size=4) | values)]
+                       for _ in range(draw(st.integers(0, 2)))]
+        return [json.dumps(header).encode()] + [draw(st.binary(max_size=64)) for _ in range(draw(st.integers(0, 3)))]
+    return [bytes(f) for f in wire.pack(header, draw(arrays()))]

@@ -1,14 +1,36 @@
-"""Garbage at every socket leaves every process alive and the answers right."""
+"""Fuzz campaigns at every socket (fuzz.py's messages, drawn by Hypothesis): the broker's
+client socket, the broker's inbox, group inboxes with a wrong token and with the predict
+token, the pair's channel, a worker's socket, and a group's inbox with the network's own
+token. After each campaign every process is alive, its memory is bounded, the broker
+answers and the predictions equal the numpy reference.
+
+Each campaign ends with a message whose answer can only come once everything before it
+on the same connection was read, so "it survived" is an event, not a wait. Hypothesis
+runs derandomized and keeps no database: the same messages every run."""
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import zmq
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from conftest import alive
-from fuzz import message
-from mesh import sockets
+from conftest import Harness, alive, end_process_group, wait_until
+from fuzz import KINDS, messages
+from mesh import sockets, wire
+from mesh.procstat import Meter
 from mesh.reference import ReferenceNet
+from rig import Rig
 
-N = 10_000
+CAMPAIGN = settings(max_examples=40, deadline=None, derandomize=True, database=None,
+                    suppress_health_check=list(HealthCheck))
+BATCHES = st.integers(1, 25)
+GROWTH = 64 << 20  # bytes of resident memory a campaign may add to any process, at most
+
+
+def rss(pids):
+    return {pid: Meter().read_all({"p": pid})["p"][1] for pid in pids}
 
 
 @pytest.fixture(scope="module")
@@ -16,46 +38,219 @@ def target(mesh2):
     net = mesh2.remember(mesh2.client.create([4, 3, 2], group_size=2, seed=5, dtype="float64"))
     X = np.random.default_rng(0).normal(size=(6, 3))
     net.predict(X, remember=False)
-    yield net, X
+    pids = [mesh2.client.status()["broker"]["pid"]] + [p["pid"] for p in net.processes()]
+    yield net, X, rss(pids)
     net.drop()
 
 
-def assert_mesh_answers_right(mesh2, net, X):
+def assert_mesh_answers_right(mesh2, net, X, before=None):
     ref = ReferenceNet(net.weights(), dtype=np.float64)
-    np.testing.assert_allclose(net.predict(X, remember=False), ref.forward(X), rtol=1e-9)
+    np.testing.assert_allclose(net.predict(X, remember=False), ref.forward(X), rtol=1e-9)  # direct
+    np.testing.assert_allclose(net.predict(X), ref.forward(X), rtol=1e-9)  # through the broker
     s = mesh2.client.status()
     pids = [s["broker"]["pid"]] + [w["pid"] for w in s["workers"]] + [p["pid"] for p in net.processes()]
     assert all(alive(p) for p in pids)
+    if before is not None:
+        grew = {pid: n - before[pid] for pid, n in rss(before).items()}
+        assert max(grew.values()) < GROWTH, grew
 
 
-def blast(address, n, seed, token=None):
+def send_all(sock, batch):
+    for frames in batch:
+        if frames:
+            sock.send_multipart(frames)
+
+
+def test_fuzz_the_broker_client_socket(mesh2, target):
+    net, X, before = target
     ctx = zmq.Context()
     try:
-        kind = zmq.DEALER if token is None else zmq.PUSH
-        s = sockets.make(ctx, kind, connect=address)
-        rng = np.random.default_rng(seed)
-        for _ in range(n):
-            frames = message(rng)
-            if frames:
-                s.send_multipart(frames)
-        if kind == zmq.DEALER:  # drain what the broker answered, so the test ends clean
-            while s.poll(1000):
-                s.recv_multipart()
+        sock = sockets.make(ctx, zmq.DEALER, connect=mesh2.mesh.address)
+        kinds = [k for k in KINDS if k != wire.DROP]  # a drop of the target network would be obeyed
+
+        @CAMPAIGN
+        @given(st.lists(messages(kinds=kinds, net=net.id), min_size=1, max_size=25))
+        def campaign(batch):
+            send_all(sock, batch)
+            sockets.send(sock, {"k": wire.STATUS, "id": "end"})
+            while True:  # every answer before the status's is drained
+                assert sock.poll(30_000), "the broker stopped answering"
+                _, h, _ = sockets.recv(sock)
+                if h.get("id") == "end":
+                    assert h["ok"]
+                    return
+        campaign()
+    finally:
+        ctx.destroy(linger=0)
+    assert_mesh_answers_right(mesh2, net, X, before)
+
+
+@pytest.mark.parametrize("layer", [1, 2])
+def test_fuzz_a_group_inbox_with_a_wrong_token_and_the_predict_token(mesh2, target, layer):
+    net, X, before = target
+    lease = mesh2.client._route(net.id)
+    victim = [p for p in net.processes() if p["layer"] == layer][0]
+    ctx = zmq.Context()
+    try:
+        reply = sockets.abstract_ipc("reply")
+        answers = sockets.make(ctx, zmq.PULL, bind=reply)
+        sock = sockets.make(ctx, zmq.PUSH, connect=victim["endpoints"]["tcp"])
+        first = sockets.make(ctx, zmq.PUSH, connect=lease["first"][0])
+
+        @CAMPAIGN
+        @given(st.lists(messages(tokens=("not-the-token", lease["ptok"], None), net=net.id), min_size=1,
+                        max_size=25))
+        def campaign(batch):
+            send_all(sock, batch)
+            send_all(first, batch)
+        campaign()
+        # last, on the layer-1 connection, a client's pass at a step the group is not at: its STALE
+        # answer comes once everything before it was read
+        sockets.send(first, {"k": wire.FWD, "tok": lease["ptok"], "net": net.id, "gen": lease["gen"],
+                             "at": -1, "src": 0, "seq": "end", "reply": reply}, [X])
+        assert answers.poll(60_000), "layer 1 never answered after the campaign"
+        _, h, _ = sockets.recv(answers)
+        assert (h["k"], h["seq"]) == (wire.STALE, "end")
+    finally:
+        ctx.destroy(linger=0)
+    assert_mesh_answers_right(mesh2, net, X, before)
+
+
+def test_fuzz_a_group_inbox_with_the_network_token():
+    """A group fed every kind of message by a peer that knows the network's token (a buggy
+    neighbour, or the broker) refuses what is wrong and computes right with what it holds."""
+    ctx = zmq.Context()
+    try:
+        r = Rig(ctx, layer=1, fan_in=2, downs=1)
+        kinds = [k for k in KINDS if k not in (wire.SETUP, wire.SET)]  # both would be obeyed: new weights
+
+        @CAMPAIGN
+        @given(st.lists(messages(tokens=("tok",), kinds=kinds, net="n1"), min_size=1, max_size=25))
+        def campaign(batch):
+            for frames in batch:
+                if frames:
+                    r.send(None, raw=frames)
+            while r.sink.poll(0):
+                r.sink.recv_multipart()
+            for d in r.downs:
+                while d.poll(0):
+                    d.recv_multipart()
+            assert r.g.running
+
+        campaign()
+        r.g.purge({"beyond": r.g.applied.done}, [])  # what the broker does when the heartbeat shows a wait
+        while r.sink.poll(0):
+            r.sink.recv_multipart()
+        r.W = r.g.neurons.W[:, :2].copy()  # a GROW may have widened it: the test's pass has 2 inputs
+        r.g.neurons.W = r.W.copy()
+        r.g.neurons.b[:] = 0
+        assert r.alive_and_right()
     finally:
         ctx.destroy(linger=0)
 
 
-def test_fuzz_the_broker_client_socket(mesh2, target):
-    net, X = target
-    blast(mesh2.mesh.address, N, seed=1)
-    assert_mesh_answers_right(mesh2, net, X)
+def test_fuzz_the_broker_inbox_and_its_worker_messages(fresh_mesh):
+    """As a worker would: registered, the broker's inbox address comes in its welcome."""
+    h = fresh_mesh(workers=1, timeout=30)
+    broker = h.client.status()["broker"]["pid"]
+    ctx = zmq.Context()
+    try:
+        fake = sockets.make(ctx, zmq.DEALER, connect=h.mesh.address)
+        fake.setsockopt(zmq.ROUTING_ID, b"worker-fuzz")
+        sockets.send(fake, {"k": wire.REGISTER, "host": "127.0.0.1", "slots": 1, "pid": 1})
+        assert fake.poll(30_000)
+        _, welcome, _ = sockets.recv(fake)
+        inbox = sockets.make(ctx, zmq.PUSH, connect=welcome["inbox_ipc"])
+        kinds = [wire.HELLO, wire.HEARTBEAT, wire.READY, wire.OUT, wire.DONE, wire.STATE, wire.SNAPPED, wire.KEPT,
+                 wire.KEEP, wire.FAULT, wire.REGISTER, wire.SPAWNED, wire.EXITED]
+
+        @CAMPAIGN
+        @given(st.lists(messages(kinds=kinds, net="n1"), min_size=1, max_size=25))
+        def campaign(batch):
+            send_all(inbox, batch)
+            send_all(fake, batch)
+            sockets.send(fake, {"k": wire.STATUS, "id": "end"})
+            while True:
+                assert fake.poll(30_000), "the broker stopped answering"
+                _, answer, _ = sockets.recv(fake)
+                if answer.get("id") == "end":
+                    return
+        campaign()
+        fake.close()
+    finally:
+        ctx.destroy(linger=0)
+    wait_until(lambda: len(h.client.status()["workers"]) == 1, "the fake worker is forgotten")
+    net = h.remember(h.client.create([3, 2], seed=2, dtype="float64"))
+    X = np.random.default_rng(4).normal(size=(3, 2))
+    np.testing.assert_allclose(net.predict(X), ReferenceNet(net.weights(), dtype=np.float64).forward(X), rtol=1e-9)
+    assert alive(broker) and h.client.status()["broker"]["pid"] == broker
 
 
-def test_fuzz_a_group_inbox(mesh2, target):
-    net, X = target
-    victim = [p for p in net.processes() if p["layer"] == 2][0]
-    blast(victim["endpoints"]["tcp"], N, seed=2, token="not-the-token")
-    assert_mesh_answers_right(mesh2, net, X)
+def test_fuzz_a_workers_socket():
+    """A worker whose broker (this test) sends it garbage goes on heartbeating it."""
+    ctx = zmq.Context()
+    router = sockets.make(ctx, zmq.ROUTER)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    worker = subprocess.Popen([sys.executable, "-m", "mesh", "worker", "--broker", f"tcp://127.0.0.1:{port}"],
+                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              process_group=0)
+    try:
+        assert router.poll(60_000), "the worker never registered"
+        ident, h, _ = sockets.recv(router, routed=True)
+        assert h["k"] == wire.REGISTER
+        sockets.send(router, {"k": wire.WELCOME, "inbox_port": 9}, identity=ident)
+        kinds = [k for k in KINDS if k != wire.SPAWN]  # a broker's spawn is obeyed: its group may die, not the worker
+
+        @CAMPAIGN
+        @given(st.lists(messages(kinds=kinds), min_size=1, max_size=25))
+        def campaign(batch):
+            for frames in batch:
+                router.send_multipart([ident, *frames] if frames else [ident, b""])
+        campaign()
+        beats = 0
+        while beats < 2:  # heartbeats after the campaign: its loop goes round
+            assert router.poll(30_000), "the worker went quiet"
+            _, h, _ = sockets.recv(router, routed=True)
+            beats += h["k"] == wire.HEARTBEAT
+        assert worker.poll() is None
+    finally:
+        end_process_group(worker)
+        ctx.destroy(linger=0)
+
+
+def test_fuzz_the_pair_channel():
+    """PAIR, SHIP and SHIPPED (and everything else) from a local process that is not the peer,
+    to both brokers of a keyless pair: neither is fenced, wiped or fed."""
+    h = Harness(1, timeout=60, standby=True)
+    ctx = zmq.Context()
+    try:
+        a, b = h.mesh.address.split(",")
+        net = h.remember(h.client.create([3, 2], seed=6, dtype="float64"))
+        X = np.random.default_rng(5).normal(size=(4, 2))
+        out = net.predict(X, remember=False)
+        wait_until(lambda: h.client.status()["broker"]["pair"]["lag"] == 0, "the standby holds the network")
+        socks = [sockets.make(ctx, zmq.DEALER, connect=addr) for addr in (a, b)]
+        kinds = [wire.PAIR, wire.SHIP, wire.SHIPPED, wire.PAIR, wire.SHIP, wire.STATUS, wire.PING]
+
+        @CAMPAIGN
+        @given(st.lists(messages(kinds=kinds), min_size=1, max_size=25))
+        def campaign(batch):
+            for sock in socks:
+                send_all(sock, batch)
+                sockets.send(sock, {"k": wire.STATUS, "id": "end"})
+                while True:
+                    assert sock.poll(30_000), "a broker of the pair stopped answering"
+                    _, answer, _ = sockets.recv(sock)
+                    if answer.get("id") == "end":
+                        break
+        campaign()
+        s = h.client.status()["broker"]["pair"]
+        assert (s["role"], s["epoch"], s["peer_role"]) == ("active", 1, "standby")
+        assert all(alive(p.pid) for p in h.mesh.brokers)
+        np.testing.assert_array_equal(net.predict(X, remember=False), out)
+    finally:
+        ctx.destroy(linger=0)
+        h.stop()
 
 
 def test_oversized_messages_are_refused(fresh_mesh, monkeypatch):
@@ -74,46 +269,3 @@ def test_oversized_messages_are_refused(fresh_mesh, monkeypatch):
     finally:
         ctx.destroy(linger=0)
     assert net.predict(X, remember=False).shape == (2, 1)
-
-
-def test_group_survives_malformed_messages_that_carry_the_token():
-    """A group fed malformed messages from a peer that knows the network's token
-    (a buggy neighbour) refuses each, then computes the right answer."""
-    from mesh.group import Group
-    ctx = zmq.Context()
-    try:
-        sink = sockets.make(ctx, zmq.PULL)  # stands in for the broker's inbox
-        sink_port = sink.bind_to_random_port("tcp://127.0.0.1")
-        g = Group(ctx, {"net": "n1", "gid": "n1.1.0", "layer": 0, "dtype": "float64", "token": "tok",
-                        "listen": "127.0.0.1", "advertise": "127.0.0.1",
-                        "broker_inbox": f"tcp://127.0.0.1:{sink_port}", "ipc_dir": None})
-        W, b = np.array([[1.0, -2.0], [0.5, 0.25]]), np.array([0.1, -0.1])
-        g.setup({"function": "tanh", "index": 0, "fan_in": 1, "fan_out": 1, "down": [], "up": []}, [W, b])
-        feed = sockets.make(ctx, zmq.PUSH, connect=g.endpoints["tcp"])
-        rng = np.random.default_rng(3)
-        sent = 0
-        # data-path kinds, and kinds a group does not take; control kinds from an authentic
-        # peer (stop, set, grow) would be obeyed, as they should be
-        kinds = ["fwd", "bwd", "hello", "out", "predict", "nonsense"]  # with and without the right "gen"
-        for _ in range(3000):
-            frames = message(rng, token="tok", kinds=kinds)
-            if frames:
-                feed.send_multipart(frames)
-                sent += 1
-        handled = 0
-        while g.inbox.poll(500):
-            g.handle_one()
-            handled += 1
-        assert handled == sent and g.running  # every message read, none fatal
-        while sink.poll(200):  # READY and the FAULT replies
-            sink.recv_multipart()
-        x = np.array([[0.3, 0.7]])
-        sockets.send(feed, {"k": "fwd", "tok": "tok", "gen": 0, "net": "n1", "seq": 10 ** 9, "src": 0}, [x])
-        assert g.inbox.poll(2000)
-        g.handle_one()
-        assert sink.poll(2000)
-        _, h, (out,) = sockets.recv(sink)
-        assert h["k"] == "out"
-        np.testing.assert_allclose(out, np.tanh(x @ g.neurons.W.T + g.neurons.b))
-    finally:
-        ctx.destroy(linger=0)

@@ -1,0 +1,262 @@
+"""No message kills or wedges a process: each way found to do it, sent again.
+
+Most of these feed one group process of this test's own (a real Group, its
+sockets on loopback) one message at a time, so what it did with each is an
+event the test sees, not a guess about timing; the rest send the same bytes to
+a real mesh and check that every process lives and the answers are right."""
+import json
+import os
+import signal
+import types
+import zipfile
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import Harness, alive, wait_until
+from rig import Rig
+from mesh import checkpoint, sockets, wire
+from mesh.bounded import Bounded
+from mesh.broker.loop import Broker
+from mesh.broker.pair import Pair, Role
+from mesh.client import Client
+from mesh.dashboard.server import loopback_host
+from mesh.group import MAX_AHEAD
+from mesh.reference import ReferenceNet
+
+DEEP = b"[" * 30000  # under the header limit; json recurses once per bracket
+
+
+@pytest.fixture
+def ctx():
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
+
+
+def test_a_header_too_deep_for_json_is_a_wire_error():
+    for raw in (DEEP, b'{"k": "x", "a": [], "z": ' + b"[" * 17 + b"]" * 17 + b"}"):
+        with pytest.raises(wire.WireError):
+            wire.unpack([raw])
+    header, _ = wire.unpack(wire.pack({"k": "setup", "down": [["ep", 0, 1, None]], "init": {"spec": {"s": [1]}}}))
+    assert header["down"] == [["ep", 0, 1, None]]  # what the mesh really sends still nests
+
+
+def test_a_group_lives_through_a_deep_header_and_a_memory_error(ctx):
+    r = Rig(ctx)
+    r.send(None, raw=[DEEP])
+    r.send({"k": wire.GROW, "tok": "tok", "net": "n1", "cols": 10 ** 12})  # 8 TB asked for
+    h, _ = r.heard()
+    assert h["k"] == wire.FAULT and "grow" in h["error"].lower()
+    assert r.g.neurons.W.shape == (2, 2)
+    assert r.alive_and_right()
+
+
+def test_the_predict_token_opens_layer_1s_forward_and_nothing_else(ctx):
+    """With a predict token: 300 never-completing 4 MB parts to a layer-2 group are not kept,
+    and a pass straight into the last layer, with a reply address, is not answered."""
+    r = Rig(ctx, layer=1, fan_in=2, rows=2, cols=2)
+    reply = sockets.abstract_ipc("reply")
+    answers = sockets.make(ctx, zmq.PULL, bind=reply)
+    ptok = wire.predict_token("tok")
+    part = np.zeros((262_144, 1))  # 2 MB of one source's column, twice a pass
+    for i in range(300):
+        r.send({"k": wire.FWD, "tok": ptok, "net": "n1", "gen": 0, "at": 0, "seq": f"s{i}", "src": 0,
+                "reply": reply}, [part if i % 2 else np.zeros((1, 1))])
+    assert len(r.g.direct_parts) == 0 and r.g.direct_parts.nbytes == 0
+    assert r.g.sent == 1 and not answers.poll(0)  # its READY only
+    assert r.quiet()
+
+
+def test_a_rebroker_without_its_address_is_refused_and_the_old_socket_stays(ctx):
+    r = Rig(ctx)
+    r.send({"k": wire.REBROKER, "tok": "tok", "net": "n1"})
+    h, _ = r.heard()
+    assert h["k"] == wire.FAULT and "KeyError" in h["error"]
+    r.send({"k": wire.REBROKER, "tok": "tok", "net": "n1", "tcp": "nonsense://x"})
+    assert r.heard()[0]["k"] == wire.FAULT
+    assert r.quiet()  # still its broker's, on the socket it had
+
+
+def test_nothing_waits_for_a_step_forever(ctx):
+    r = Rig(ctx)
+    r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": 10 ** 9})  # absurdly far: refused at once
+    h, _ = r.heard()
+    assert h["k"] == wire.FAULT and "follow step" in h["error"]
+    assert r.g.waits() is None
+    r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": MAX_AHEAD, "req": "wedge"})  # possible: it waits
+    r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": 0, "req": "behind"})  # in order, behind it
+    assert r.g.waits() == MAX_AHEAD and len(r.g.waiting) == 2
+    r.g.beat()
+    beat, _ = r.heard()
+    assert beat["waits"] == MAX_AHEAD  # the broker hears what it waits for...
+    r.send({"k": wire.PURGE, "tok": "tok", "net": "n1", "gen": 0, "beyond": 7})  # ...and purges steps it never gave
+    h, _ = r.heard()
+    assert (h["k"], h["req"]) == (wire.STATE, "behind") and r.g.waits() is None
+
+
+def test_the_broker_purges_what_a_group_waits_for_a_step_it_never_handed_out():
+    sent = []
+    stub = types.SimpleNamespace(flow=types.SimpleNamespace(to_group=lambda net, gid, h: sent.append((gid, h))))
+    net = types.SimpleNamespace(step=12, gen=3, groups={"n1.1.0": {"pid": 7}})
+    for waits in (None, 5, 12, "13"):
+        Broker.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": waits}, [])
+    assert sent == []  # legitimate, or not a number
+    Broker.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": 13}, [])
+    assert sent == [("n1.1.0", {"k": wire.PURGE, "beyond": 12, "gen": 3})]
+
+
+def test_what_peers_fill_is_bounded_in_bytes(ctx, monkeypatch):
+    monkeypatch.setitem(sockets._limits, "store", 1 << 20)  # 1 MiB a store, for this group
+    r = Rig(ctx, layer=1, fan_in=2)
+    pad = "x" * 60_000
+    for i in range(3000):
+        r.feed.send_multipart(wire.pack({"k": wire.FETCH, "tok": "tok", "net": "n1", "gen": 10 ** 9, "of": "n1.1.1",
+                                         "snap": i, "pad": pad}))
+    for i in range(3000):  # one of two parts each: passes that never complete
+        r.feed.send_multipart(wire.pack({"k": wire.FWD, "tok": "tok", "net": "n1", "gen": 0, "seq": i, "src": 0,
+                                         "after": 0}, [np.zeros((8192, 1))]))
+    for _ in range(6000):
+        assert r.g.inbox.poll(10_000)
+        r.g.handle_one()
+    assert len(r.g.fetches) <= 64 and r.g.fetches.nbytes < 64 * 1024
+    assert r.g.fwd_parts.nbytes <= (1 << 20) and r.g.fwd_parts.evicted > 0
+    assert r.quiet()
+
+
+def test_a_bounded_store_drops_its_oldest_and_keeps_its_newest():
+    b = Bounded("test", items=3, nbytes=100)
+    for i in range(5):
+        b.put(i, i, 10)
+    assert b.values() == [2, 3, 4] and b.evicted == 2
+    b.put(9, "big", 1000)  # over the budget alone: it stays, the others go
+    assert b.values() == ["big"] and b.nbytes == 1000
+    b.put(9, "small", 1)  # replaced in place
+    assert b.get(9) == "small" and b.nbytes == 1 and b.remove_if(lambda v: v == "small") == 1 and not b
+
+
+def test_the_dashboard_answers_loopback_host_names_exactly():
+    assert all(loopback_host(h) for h in ("127.0.0.1", "127.0.0.1:8787", "localhost:80", "[::1]:8787", "127.9.9.9"))
+    assert not any(loopback_host(h) for h in ("127.0.0.1.evil.example", "127.0.0.1.evil.example:8787", "evil",
+                                              "localhost.evil.example", "[::1]x", "localhost:x", ""))
+
+
+def test_a_checkpoint_declaring_huge_arrays_is_refused_before_anything_is_allocated(tmp_path):
+    path = tmp_path / "big.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        with z.open("meta.json.npy", "w") as f:
+            meta = {"format": checkpoint.FORMAT, "arrays": 1, "spec": {}, "encoder": {}, "optimizer": []}
+            np.lib.format.write_array(f, np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8))
+        with z.open("a0000.npy", "w") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False,
+                                                     "shape": (4_000_000, 3_000_000)})
+            f.write(b"\0" * 64)
+    with pytest.raises(checkpoint.CheckpointError, match="declares"):
+        checkpoint.read(path)
+    with Client("tcp://127.0.0.1:9", timeout=1) as c:  # refused before it asks any broker
+        with pytest.raises(checkpoint.CheckpointError):
+            c.load(path)
+
+
+def test_a_pair_message_counts_only_from_the_peer_with_the_secret(ctx):
+    a = Pair(ctx, "tcp://127.0.0.1:9", True, None, "tcp://127.0.0.1:8", secret=b"s" * 16)
+    b = Pair(ctx, "tcp://127.0.0.1:8", False, None, "tcp://127.0.0.1:9", secret=b"s" * 16)
+    sent = []
+    a.sock = types.SimpleNamespace(send=lambda frame, flags=0, copy=True: sent.append(frame))
+
+    def last():
+        frames, sent[:] = list(sent), []
+        return wire.unpack([bytes(f) for f in frames])
+
+    a.beat(force=True)
+    h, arrays = last()
+    assert b.authentic(wire.PAIR, dict(h), arrays)  # addressed to no incarnation yet: a first heartbeat
+    b.peer["incarnation"] = a.incarnation
+    a.peer["incarnation"] = b.incarnation
+    a.send({"k": wire.SHIP, "seq": 1}, [np.arange(4, dtype=np.uint8)])
+    h, arrays = last()
+    assert b.authentic(wire.SHIP, dict(h), arrays)
+    assert not a.authentic(wire.SHIP, dict(h), arrays)  # sent back to the broker it came from
+    forged = dict(h, seq=2)
+    assert not b.authentic(wire.SHIP, forged, arrays)
+    assert not b.authentic(wire.SHIP, dict(h), [np.arange(5, dtype=np.uint8)])
+    assert not b.authentic(wire.PAIR, {"k": wire.PAIR, "role": "active", "epoch": 999}, [])
+    other = Pair(ctx, "tcp://127.0.0.1:8", False, None, "tcp://127.0.0.1:9", secret=b"s" * 16)
+    assert not other.authentic(wire.SHIP, dict(h), arrays)  # another incarnation of the peer: a replay
+
+
+def forge(ctx, address, messages):
+    """Plain DEALER messages to a broker's client socket (no key, no secret), then a status
+    request on the same connection: its answer says the broker has read them all."""
+    s = sockets.make(ctx, zmq.DEALER, connect=address)
+    try:
+        for header, arrays in messages + [({"k": wire.STATUS, "id": "after"}, [])]:
+            sockets.send(s, header, arrays)
+        while True:
+            assert s.poll(30_000), f"{address} never answered"
+            _, h, _ = sockets.recv(s)
+            if h.get("id") == "after":
+                return h
+    finally:
+        s.close()
+
+
+def test_no_local_process_can_fence_or_wipe_a_keyless_pair(ctx):
+    h = Harness(2, timeout=60, standby=True)
+    try:
+        a, b = h.mesh.address.split(",")
+        net = h.client.create([4, 2], seed=3, dtype="float64")
+        X = np.random.default_rng(0).normal(size=(5, 3))
+        before = net.predict(X, remember=False)
+        wait_until(lambda: h.client.status()["broker"]["pair"]["lag"] == 0, "the standby holds the network")
+        empty = np.frombuffer(b"{}", dtype=np.uint8)
+        forge(ctx, b, [({"k": wire.SHIP, "seq": 10 ** 6, "what": "reset"}, [empty]),  # wipe its copy...
+                       ({"k": wire.SHIP, "seq": 10 ** 6 + 1, "what": "commit"}, [empty])])
+        said = forge(ctx, a, [({"k": wire.PAIR, "role": "active", "epoch": 999, "primary": True}, [])] * 3)
+        assert said["ok"] and said["broker"]["pair"]["role"] == "active"  # ...and fence the active one: neither
+        assert said["broker"]["pair"]["epoch"] == 1 and alive(h.mesh.brokers[0].pid)
+        os.kill(h.mesh.brokers[0].pid, signal.SIGKILL)  # the standby takes over, holding the network
+        np.testing.assert_array_equal(net.predict(X, remember=False), before)
+        assert h.client.status()["broker"]["pair"]["epoch"] == 2
+        h.remember(net)
+    finally:
+        h.stop()
+
+
+def test_raw_bad_requests_leave_the_broker_answering(mesh2, ctx):
+    """What a client API would refuse, sent raw: sizes that are not positive integers, and
+    one frame too deep for json."""
+    s = sockets.make(ctx, zmq.DEALER, connect=mesh2.mesh.address)
+    s.send_multipart([DEEP])
+    for i, sizes in enumerate(([2.5], [True], [10 ** 12], [[[[1]]]])):
+        sockets.send(s, {"k": wire.CREATE, "id": i, "spec": {"sizes": sizes}, "timeout": 10})
+    errors = []
+    while len(errors) < 5:
+        assert s.poll(30_000), f"answers so far: {errors}"
+        _, h, _ = sockets.recv(s)
+        errors.append(h.get("error", ""))
+    assert sum("malformed" in e for e in errors) == 1
+    assert sum("integers" in e for e in errors) == 4, errors
+    net = mesh2.remember(mesh2.client.create([3, 2], seed=1, dtype="float64"))
+    X = np.random.default_rng(2).normal(size=(4, 2))
+    np.testing.assert_allclose(net.predict(X, remember=False),
+                               ReferenceNet(net.weights(), dtype=np.float64).forward(X), rtol=1e-9)
+    victim = [p for p in net.processes()][0]
+    g = sockets.make(ctx, zmq.PUSH, connect=victim["endpoints"]["tcp"])
+    g.send_multipart([DEEP])
+    np.testing.assert_allclose(net.predict(X, remember=False),
+                               ReferenceNet(net.weights(), dtype=np.float64).forward(X), rtol=1e-9)
+    assert alive(victim["pid"]) and net.processes()[0]["pid"] == victim["pid"]
+    net.drop()
+
+
+def test_a_keyless_pair_needs_a_secret_or_insecure():
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "MESH_PAIR_SECRET"}
+    r = subprocess.run([sys.executable, "-m", "mesh", "broker", "--bind", "tcp://127.0.0.1:0", "--peer",
+                        "tcp://127.0.0.1:9", "--dashboard", "off"], capture_output=True, text=True, timeout=60,
+                       env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0 and "MESH_PAIR_SECRET" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
