@@ -1,5 +1,5 @@
 """Each of the original's experiments, in its reduced mode. The full-size
-results are in the README, produced by `mesh demo all`."""
+results are in docs/benchmarks.md, produced by `mesh demo all`."""
 import pytest
 
 from mesh.demos import run
