@@ -547,7 +547,8 @@ def demo(names, workers, quick, data):
 
 
 @cli.command()
-@click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling", "dashboard", "failover"]))
+@click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling", "dashboard", "failover",
+                                                                 "dataplane"]))
 @click.option("--rounds", type=int, default=3, show_default=True, help="Rounds per measurement (median, min-max).")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer rounds: a smoke run, not a result.")
 def bench(parts, rounds, quick):

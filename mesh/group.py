@@ -1,17 +1,10 @@
 """A neuron group process: one slice of one layer.
 
 It binds one PULL inbox (ipc for neighbours on this host, tcp for the rest)
-and holds one PUSH socket per neighbour. Forward: it waits for its part of
-pass `seq` from every upstream group (the fan-in), computes its activations
-and pushes them to every downstream group. Backward: it sums the dL/da slices
-from every downstream group, accumulates its gradient, pushes each upstream
-group its slice of dL/dx, and applies the step once it has seen every pass of
-that step. Layer 1 reports DONE to the broker instead of pushing further.
-
-Training passes whose targets the broker sends along (TARGET) do not go back
-to the broker for their loss: the output group computes the loss and dL/dz of
-its slice (head.py, the broker's own maths), reports the loss, and starts the
-backward at once.
+and holds one PUSH socket per neighbour. Data messages (forward passes,
+gradients, targets: wire.py's binary layout) go to its data path
+(datapath.py); control messages (JSON) are handled here: its wiring and
+weights (setup), reads and changes of its state, snapshots and replicas.
 
 Ordering: a message from the broker that must see the weights after step s
 (a forward, or a read or change of state) carries "after": s. It waits here,
@@ -29,26 +22,18 @@ import zmq
 
 from . import heartbeat, sockets, wire
 from .bounded import Bounded
+from .datapath import MAX_AHEAD, MAX_HELD, DataPath
 from .faults import Faults
-from .head import loss_and_grad
 from .keeper import Keeper, Snapshot
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
-from .spec import LOSSES, OUTPUTS, Spec, initial_rows
+from .spec import Spec, initial_rows
 from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
-MAX_HELD = 10_000  # passes kept for a backward that may never come (predict then no backprop)
-MAX_AHEAD = 1024  # steps a message may wait for beyond the last applied; the broker keeps far fewer on their way
 MAX_FETCHES = 64  # fetches kept until this group's own setup of their generation comes
-# Clients that predict under a lease (direct.py): what they can make a group hold is bounded by these
-# three, MAX_CLIENTS x CLIENT_HWM x MAX_ANSWER = 64 MiB of queued answers at most.
-MAX_CLIENTS = 8   # sockets kept open to them (the least recent close)
-CLIENT_HWM = 32   # answers queued for one client (4 of its windows): one that stops reading loses them, never blocks
-MAX_ANSWER = 256 * 1024  # bytes of one answer; a bigger pass is refused (STALE) and goes through the broker
-MAX_DIRECT = 256  # parts of clients' passes kept while their other parts come (a client has 8 on their way)
 
 
 class Group:
@@ -56,7 +41,6 @@ class Group:
         self.cfg = config
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
         self.token = config["token"]  # every message of this network carries it; others are dropped unread
-        self.ptok = wire.predict_token(self.token)  # ...or this one, on a client's forward pass (direct)
         self.dtype = np.dtype(config["dtype"])
         self.keys = keys = Keys.from_env("worker")  # a group speaks with its worker's keys
         if keys is not None:
@@ -74,21 +58,16 @@ class Group:
         self.ctx = ctx
         self.neurons = None
         self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
+        self.columns = []             # [(lo, hi)]: each upstream group's columns of this group's input
+        self.fan_in = self.fan_out = 1
+        self.index = 0
         # What peers' messages fill, each within a count and a byte budget (bounded.py):
-        budget = sockets.store_bytes()
-        self.fwd_parts = Bounded(f"group {self.gid}: forward parts", MAX_HELD, budget)  # seq -> {src: part}
-        self.bwd_parts = Bounded(f"group {self.gid}: backward parts", MAX_HELD, budget)
-        self.direct_parts = Bounded(f"group {self.gid}: clients' parts", MAX_DIRECT, budget)  # never the broker's
-        self.held = Bounded(f"group {self.gid}: passes held", MAX_HELD, budget)  # seq -> (x, a) for the backward
-        self.targets = Bounded(f"group {self.gid}: targets", MAX_HELD, budget)  # seq -> what came first of a
-        self.outputs = Bounded(f"group {self.gid}: outputs", MAX_HELD, budget)  # training pass's targets, output
-        self.waiting = Bounded(f"group {self.gid}: waiting", MAX_HELD, budget)  # n -> (header, arrays) after a step
+        self.waiting = Bounded(f"group {self.gid}: waiting", MAX_HELD, sockets.store_bytes())  # n -> (after, run,
+        self.received = 0             # header): what must follow a step not yet applied, numbered as it came
         self.fetches = Bounded(f"group {self.gid}: fetches", MAX_FETCHES, MAX_FETCHES * 1024)
-        self.received = 0             # messages read: numbers the waiting ones, in the order they came
-        self.step_counts = {}         # step id -> passes of that step seen
         self.applied = Watermark()    # steps applied here
-        self.handlers = {wire.SETUP: self.setup, wire.FWD: self.forward, wire.BWD: self.backward, wire.PURGE: self.purge,
-                         wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set,
+        self.handlers = {wire.SETUP: self.setup, wire.PURGE: self.purge, wire.GROW: self.grow, wire.GET: self.get,
+                         wire.SET: self.set,
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
                          wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
         self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
@@ -102,7 +81,7 @@ class Group:
         self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
-        self.clients = {}  # reply address -> PUSH socket, of clients that predict under a lease
+        self.data = DataPath(self)
 
     def send(self, sock, header, arrays=(), flags=0):
         sockets.send(sock, header, arrays, flags=flags)
@@ -121,7 +100,7 @@ class Group:
         """The step the oldest waiting message waits for, or None: the broker purges what
         waits for a step it never handed out (Group.purge), so nothing holds the queue forever."""
         first = self.waiting.first()
-        return None if first is None else first[0]["after"]
+        return None if first is None else first[0]
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
@@ -130,20 +109,33 @@ class Group:
         poller.register(self.inbox, zmq.POLLIN)
         while self.running:
             if poller.poll(heartbeat.INTERVAL * 1000 / 2):
-                while self.running and self.inbox.get(zmq.EVENTS) & zmq.POLLIN:  # drain: no poll per message
-                    self.handle_one()
+                while self.running:  # drain what is there: no poll per message
+                    try:
+                        frame = self.inbox.recv(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.handle(frame)
                     if beat.due():
                         self.beat()
             if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
                 self.beat()
 
     def handle_one(self):
-        """Read and handle one inbox message. Nothing a peer sends is fatal: a malformed
+        """Read one inbox message, waiting for it, and handle it."""
+        self.handle(self.inbox.recv(copy=False))
+
+    def handle(self, frame):
+        """Handle one inbox message (its first frame). Nothing a peer sends is fatal: a malformed
         message, or one not of this network, is dropped unread; one that fails, whatever it
         raises (MemoryError and RecursionError too), is answered with a FAULT."""
         header = {}
         try:
-            _, header, arrays = sockets.recv(self.inbox)
+            if not frame.more and wire.is_data(frame.buffer):
+                return self.data.on_message(frame.buffer)  # the data path: no JSON, no dict
+            frames = [frame]
+            while frames[-1].more:
+                frames.append(self.inbox.recv(copy=False))
+            header, arrays = wire.unpack(frames)
             self.admit(header, arrays)
         except wire.WireError:
             pass  # malformed: cannot even tell whom to answer
@@ -152,32 +144,38 @@ class Group:
 
     def admit(self, header, arrays):
         """Handle a message of this network now, or once the step it follows is applied."""
-        tok = header.get("tok")
-        if tok != self.token:
-            if tok == self.ptok and header.get("k") == wire.FWD and self.layer == 0:
-                self.direct(header, arrays)  # a client's pass under a lease: layer 1's forward, nothing else
+        if header.get("tok") != self.token:
             return  # not from this network's broker or groups: no reply, no state
         ep = header.get("ep")  # only a broker's messages carry it
         if ep is not None:
             if ep < self.epoch:
                 return  # from a broker that another has replaced: fenced, it acts on nothing
             self.epoch = ep
-        k = header["k"]
-        if k == wire.FWD and "reply" in header:
-            return self.direct(header, arrays)  # a client's pass, passed on by the layer before
-        if k in (wire.FWD, wire.BWD, wire.TARGET, wire.PURGE) and header.get("gen") != self.gen:
-            return  # in flight before a recovery rewired the network: replayed, not wanted
+        if header["k"] == wire.PURGE and header.get("gen") != self.gen:
+            return  # of a generation a recovery has replaced
         after = header.get("after")
         if after is not None:
-            if type(after) is not int or not 0 <= after <= self.applied.done + MAX_AHEAD:
-                raise ValueError(f"a {k} to follow step {after!r}, and this group is at step {self.applied.done}")
-            if self.waiting or after > self.applied.done:
-                self.received += 1
-                self.waiting.put(self.received, (header, arrays), sum(a.nbytes for a in arrays))
+            if type(after) is not int:
+                raise ValueError(f"a {header['k']} to follow step {after!r}")
+            if self.must_wait(after, lambda: self.dispatch(header, arrays), *arrays, lambda: header):
                 return
-        self.handle(header, arrays)
+        self.dispatch(header, arrays)
 
-    def handle(self, header, arrays):
+    def must_wait(self, after, run, *rest):
+        """Whether a message that must follow step `after` waits (run() once it may go, in the
+        order messages came); refused when `after` is absurdly far ahead. rest: its arrays,
+        then a function of its header (for a fault, should it fail later)."""
+        *arrays, header = rest
+        if not 0 <= after <= self.applied.done + MAX_AHEAD:
+            raise ValueError(f"a {header()['k']} to follow step {after}, and this group is at step "
+                             f"{self.applied.done}")
+        if not self.waiting and after <= self.applied.done:
+            return False
+        self.received += 1
+        self.waiting.put(self.received, (after, run, header), sum(a.nbytes for a in arrays if a is not None))
+        return True
+
+    def dispatch(self, header, arrays):
         handler = self.handlers.get(header["k"])
         if handler is None:
             raise ValueError(f"unknown message kind {header['k']!r}")
@@ -196,12 +194,12 @@ class Group:
 
     def release(self):
         """Messages that waited for the step just applied, in the order they came."""
-        while self.waiting and self.waiting.first()[0]["after"] <= self.applied.done:
-            _, (header, arrays) = self.waiting.popleft()
+        while self.waiting and self.waiting.first()[0] <= self.applied.done:
+            _, (_, run, header) = self.waiting.popleft()
             try:
-                self.handle(header, arrays)
+                run()
             except Exception as e:
-                self.refuse(header, e)
+                self.refuse(header(), e)
 
     def purge(self, h, arrays):
         """From the broker: no step after `beyond` was handed out, so what waits for one came
@@ -209,7 +207,7 @@ class Group:
         beyond = h["beyond"]
         if type(beyond) is not int:
             raise ValueError(f"purge beyond step {beyond!r}")
-        gone = self.waiting.remove_if(lambda item: item[0]["after"] > beyond)
+        gone = self.waiting.remove_if(lambda item: item[0] > beyond)
         if gone:
             log.warning("group %s dropped %d messages waiting for steps after %d, never handed out",
                         self.gid, gone, beyond)
@@ -221,16 +219,15 @@ class Group:
         (its own copy, or the replica its keeper or the broker sends); everything in flight
         is forgotten (a recovery resends it)."""
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
-        for store in (self.fwd_parts, self.bwd_parts, self.held, self.direct_parts, self.targets, self.outputs,
-                      self.waiting):
-            store.clear()
-        self.step_counts = {}
+        self.data.reset()
+        self.waiting.clear()
         self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, _, _ in self.down + self.up:
             sock.close()
         self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
         self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
+        self.columns = [(lo, hi) for _, lo, hi in self.up]
         self.custody(h)
         restore = h.get("restore")
         if restore is None:
@@ -373,146 +370,6 @@ class Group:
     def stop(self, h, arrays):
         self.running = False
 
-    # -- data path -------------------------------------------------------
-    def direct(self, h, arrays):
-        """A client's predict pass under a lease (direct.py): it sees the weights of step
-        h["at"] of generation h["gen"] in every group, or the client hears STALE and asks
-        the broker instead. Only its own fields go on, its parts wait in their own store,
-        and its output goes to the client, never to the broker: a lease holder cannot
-        touch another client's pass or a training pass."""
-        seq, to = h.get("seq"), h.get("reply")
-        if not (isinstance(seq, str) and isinstance(to, str) and wire.REPLY_ADDRESS.fullmatch(to)):
-            return  # not a pass this group may answer
-        try:
-            if self.neurons is None or self.restoring is not None or h.get("gen") != self.gen:
-                raise ValueError(f"group {self.gid} was rebuilt (generation {self.gen})")
-            if h.get("at") != self.applied.done:
-                raise ValueError(f"group {self.gid} is at step {self.applied.done}, the lease at {h.get('at')!r}")
-            # on past layer 1 with the network's token: a lease's token opens nothing else
-            self.forward({"k": wire.FWD, "seq": seq, "src": h.get("src"), "gen": self.gen, "at": self.applied.done,
-                          "net": self.net, "tok": self.token, "reply": to}, arrays, direct=True)
-        except zmq.Again:  # the next group takes nothing now: the client asks the broker
-            self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"group {self.gid} could not pass it on"})
-        except Exception as e:
-            self.answer(to, {"k": wire.STALE, "seq": seq, "error": f"{type(e).__name__}: {str(e)[:500]}"})
-
-    def answer(self, to, header, arrays=()):
-        """To a client's reply socket, an address direct() checked; never blocks (a client that
-        stopped reading loses it)."""
-        sock = self.clients.pop(to, None) or sockets.make(self.ctx, zmq.PUSH, connect=to, hwm=CLIENT_HWM)
-        self.clients[to] = sock  # the most recent last
-        if len(self.clients) > MAX_CLIENTS:
-            self.clients.pop(next(iter(self.clients))).close()
-        try:
-            self.send(sock, header, arrays, flags=zmq.NOBLOCK)
-        except zmq.Again:
-            pass
-
-    @staticmethod
-    def _part(store, h, arrays, count, width):
-        """File one part of pass seq (from source src of `count`); its parts once all are in.
-        A pass whose other parts never come is displaced by newer ones (bounded.py)."""
-        seq, src = h["seq"], h["src"]
-        x, = arrays
-        if not (type(src) is int and 0 <= src < count) or x.ndim != 2 or x.shape[1] != width(src):
-            raise ValueError(f"part of pass {seq} from source {src!r} has shape {list(x.shape)}")
-        if count == 1:
-            return {0: x}
-        parts = store.get(seq) or {}
-        parts[src] = x
-        if len(parts) == count:
-            store.pop(seq)
-            return parts
-        store.put(seq, parts, sum(p.nbytes for p in parts.values()))
-        return None
-
-    def forward(self, h, arrays, direct=False):
-        """direct: a client's pass (Group.direct), answered to the client."""
-        self.faults.on_forward()
-        seq = h["seq"]
-        up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
-        parts = self._part(self.direct_parts if direct else self.fwd_parts, h, arrays, self.fan_in, up_width)
-        if parts is None:
-            return
-        x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
-        x = x.astype(self.dtype, copy=False)
-        if x.shape[1] != self.neurons.W.shape[1]:
-            raise ValueError(f"pass {seq} has {x.shape[1]} inputs, weights expect {self.neurons.W.shape[1]}")
-        a = self.neurons.forward(x)
-        for old in h.get("drop", ()):
-            self.held.pop(old, None)
-        if h.get("keep"):
-            self.held.put(seq, (x, a), x.nbytes + a.nbytes)
-        if not self.down:  # the last layer: the broker gathers the outputs (the client, for a direct pass)
-            if direct:
-                if a.nbytes > MAX_ANSWER:  # what waits in a client's socket is bounded
-                    raise ValueError(f"an answer of {a.nbytes} bytes; at most {MAX_ANSWER} go direct")
-                self.answer(h["reply"], {"k": wire.OUT, "seq": seq, "src": self.index}, [a])
-            elif not h.get("head"):
-                self.tell_broker({"k": wire.OUT, "seq": seq, "src": self.index}, [a])
-            elif seq in self.targets:
-                self.head(seq, a, *self.targets.pop(seq))
-            else:
-                self.outputs.put(seq, a, a.nbytes)  # its targets have not come yet
-            return
-        out = dict(h, src=self.index)
-        for sock, _, _ in self.down:
-            self.send(sock, out, [a], flags=zmq.NOBLOCK if direct else 0)  # a client's pass never blocks a group
-
-    def target(self, h, arrays):
-        T, = arrays
-        if T.ndim != 2 or T.shape[1] != self.neurons.W.shape[0]:
-            raise ValueError(f"targets of pass {h['seq']} have shape {list(T.shape)}")
-        if h["seq"] in self.outputs:
-            self.head(h["seq"], self.outputs.pop(h["seq"]), h, T)
-        else:
-            self.targets.put(h["seq"], (h, T), T.nbytes)  # its output has not come yet
-
-    def head(self, seq, z, h, T):
-        """The loss of this output slice, reported; its gradient, straight into the backward."""
-        if T.shape[0] != z.shape[0] or not (isinstance(h["rows"], int) and h["rows"] >= z.shape[0]):
-            raise ValueError(f"pass {seq} has {z.shape[0]} rows, {T.shape[0]} targets, batch of {h['rows']!r}")
-        if h["output"] not in OUTPUTS or h["loss"] not in LOSSES:
-            raise ValueError(f"pass {seq}: unknown output {h['output']!r} or loss {h['loss']!r}")
-        loss, dz = loss_and_grad(h["output"], h["loss"], z, T.astype(z.dtype, copy=False), h["rows"])
-        out = ({"k": wire.OUT, "seq": seq, "src": self.index, "loss": loss}, [z])
-        self.backward(wire.backward(seq, 0, self.gen, h["step"], h["of"], h["lr"], h["ack"]), [dz], report=out)
-
-    def backward(self, h, arrays, report=None):
-        """dL/dx upstream first: the next step waits on it. Then `report`, (header, arrays)
-        for the broker (an output group's OUT: the broker is not on the step's chain), then
-        the update."""
-        seq = h["seq"]
-        parts = self._part(self.bwd_parts, h, arrays, self.fan_out, lambda i: self.neurons.W.shape[0])
-        if parts is None:
-            return
-        step, of, lr = h["step"], h["of"], float(h["lr"])
-        if not (isinstance(step, int) and isinstance(of, int) and of >= 1 and np.isfinite(lr)):
-            raise ValueError(f"pass {seq}: bad step fields of={of!r} lr={h['lr']!r}")
-        dA = parts[0].astype(self.dtype, copy=True)
-        for i in range(1, self.fan_out):
-            dA += parts[i]
-        if seq not in self.held:
-            raise ValueError(f"pass {seq} is not held here (no forward kept it, or it was already used)")
-        x, a = self.held.pop(seq)
-        dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
-        for sock, lo, hi in self.up:
-            self.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
-                                 net=self.net, tok=self.token), [dX[:, lo:hi]])
-        if report is not None:
-            self.tell_broker(*report)
-        seen = self.step_counts.get(step, 0) + 1
-        if seen == of:
-            self.step_counts.pop(step, None)
-            self.neurons.apply(lr)
-            self.applied.mark(step)
-            self.faults.after_step(step)
-        else:
-            self.step_counts[step] = seen
-        if not self.up and h.get("ack", True):
-            self.tell_broker({"k": wire.DONE, "seq": seq})
-        if seen == of:
-            self.release()
 
 
 def main(config):

@@ -1,18 +1,28 @@
-"""The wire contract: every message in the mesh is one multipart zmq message
+"""The wire contract. A message is one of two shapes:
 
+  control: a multipart zmq message
     frame 0      header: a UTF-8 JSON object, at most MAX_HEADER bytes
     frame 1..n   raw array buffers, C order, described by header["a"]
+  data (FWD, BWD, TARGET, OUT, DONE): one frame
+    DATA         a fixed little-endian header (the table below), starting with DATA_MAGIC
+    the array    one 2-d array's bytes, C order, as the header's dtype and shape say
+    drop         FWD only: `ndrop` int64 seqs the groups may forget
 
 header["k"] names the kind of message (table below); header["a"] is a list of
-[dtype, shape] pairs, one per array frame. Data messages also carry "net" (the
-network id) and "seq" (the pass they belong to). Nothing is ever pickled: a
-peer can only send us JSON and bytes of a declared dtype and shape.
+[dtype, shape] pairs, one per array frame. Nothing is ever pickled: a peer can
+only send us JSON, a fixed binary header, and bytes of a declared dtype and shape.
+A data message's header is read by struct, with no JSON and no dict, and its
+array straight out of the frame: it is what a mesh sends per pass per link.
+Elsewhere than in a group's inbox, sockets.recv gives a data message as the dict
+data_header() makes of it, with the same field names as the builders below.
 
 On a ROUTER socket the peer identity frame comes first and is not part of this.
 """
+import collections
 import hashlib
 import json
 import re
+import struct
 
 import numpy as np
 
@@ -125,6 +135,180 @@ def reply(req, **fields):
 
 class WireError(ValueError):
     """A message that does not follow the contract above."""
+
+
+# -- data messages ------------------------------------------------------------
+DATA_MAGIC = 0xD7  # a data message's first byte: never the first byte of a JSON header ("{")
+DATA_FIELDS = [    # name, struct code: the layout of a data message's header, in order
+    ("magic", "B"),
+    ("kind", "B"),     # DATA_KINDS' index
+    ("flags", "B"),    # F_KEEP | F_HEAD | F_ACK | F_LOSS | F_REPLY
+    ("dtype", "B"),    # ARRAY_DTYPES' index: the array's dtype (0: no array)
+    ("tok", "16s"),    # the network's token (or a lease's predict token), as token_bytes() gives it
+    ("net", "I"),      # the network's number: "n12" -> 12
+    ("layer", "H"),    # the sender's layer, from 1 (0: the broker, or a client)
+    ("ndrop", "H"),    # FWD: how many seqs to forget follow the array
+    ("ep", "I"),       # the epoch of the broker that sent it (0: alone, or not a broker)
+    ("gen", "q"),      # the network's generation
+    ("seq", "q"),      # the pass
+    ("tag", "Q"),      # a client's random tag, its passes' seqs "tag-seq" (0: the broker's pass)
+    ("after", "q"),    # FWD: the step it must follow (-1: none); a client's pass: its lease's step ("at")
+    ("step", "q"),     # BWD, TARGET: the step it belongs to
+    ("src", "I"),      # the sender's index in its layer (0: the broker)
+    ("of", "I"),       # BWD, TARGET: passes in that step
+    ("rows", "I"),     # TARGET: rows of the whole mini-batch (its loss is a mean over them)
+    ("value", "d"),    # BWD, TARGET: the learning rate; OUT: the loss (with LOSS)
+    ("head", "24s"),   # TARGET: "output:loss", the head's functions
+    ("rpid", "I"),     # a client's pass (REPLY): its reply socket ipc://@neuromesh-reply-{rpid}-{rtag hex}
+    ("rtag", "4s"),
+    ("nrows", "I"),    # the array's shape
+    ("ncols", "I"),
+]
+DATA = struct.Struct("<" + "".join(code for _, code in DATA_FIELDS))
+Data = collections.namedtuple("Data", [name for name, _ in DATA_FIELDS])
+DATA_KINDS = (None, FWD, BWD, TARGET, OUT, DONE)
+DATA_CODE = {k: i for i, k in enumerate(DATA_KINDS) if k}
+F_KEEP, F_HEAD, F_ACK, F_LOSS, F_REPLY = 1, 2, 4, 8, 16  # flags of a data message
+ARRAY_DTYPES = (None, np.dtype("<f4"), np.dtype("<f8"), np.dtype("<i8"), np.dtype("|u1"))
+ARRAY_CODE = {d.str: i for i, d in enumerate(ARRAY_DTYPES) if d is not None}
+_DROP = np.dtype("<i8")
+
+
+def token_bytes(token):
+    """A token as a data header carries it: our tokens are 32 hex digits (16 bytes); anything
+    else (a test's, a stranger's) maps to a digest of it, which no real token equals."""
+    if isinstance(token, str) and len(token) == 32:
+        try:
+            return bytes.fromhex(token)
+        except ValueError:
+            pass
+    return hashlib.sha256(f"not a token:{token!r}".encode()).digest()[:16]
+
+
+def data(kind, flags, fields, array=None, drop=()):
+    """The bytes of one data message: kind, flags, then Data's fields from "tok" to "rtag" in
+    order; the dtype and shape come from the array."""
+    if array is None:
+        return DATA.pack(DATA_MAGIC, kind, flags, 0, *fields, 0, 0) + (
+            np.asarray(drop, dtype=_DROP).tobytes() if drop else b"")
+    if array.ndim != 2 or array.dtype.str not in ARRAY_CODE:
+        raise WireError(f"a data message carries one 2-d array of {sorted(ARRAY_CODE)}, not {array.dtype} "
+                        f"{list(array.shape)}")
+    head = DATA.pack(DATA_MAGIC, kind, flags, ARRAY_CODE[array.dtype.str], *fields, *array.shape)
+    parts = [head, array.tobytes() if array.flags.c_contiguous else np.ascontiguousarray(array).tobytes()]
+    if drop:
+        parts.append(np.asarray(drop, dtype=_DROP).tobytes())
+    return b"".join(parts)
+
+
+_new_data = tuple.__new__  # Data from struct's tuple without namedtuple's per-call checks: the hot path
+_KINDS, _DTYPES = len(DATA_KINDS), len(ARRAY_DTYPES)
+
+
+def unpack_data(buf):
+    """(Data, the array or None, drop seqs) of a data message, the array read in place."""
+    size = len(buf)
+    if size < DATA.size:
+        raise WireError(f"a data message of {size} bytes, shorter than its header")
+    d = _new_data(Data, DATA.unpack_from(buf))
+    if not 0 < d.kind < _KINDS or d.dtype >= _DTYPES:
+        raise WireError(f"a data message of kind {d.kind}, dtype {d.dtype}")
+    end = DATA.size
+    array = None
+    if d.dtype:
+        dtype = ARRAY_DTYPES[d.dtype]
+        end += d.nrows * d.ncols * dtype.itemsize
+        if size != end + 8 * d.ndrop:
+            raise WireError(f"a data message of {size} bytes declares {d.nrows} x {d.ncols} {dtype}")
+        array = np.ndarray((d.nrows, d.ncols), dtype, buf, DATA.size)
+    elif size != end + 8 * d.ndrop:
+        raise WireError(f"a data message of {size} bytes with no array")
+    drop = np.frombuffer(buf, _DROP, d.ndrop, end).tolist() if d.ndrop else ()
+    return d, array, drop
+
+
+def is_data(buf):
+    return len(buf) > 0 and buf[0] == DATA_MAGIC
+
+
+# The dict form, for the few places off the hot path (the broker's inbox, a client, tests):
+# the same field names as the JSON builders below, so code reading either reads both.
+_REPLY = re.compile(r"ipc://@neuromesh-reply-([0-9]+)-([0-9a-f]{8})")
+
+
+def pack_data(header, arrays=()):
+    """A data message from its dict form; WireError when a field cannot be represented."""
+    try:
+        k = header["k"]
+        loss = k == OUT and "loss" in header  # TARGET's "loss" names a function; OUT's is a value
+        flags = (F_KEEP if header.get("keep") else 0) | (F_HEAD if header.get("head") else 0) | (
+            F_ACK if header.get("ack", True) else 0) | (F_LOSS if loss else 0)
+        seq, tag = header.get("seq", 0), 0
+        if isinstance(seq, str):  # a client's pass: "tag-seq"
+            tag, _, seq = seq.partition("-")
+            tag = int(tag, 16)
+        rpid, rtag = 0, b"\0" * 4
+        if "reply" in header:
+            flags |= F_REPLY
+            m = _REPLY.fullmatch(header["reply"]) if isinstance(header["reply"], str) else None
+            if m:  # an address that is not a client's reply socket is sent as none: no one to answer
+                rpid, rtag = int(m.group(1)), bytes.fromhex(m.group(2))
+        after = header.get("at" if "reply" in header else "after")
+        net = header.get("net", "n0")
+        fields = (token_bytes(header.get("tok")),
+                  int(net[1:]) if isinstance(net, str) and net[1:].isdigit() else 0,
+                  _layer_of(header), len(header.get("drop", ())), int(header.get("ep") or 0),
+                  int(header.get("gen") or 0), int(seq), tag, -1 if after is None else int(after),
+                  int(header.get("step") or 0), int(header.get("src") or _index_of(header)), int(header.get("of") or 0),
+                  int(header.get("rows") or 0),
+                  float(header["loss"] if loss else header.get("lr", 0.0)),
+                  f"{header.get('output', '')}:{header.get('loss', '')}".encode() if k == TARGET else b"",
+                  rpid, rtag)
+        return data(DATA_CODE[k], flags, fields, arrays[0] if arrays else None, header.get("drop", ()))
+    except (KeyError, TypeError, ValueError, OverflowError, struct.error) as e:
+        raise WireError(f"a {header.get('k')} that a data message cannot carry: {e}") from None
+
+
+def _gid_part(header, i):
+    """A part of a sender's gid "n1.2.0": its layer (1) or its index in the layer (2); 0 if none."""
+    gid = header.get("gid")
+    parts = gid.split(".") if isinstance(gid, str) else ()
+    return int(parts[i]) if len(parts) == 3 and parts[i].isdigit() else 0
+
+
+def _layer_of(header):
+    return _gid_part(header, 1)
+
+
+def _index_of(header):
+    return _gid_part(header, 2)
+
+
+def data_header(d, drop=()):
+    """The dict form of a data message's header."""
+    h = {"k": DATA_KINDS[d.kind], "tok": d.tok.hex(), "net": f"n{d.net}", "gen": d.gen,
+         "seq": f"{d.tag:016x}-{d.seq}" if d.tag else d.seq, "src": d.src}
+    if d.layer:
+        h["gid"] = f"n{d.net}.{d.layer}.{d.src}"
+    if d.ep:
+        h["ep"] = d.ep
+    if d.kind == DATA_CODE[FWD]:
+        h.update(keep=bool(d.flags & F_KEEP), head=bool(d.flags & F_HEAD))
+        if drop:
+            h["drop"] = list(drop)
+    if d.flags & F_REPLY:
+        h["at"] = d.after
+        h["reply"] = f"ipc://@neuromesh-reply-{d.rpid}-{d.rtag.hex()}" if d.rpid else ""
+    elif d.after >= 0:
+        h["after"] = d.after
+    if d.kind in (DATA_CODE[BWD], DATA_CODE[TARGET]):
+        h.update(step=d.step, of=d.of, lr=d.value, ack=bool(d.flags & F_ACK))
+    if d.kind == DATA_CODE[TARGET]:
+        output, _, loss = d.head.rstrip(b"\0").decode(errors="replace").partition(":")
+        h.update(rows=d.rows, output=output, loss=loss)
+    if d.flags & F_LOSS:
+        h["loss"] = d.value
+    return h
 
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode

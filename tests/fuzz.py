@@ -4,6 +4,7 @@ negative numbers, NaN, deep nesting, wrong types), missing and extra fields, the
 token or a wrong one, arrays that fit their declaration and arrays that lie about it,
 headers too deep for json, and plain random bytes."""
 import json
+import struct
 
 import numpy as np
 from hypothesis import strategies as st
@@ -38,10 +39,39 @@ def arrays(draw):
             for _ in range(draw(st.integers(0, 3)))]
 
 
+def data_message(draw, token, lying):
+    """A data message (wire.DATA): every field drawn over its whole range or near the values
+    the mesh uses, the array as declared, or (lying) bytes that do not fit the declaration."""
+    small = st.integers(-2, 8)
+    value = {"B": st.integers(0, 255), "H": st.integers(0, 2 ** 16 - 1), "I": st.one_of(small.filter(
+        lambda n: n >= 0), st.integers(0, 2 ** 32 - 1)), "q": st.one_of(small, st.integers(-(2 ** 63), 2 ** 63 - 1)),
+        "Q": st.one_of(st.just(0), st.integers(0, 2 ** 64 - 1)), "d": st.floats(allow_nan=True, allow_infinity=True),
+        "16s": st.just(wire.token_bytes(token)), "24s": st.sampled_from([b"", b"softmax:cross_entropy", b"x:y",
+                                                                          b"sigmoid:mse"]),
+        "4s": st.binary(min_size=4, max_size=4)}
+    fields = [draw(value[code]) for name, code in wire.DATA_FIELDS[4:-2]]  # from tok to rtag
+    kind = draw(st.integers(0, 7))
+    flags = draw(st.integers(0, 31))
+    if lying:
+        dtype, nrows, ncols = draw(st.integers(0, 9)), draw(st.integers(0, 2 ** 32 - 1)), draw(st.integers(0, 9))
+        head = wire.DATA.pack(wire.DATA_MAGIC, kind, flags, dtype, *fields, nrows, ncols)
+        return head + draw(st.binary(max_size=64))
+    array = draw(st.sampled_from([None, "f8", "f4"]))
+    if array is not None:
+        array = np.zeros((draw(st.integers(0, 4)), draw(st.integers(0, 4))), dtype=array)
+    try:
+        return wire.data(kind, flags, fields, array, drop=draw(st.lists(st.integers(-9, 9), max_size=3)))
+    except (struct.error, wire.WireError):
+        return b"\xd7"
+
+
 @st.composite
 def messages(draw, tokens=(None,), kinds=KINDS, net=None):
     """One message: a list of bytes frames."""
-    shape = draw(st.sampled_from(["packed", "packed", "packed", "lying", "deep", "bytes", "not json"]))
+    shape = draw(st.sampled_from(["packed", "packed", "lying", "deep", "bytes", "not json", "data", "data",
+                                  "data lying"]))
+    if shape.startswith("data"):
+        return [data_message(draw, draw(st.sampled_from(tokens)), shape == "data lying")]
     if shape == "bytes":
         return [draw(st.binary(max_size=200)) for _ in range(draw(st.integers(0, 4)))]
     if shape == "not json":

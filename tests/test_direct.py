@@ -171,15 +171,15 @@ def test_the_predict_token_admits_forward_passes_and_nothing_else(mesh2):
             for h, arrays in [({"k": wire.STOP}, []),
                               ({"k": wire.SET, "optimizer": {}}, [np.zeros((3, 2)), np.zeros(3)]),
                               ({"k": wire.GROW, "cols": 5}, []),
-                              ({**fwd, "seq": "x", "reply": "tcp://10.1.2.3:9"}, [X]),
-                              ({**fwd, "seq": "y", "reply": 7}, [X]),
-                              ({**fwd, "seq": "z", "reply": reply}, [X])]:  # last, on the same connection
+                              ({**fwd, "seq": f"{7:016x}-1", "reply": "tcp://10.1.2.3:9"}, [X]),
+                              ({**fwd, "seq": f"{7:016x}-2", "reply": 7}, [X]),
+                              ({**fwd, "seq": f"{7:016x}-3", "reply": reply}, [X])]:  # last, on the same connection
                 sockets.send(sock, {**base, **h}, arrays)
             assert answers.poll(30_000), "no answer to the one forward pass with a reply address"
             _, h, (z,) = sockets.recv(answers)
         finally:
             ctx.destroy(linger=0)
-        assert (h["k"], h["seq"]) == (wire.OUT, "z")
+        assert (h["k"], h["seq"]) == (wire.OUT, f"{7:016x}-3")
         np.testing.assert_array_equal(1 / (1 + np.exp(-z)), first)  # nobody stopped, no weights changed
         assert all(alive(pid) for pid in pids)
         assert {p["pid"] for p in net.processes()} == pids
@@ -209,7 +209,7 @@ def test_a_lease_holder_cannot_answer_for_another_clients_pass(mesh2):
                     base = {"k": wire.FWD, "src": 0, "gen": lease["gen"], "at": lease["at"], "net": net.id,
                             "tok": lease["ptok"]}
                     for extra in ({"seq": seq}, {"seq": seq, "head": True},
-                                  {"seq": seq, "reply": sockets.abstract_ipc("reply")}, {"seq": str(seq)}):
+                                  {"seq": seq, "reply": sockets.abstract_ipc("reply")}, {"seq": f"{1:016x}-{seq}"}):
                         sockets.send(sock, {**base, **extra}, [forged])
             finally:
                 ctx.destroy(linger=0)

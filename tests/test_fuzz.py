@@ -107,10 +107,10 @@ def test_fuzz_a_group_inbox_with_a_wrong_token_and_the_predict_token(mesh2, targ
         # last, on the layer-1 connection, a client's pass at a step the group is not at: its STALE
         # answer comes once everything before it was read
         sockets.send(first, {"k": wire.FWD, "tok": lease["ptok"], "net": net.id, "gen": lease["gen"],
-                             "at": -1, "src": 0, "seq": "end", "reply": reply}, [X])
+                             "at": -1, "src": 0, "seq": f"{1:016x}-1", "reply": reply}, [X])
         assert answers.poll(60_000), "layer 1 never answered after the campaign"
         _, h, _ = sockets.recv(answers)
-        assert (h["k"], h["seq"]) == (wire.STALE, "end")
+        assert (h["k"], h["seq"]) == (wire.STALE, f"{1:016x}-1")
     finally:
         ctx.destroy(linger=0)
     assert_mesh_answers_right(mesh2, net, X, before)

@@ -62,9 +62,9 @@ def test_the_predict_token_opens_layer_1s_forward_and_nothing_else(ctx):
     ptok = wire.predict_token("tok")
     part = np.zeros((262_144, 1))  # 2 MB of one source's column, twice a pass
     for i in range(300):
-        r.send({"k": wire.FWD, "tok": ptok, "net": "n1", "gen": 0, "at": 0, "seq": f"s{i}", "src": 0,
+        r.send({"k": wire.FWD, "tok": ptok, "net": "n1", "gen": 0, "at": 0, "seq": f"{1:016x}-{i}", "src": 0,
                 "reply": reply}, [part if i % 2 else np.zeros((1, 1))])
-    assert len(r.g.direct_parts) == 0 and r.g.direct_parts.nbytes == 0
+    assert len(r.g.data.direct_parts) == 0 and r.g.data.direct_parts.nbytes == 0
     assert r.g.sent == 1 and not answers.poll(0)  # its READY only
     assert r.quiet()
 
@@ -115,13 +115,13 @@ def test_what_peers_fill_is_bounded_in_bytes(ctx, monkeypatch):
         r.feed.send_multipart(wire.pack({"k": wire.FETCH, "tok": "tok", "net": "n1", "gen": 10 ** 9, "of": "n1.1.1",
                                          "snap": i, "pad": pad}))
     for i in range(3000):  # one of two parts each: passes that never complete
-        r.feed.send_multipart(wire.pack({"k": wire.FWD, "tok": "tok", "net": "n1", "gen": 0, "seq": i, "src": 0,
-                                         "after": 0}, [np.zeros((8192, 1))]))
+        r.feed.send(wire.pack_data({"k": wire.FWD, "tok": "tok", "net": "n1", "gen": 0, "seq": i, "src": 0,
+                                    "after": 0}, [np.zeros((8192, 1))]))
     for _ in range(6000):
         assert r.g.inbox.poll(10_000)
         r.g.handle_one()
     assert len(r.g.fetches) <= 64 and r.g.fetches.nbytes < 64 * 1024
-    assert r.g.fwd_parts.nbytes <= (1 << 20) and r.g.fwd_parts.evicted > 0
+    assert r.g.data.fwd.nbytes <= (1 << 20) and r.g.data.fwd.evicted > 0
     assert r.quiet()
 
 

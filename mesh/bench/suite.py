@@ -29,6 +29,16 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         log("a broker pair: its cost, and failovers (kill -9 of the active broker):")
         rows = failover.run(rounds=rounds, quick=quick, log=log)
         out["failover"] = table(failover.COLUMNS, [[r[c] for c in failover.COLUMNS] for r in rows])
+    if "dataplane" in parts:
+        from . import dataplane
+        log("what one data message costs (N upstream groups' parts into one neuron, a process each):")
+        rows = dataplane.run(rounds=1 if quick else rounds, log=log)
+        out["dataplane: CPU per data message"] = table(dataplane.COLUMNS, [[r[c] for c in dataplane.COLUMNS]
+                                                                          for r in rows])
+        log("the original's online test, one process per neuron ([n, n, 1] on 10 inputs):")
+        rows = dataplane.online_table(dataplane.per_neuron(ns=(16,) if quick else (16, 64, 100), log=log))
+        out["dataplane: per neuron, online"] = table(dataplane.ONLINE_COLUMNS,
+                                                     [[r[c] for c in dataplane.ONLINE_COLUMNS] for r in rows])
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")
