@@ -156,6 +156,10 @@ class _MeshEstimator(BaseEstimator):
             self._network()
         else:
             self._new_network(hidden, Y.shape[1], output, loss, seed)
+        if held is None:  # the loss alone decides when to stop: one run of every epoch, stopped by the broker
+            self._run(rows, Y, epochs, batch, lr, optimizer, seed)
+            self.best_loss_ = min(self.loss_curve_)
+            return self
         best, stale, best_weights = np.inf, 0, None
         for _ in range(epochs):
             loss_now = self._epoch(rows, Y, batch, lr, optimizer, seed)
@@ -179,6 +183,18 @@ class _MeshEstimator(BaseEstimator):
             self.net_.set_weights(best_weights)
         self.best_loss_ = min(self.loss_curve_)
         return self
+
+    def _run(self, rows, Y, epochs, batch, lr, optimizer, seed):
+        """Epochs in one training run, ending early as scikit-learn's MLP does (tol, n_iter_no_change)."""
+        def said(epoch, loss):
+            self.loss_curve_.append(loss)
+            self.n_iter_ += 1
+            self.t_ += len(Y)
+            if self.verbose:
+                print(f"Iteration {self.n_iter_}, loss = {loss:.8f}", flush=True)
+        self.net_.train(rows, Y, epochs=epochs, batch_size=batch, learning_rate=lr, optimizer=optimizer,
+                        shuffle=bool(self.shuffle), seed=seed + self.n_iter_, progress=False, on_epoch=said,
+                        tol=float(self.tol), n_iter_no_change=int(self.n_iter_no_change))
 
     def _epoch(self, rows, Y, batch, lr, optimizer, seed):
         """One pass over the rows, in mini-batches: the loss of it, kept in loss_curve_."""
