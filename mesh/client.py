@@ -17,7 +17,7 @@ import zmq
 from . import direct, heartbeat, sockets, table, wire
 from .brokers import Brokers
 from .checkpoint import Writer, read, slot_index
-from .progress import Bar
+from .progress import RunProgress
 from .spec import Spec
 
 DEFAULT_TIMEOUT = 60.0
@@ -415,26 +415,14 @@ class Network:
                 "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "tol": float(tol),
                 "n_iter_no_change": None if n_iter_no_change is None else int(n_iter_no_change)}
         self.last_cancel = None
-        told = []  # epochs whose loss on_epoch has had
-
-        def tell(history):
-            for loss in history[len(told):]:
-                told.append(loss)
-                if on_epoch is not None:
-                    on_epoch(len(told), loss)
-        with Bar(total=epochs * len(Y), enabled=progress, unit="rows") as bar:
-            def on_progress(h):
-                bar.update(((h["epoch"] - 1) * h["total"] + h["rows"]), f"epoch {h['epoch']}/{h['epochs']} "
-                           f"loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
-                tell(h.get("history") or [])
+        with RunProgress(epochs * len(Y), progress, on_epoch) as shown:
             rid = self.client.send(wire.TRAIN, arrays + [Y], net=self.id, options=opts, **fields)
             try:
-                h, _ = self.client.wait(rid, on_progress)
+                h, _ = self.client.wait(rid, shown.report)
             except KeyboardInterrupt:
                 self.last_cancel = self._cancel_and_wait(rid)
                 raise KeyboardInterrupt(str(self.last_cancel)) from None
-            bar.update(epochs * len(Y), f"loss {h['history'][-1]:.4g}")
-        tell(h["history"])
+            shown.finished(h["history"])
         self.last_checkpoint = h.get("checkpoint")
         return h["history"]
 

@@ -74,7 +74,7 @@ def frame_names(X):
     """A DataFrame's column names, if every one is a string (scikit-learn's rule), else None."""
     if not _is_frame(X):
         return None
-    names = [c for c in X.columns]
+    names = list(X.columns)
     return np.asarray(names, dtype=object) if names and all(isinstance(c, str) for c in names) else None
 
 
@@ -106,7 +106,7 @@ def checked_X(est, X, reset):
     number of positions. reset: fit (records n_features_in_, feature_names_in_ and whether
     the data was numbers); else checked against what fit recorded."""
     if X is None:
-        raise ValueError(f"Expected array-like (array or non-string sequence), got None")
+        raise ValueError("Expected array-like (array or non-string sequence), got None")
     if hasattr(X, "tocsr") and hasattr(X, "nnz"):
         raise TypeError("Sparse data was passed for X, but dense data is required. "
                         "Use '.toarray()' to convert to a dense numpy array.")
@@ -159,14 +159,10 @@ def checked_y(y, n_rows, multi_output):
     if y is None:
         raise ValueError("requires y to be passed, but the target y is None")
     y = np.asarray(y)
-    if y.dtype.kind in "fc" or (y.dtype == object and all(isinstance(v, numbers.Real) for v in y.ravel()[:1000])):
-        if y.dtype.kind == "c":
-            raise ValueError("Complex data not supported")
-        try:
-            _finite(y.astype(np.float64), "y")
-        except (TypeError, ValueError) as e:
-            if "Input y" in str(e):
-                raise
+    if y.dtype.kind == "c":
+        raise ValueError("Complex data not supported")
+    if y.dtype.kind == "f" or (y.dtype == object and all(isinstance(v, numbers.Real) for v in y.ravel())):
+        _finite(y.astype(np.float64), "y")
     if y.ndim == 2 and y.shape[1] == 1 and not multi_output:
         warnings.warn("A column-vector y was passed when a 1d array was expected. Please change the shape of y "
                       "to (n_samples, ), for example using ravel().", DataConversionWarning, stacklevel=3)
