@@ -62,11 +62,6 @@ ACTIVATIONS = {"logistic": "sigmoid", "identity": "linear"}  # scikit-learn's na
 SOLVERS = ("adam", "sgd")
 
 
-def shared_client():
-    """The Client of this process's shared local mesh (shared.py)."""
-    return shared.client()
-
-
 class _MeshEstimator(BaseEstimator):
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam", alpha=1e-4,
                  batch_size="auto", learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None,

@@ -8,6 +8,7 @@ dies without running its exit handlers, its mesh dies with it (the mesh's
 processes die with their parent, localmesh.py)."""
 import atexit
 import os
+import queue
 import threading
 
 from .localmesh import LocalMesh
@@ -23,9 +24,34 @@ def client():
     global _mesh, _owner
     with _lock:
         if _mesh is None or _owner != os.getpid():
-            _mesh, _owner = LocalMesh(workers=WORKERS, timeout=600), os.getpid()
-            _mesh.start()
+            _mesh, _owner = _started(), os.getpid()
         return _mesh.client
+
+
+def _started():
+    """A started LocalMesh. Its processes die with the thread that started them (the kernel's
+    parent-death signal follows the thread), so from any thread but the main one it is started
+    by a thread that lasts as long as the process: not by a pool's thread that may end."""
+    if threading.current_thread() is threading.main_thread():
+        mesh = LocalMesh(workers=WORKERS, timeout=600)
+        mesh.start()
+        return mesh
+    told = queue.Queue()
+
+    def keep():
+        try:
+            mesh = LocalMesh(workers=WORKERS, timeout=600)
+            mesh.start()
+        except BaseException as e:  # given to the caller, raised there
+            told.put(e)
+            return
+        told.put(mesh)
+        threading.Event().wait()  # a daemon thread: it ends with the process
+    threading.Thread(target=keep, name="mesh-shared", daemon=True).start()
+    got = told.get()
+    if isinstance(got, BaseException):
+        raise got
+    return got
 
 
 def running():

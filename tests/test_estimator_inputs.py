@@ -211,3 +211,24 @@ def test_one_shared_mesh_per_process_ended_at_its_exit(tmp_path, backend):
     assert tuple(said["mine"]) not in meshes and 1 <= len(meshes) <= len({pid for pid, _ in said["workers"]})
     pids = said["mine"] + [p for _, ps in said["workers"] for p in ps]
     assert all_gone(pids, seconds=30), "a shared mesh outlived its process"
+
+
+def test_a_shared_mesh_first_used_by_a_thread_outlives_the_thread(tmp_path):
+    """A pool's thread that fits first starts the shared mesh; the mesh must not die when that thread ends."""
+    code = textwrap.dedent("""
+        import threading
+        import numpy as np
+        from mesh import shared
+        from mesh.estimator import MeshClassifier
+        rng = np.random.default_rng(0)
+        y = rng.integers(0, 2, 40)
+        X = rng.normal(size=(40, 3)) + y[:, None]
+        t = threading.Thread(target=lambda: MeshClassifier((4,), max_iter=2).fit(X, y))
+        t.start(); t.join()
+        pids = shared._mesh.pids()
+        print(MeshClassifier((4,), max_iter=2).fit(X, y).score(X, y) > 0, pids, flush=True)
+    """)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       stdin=subprocess.DEVNULL)
+    assert r.returncode == 0 and r.stdout.startswith("True"), r.stderr
+    assert all_gone(json.loads(r.stdout.split(" ", 1)[1]), seconds=30)
