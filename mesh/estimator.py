@@ -156,23 +156,20 @@ class _MeshEstimator(BaseEstimator):
             self.best_loss_ = min(self.loss_curve_)
             return self
         best, stale, best_weights = np.inf, 0, None
-        for _ in range(epochs):
+        for _ in range(epochs):  # an epoch a run: the score on the held-out rows decides when to stop
             loss_now = self._epoch(rows, Y, batch, lr, optimizer, seed)
-            watched = loss_now
-            if held is not None:  # as scikit-learn: the score (accuracy, R2), higher is better
-                self.validation_scores_.append(self._held_score(held, Y_held))
-                watched = -self.validation_scores_[-1]
+            self.validation_scores_.append(self._held_score(held, Y_held))  # accuracy or R2: higher is better
+            watched = -self.validation_scores_[-1]
             if self.verbose:
-                print(f"Iteration {self.n_iter_}, loss = {loss_now:.8f}" +
-                      (f", validation score = {-watched:.6f}" if held is not None else ""), flush=True)
+                print(f"Iteration {self.n_iter_}, loss = {loss_now:.8f}, validation score = {-watched:.6f}",
+                      flush=True)
             if watched > best - self.tol:
                 stale += 1
                 if stale >= self.n_iter_no_change:
                     break
             else:
                 stale = 0
-                if held is not None:
-                    best_weights = self.net_.weights()
+                best_weights = self.net_.weights()
             best = min(best, watched)
         if best_weights is not None:  # as scikit-learn does: end on the best epoch seen, not the last
             self.net_.set_weights(best_weights)

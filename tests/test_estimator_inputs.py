@@ -232,3 +232,15 @@ def test_a_shared_mesh_first_used_by_a_thread_outlives_the_thread(tmp_path):
                        stdin=subprocess.DEVNULL)
     assert r.returncode == 0 and r.stdout.startswith("True"), r.stderr
     assert all_gone(json.loads(r.stdout.split(" ", 1)[1]), seconds=30)
+
+
+def test_early_stopping_ends_on_the_best_held_out_epoch(mesh2):
+    X, y = blobs(n=200, seed=3)
+    clf = MeshClassifier(**{**SMALL, "max_iter": 30}, early_stopping=True, n_iter_no_change=3, mesh=mesh2.client)
+    try:
+        clf.fit(X, y)
+        assert len(clf.validation_scores_) == clf.n_iter_ == len(clf.loss_curve_) >= 1
+        held = np.random.default_rng(0).permutation(200)[:20]  # the tenth it keeps aside (random_state 0)
+        assert clf.score(X[held], y[held]) == max(clf.validation_scores_)
+    finally:
+        clf.close()
