@@ -59,10 +59,15 @@ def _lifetime():
 
 
 def _client(broker, timeout):
+    import zmq
+
     from .client import Client
     from .security import KeyError_
     try:
         return Client(broker, timeout=timeout)
+    except (ValueError, zmq.ZMQError) as e:  # not a broker address (brokers.parse), or one zmq cannot dial
+        raise click.BadParameter(f"{broker!r}: {e}" if isinstance(e, zmq.ZMQError) else str(e),
+                                 param_hint="--broker") from None
     except KeyError_ as e:
         raise click.ClickException(str(e)) from None
 
@@ -137,7 +142,8 @@ def _pair_secret(keys, insecure):
 @keys_option
 @insecure_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-              help="Where train(checkpoint_every=...) writes (default: a neuromesh-checkpoints folder in the temp dir).")
+              help="Where train(checkpoint_every=...) writes (default: $XDG_STATE_HOME/neuromesh/checkpoints, else "
+                   "~/.local/state/neuromesh/checkpoints, else neuromesh-checkpoints in the working directory).")
 @dashboard_option
 @dashboard_token_option
 @click.option("--peer", default=None, metavar="ADDR",
@@ -367,7 +373,7 @@ def predict(net, rows, csv_path, allow_new_kinds, raw, broker, timeout):
 @click.option("--mode", type=click.Choice(["exact", "async"]), default="exact", show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Write the network every N steps and after each epoch, inside the broker's --checkpoint-dir.")
+              help="Write the network every N steps and at the end, inside the broker's --checkpoint-dir.")
 @click.option("--checkpoint-name", default=None, help="File name for --checkpoint-every (default: NET.npz).")
 @broker_option
 @timeout_option
@@ -378,7 +384,9 @@ def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, a
     Numbers are standardised with this file's statistics (kept with the network and
     applied to every row it sees afterwards); a text target becomes classes (one output
     per class, or one sigmoid output for two); a number target is learned as it is, or
-    standardised for a linear output. One line per epoch, as each ends."""
+    standardised for a linear output. One run of every epoch (as `mesh status` and the
+    dashboard show it); one line per epoch, as each ends. A loss that is not a finite
+    number stops the run with an error naming the step."""
     from .csvdata import read_xy, targets_for
     from .table import Rows
     inputs, X, y = _call(lambda: read_xy(csv_path, target))
@@ -388,20 +396,21 @@ def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, a
         Y, record = _call(lambda: targets_for(target, inputs, y, info["sizes"][-1], info["output"],
                                                 known=info.get("target")))
         rows = _call(lambda: Rows(X, learn={"standardize": True, "target": record}))
-        epoch = 0
-        try:
-            for epoch in range(epochs):  # an epoch per request: each line is printed as its epoch ends
-                loss = _call(lambda: network.train(
-                    rows, Y, epochs=1, batch_size=batch_size, learning_rate=learning_rate,
-                    micro_batches=micro_batches, optimizer={"name": optimizer, "alpha": alpha}, mode=mode,
-                    seed=seed + epoch, progress=None if sys.stderr.isatty() else False,
-                    checkpoint_every=checkpoint_every,
-                    checkpoint_path=(checkpoint_name or f"{net}.npz") if checkpoint_every else None))[0]
-                click.echo(f"epoch {epoch + 1}: loss {loss:.6g}")
-                sys.stdout.flush()
+
+        def said(epoch, loss):
+            click.echo(f"epoch {epoch}: loss {loss:.6g}")
+            sys.stdout.flush()
+        try:  # one run of every epoch: status, the dashboard and cancel see it whole
+            _call(lambda: network.train(
+                rows, Y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                micro_batches=micro_batches, optimizer={"name": optimizer, "alpha": alpha}, mode=mode, seed=seed,
+                progress=None if sys.stderr.isatty() else False, checkpoint_every=checkpoint_every,
+                checkpoint_path=(checkpoint_name or f"{net}.npz") if checkpoint_every else None, on_epoch=said))
         except KeyboardInterrupt:  # Network.train cancelled it first
-            stopped = getattr(network, "last_cancel", None) or "training stopped"
-            raise click.ClickException(f"interrupted in epoch {epoch + 1} of {epochs}: {stopped}") from None
+            stopped = getattr(network, "last_cancel", None)
+            where = f"in epoch {stopped.epochs + 1} of {epochs}: " if stopped is not None and stopped.epochs < epochs \
+                else ""
+            raise click.ClickException(f"interrupted {where}{stopped or 'training stopped'}") from None
         if checkpoint_every:
             click.echo(f"checkpoint: {network.last_checkpoint} (on the broker's host)")
 
@@ -548,7 +557,7 @@ def demo(names, workers, quick, data):
 
 @cli.command()
 @click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling", "dashboard", "failover",
-                                                                 "dataplane"]))
+                                                                 "dataplane", "sklearn"]))
 @click.option("--rounds", type=int, default=3, show_default=True, help="Rounds per measurement (median, min-max).")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer rounds: a smoke run, not a result.")
 def bench(parts, rounds, quick):

@@ -17,7 +17,7 @@ import zmq
 from . import direct, heartbeat, sockets, table, wire
 from .brokers import Brokers
 from .checkpoint import Writer, read, slot_index
-from .progress import Bar
+from .progress import RunProgress
 from .spec import Spec
 
 DEFAULT_TIMEOUT = 60.0
@@ -85,6 +85,7 @@ class Client:
                                                     zmq.EVENT_DISCONNECTED)
         self.monitor.setsockopt(zmq.LINGER, 0)
         self.connected = False
+        self.spoken = False  # it has answered: keys, missing or wrong, are not why it is silent
         self.born = self.heard = self.pinged = time.monotonic()
         self.sock.connect(self.address)
 
@@ -101,6 +102,10 @@ class Client:
 
     def __exit__(self, *exc):
         self.close()
+
+    def __deepcopy__(self, memo):
+        """A connection is shared, not copied: clone() of an estimator given this client uses it too."""
+        return self
 
     def request(self, op, arrays=(), timeout=None, on_progress=None, **fields):
         """Send one request and wait for its reply: (header, arrays)."""
@@ -149,7 +154,7 @@ class Client:
                                           f"{self._hint()}")
                     continue
                 _, h, out = sockets.recv(self.sock, max_header=1 << 24)
-                self.connected = True
+                self.connected = self.spoken = True
                 self.heard = time.monotonic()
                 if h.get("standby") and h.get("id") in self.sent and self.brokers.pair:
                     # we asked the standby: go to the other broker if it sees that one alive, else ask
@@ -268,7 +273,11 @@ class Client:
             return None
 
     def _hint(self):
-        return "" if self.keys else " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
+        """Keys could be why a broker is silent only if it accepted the connection (a broker with keys
+        drops a client without them after the handshake) and never answered this client."""
+        if self.keys or self.spoken or not self.connected:
+            return ""
+        return " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
                dtype="float32", placement=None, timeout=None, init="auto", optimizer=None):
@@ -324,8 +333,13 @@ class Network:
 
     def predict(self, rows, remember=True, chunk=None, strict=True):
         """Outputs for one row (1-D result) or many (rows x outputs). With
-        remember, the pass is kept so that backprop can train on it. strict
-        refuses text at a position that only ever held numbers in training."""
+        remember, the pass is kept so that backprop can train on it.
+        The rule for values: a number is used as it is; None or NaN is a missing value
+        (it contributes nothing); infinity is refused; text is a factor. strict refuses
+        text at a position that only ever held numbers in training, and rows of another
+        width than training's when training saw only rows of one width holding only
+        numbers (the error names both widths); strict=False takes them (a position not
+        given contributes nothing, one training never saw is ignored)."""
         single = _is_single_row(rows)
         if not remember and self.client.direct is not None and (chunk is None or int(chunk) >= 1):
             out = self.client.direct.predict(self.id, rows, strict=bool(strict), chunk=chunk or 256)
@@ -380,8 +394,13 @@ class Network:
         return np.array(outputs), np.array(losses)
 
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
-              shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None):
-        """Mini-batch training on the mesh; returns the mean loss of each epoch.
+              shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None,
+              on_epoch=None, tol=0.0, n_iter_no_change=None):
+        """Mini-batch training on the mesh, all epochs in one run; returns the mean loss of each epoch.
+        on_epoch(epoch, loss) is called as each epoch ends (epoch counts from 1).
+        n_iter_no_change=N stops the run early once the epoch's loss has not improved on the best
+        by tol for N epochs in a row (as scikit-learn's MLP stops).
+        A loss that is not a finite number stops the run: RemoteError naming the step.
         checkpoint_every=N writes the network every N steps (and at the end) to the file named
         checkpoint_path inside the broker's checkpoint folder; its full path on the broker's host is
         kept in self.last_checkpoint, for Client.load after a broker restart.
@@ -393,19 +412,17 @@ class Network:
         opts = {"epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
                 "micro_batches": micro_batches, "optimizer": optimizer, "shuffle": shuffle, "seed": seed,
                 "mode": mode, "checkpoint_every": checkpoint_every,
-                "checkpoint_path": str(checkpoint_path) if checkpoint_path else None}
+                "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "tol": float(tol),
+                "n_iter_no_change": None if n_iter_no_change is None else int(n_iter_no_change)}
         self.last_cancel = None
-        with Bar(total=epochs * len(Y), enabled=progress, unit="rows") as bar:
-            def on_progress(h):
-                bar.update(((h["epoch"] - 1) * h["total"] + h["rows"]), f"epoch {h['epoch']}/{h['epochs']} "
-                           f"loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
+        with RunProgress(epochs * len(Y), progress, on_epoch) as shown:
             rid = self.client.send(wire.TRAIN, arrays + [Y], net=self.id, options=opts, **fields)
             try:
-                h, _ = self.client.wait(rid, on_progress)
+                h, _ = self.client.wait(rid, shown.report)
             except KeyboardInterrupt:
                 self.last_cancel = self._cancel_and_wait(rid)
                 raise KeyboardInterrupt(str(self.last_cancel)) from None
-            bar.update(epochs * len(Y), f"loss {h['history'][-1]:.4g}")
+            shown.finished(h["history"])
         self.last_checkpoint = h.get("checkpoint")
         return h["history"]
 

@@ -12,6 +12,8 @@ seen at its position, or a value at a position never seen, lights no column.
 Each position has a kind learned in training: "number", "factor", or "mixed"
 when training saw both. A string where training only ever saw numbers is most
 likely a mistake (a shifted column, a typo), so it is refused unless strict=False.
+So is a row of another width than training's when training only ever saw rows of
+one width holding only numbers (no text, no missing value): `fixed` is that width.
 
 The encoder may also keep what training learned about the data (`learn`):
 each numeric position's mean and spread, taken from the first training rows
@@ -30,12 +32,13 @@ def widened(M, width):
 
 
 class KindError(ValueError):
-    """A value of a kind its position never had in training."""
+    """A value of a kind its position never had in training, or a row of a width it never had."""
 
 
 class Encoder:
-    def __init__(self, width=None, keys=(), scaling=(), target=None):
+    def __init__(self, width=None, keys=(), scaling=(), target=None, fixed=None):
         self.width = width               # positions of the longest row trained on
+        self.fixed = fixed               # the one width of training's rows, if all held only numbers; else 0
         self.keys = [tuple(k) for k in keys]
         self.columns = {k: i for i, k in enumerate(self.keys)}
         self.factor_positions = {k[1] for k in self.keys if k[0] == "f"}
@@ -45,11 +48,15 @@ class Encoder:
 
     def to_dict(self):
         return {"width": self.width, "keys": [list(k) for k in self.keys],
-                "scaling": [[p, m, s] for p, (m, s) in sorted(self.scaling.items())], "target": self.target}
+                "scaling": [[p, m, s] for p, (m, s) in sorted(self.scaling.items())], "target": self.target,
+                "fixed": self.fixed}
 
     @classmethod
     def from_dict(cls, d):
-        return cls(d["width"], d["keys"], d.get("scaling") or (), _checked_target(d.get("target")))
+        fixed = d.get("fixed")
+        if fixed is not None and (not isinstance(fixed, int) or isinstance(fixed, bool) or fixed < 0):
+            raise ValueError(f"encoder's fixed width must be a whole number, got {fixed!r}")
+        return cls(d["width"], d["keys"], d.get("scaling") or (), _checked_target(d.get("target")), fixed)
 
     def kind(self, p):
         """What training saw at position p: "number", "factor", "mixed", or None."""
@@ -72,11 +79,18 @@ class Encoder:
         is_num = ~is_str & ~absent
         added = 0
         if grow:
+            numbers_only = S is None and not absent.any()
+            self.fixed = width if numbers_only and self.fixed in (None, width) and (self.width or width) == width \
+                else 0
             settings = _checked_learn(learn)
             added = self._grow(X, is_num, S, strings, settings.get("standardize", False))
             self.width = max(self.width or 0, width)
             if "target" in settings:
                 self.target = settings["target"]
+        elif strict and self.fixed and width != self.fixed:
+            raise KindError(f"rows of {width} values, but this network was trained only on rows of {self.fixed} "
+                            f"numbers (strict=False, or mesh predict --allow-new-kinds, takes them: a position "
+                            f"not given contributes nothing, one never trained is ignored)")
         elif strict and S is not None:
             self._check_kinds(is_str, S, strings)
         if S is None and not absent.any() and self._all_numbers(width):  # the common case

@@ -40,3 +40,32 @@ class Bar:
             self.tqdm.close()
         else:
             sys.stderr.write("\n")
+
+
+class RunProgress:
+    """A training run's progress as the broker reports it: a Bar of its rows, and
+    on_epoch(epoch, loss) once for each epoch that ended (epoch counts from 1)."""
+
+    def __init__(self, total, enabled, on_epoch):
+        self.bar, self.total, self.on_epoch, self.told = Bar(total, enabled, "rows"), total, on_epoch, 0
+
+    def report(self, h):
+        self.bar.update((h["epoch"] - 1) * h["total"] + h["rows"],
+                        f"epoch {h['epoch']}/{h['epochs']} loss {h['loss']:.4g} {h['rate']:,.0f} rows/s")
+        self.ended(h.get("history") or [])
+
+    def finished(self, history):
+        self.bar.update(self.total, f"loss {history[-1]:.4g}")
+        self.ended(history)
+
+    def ended(self, history):
+        for loss in history[self.told:]:
+            self.told += 1
+            if self.on_epoch is not None:
+                self.on_epoch(self.told, loss)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.bar.__exit__(*exc)

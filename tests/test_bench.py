@@ -3,7 +3,7 @@ their rows say what the tables promise. No speed is asserted here (speed lives i
 `mesh bench`)."""
 import numpy as np
 
-from mesh.bench import latency, online, throughput
+from mesh.bench import latency, online, sklearn, throughput
 
 
 def test_throughput_names_the_bottleneck_group_and_its_idle_share(mesh2):
@@ -27,3 +27,11 @@ def test_latency_asks_each_network_direct_and_through_the_broker(mesh2):
     assert set(ways) == {"direct", "through the broker"} and processes == 3
     assert len(hops) == latency.BLOCKS and all(h > 0 for h in hops)
     assert all(0 < p50 <= p99 and len(ratios) == latency.BLOCKS for p50, p99, ratios in ways.values())
+
+
+def test_sklearn_compares_fit_times_and_accuracy_on_the_digits(mesh2):
+    lines = []
+    rows = sklearn.run(mesh2.client, rounds=1, iterations=2, log=lines.append)
+    assert [r["estimator"] for r in rows] == ["MLPClassifier + StandardScaler", "MeshClassifier"]
+    assert all(set(r) == set(sklearn.COLUMNS) for r in rows) and float(rows[1]["fit / scikit-learn's"].split()[0]) > 0
+    assert len(lines) == 1 and "2 iterations" in lines[0]

@@ -14,7 +14,8 @@ from mesh.broker.network import Network
 from mesh.broker.ports import Ports
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
-from mesh.broker.training import AHEAD, Cancel, Train
+from mesh.broker.cancel import Cancel
+from mesh.broker.training import AHEAD, Train
 from mesh.encoder import Encoder
 from mesh.spec import Spec
 

@@ -72,8 +72,10 @@ def test_strangers_get_nothing_and_change_nothing(secure, keys, tmp_path):
         os.environ.clear()
         os.environ.update(env)
         with Client(h.mesh.address, timeout=1.0, keys=who) as c:
-            with pytest.raises(MeshTimeout):
+            with pytest.raises(MeshTimeout) as e:
                 c.status()
+            # connected, never answered: keys may be why, and a client without keys is told
+            assert ("MESH_KEYS" in str(e.value)) == (who is None), e.value
             with pytest.raises(MeshTimeout):
                 c.request(wire.BACKPROP, [np.ones((1, 2))], net=net.id, learning_rate=100.0)
     for (W, b), (W0, b0) in zip(net.weights(), before):

@@ -19,6 +19,12 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
             log("online training, one row a step ([n, n, 1] on 10 inputs, train(batch_size=1)):")
             rows = online.run(client, rounds=1 if quick else rounds, rows=256 if quick else 1024, log=log)
             out["online"] = table(online.COLUMNS, [[r[c] for c in online.COLUMNS] for r in rows])
+        if "sklearn" in parts:
+            from . import sklearn
+            log("digits, hidden (64,), 100 iterations, the same split: fit against scikit-learn's MLPClassifier:")
+            rows = sklearn.run(client, rounds=1 if quick else max(rounds, 5), iterations=10 if quick else 100, log=log)
+            out["sklearn"] = table(sklearn.COLUMNS, [[r[c] for c in sklearn.COLUMNS] for r in rows])
+            log(f"  a local mesh of 2 workers starts in {sklearn.mesh_start_seconds():.2f} s (once per process)")
     if "dashboard" in parts:
         from . import dashboard
         log("broker throughput, dashboard closed and open:")

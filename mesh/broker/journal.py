@@ -57,7 +57,7 @@ def net_record(net):
             "state": net.state.value, "failure": net.life.failure, "gen": net.gen, "step": net.step, "seq": net.seq,
             "snapshot": net.snapshot, "snapshots_taken": net.snapshots_taken, "layer1_width": net.layer1_width,
             "restarts": net.restarts, "last_failure": net.last_failure, "progress": net.progress,
-            "layers": net.layers, "groups": {gid: group_record(g) for gid, g in net.groups.items()},
+            "steps_applied": net.steps_applied, "layers": net.layers, "groups": {gid: group_record(g) for gid, g in net.groups.items()},
             "online_runs": net.online_runs, "cancelled_runs": net.cancelled_runs,
             "trainer": trainer_record(net.trainer)}
 

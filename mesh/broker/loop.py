@@ -14,12 +14,11 @@ requests.py, the data path in dataflow.py, the work in the job modules."""
 import logging
 import os
 import re
-import tempfile
 import time
 
 import zmq
 
-from .. import heartbeat, memory, sockets, table, wire
+from .. import heartbeat, memory, sockets, statedir, table, wire
 from ..dashboard import Dashboard
 from ..encoder import Encoder
 from ..faults import Faults
@@ -38,7 +37,6 @@ from .steplog import SNAPSHOT_EVERY
 
 log = logging.getLogger("mesh.broker")
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
-DEFAULT_CHECKPOINT_DIR = os.path.join(tempfile.gettempdir(), "neuromesh-checkpoints")
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -46,7 +44,7 @@ class Broker:
     def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None, peer=None,
                  primary=False, pair_secret=None):
         self.ctx = ctx or zmq.Context()
-        self.checkpoint_dir = os.path.abspath(checkpoint_dir or DEFAULT_CHECKPOINT_DIR)
+        self.checkpoint_dir = os.path.abspath(checkpoint_dir or statedir.checkpoint_dir())
         self.keys = keys
         if keys is not None:
             keys.start_authenticator(self.ctx)

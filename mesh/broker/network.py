@@ -29,6 +29,8 @@ class Network:
         self.seq = 0
         self.step = 0             # the last step id handed out
         self.sent = Watermark()   # steps whose backward has been sent (and logged)
+        self.steps_applied = 0    # steps logged: each is applied by every group (or replayed there after a
+                                  # recovery); ids a recovery skips are not among them
         self.released = Watermark()  # steps later passes may follow: sent, or entered whole (entered_step)
         self.entering = {}        # step id -> its passes entered so far, while the output groups start its backward
         self.passes = {}          # seq -> Pass, in flight or held for a backprop

@@ -17,7 +17,8 @@ from . import budgets, leases
 from .jobs import Backprop, Collect, Predict, SetWeights
 from .placement import cross_host_links
 from .states import State
-from .training import Cancel, Train
+from .cancel import Cancel
+from .training import Train
 
 DEFAULT_TIMEOUT = 60.0
 MAX_RUNS = 64  # online runs remembered per network, for cancel
@@ -203,7 +204,7 @@ def network_status(n):
             "inputs": n.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
             "alive": sum(g["alive"] for g in n.groups.values()), "links": {"total": total, "cross_host": crossing},
             "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,
-            "steps": n.sent.done, "restarts": n.restarts, "last_failure": n.last_failure,
+            "steps": n.steps_applied, "restarts": n.restarts, "last_failure": n.last_failure,
             "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered, "processes": n.records()}
 
 

@@ -15,6 +15,7 @@ def log_step(net, step, micros, batch_rows, lr):
     """A step whose backward is on its way, kept until the next snapshot: its
     micro-batches [(X, T)], enough to redo it exactly."""
     net.log.append(("step", step, list(micros), batch_rows, lr))
+    net.steps_applied += 1
     net.step_sent(step)
 
 

@@ -55,6 +55,7 @@ def network_from(entry, epoch):
     for name in ("token", "optimizer_settings", "step", "seq", "snapshot", "snapshots_taken", "layer1_width",
                  "restarts", "last_failure", "progress", "online_runs", "cancelled_runs"):
         setattr(net, name, meta[name])
+    net.steps_applied = meta.get("steps_applied", meta["step"])  # a record from before it was kept: step ids
     net.gen = max(meta["gen"], epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
     net.life.state, net.life.failure = State(meta["state"]), meta["failure"]
     net.layers = meta["layers"]

@@ -21,7 +21,12 @@ new step ids, in the same order.
 
 Cancel (Train.cancel) stops at a step boundary: no new step is handed out,
 every step already handed out is sent whole (so the groups apply it), and the
-client hears `cancelled` with the epochs and steps completed.
+client hears `cancelled` with the epochs and steps completed. A loss that is
+not a finite number (the run diverged) stops it the same way, with an error
+naming the step.
+
+The client hears progress every PROGRESS_EVERY seconds and at the end of each
+epoch (with the epochs' losses so far): one request is the whole run.
 """
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,13 +34,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import wire
-from ..optim import Optimizer
 from .checkpoints import WriteCheckpoint
 from .jobs import Job
 from .states import Event
 from .steplog import SNAPSHOT_EVERY, log_step, resubmit, send_step_backward, submit_step
+from .trainopts import converged, micro_count, options
 
-MODES = ("exact", "async")
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
 AHEAD = 4  # exact mode: mini-batches on their way at once (when the output groups start each backward)
 
@@ -49,47 +53,6 @@ class Batch:
     step: int = 0
     waiting: set = field(default_factory=set)  # its passes whose output is not back
     loss: float = 0.0   # summed over the outputs back so far
-
-
-def options(o, rows):
-    """Checked training options with defaults; ValueError names the bad one."""
-    out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(32 if o.get("batch_size") is None else o["batch_size"]),
-           "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
-           "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0),
-           "checkpoint_every": int(o.get("checkpoint_every") or 0), "checkpoint_path": o.get("checkpoint_path")}
-    if out["checkpoint_every"] and not out["checkpoint_path"]:
-        raise ValueError("checkpoint_every needs a checkpoint_path (a file on the broker's host)")
-    if out["epochs"] < 1:
-        raise ValueError(f"epochs must be at least 1, got {out['epochs']}")
-    if out["batch_size"] < 1:
-        raise ValueError(f"batch_size must be at least 1, got {out['batch_size']}")
-    if not np.isfinite(out["learning_rate"]) or out["learning_rate"] < 0:
-        raise ValueError(f"invalid learning rate: {o.get('learning_rate')}")
-    if out["mode"] not in MODES:
-        raise ValueError(f"unknown mode {out['mode']!r}; choose exact or async")
-    if out["micro_batches"] is not None and int(out["micro_batches"]) < 1:
-        raise ValueError(f"micro_batches must be at least 1, got {out['micro_batches']}")
-    opt = o.get("optimizer", "sgd")
-    settings = opt if isinstance(opt, dict) else {"name": opt}
-    out["optimizer"] = Optimizer(**settings).settings()  # validates the name
-    if rows < 1:
-        raise ValueError("no rows to train on")
-    return out
-
-
-# Rows x weights of one layer whose forward and backward (~6 flops each) cost
-# about one hop of a message (~200 us of Python and zmq, at ~50 GFLOP/s on one core).
-HOP_WORK = 1_600_000
-
-
-def micro_count(batch_size, widths, asked):
-    """Micro-batches per mini-batch: one per stage after the first, so that every
-    stage has work, unless a micro-batch would then cost less than its messages."""
-    if asked is not None:
-        return max(1, min(int(asked), batch_size))
-    widest = max(a * b for a, b in zip(widths, widths[1:]))
-    min_rows = -(-HOP_WORK // max(widest, 1))
-    return max(1, min(batch_size // min_rows, len(widths) - 2))
 
 
 class Train(Job):
@@ -120,6 +83,7 @@ class Train(Job):
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
         self.cancelled = None     # who asked to cancel (a Cancel job), once someone did
+        self.diverged = None      # (step, loss) of the first step whose loss was not a finite number
         self.resuming = False     # rebuilt by a standby broker that took over: restart() resumes at the mark
         self.mark = self.position() if self.o["mode"] == "exact" else None
 
@@ -189,7 +153,7 @@ class Train(Job):
         steps before are logged)."""
         ahead = AHEAD if self.net.local_head else 1
         every = self.o["checkpoint_every"]
-        while (not self.finished and not self.cancelled and self.batch_at < len(self.X)
+        while (not self.finished and not self.stopping() and self.batch_at < len(self.X)
                and len(self.batches) < ahead):
             on_way = len(self.batches)  # once they are logged, the log and the step count are this much longer
             if on_way and (len(self.net.log) + on_way >= SNAPSHOT_EVERY
@@ -200,7 +164,7 @@ class Train(Job):
     def fill(self):
         """Async: keep about a window of passes in flight. Each takes its step id when it
         is sent, so a cancel leaves no id handed out and never sent."""
-        while (self.batch_at < len(self.X) and not self.cancelled
+        while (self.batch_at < len(self.X) and not self.stopping()
                and (not self.forwarding or len(self.forwarding) + self.micro <= self.net.window)):
             self.start_batch()
 
@@ -260,7 +224,8 @@ class Train(Job):
         self.resuming = False  # resumed() set every counter from the mark
         self.net.progress = {"epoch": min(self.epoch + 1, self.o["epochs"]), "epochs": self.o["epochs"],
                              "step": self.steps_done, "loss": None, "rate": 0.0}
-        if self.epoch >= self.o["epochs"]:
+        if self.epoch >= self.o["epochs"] or (self.batch_at == 0 and converged(self.history, self.o["tol"],
+                                                                               self.o["n_iter_no_change"])):
             self.finishing = True
             return self.finish_when_done()
         n = len(self.X)
@@ -280,11 +245,21 @@ class Train(Job):
         if not self.configuring and not self.forwarding and not self.finishing:
             self.stop_here()
 
+    def stopping(self):
+        """Cancelled, or diverged: no new step is handed out."""
+        return bool(self.cancelled) or self.diverged is not None
+
     def stop_here(self):
-        """At a step boundary: end the run if it was cancelled. True if it ended."""
-        if not self.cancelled or self.finished or self.forwarding:
+        """At a step boundary: end the run if it was cancelled or diverged. True if it ended."""
+        if not self.stopping() or self.finished or self.forwarding:
             return False
         steps = self.steps_done
+        if self.diverged is not None:
+            step, loss = self.diverged
+            self.fail(f"training of network {self.net.id} stopped: the loss of step {step} (epoch {self.epoch + 1}) "
+                      f"is {loss}, not a finite number (the run diverged; try a smaller learning rate); the "
+                      f"{steps} steps taken are applied", epochs=self.epoch, steps=steps, history=self.history)
+            return True
         self.fail(f"training of network {self.net.id} was cancelled after {self.epoch} epochs and {steps} steps",
                   cancelled=True, epochs=self.epoch, steps=steps, history=self.history)
         return True
@@ -353,9 +328,9 @@ class Train(Job):
             return
         if self.batches or self.finishing:
             return
-        if self.epoch < self.o["epochs"]:
+        if self.epoch < self.o["epochs"] and not converged(self.history, self.o["tol"], self.o["n_iter_no_change"]):
             self.between_batches(self.start_epoch)
-        else:
+        else:  # the last epoch, or the loss stopped improving (every step of it is sent)
             self.finishing = True
             self.finish_when_done()
 
@@ -367,10 +342,13 @@ class Train(Job):
         self.epoch_rows += rows
         self.steps_done += 1
         self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=loss / rows, rows=rows)
-        self.report()
-        if self.epoch_rows >= len(self.X):
+        if not np.isfinite(loss) and self.diverged is None:
+            self.diverged = (self.steps_done, float(loss) / rows)
+        ended = self.epoch_rows >= len(self.X)
+        if ended:
             self.history.append(self.loss_sum / len(self.X))
             self.epoch += 1
+        self.report(force=ended)
         if self.o["mode"] == "exact":
             self.mark = self.position()
         self.ports.fault("step", self.steps_done)
@@ -387,6 +365,9 @@ class Train(Job):
 
     def finish_when_done(self):
         if not self.finishing or self.outstanding or self.finished:
+            return
+        if self.diverged is not None:
+            self.stop_here()
             return
         if self.o["checkpoint_every"]:  # the last state too
             self.write_checkpoint(self.done)
@@ -417,36 +398,19 @@ class Train(Job):
         WriteCheckpoint(self.ports, self.net, self.o["checkpoint_path"], {"steps": self.steps_done}, then,
                         self.fail).begin()
 
-    def report(self):
+    def report(self, force=False):
+        """Status's progress record now; the client's at most every PROGRESS_EVERY, and at the end
+        of each epoch (force), with every epoch's loss so far: the client prints a line per epoch."""
         now = self.ports.clock()
+        n, epochs = len(self.X), self.o["epochs"]
+        ended = self.epoch_rows >= n  # self.epoch counts it already
+        rows = (n if self.epoch >= epochs else 0) if ended else self.epoch_rows
         loss = self.loss_sum / max(self.epoch_rows, 1)
         rate = self.rows_done / max(now - self.started, 1e-9)
-        self.net.progress = {"epoch": self.epoch + 1, "epochs": self.o["epochs"], "step": self.steps_done,
+        self.net.progress = {"epoch": min(self.epoch + 1, epochs), "epochs": epochs, "step": self.steps_done,
                              "loss": loss, "rate": rate, "cancelling": bool(self.cancelled)}
-        if now - self.reported < PROGRESS_EVERY:
+        if now - self.reported < PROGRESS_EVERY and not force:
             return
         self.reported = now
-        self.ports.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.epoch + 1, epochs=self.o["epochs"],
-                         rows=self.epoch_rows, total=len(self.X), loss=loss, rate=rate)
-
-
-class Cancel(Job):
-    """Stop the network's training run at a step boundary and its online runs at their
-    next backprop; answer once the training run has ended (at once if none runs)."""
-
-    def run(self):
-        net = self.net
-        self.online = list(net.online_runs)
-        net.cancelled_runs.update(dict.fromkeys(self.online))
-        net.online_runs.clear()
-        if net.trainer is None:
-            self.reply(cancelled=["online"] * bool(self.online), state=net.state.value)
-        else:
-            net.trainer.cancel(self)
-
-    def train_ended(self, train):
-        self.reply(cancelled=["train"] + ["online"] * bool(self.online), epochs=train.epoch, steps=train.steps_done,
-                   state=self.net.state.value)
-
-    def waiting_for(self):
-        return f"the training run of network {self.net.id} to reach a step boundary"
+        self.ports.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.net.progress["epoch"], epochs=epochs,
+                         rows=rows, total=n, loss=loss, rate=rate, step=self.steps_done, history=self.history)
