@@ -2,8 +2,10 @@
 so it can fork group processes cheaply (numpy and zmq already imported, no
 context inherited). It talks to the worker over two pipes in JSON lines,
 reports every exit, and ends all its groups when the worker goes away."""
+import gc
 import json
 import os
+import resource
 import select
 import signal
 import sys
@@ -96,6 +98,8 @@ def _serve(cmd_fd, report_fd):
                 pass
 
     signal.signal(signal.SIGTERM, lambda *_: (end_all(), os._exit(0)))
+    from . import group  # noqa: F401  imported once here, shared by every group forked from here
+    gc.freeze()  # what is here now is never collected: its pages stay shared with every child
     while True:
         ready, _, _ = select.select([cmd_fd], [], [], 0.05)
         while children:
@@ -145,6 +149,14 @@ def _await_exit(children, gid, seconds=2.0):
     return reaped
 
 
+def _more_files():
+    """As many file descriptors as the host allows: a group of one neuron has a socket, and
+    connections, for each of hundreds of neighbours."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def _fork_group(config, fds):
     pid = os.fork()
     if pid:
@@ -156,6 +168,7 @@ def _fork_group(config, fds):
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         die_with_parent(signal.SIGKILL)
+        _more_files()
         name_process(f"mesh group {config['gid']}")
         from .group import main
         main(config)
