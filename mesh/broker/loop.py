@@ -37,6 +37,7 @@ from .steplog import SNAPSHOT_EVERY
 
 log = logging.getLogger("mesh.broker")
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
+POLLIN = int(zmq.POLLIN)  # a plain int: zmq's flag enum costs microseconds a test
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -78,6 +79,7 @@ class Broker:
                           wire.SNAPPED: self.snapped, wire.KEPT: self.kept, wire.KEEP: self.keep,
                           wire.FAULT: self.flow.fault}
         self.running = True
+        self.longest_loop = 0.0  # seconds: the longest one round of the loop took
         self.dashboard = None  # main() starts it; tick() offers it the state, at a rate it bounds
 
     # -- the loop --------------------------------------------------------
@@ -101,8 +103,8 @@ class Broker:
                         next_tick = t + TICK
                     continue
             if self.inbox in events:
-                for _ in range(256):  # drain the data path first: it unblocks the mesh
-                    if not self.inbox.get(zmq.EVENTS) & zmq.POLLIN:
+                for _ in range(256):  # drain the data path first: it unblocks the mesh (a tick at most)
+                    if not self.inbox.get(zmq.EVENTS) & POLLIN or time.monotonic() - t > TICK:
                         break
                     self.on_inbox()
                 if time.monotonic() - t > TICK:
@@ -114,8 +116,10 @@ class Broker:
             if now >= next_tick:  # deadlines and heartbeats: a few times a second is plenty
                 self.tick()
                 next_tick = now + TICK
-            if time.monotonic() - t > 1.0:  # the loop must come round every heartbeat; say when it does not
-                log.warning("broker loop took %.1fs (inbox %.1fs)", time.monotonic() - t, t_inbox)
+            took = time.monotonic() - t
+            self.longest_loop = max(self.longest_loop, took)  # in status: what a benchmark reads
+            if took > 1.0:  # the loop must come round every heartbeat; say when it does not
+                log.warning("broker loop took %.1fs (inbox %.1fs)", took, t_inbox)
 
     def close(self):
         if self.paired is not None:  # one of a pair: its groups are the standby's to take over
@@ -511,6 +515,7 @@ class Broker:
         records = [[net.groups[g] for g in gids] for gids in net.layers]
         plan, holders = restore_plan(net, [g for layer in records for g in layer]) if restore else ({}, {})
         setups = wiring(records, holders)  # a new process's keeper is the group that holds its replica
+        drawn = spec.to_dict()  # what a new network's groups draw their rows from
         for layer, gids in enumerate(net.layers):
             fan_in = net.layer1_width if layer == 0 else spec.sizes[layer - 1]
             meta, slots = optimizer[layer] if optimizer else ({}, [])
@@ -525,7 +530,7 @@ class Broker:
                         replica_header, arrays = net.broker_replica[plan[gid]["snap"]]
                         self.flow.to_group(net, gid, dict(replica_header, k=wire.REPLICA), arrays)
                 elif layers is None:  # a new network: each group draws its own rows from the seed
-                    self.flow.to_group(net, gid, dict(header, init={"spec": spec.to_dict(), "fan_in": fan_in}))
+                    self.flow.to_group(net, gid, dict(header, init={"spec": drawn, "fan_in": fan_in}))
                 else:  # a loaded one: the file's weights, a group's rows at a time
                     W, b = layers[layer]
                     arrays = [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]]

@@ -192,7 +192,8 @@ def status_of(b):
                 "pid": w["pid"], "groups": len(w["groups"]), "memory": budgets.status(b.workers, b.nets.values(), wid)}
                for wid, w in b.workers.items()]
     pair = b.paired.status() if b.paired is not None else None
-    return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair}, "workers": workers,
+    return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair,
+                       "longest_loop_ms": round(b.longest_loop * 1000, 1)}, "workers": workers,
             "networks": [network_status(n) for n in b.nets.values()]}
 
 
