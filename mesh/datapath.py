@@ -89,8 +89,6 @@ class DataPath:
                 self.target(d, a)
             else:
                 raise ValueError(f"a {wire.DATA_KINDS[d.kind]} is not for a group")
-        except zmq.Again:
-            raise
         except Exception as e:
             g.refuse(wire.data_header(d), e)
 

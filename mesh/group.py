@@ -105,18 +105,13 @@ class Group:
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
         beat = heartbeat.Peer()
-        poller = zmq.Poller()
-        poller.register(self.inbox, zmq.POLLIN)
+        # one blocking receive per message, bounded by half a heartbeat: no poll between them
+        self.inbox.setsockopt(zmq.RCVTIMEO, int(heartbeat.INTERVAL * 1000 / 2))
         while self.running:
-            if poller.poll(heartbeat.INTERVAL * 1000 / 2):
-                while self.running:  # drain what is there: no poll per message
-                    try:
-                        frame = self.inbox.recv(zmq.NOBLOCK, copy=False)
-                    except zmq.Again:
-                        break
-                    self.handle(frame)
-                    if beat.due():
-                        self.beat()
+            try:
+                self.handle(self.inbox.recv(copy=False))
+            except zmq.Again:
+                pass  # quiet: a heartbeat is due soon
             if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
                 self.beat()
 
