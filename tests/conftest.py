@@ -17,8 +17,29 @@ from mesh.localmesh import LocalMesh
 SCRATCH = Path(__file__).resolve().parent.parent / ".pytest-tmp"
 
 
+# The tiers of the suite, as markers (`pytest -m unit`), a module's tests all of one tier.
+TIERS = {
+    "unit": "pure logic, or a group run in the test's own process: no process is started",
+    "cli": "runs mesh commands (or another program) as processes",
+    "mesh": "starts real meshes on this machine: a broker, workers and their groups",
+    "system": "builds hosts of its own (network namespaces, memory cgroups), a browser, or a scheduler",
+}
+TIER_OF = {"unit": ("test_hardening", "test_jobs", "test_memory", "test_pair", "test_records", "test_reference",
+                    "test_wire"),
+           "cli": ("test_cli", "test_cli_train", "test_docs", "test_procfile"),
+           "system": ("test_capacity", "test_capped_hosts", "test_dashboard_browser", "test_multihost", "test_slurm")}
+MODULE_TIER = {module: tier for tier, modules in TIER_OF.items() for module in modules}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:  # every other module starts meshes
+        item.add_marker(getattr(pytest.mark, MODULE_TIER.get(item.module.__name__, "mesh")))
+
+
 def pytest_configure(config):
     """Test files go to the checkout's .pytest-tmp, never /tmp: nothing is left there after a run."""
+    for name, what in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
     if not config.option.basetemp:
         config.option.basetemp = str(SCRATCH)
     os.environ.setdefault("MESH_BROKER_CHECKPOINT_DIR", str(SCRATCH.parent / ".pytest-checkpoints"
