@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from mesh import faults
 from mesh.localmesh import LocalMesh
@@ -146,6 +147,14 @@ class Harness:
         pids = set(self.mesh.pids()) | self.group_pids
         self.mesh.stop()
         assert all_gone(pids), f"processes left behind: {[p for p in pids if alive(p)]}"
+
+
+@pytest.fixture
+def ctx():
+    """A zmq context of the test's own, destroyed with whatever sockets it still has."""
+    c = zmq.Context()
+    yield c
+    c.destroy(linger=0)
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,6 @@ from mesh.group import MAX_AHEAD
 DEEP = b"[" * 30000  # under the header limit; json recurses once per bracket
 
 
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
-
-
 def test_a_header_too_deep_for_json_is_a_wire_error():
     for raw in (DEEP, b'{"k": "x", "a": [], "z": ' + b"[" * 17 + b"]" * 17 + b"}"):
         with pytest.raises(wire.WireError):

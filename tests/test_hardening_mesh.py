@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import zmq
 
 from conftest import Harness, alive, wait_until
@@ -14,13 +13,6 @@ from mesh import sockets, wire
 from mesh.reference import ReferenceNet
 
 DEEP = b"[" * 30000  # under the header limit; json recurses once per bracket
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
 
 
 def forge(ctx, address, messages):

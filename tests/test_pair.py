@@ -3,17 +3,8 @@ who is active, when a standby takes over, and when an active broker must stop;
 and the answers a broker of a pair keeps for clients that ask again (answers.py)."""
 import time
 
-import pytest
-import zmq
 
 from mesh.broker.pair import EXPIRY, Pair, Role
-
-
-@pytest.fixture
-def ctx():
-    c = zmq.Context()
-    yield c
-    c.destroy(linger=0)
 
 
 def pair(ctx, primary, closed_port="tcp://127.0.0.1:9"):
