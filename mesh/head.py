@@ -1,6 +1,7 @@
-"""The output end of a network, computed by the broker: the output function
-(which, for softmax, needs the whole last layer at once), the loss, and
-dL/dz handed back to the last layer's groups."""
+"""The output end of a network: the output function (which, for softmax, needs the
+whole last layer at once), the loss, and dL/dz handed back to the last layer's groups.
+The output groups compute them for a training pass whose output is elementwise or held
+by one group (datapath.DataPath.head); the broker, for the rest (broker/steplog.py)."""
 import numpy as np
 
 from .neurons import activate

@@ -7,7 +7,7 @@ import time
 class Bar:
     def __init__(self, total, enabled=None, unit="rows"):
         self.enabled = sys.stderr.isatty() if enabled is None else bool(enabled)
-        self.total, self.unit, self.shown = total, unit, 0
+        self.total, self.unit = total, unit
         self.tqdm = None
         if self.enabled:
             try:

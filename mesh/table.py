@@ -71,7 +71,7 @@ def from_rows(rows):
     if not index:
         return {"width": width}, [X]
     blob = np.frombuffer("\0".join(index).encode(), dtype=np.uint8)
-    return {"width": width, "strings": len(index)}, [X, S, blob.astype(np.int64)]
+    return {"width": width, "strings": len(index)}, [X, S, blob]
 
 
 def each_row(rows):
@@ -102,10 +102,10 @@ def to_table(header, arrays):
     S, blob = arrays[1], arrays[2]
     if S.shape != X.shape or S.dtype != np.int64:
         raise WireError(f"string index shape {list(S.shape)} does not match rows {list(X.shape)}")
-    if blob.size and (blob.min() < 0 or blob.max() > 255):
+    if blob.dtype != np.uint8 or blob.ndim != 1:
         raise WireError("string table is not bytes")
     try:
-        strings = blob.astype(np.uint8).tobytes().decode().split("\0")
+        strings = blob.tobytes().decode().split("\0")
     except UnicodeDecodeError:
         raise WireError("string table is not UTF-8") from None
     if len(strings) != n or (S.size and (S.min() < -1 or S.max() >= n)):

@@ -1,9 +1,10 @@
 """The broker: the one address clients and workers know.
 
 It keeps the registry of workers and networks, places groups on workers and
-wires them, feeds rows into layer 1, gathers the last layer, computes the
-loss and the output gradient, and answers clients. It never touches a
-hidden layer: activations and gradients flow group to group.
+wires them, feeds rows into layer 1, gathers the last layer's outputs, and
+answers clients; the output groups compute a training pass's loss and output
+gradient themselves, the broker only where softmax spans several groups. It
+never touches a hidden layer: activations and gradients flow group to group.
 
 One loop shape: poll (never forever), handle one message, then expire
 late jobs and silent workers and send due heartbeats.
@@ -453,7 +454,6 @@ class Broker:
         """A group copied its state as snapshot h["snap"]; it keeps that and the whole one only."""
         g = net.groups[h["gid"]]
         g["snaps"] = {i for i in g["snaps"] if i == h.get("whole")} | {h["snap"]}
-        g["kept_bytes"] = h.get("bytes")
         for job in list(net.jobs):
             job.on_snapped(h["gid"], h)
 

@@ -83,7 +83,6 @@ class Lifecycle:
         self.name = name
         self.state = State.STARTING
         self.failure = None   # why the network failed, once FAILED
-        self.history = []     # (event, new state), for status and for tests
 
     def fire(self, event, why=None):
         new = TRANSITIONS.get((self.state, event))
@@ -92,7 +91,6 @@ class Lifecycle:
         if new is State.FAILED and self.failure is None:
             self.failure = why
         self.state = new
-        self.history.append((event, new))
         return new
 
     def can(self, event):
