@@ -31,8 +31,9 @@ class Bounded:
                 break
             self.nbytes -= self.entries.pop(oldest)[1]
             self.evicted += 1
-            log.warning("%s: over its budget (%d entries, %d bytes at most); dropped the oldest", self.name,
-                        self.items, self.budget)
+            if self.evicted & (self.evicted - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood cannot flood the log
+                log.warning("%s: over its budget (%d entries, %d bytes at most); %d of the oldest dropped so far",
+                            self.name, self.items, self.budget, self.evicted)
 
     def get(self, key, default=None):
         entry = self.entries.get(key)
