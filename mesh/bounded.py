@@ -8,6 +8,8 @@ floods a store only ever displaces its own garbage, and a legitimate entry
 is lost only if the store is flooded past its whole budget."""
 import logging
 
+from .lograte import Sometimes
+
 log = logging.getLogger("mesh.bounded")
 
 
@@ -16,7 +18,8 @@ class Bounded:
         self.name, self.items, self.budget = name, items, nbytes
         self.entries = {}  # key -> (value, bytes), oldest first
         self.nbytes = 0
-        self.evicted = 0   # entries dropped to stay within the budget, for tests and logs
+        self.evicted = 0   # entries dropped to stay within the budget, for tests
+        self.sometimes = Sometimes(log)
 
     def put(self, key, value, nbytes=0):
         """Keep (or replace) key's value, costing nbytes; then drop the oldest to fit."""
@@ -31,9 +34,8 @@ class Bounded:
                 break
             self.nbytes -= self.entries.pop(oldest)[1]
             self.evicted += 1
-            if self.evicted & (self.evicted - 1) == 0:  # the 1st, 2nd, 4th, 8th...: a flood cannot flood the log
-                log.warning("%s: over its budget (%d entries, %d bytes at most); %d of the oldest dropped so far",
-                            self.name, self.items, self.budget, self.evicted)
+            self.sometimes.warning("over", "%s: over its budget (%d entries, %d bytes at most); the oldest dropped",
+                                   self.name, self.items, self.budget)
 
     def get(self, key, default=None):
         entry = self.entries.get(key)

@@ -26,6 +26,7 @@ from .datapath import MAX_AHEAD, MAX_HELD, DataPath
 from .faults import Faults
 from .keeper import Keeper, Snapshot
 from .lifecycle import profiled
+from .lograte import Sometimes
 from .neurons import Neurons
 from .optim import Optimizer
 from .security import Keys
@@ -82,6 +83,7 @@ class Group:
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
         self.data = DataPath(self)
+        self.sometimes = Sometimes(log)  # what peers' bad messages log
 
     def send(self, sock, header, arrays=(), flags=0):
         sockets.send(sock, header, arrays, flags=flags)
@@ -178,7 +180,8 @@ class Group:
 
     def refuse(self, header, e):
         """A peer's mistake: say so and go on; the mesh keeps running."""
-        log.warning("group %s refused a message: %s: %s", self.gid, type(e).__name__, str(e)[:500])
+        self.sometimes.warning(type(e).__name__, "group %s refused a message: %s: %s", self.gid, type(e).__name__,
+                               str(e)[:500])
         h = header if isinstance(header, dict) else {}
         step = h.get("step") if h.get("k") in (wire.BWD, wire.TARGET) else None
         try:

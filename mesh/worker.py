@@ -13,6 +13,7 @@ from . import heartbeat, sockets, wire
 from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
+from .lograte import Sometimes
 from .spawner import Spawner
 
 log = logging.getLogger("mesh.worker")
@@ -42,6 +43,7 @@ class Worker:
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
         self.groups = {}  # gid -> pid
         self.meter = Meter()
+        self.sometimes = Sometimes(log)  # what bad messages log
         self.running = True
         self.welcomed = False  # the broker has answered this connection
         self.epoch = 0  # the highest broker epoch heard: orders from an older (replaced) broker are ignored
@@ -135,7 +137,8 @@ class Worker:
                 backoff.reset()
                 self._handle(h)
         except Exception as e:
-            log.warning("refused a message from the broker: %s: %s", type(e).__name__, str(e)[:500])
+            self.sometimes.warning(type(e).__name__, "refused a message from the broker: %s: %s", type(e).__name__,
+                                   str(e)[:500])
 
     def _current(self, h):
         """From the broker it follows: one of the highest epoch heard (a replaced one must not

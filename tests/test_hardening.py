@@ -175,3 +175,13 @@ def test_a_pair_message_counts_only_from_the_peer_with_the_secret(ctx):
     assert not other.authentic(wire.SHIP, dict(h), arrays)  # another incarnation of the peer: a replay
 
 
+
+
+def test_a_flood_of_evictions_logs_a_few_lines(caplog):
+    b = Bounded("test", items=1, nbytes=100)
+    with caplog.at_level("WARNING", logger="mesh.bounded"):
+        for i in range(1000):
+            b.put(i, i, 1)
+    assert b.evicted == 999
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 10 and said[-1].endswith("(512 so far)")  # the 1st, 2nd, 4th ... 512th

@@ -24,6 +24,7 @@ from ..dashboard import Dashboard
 from ..encoder import Encoder
 from ..faults import Faults
 from ..lifecycle import profiled
+from ..lograte import Sometimes
 from . import budgets, requests
 from .dataflow import Flow
 from .jobs import Create
@@ -81,6 +82,7 @@ class Broker:
                           wire.FAULT: self.flow.fault}
         self.running = True
         self.longest_loop = 0.0  # seconds: the longest one round of the loop took
+        self.sometimes = Sometimes(log)  # what peers' bad messages log
         self.dashboard = None  # main() starts it; tick() offers it the state, at a rate it bounds
 
     # -- the loop --------------------------------------------------------
@@ -188,13 +190,13 @@ class Broker:
         try:
             self.front_message()
         except Exception:
-            log.exception("refused a message on the client socket")
+            self.sometimes.warning("front", "refused a message on the client socket", exc_info=True)
 
     def front_message(self):
         try:
             ident, key, h, arrays = sockets.recv_with_key(self.front, keyed=self.keys is not None)
         except wire.WireError as e:
-            log.warning("refused a malformed message: %s", e)
+            self.sometimes.warning("malformed", "refused a malformed message: %s", e)
             if e.identity is not None:
                 self.reply(e.identity, None, ok=False, error=f"malformed message: {e}")
             return
@@ -208,7 +210,7 @@ class Broker:
                     self.workers[ident]["peer"].heard_now()
                 self.worker_ops[k](ident, h)
             except Exception as e:  # a worker's bad message is logged, never fatal
-                log.warning("refused a worker message %r: %s", k, e)
+                self.sometimes.warning("worker", "refused a worker message %r: %s", k, e)
             return
         self.dispatch(k, ident, h, arrays)
 
@@ -242,7 +244,7 @@ class Broker:
                 return  # sent before a recovery rewired the network
             op(net, h, arrays)
         except Exception as e:  # a group's bad message is logged, never fatal
-            log.warning("refused a malformed inbox message: %s: %s", type(e).__name__, e)
+            self.sometimes.warning("inbox", "refused a malformed inbox message: %s: %s", type(e).__name__, e)
 
     # -- replies and sends -------------------------------------------------
     def reply(self, client, req, arrays=(), **fields):
