@@ -180,7 +180,7 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
         pass
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
@@ -198,11 +198,20 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
 @dashboard_token_option
 @click.option("--standby", is_flag=True,
               help="Two brokers on free loopback ports, a pair: the second takes over if the first dies.")
-def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure,
-       keys_dir, dashboard, dashboard_token, standby):
-    """Run a broker and workers in the foreground; Ctrl-C ends them all."""
+@click.option("--slurm", is_flag=True,
+              help="In a Slurm job's batch script: the broker here, a worker on each of the job's nodes (slots "
+                   "and memory from the allocation), then COMMAND; the job's mesh ends with COMMAND or the job.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def up(ctx, bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command,
+       insecure, keys_dir, dashboard, dashboard_token, standby, slurm, command):
+    """Run a broker and workers in the foreground; Ctrl-C ends them all. With --slurm, run COMMAND
+    in a Slurm job's mesh and exit with its code."""
     name_process("mesh up")
     raise_on_sigterm()
+    if slurm or command:
+        return _up_slurm(ctx, command, keys_dir=keys_dir, dashboard=dashboard, dashboard_token=dashboard_token,
+                         blas_threads=blas_threads, slots=slots, worker_memory=worker_memory)
     _dashboard(dashboard, dashboard_token, bool(keys_dir), insecure)  # refused here, before anything starts
     board = {"dashboard": dashboard, "dashboard_token": dashboard_token}
     from .localmesh import LocalMesh
@@ -242,6 +251,28 @@ def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise,
         pass
     finally:
         m.stop()
+
+
+def _up_slurm(ctx, command, **options):
+    from click.core import ParameterSource
+    if not ctx.params["slurm"]:
+        raise click.UsageError(f"unexpected argument {command[0]!r}: a command to run is for --slurm")
+    if not command:
+        raise click.UsageError("--slurm needs the command to run in the job's mesh, e.g. python train.py")
+    other = [p.opts[0] for p in ctx.command.params if p.name in ("bind", "workers", "hosts_file", "advertise",
+                                                                 "ssh_cmd", "remote_command", "insecure", "standby")
+             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if other:
+        raise click.UsageError(f"{', '.join(other)}: not for --slurm (the job's nodes are the workers, the keys "
+                               f"are always on)")
+    from .slurm import NotInJob
+    from .slurmjob import run
+    try:
+        return run(list(command), say=lambda line: click.echo(line) or sys.stdout.flush(), **options)
+    except NotInJob as e:
+        raise click.ClickException(str(e)) from None
+    except (RuntimeError, TimeoutError) as e:
+        raise click.ClickException(f"the job's mesh did not start: {e}") from None
 
 
 def _all_running(m, standby):
