@@ -210,8 +210,10 @@ def up(ctx, bind, workers, slots, worker_memory, blas_threads, hosts_file, adver
     name_process("mesh up")
     raise_on_sigterm()
     if slurm or command:
-        return _up_slurm(ctx, command, keys_dir=keys_dir, dashboard=dashboard, dashboard_token=dashboard_token,
-                         blas_threads=blas_threads, slots=slots, worker_memory=worker_memory)
+        from .slurmjob import up_slurm
+        return up_slurm(ctx, command, say=lambda line: click.echo(line) or sys.stdout.flush(), keys_dir=keys_dir,
+                        dashboard=dashboard, dashboard_token=dashboard_token, blas_threads=blas_threads, slots=slots,
+                        worker_memory=worker_memory)
     _dashboard(dashboard, dashboard_token, bool(keys_dir), insecure)  # refused here, before anything starts
     board = {"dashboard": dashboard, "dashboard_token": dashboard_token}
     from .localmesh import LocalMesh
@@ -251,28 +253,6 @@ def up(ctx, bind, workers, slots, worker_memory, blas_threads, hosts_file, adver
         pass
     finally:
         m.stop()
-
-
-def _up_slurm(ctx, command, **options):
-    from click.core import ParameterSource
-    if not ctx.params["slurm"]:
-        raise click.UsageError(f"unexpected argument {command[0]!r}: a command to run is for --slurm")
-    if not command:
-        raise click.UsageError("--slurm needs the command to run in the job's mesh, e.g. python train.py")
-    other = [p.opts[0] for p in ctx.command.params if p.name in ("bind", "workers", "hosts_file", "advertise",
-                                                                 "ssh_cmd", "remote_command", "insecure", "standby")
-             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
-    if other:
-        raise click.UsageError(f"{', '.join(other)}: not for --slurm (the job's nodes are the workers, the keys "
-                               f"are always on)")
-    from .slurm import NotInJob
-    from .slurmjob import run
-    try:
-        return run(list(command), say=lambda line: click.echo(line) or sys.stdout.flush(), **options)
-    except NotInJob as e:
-        raise click.ClickException(str(e)) from None
-    except (RuntimeError, TimeoutError) as e:
-        raise click.ClickException(f"the job's mesh did not start: {e}") from None
 
 
 def _all_running(m, standby):

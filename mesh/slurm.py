@@ -5,30 +5,18 @@ is the one task per node that `mesh up --slurm` starts with srun; it turns its
 node's share of the allocation into `mesh worker` options and becomes that
 worker (exec, so the process Slurm tracks is the worker itself)."""
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
 
-MiB = 1 << 20
+from .sizes import MiB
+
 MEMORY_SHARE = 0.9  # of a node's allocation: the budget the broker plans with, under the cap Slurm enforces
 ADDRS_ENV = "MESH_SLURM_NODE_ADDRS"  # name=addr,... handed from the launcher to the tasks
-COUNT = re.compile(r"(\d+)(?:\(x(\d+)\))?")
 
 
 class NotInJob(RuntimeError):
     """Not inside a Slurm job's allocation, or a job this cannot read; says which."""
-
-
-def expand_counts(text):
-    """Slurm's compressed per-node list: '2(x3),1' -> [2, 2, 2, 1]."""
-    counts = []
-    for part in text.split(","):
-        m = COUNT.fullmatch(part.strip())
-        if not m:
-            raise NotInJob(f"cannot read the per-node count {text!r}")
-        counts += [int(m.group(1))] * int(m.group(2) or 1)
-    return counts
 
 
 def memory_budget(env):

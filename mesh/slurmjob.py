@@ -18,11 +18,12 @@ from urllib.parse import urlsplit
 from .localmesh import LocalMesh
 from .security import generate, is_loopback
 from .sizes import format_size
-from .slurm import ADDRS_ENV, Job
+from .slurm import ADDRS_ENV, Job, NotInJob
 
 START_TIMEOUT = 300.0  # seconds for every node's worker to join (srun may wait for a node's prolog)
 STOP_TIMEOUT = 20.0  # seconds for COMMAND, then for the workers, to end after SIGTERM
 STEP_NAME = "mesh-workers"
+NOT_FOR_SLURM = ("bind", "workers", "hosts_file", "advertise", "ssh_cmd", "remote_command", "insecure", "standby")
 SIGNALLED = 128 + signal.SIGTERM  # the exit code of a job stopped by Slurm, as a shell reports it
 
 
@@ -90,12 +91,38 @@ class SlurmMesh(LocalMesh):
 
 
 def _slurm(*cmd):
-    """A Slurm command's output, or None if it failed."""
+    """A Slurm command's output, or None if it failed (said on stderr)."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=STOP_TIMEOUT, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return r.stdout if r.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired) as e:
+        why = str(e)
+    else:
+        if r.returncode == 0:
+            return r.stdout
+        why = r.stderr.strip() or f"exit code {r.returncode}"
+    print(f"mesh up --slurm: {' '.join(cmd)}: {why}", file=sys.stderr, flush=True)
+    return None
+
+
+def up_slurm(ctx, command, say, **options):
+    """`mesh up --slurm COMMAND`: the options that do not apply refused, a failure in one line."""
+    from click import ClickException, UsageError
+    from click.core import ParameterSource
+    if not ctx.params["slurm"]:
+        raise UsageError(f"unexpected argument {command[0]!r}: a command to run is for --slurm")
+    if not command:
+        raise UsageError("--slurm needs the command to run in the job's mesh, e.g. python train.py")
+    other = [p.opts[0] for p in ctx.command.params if p.name in NOT_FOR_SLURM
+             and ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE]
+    if other:
+        raise UsageError(f"{', '.join(other)}: not for --slurm (the job's nodes are the workers, the keys are "
+                         f"always on)")
+    try:
+        return run(list(command), say=say, **options)
+    except NotInJob as e:
+        raise ClickException(str(e)) from None
+    except (RuntimeError, TimeoutError) as e:
+        raise ClickException(f"the job's mesh did not start: {e}") from None
 
 
 def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threads=1, slots=None,
@@ -113,10 +140,8 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
     mesh = SlurmMesh(job, worker_args, blas_threads=blas_threads, dashboard=dashboard,
                      dashboard_token=dashboard_token or secrets.token_urlsafe(18))
     say(f"mesh up --slurm: job {job.id} on {_count(len(job.nodes), 'node')} ({', '.join(job.nodes)}), "
-        f"pid {os.getpid()}; "
-        f"keys {keys_dir}"
-        + (" (made for this job, removed when it ends)" if made else ""))
-    code, ended = SIGNALLED, False
+        f"pid {os.getpid()}; keys {keys_dir}" + (" (made for this job, removed when it ends)" if made else ""))
+    code = SIGNALLED
     try:
         client = mesh.start()
         for line in _summary(job, mesh, client.status()):
@@ -128,7 +153,7 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
     except KeyboardInterrupt:  # SIGTERM: scancel, or the time limit
         say("mesh up --slurm: stopped by a signal (job cancelled or at its time limit); stopping the mesh")
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one signal stops us; the cleanup itself runs to its end
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end, whatever comes meanwhile
         ended = mesh.stop()
         if made:
             shutil.rmtree(made, ignore_errors=True)
