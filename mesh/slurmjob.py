@@ -36,6 +36,7 @@ class SlurmMesh(LocalMesh):
         self.job, self.worker_args = job, list(worker_args)
         self.env[ADDRS_ENV] = job.addrs_env()
         self.srun = None
+        self.signalled = False  # this job was signalled by Slurm (scancel, the time limit)
 
     def _dial_address(self, bound):
         return f"tcp://{self.job.addrs[self.job.here]}:{bound.rsplit(':', 1)[1]}"
@@ -70,17 +71,26 @@ class SlurmMesh(LocalMesh):
         left of their step with the job."""
         ended = True
         if self.srun is not None and self.srun.poll() is None:
-            step = self._step()
-            if step is None or _slurm("scancel", "--signal=TERM", step) is None or not self._srun_ends():
+            # after scancel or the time limit, Slurm has sent SIGTERM to the step's processes itself
+            if not (self.signalled or self._signal_step()) or not self._srun_ends():
                 self.srun.terminate()
                 ended = self._srun_ends()
         super().stop()
         return ended
 
-    def _step(self):
-        """The workers' step (JOB.STEP), from squeue; None if it cannot say."""
-        out = _slurm("squeue", "--noheader", "--steps", "--jobs", self.job.id, "--format", "%i %j") or ""
-        return next((f[0] for f in map(str.split, out.splitlines()) if f[1:] == [STEP_NAME]), None)
+    def _signal_step(self):
+        """SIGTERM to the workers' step (found by its name in squeue); False, said, when Slurm refuses
+        (as it does once a node's share of the step has ended: a worker lost before)."""
+        ok, out = _slurm("squeue", "--noheader", "--steps", "--jobs", self.job.id, "--format", "%i %j")
+        step = next((f[0] for f in map(str.split, out.splitlines()) if f[1:] == [STEP_NAME]), None) if ok else None
+        if step:
+            ok, why = _slurm("scancel", "--signal=TERM", step)
+        else:
+            ok, why = False, f"squeue lists no step named {STEP_NAME}" if ok else out
+        if not ok:
+            print(f"mesh up --slurm: could not signal the workers' step ({why}); srun ends it instead",
+                  file=sys.stderr, flush=True)
+        return ok
 
     def _srun_ends(self):
         try:
@@ -91,17 +101,12 @@ class SlurmMesh(LocalMesh):
 
 
 def _slurm(*cmd):
-    """A Slurm command's output, or None if it failed (said on stderr)."""
+    """(True, output) of a Slurm command, or (False, why it failed)."""
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=STOP_TIMEOUT, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired) as e:
-        why = str(e)
-    else:
-        if r.returncode == 0:
-            return r.stdout
-        why = r.stderr.strip() or f"exit code {r.returncode}"
-    print(f"mesh up --slurm: {' '.join(cmd)}: {why}", file=sys.stderr, flush=True)
-    return None
+        return False, str(e)
+    return (True, r.stdout) if r.returncode == 0 else (False, r.stderr.strip() or f"exit code {r.returncode}")
 
 
 def up_slurm(ctx, command, say, **options):
@@ -151,6 +156,7 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
         code = _run_command(command, env)
         say(f"mesh up --slurm: the command exited with code {code}; stopping the mesh")
     except KeyboardInterrupt:  # SIGTERM: scancel, or the time limit
+        mesh.signalled = True
         say("mesh up --slurm: stopped by a signal (job cancelled or at its time limit); stopping the mesh")
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the cleanup runs to its end, whatever comes meanwhile
