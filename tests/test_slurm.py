@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import slurm_train
+from mesh import faults
 from mesh.reference import ReferenceNet
 from mesh.slurm import ADDRS_ENV, MEMORY_SHARE, MiB, memory_budget, worker_options
 from slurmcluster import CannotStart, Cluster, gone, why_not
@@ -69,13 +70,13 @@ def cluster(tmp_path_factory):
     c.close()
 
 
-def submit(cluster, tmp_path, epochs, *options, hold=False):
+def submit(cluster, tmp_path, epochs, *options, hold=False, env=None):
     """The batch script, as a user submits it, with the training command; (job id, output file, OUT prefix)."""
     work = tmp_path / "work"  # the job's working directory: its keys are made here
     work.mkdir()
     out = tmp_path / "result"
     env = {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
-           "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1", **(env or {})}
     job = cluster.submit(f"--nodes={len(cluster.nodes)}", f"--cpus-per-task={CPUS}", f"--mem={MEMORY_MB}",
                          f"--output={tmp_path}/job-%j.out", f"--chdir={work}", *options, str(SCRIPT),
                          sys.executable, str(ROOT / "tests" / "slurm_train.py"), str(out), str(epochs),
@@ -124,12 +125,28 @@ def reference_run(first, epochs):
 
 
 @pytest.mark.timeout(600)
-def test_a_job_trains_across_its_nodes_like_the_reference_and_completes(cluster, tmp_path):
-    epochs = 3
-    job, log, out = submit(cluster, tmp_path, epochs)
+def assert_trained_like_the_reference(out, epochs):
+    first, final = np.load(f"{out}-0.npz"), np.load(f"{out}-1.npz")
+    ref, history, outputs = reference_run(first, epochs)
+    np.testing.assert_allclose(final["history"], history, rtol=1e-9)
+    for i, (W, b) in enumerate(ref.layers):
+        np.testing.assert_allclose(final[f"W{i}"], W, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(final[f"b{i}"], b, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(final["outputs"], outputs, rtol=1e-9, atol=1e-12)
+
+
+def completed(cluster, job, log):
+    """The job's output, once the job has ended COMPLETED."""
     state = cluster.wait_state(job, set(), JOB_TIMEOUT)
     text = output(log)
     assert state == "COMPLETED", f"job {job} {state}:\n{text}\n{cluster.logs()}"
+    return text
+
+
+def test_a_job_trains_across_its_nodes_like_the_reference_and_completes(cluster, tmp_path):
+    epochs = 3
+    job, log, out = submit(cluster, tmp_path, epochs)
+    text = completed(cluster, job, log)
 
     info = json.loads(Path(f"{out}.json").read_text())
     hosts = sorted(w["host"] for w in info["workers"])
@@ -142,13 +159,7 @@ def test_a_job_trains_across_its_nodes_like_the_reference_and_completes(cluster,
     assert info["refused_without_keys"], "the broker answered a client without keys"
     assert info["keys"] and not os.path.exists(info["keys"]), "the job's keys were not removed after it"
 
-    first, final = np.load(f"{out}-0.npz"), np.load(f"{out}-1.npz")
-    ref, history, outputs = reference_run(first, epochs)
-    np.testing.assert_allclose(final["history"], history, rtol=1e-9)
-    for i, (W, b) in enumerate(ref.layers):
-        np.testing.assert_allclose(final[f"W{i}"], W, rtol=1e-9, atol=1e-12)
-        np.testing.assert_allclose(final[f"b{i}"], b, rtol=1e-9, atol=1e-12)
-    np.testing.assert_allclose(final["outputs"], outputs, rtol=1e-9, atol=1e-12)
+    assert_trained_like_the_reference(out, epochs)
 
     assert "dashboard: http://127.0.0.1:" in text and "ssh -L" in text, text
     assert "the command exited with code 0" in text and "the broker and every worker have ended" in text, text
@@ -188,3 +199,20 @@ def test_a_job_at_its_time_limit_ends_every_mesh_process_on_every_node(cluster, 
     pids = running_mesh(cluster, job, log, "holding")
     assert cluster.wait_state(job, {"TIMEOUT"}, JOB_TIMEOUT) == "TIMEOUT"
     assert_stopped_by_slurm(cluster, job, log, pids, "TIMEOUT", "the time limit")
+
+
+@pytest.mark.timeout(600)
+def test_a_worker_lost_mid_training_leaves_the_job_running_and_the_mesh_heals(cluster, tmp_path):
+    """The worker holding the output layer's group SIGKILLs itself right after step 7 (of 15): the
+    other workers' tasks of the step go on (srun --no-kill), the broker rebuilds the lost groups on
+    them, and the training ends as the reference's does."""
+    if len(cluster.nodes) < 2:
+        pytest.skip("one node: no other worker to heal on")
+    faults_log = tmp_path / "faults.log"
+    job, log, out = submit(cluster, tmp_path, 3, env={faults.ENV: "n1.2.0@step=7:worker",
+                                                      faults.LOG_ENV: str(faults_log)})
+    text = completed(cluster, job, log)
+    assert [line.split(" pid ")[0] for line in faults.fired(faults_log)] == ["n1.2.0@step=7:worker after step 7"]
+    assert "stopped answering heartbeats" in text, text  # the broker saw the worker go, and rebuilt its groups
+    assert_trained_like_the_reference(out, 3)
+    assert "the broker and every worker have ended" in text, text
