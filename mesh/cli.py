@@ -207,7 +207,7 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
         pass
 
 
-@cli.command()
+@cli.command(context_settings={"allow_interspersed_args": False})
 @click.option("--bind", default="tcp://127.0.0.1:5555", show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
@@ -225,11 +225,22 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
 @dashboard_token_option
 @click.option("--standby", is_flag=True,
               help="Two brokers on free loopback ports, a pair: the second takes over if the first dies.")
-def up(bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command, insecure,
-       keys_dir, dashboard, dashboard_token, standby):
-    """Run a broker and workers in the foreground; Ctrl-C ends them all."""
+@click.option("--slurm", is_flag=True,
+              help="In a Slurm job's batch script: the broker here, a worker on each of the job's nodes (slots "
+                   "and memory from the allocation), then COMMAND; the job's mesh ends with COMMAND or the job.")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def up(ctx, bind, workers, slots, worker_memory, blas_threads, hosts_file, advertise, ssh_cmd, remote_command,
+       insecure, keys_dir, dashboard, dashboard_token, standby, slurm, command):
+    """Run a broker and workers in the foreground; Ctrl-C ends them all. With --slurm, run COMMAND
+    in a Slurm job's mesh and exit with its code."""
     name_process("mesh up")
     raise_on_sigterm()
+    if slurm or command:
+        from .slurmjob import up_slurm
+        return up_slurm(ctx, command, say=lambda line: click.echo(line) or sys.stdout.flush(), keys_dir=keys_dir,
+                        dashboard=dashboard, dashboard_token=dashboard_token, blas_threads=blas_threads, slots=slots,
+                        worker_memory=worker_memory)
     _dashboard(dashboard, dashboard_token, bool(keys_dir), insecure)  # refused here, before anything starts
     board = {"dashboard": dashboard, "dashboard_token": dashboard_token}
     from .localmesh import LocalMesh

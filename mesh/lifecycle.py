@@ -25,8 +25,12 @@ def die_with_parent(sig=signal.SIGKILL):
 
 def name_process(title):
     """What `ps` and `top` show for this process (`mesh group n1.2.1`): every mesh
-    process is a `python -m mesh`, or a fork of one, and would look alike."""
+    process is a `python -m mesh`, or a fork of one, and would look alike. The
+    kernel's short name (comm: `mesh-group-n1.2`) has no spaces: tools that split
+    /proc/PID/stat on spaces, Slurm's proctrack/linuxproc among them, would
+    otherwise lose the process and everything it started."""
     setproctitle.setproctitle(title)
+    setproctitle.setthreadtitle(title.replace(" ", "-"))
 
 
 def blas_env(threads, env=None):
@@ -46,8 +50,12 @@ def limit_blas_here(threads):
 
 def raise_on_sigterm():
     """Turn SIGTERM and SIGHUP (a closed terminal) into KeyboardInterrupt so
-    `finally` blocks run and every child is ended."""
+    `finally` blocks run and every child is ended. Once: a second signal while
+    the process stops (a scheduler signals every process of a job, and then
+    their launcher signals them again) would interrupt that cleanup."""
     def handler(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
