@@ -73,7 +73,9 @@ class Group:
                                    dial=keys and keys.broker_public)
         self.ctx = ctx
         self.neurons = None
-        self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
+        # where forward and backward go: down [(socket, lo, hi, src)], up [(socket, lo, hi, as)] (placement.wiring)
+        self.down, self.up, self.feeders = [], [], []  # feeders: the up entries with a group (not the rows)
+        self.rows_src = None          # the index of the rows' part of its input, if it reads them
         # What peers' messages fill, each within a count and a byte budget (bounded.py):
         budget = sockets.store_bytes()
         self.fwd_parts = Bounded(f"group {self.gid}: forward parts", MAX_HELD, budget)  # seq -> {src: part}
@@ -154,8 +156,8 @@ class Group:
         """Handle a message of this network now, or once the step it follows is applied."""
         tok = header.get("tok")
         if tok != self.token:
-            if tok == self.ptok and header.get("k") == wire.FWD and self.layer == 0:
-                self.direct(header, arrays)  # a client's pass under a lease: layer 1's forward, nothing else
+            if tok == self.ptok and header.get("k") == wire.FWD and self.rows_src is not None:
+                self.direct(dict(header, src=self.rows_src), arrays)  # a client's rows under a lease, nothing else
             return  # not from this network's broker or groups: no reply, no state
         ep = header.get("ep")  # only a broker's messages carry it
         if ep is not None:
@@ -171,7 +173,11 @@ class Group:
         if after is not None:
             if type(after) is not int or not 0 <= after <= self.applied.done + MAX_AHEAD:
                 raise ValueError(f"a {k} to follow step {after!r}, and this group is at step {self.applied.done}")
-            if self.waiting or after > self.applied.done:
+            ready = after <= self.applied.done
+            if ready and k == wire.FWD and header.get("src") != self.rows_src:
+                pass  # a group's part of a pass: reads the weights only, and in a graph the broker's rows of a
+                # later pass may wait here for a step this part's pass is needed for
+            elif self.waiting or not ready:
                 self.received += 1
                 self.waiting.put(self.received, (header, arrays), sum(a.nbytes for a in arrays))
                 return
@@ -227,10 +233,12 @@ class Group:
         self.step_counts = {}
         self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
-        for sock, _, _ in self.down + self.up:
+        for sock, *_ in self.down + self.feeders:
             sock.close()
-        self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
-        self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
+        self.down = [(self._dial(ep, key), lo, hi, src) for ep, lo, hi, key, src in h["down"]]
+        self.up = [(ep and self._dial(ep, key), lo, hi, at) for ep, lo, hi, key, at in h["up"]]  # rows: no socket
+        self.feeders = [u for u in self.up if u[0] is not None]
+        self.rows_src = next((i for i, u in enumerate(self.up) if u[0] is None), None)
         self.custody(h)
         restore = h.get("restore")
         if restore is None:
@@ -325,18 +333,24 @@ class Group:
         return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
 
     def grow(self, h, arrays):
-        """Input columns appended: zero, or, for the first inputs a network sees, drawn from its seed."""
+        """Input columns added just after the rows' part of its input: zero, or, for the first
+        inputs a network sees, with the whole W drawn from its seed for the fan-in it has now."""
         added, rows, cols = h["cols"], *self.neurons.W.shape
-        if type(added) is not int or added < 1:
-            raise ValueError(f"grow by {added!r} columns")
+        if type(added) is not int or added < 1 or self.rows_src is None:
+            raise ValueError(f"grow by {added!r} columns" + ("" if self.rows_src is not None else
+                                                              ", and this group does not read the rows"))
         need = 4 * rows * (cols + added) * self.dtype.itemsize  # W, its gradient, two optimizer slots
         if need > sockets.memory_bound():
             raise ValueError(f"growing to {cols + added} inputs needs {need} bytes, more than this group's "
                              f"{sockets.memory_bound()}")
-        self.neurons.grow(added)
+        end = self.up[self.rows_src][2]
+        self.neurons.grow(added, tail=cols - end)
+        r = self.rows_src  # the rows' part widens, the parts after it move right
+        self.up = [(sock, lo + added * (i > r), hi + added * (i >= r), at) for i, (sock, lo, hi, at) in enumerate(self.up)]
+        self.feeders = [u for u in self.up if u[0] is not None]
         if h.get("init"):
             W, _ = initial_rows(Spec(**h["init"]), self.layer, self.neurons.W.shape[1], self.cfg["lo"], self.cfg["hi"])
-            self.neurons.W[:, -added:] = W[:, -added:]
+            self.neurons.W[:] = W
 
     def get(self, h, arrays):
         """Its weights, and its optimizer state unless "slots" is false (weights() needs none)."""
@@ -430,8 +444,8 @@ class Group:
         """direct: a client's pass (Group.direct), answered to the client."""
         self.faults.on_forward()
         seq = h["seq"]
-        up_width = (lambda i: self.up[i][2] - self.up[i][1]) if self.up else (lambda i: self.neurons.W.shape[1])
-        parts = self._part(self.direct_parts if direct else self.fwd_parts, h, arrays, self.fan_in, up_width)
+        parts = self._part(self.direct_parts if direct else self.fwd_parts, h, arrays, self.fan_in,
+                           lambda i: self.up[i][2] - self.up[i][1])
         if parts is None:
             return
         x = parts[0] if self.fan_in == 1 else np.concatenate([parts[i] for i in range(self.fan_in)], axis=1)
@@ -455,9 +469,8 @@ class Group:
             else:
                 self.outputs.put(seq, a, a.nbytes)  # its targets have not come yet
             return
-        out = dict(h, src=self.index)
-        for sock, _, _ in self.down:
-            self.send(sock, out, [a], flags=zmq.NOBLOCK if direct else 0)  # a client's pass never blocks a group
+        for sock, _, _, src in self.down:  # src: its part's index in that group's input
+            self.send(sock, dict(h, src=src), [a], flags=zmq.NOBLOCK if direct else 0)  # a client's never blocks
 
     def target(self, h, arrays):
         T, = arrays
@@ -495,9 +508,9 @@ class Group:
         if seq not in self.held:
             raise ValueError(f"pass {seq} is not held here (no forward kept it, or it was already used)")
         x, a = self.held.pop(seq)
-        dX = self.neurons.backward(x, a, dA, need_dx=bool(self.up))
-        for sock, lo, hi in self.up:
-            self.send(sock, dict(wire.backward(seq, self.index, self.gen, step, of, lr, h.get("ack", True)),
+        dX = self.neurons.backward(x, a, dA, need_dx=bool(self.feeders))
+        for sock, lo, hi, at in self.feeders:  # at: its index among that group's readers
+            self.send(sock, dict(wire.backward(seq, at, self.gen, step, of, lr, h.get("ack", True)),
                                  net=self.net, tok=self.token), [dX[:, lo:hi]])
         if report is not None:
             self.tell_broker(*report)
@@ -509,7 +522,7 @@ class Group:
             self.faults.after_step(step)
         else:
             self.step_counts[step] = seen
-        if not self.up and h.get("ack", True):
+        if not self.feeders and h.get("ack", True):  # no group upstream: the broker counts these
             self.tell_broker({"k": wire.DONE, "seq": seq})
         if seen == of:
             self.release()
