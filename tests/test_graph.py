@@ -236,3 +236,19 @@ def test_graph_direct_predicts_equal_the_brokers_and_the_reference(mesh2, group_
         np.testing.assert_allclose(got, ref_of(net, inputs).forward(X), rtol=RTOL, atol=ATOL)
     finally:
         net.drop()
+
+
+def test_mesh_create_inputs_on_the_command_line(mesh2):
+    from test_cli import mesh_cmd
+    addr = mesh2.mesh.address
+    r = mesh_cmd("create", "6,5,2", "--inputs", "2=1,0", "--inputs", "3=2,1,0", "--broker", addr)
+    assert r.returncode == 0, r.stderr
+    net = mesh2.client.network(r.stdout.strip())
+    try:
+        assert net.info["graph"] == [[0], [1, 0], [2, 1, 0]]
+    finally:
+        net.drop()
+    for bad, why in ((["--inputs", "3=2,2"], "lists a source twice"), (["--inputs", "3:2"], "LAYER=SOURCE"),
+                     (["--inputs", "2=0", "--inputs", "2=1"], "given twice")):
+        r = mesh_cmd("create", "6,5,2", *bad, "--broker", addr)
+        assert r.returncode != 0 and why in r.stderr, r.stderr
