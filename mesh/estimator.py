@@ -93,7 +93,7 @@ class _MeshEstimator(BaseEstimator):
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, alpha=1e-4, batch_size="auto",
                  learning_rate_init=1e-3, max_iter=200, optimizer="adam", tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, random_state=None, group_size=None, client=None,
-                 verbose=False, hidden=None, epochs=None, learning_rate=None):
+                 verbose=False, hidden=None, epochs=None, learning_rate=None, inputs=None):
         self.hidden_layer_sizes, self.activation, self.alpha, self.batch_size = (hidden_layer_sizes, activation,
                                                                                  alpha, batch_size)
         self.learning_rate_init, self.max_iter, self.optimizer, self.tol = learning_rate_init, max_iter, optimizer, tol
@@ -101,6 +101,7 @@ class _MeshEstimator(BaseEstimator):
                                                                                 validation_fraction)
         self.random_state, self.group_size, self.client, self.verbose = random_state, group_size, client, verbose
         self.hidden, self.epochs, self.learning_rate = hidden, epochs, learning_rate
+        self.inputs = inputs  # what each layer reads ({layer: [sources]}, 0 the rows; Client.create)
 
     def _settings(self, rows):
         """(hidden sizes, epochs, learning rate, batch size), the first names winning over scikit-learn's."""
@@ -143,7 +144,7 @@ class _MeshEstimator(BaseEstimator):
         self._saved = None
         self.net_ = (self.client or shared_client()).create(
             hidden + [Y.shape[1]], activation=ACTIVATIONS.get(self.activation, self.activation), output=output,
-            loss=loss, group_size=self.group_size, seed=seed, init="glorot")
+            loss=loss, group_size=self.group_size, seed=seed, init="glorot", inputs=self.inputs)
         self._finalizer = weakref.finalize(self, _drop_quietly, self.net_)
         best, stale, best_weights, self.loss_curve_, self.validation_scores_ = np.inf, 0, None, [], []
         optimizer = {"name": self.optimizer, "alpha": float(self.alpha)}

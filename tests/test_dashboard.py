@@ -127,7 +127,9 @@ def test_state_names_every_process_and_metrics_count_the_work(watched):
     assert {(g["gid"], g["pid"]) for g in n["groups"]} == procs
     assert {g["state"] for g in n["groups"]} == {"alive"}
     assert n["training"]["step"] == 8 and len(n["training"]["curve"]) == 8 and len(n["training"]["epoch_losses"]) == 2
-    assert n["links"] == [{"layer": 1, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6, "cross_host": False}]
+    assert n["links"] == [{"layer": 1, "to_layer": 2, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6,
+                           "cross_host": False}]
+    assert n["graph"] == [[0], [1]]
     # 2 epochs x 4 steps of 4 rows, each counted once from the step itself, whenever the snapshots came
     families = until(lambda: metrics(url), lambda f: f["neuromesh_steps_applied"].samples[0].value >= 8)
     assert families["neuromesh_training_samples"].samples[0].value == 32

@@ -185,3 +185,21 @@ def test_a_layer_that_reads_more_is_cut_into_more_pieces():
         pieces[name] = [sum(1 for layer, *_ in where if layer == k) for k in range(3)]
     assert pieces["graph"][:2] == pieces["chain"][:2]
     assert pieces["graph"][2] > pieces["chain"][2], pieces
+
+
+def test_an_estimator_with_inputs_fits_a_wide_and_deep_network(mesh2):
+    from mesh.estimator import MeshClassifier
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 3))
+    y = np.where(X[:, 0] + X[:, 1] * X[:, 2] > 0, "yes", "no")
+    clf = MeshClassifier(hidden_layer_sizes=(8, 4), inputs={3: [2, 0]}, max_iter=30, batch_size=32,
+                         learning_rate_init=0.01, random_state=0, client=mesh2.client)
+    try:
+        assert clf.get_params()["inputs"] == {3: [2, 0]}
+        clf.fit(X[:150], y[:150])
+        layers = clf.net_.weights()
+        assert [W.shape[1] for W, _ in layers] == [3, 8, 4 + 3]  # the output reads layer 2 and the rows
+        assert clf.score(X[150:], y[150:]) > 0.6
+        assert mesh2.client.network(clf.net_.id).info["graph"] == [[0], [1], [2, 0]]
+    finally:
+        clf.close()
