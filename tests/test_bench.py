@@ -27,3 +27,13 @@ def test_latency_asks_each_network_direct_and_through_the_broker(mesh2):
     assert set(ways) == {"direct", "through the broker"} and processes == 3
     assert len(hops) == latency.BLOCKS and all(h > 0 for h in hops)
     assert all(0 < p50 <= p99 and len(ratios) == latency.BLOCKS for p50, p99, ratios in ways.values())
+
+
+def test_throughput_runs_a_graph_beside_the_chain(mesh2):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 64)]
+    spec = dict(sizes=[8, 5, 3], activation="relu", output="softmax", loss="cross_entropy", inputs={3: [2, 1, 0]})
+    row = throughput.compare(mesh2.client, "tiny graph", X, Y, spec, 16, rounds=1, log=lambda s: None)
+    assert row["bench"] == "tiny graph" and row["torch rows/s"] == "-"
+    assert float(row["mesh rows/s"].split()[0].replace(",", "")) > 0
