@@ -2,8 +2,8 @@
 
 Four hops instead of six (client -> broker -> layers -> broker -> client), and
 none of the broker's Python on the way. The broker governs by lease
-(broker/leases.py): a network's generation and step, its layer-1 groups'
-unix sockets, a predict token that admits forward passes only, and its encoder,
+(broker/leases.py): a network's generation and step, the unix sockets of its groups that read
+the rows (layer 1's, and later layers' in a graph), a predict token that admits forward passes only, and its encoder,
 so that the client encodes rows exactly as the broker would. The client binds
 one unix socket (abstract namespace) where the last layer's groups answer.
 

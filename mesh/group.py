@@ -6,7 +6,10 @@ pass `seq` from every upstream group (the fan-in), computes its activations
 and pushes them to every downstream group. Backward: it sums the dL/da slices
 from every downstream group, accumulates its gradient, pushes each upstream
 group its slice of dL/dx, and applies the step once it has seen every pass of
-that step. Layer 1 reports DONE to the broker instead of pushing further.
+that step. A group with no group upstream (layer 1, or any layer that reads only the rows)
+reports DONE to the broker instead of pushing further. In a graph (mesh/graph.py) the same
+holds along every edge: the parts of its input come from the groups of each layer it reads (the
+rows from the broker), and its output goes to every group of every layer that reads it.
 
 Training passes whose targets the broker sends along (TARGET) do not go back
 to the broker for their loss: the output group computes the loss and dL/dz of
