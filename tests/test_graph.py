@@ -11,6 +11,7 @@ from mesh.client import RemoteError
 from mesh.reference import ReferenceNet
 from mesh.spec import Spec
 
+from test_cli import mesh_cmd
 from test_reference import numeric_gradients
 
 RTOL, ATOL = 1e-9, 1e-12
@@ -239,7 +240,6 @@ def test_graph_direct_predicts_equal_the_brokers_and_the_reference(mesh2, group_
 
 
 def test_mesh_create_inputs_on_the_command_line(mesh2):
-    from test_cli import mesh_cmd
     addr = mesh2.mesh.address
     r = mesh_cmd("create", "6,5,2", "--inputs", "2=1,0", "--inputs", "3=2,1,0", "--broker", addr)
     assert r.returncode == 0, r.stderr

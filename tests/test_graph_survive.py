@@ -7,6 +7,7 @@ import pytest
 
 from mesh.broker.placement import plan
 from mesh.encoder import Encoder
+from mesh.estimator import MeshClassifier
 from mesh.reference import ReferenceNet
 from mesh.sizes import MiB
 from mesh.spec import Spec
@@ -188,7 +189,6 @@ def test_a_layer_that_reads_more_is_cut_into_more_pieces():
 
 
 def test_an_estimator_with_inputs_fits_a_wide_and_deep_network(mesh2):
-    from mesh.estimator import MeshClassifier
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 3))
     y = np.where(X[:, 0] + X[:, 1] * X[:, 2] > 0, "yes", "no")
