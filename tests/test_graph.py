@@ -5,12 +5,14 @@ and direct, backprop, exact, async and online training) for group sizes 1, 2
 and a whole layer, on one worker and two."""
 import numpy as np
 import pytest
+import zmq
 
-from mesh import Client
+from mesh import Client, sockets, wire
 from mesh.client import RemoteError
 from mesh.reference import ReferenceNet
 from mesh.spec import Spec
 
+from rig import Rig
 from test_cli import mesh_cmd
 from test_reference import numeric_gradients
 
@@ -252,3 +254,30 @@ def test_mesh_create_inputs_on_the_command_line(mesh2):
                      (["--inputs", "2=0", "--inputs", "2=1"], "given twice")):
         r = mesh_cmd("create", "6,5,2", *bad, "--broker", addr)
         assert r.returncode != 0 and why in r.stderr, r.stderr
+
+
+def test_the_predict_token_fills_only_the_rows_part_of_a_later_layer():
+    """A group of a later layer reads a group's output (columns 0..1) and the rows (2..3). A
+    client's pass under the predict token that claims to be the group's part is filed as the
+    rows; the group's real part, under the network's token, completes the pass, and the answer
+    is what those rows and that part give."""
+    ctx = zmq.Context()
+    try:
+        r = Rig(ctx, layer=2, rows=2, cols=4)
+        r.g.setup({"function": "tanh", "index": 0, "fan_in": 2, "fan_out": 1, "down": [],
+                   "up": [["tcp://127.0.0.1:9", 0, 2, None, 0], [None, 2, 4, None, None]]}, [r.W, np.zeros(2)])
+        r.heard()  # its READY
+        assert r.g.rows_src == 1 and r.g.direct_parts.nbytes == 0
+        reply = sockets.abstract_ipc("reply")
+        answers = sockets.make(ctx, zmq.PULL, bind=reply)
+        rows, part = np.array([[0.5, -0.25]]), np.array([[0.1, 0.3]])
+        base = {"k": wire.FWD, "net": "n1", "gen": 0, "at": 0, "seq": "c-1", "reply": reply}
+        r.send({**base, "tok": wire.predict_token("tok"), "src": 0}, [rows])  # claims part 0
+        assert len(r.g.direct_parts) == 1 and not answers.poll(0)
+        r.send({**base, "tok": "tok", "src": 0}, [part])  # the group's part, passed on under the network's token
+        assert answers.poll(10_000)
+        _, h, (z,) = sockets.recv(answers)
+        assert h["k"] == wire.OUT and h["seq"] == "c-1"
+        np.testing.assert_allclose(z, np.tanh(np.hstack([part, rows]) @ r.W.T))  # rows where the rows go
+    finally:
+        ctx.destroy(linger=0)
