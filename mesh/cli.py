@@ -311,6 +311,19 @@ def _sizes(ctx, param, value):
     return [int(p) for p in parts]
 
 
+def _inputs(ctx, param, value):
+    """--inputs K=S,S... (repeated) -> {K: [S, ...]}; the broker checks the graph."""
+    graph = {}
+    for item in value:
+        layer, eq, sources = item.partition("=")
+        if not eq or not layer.strip().isdigit() or not all(s.strip().isdigit() for s in sources.split(",")):
+            raise click.BadParameter(f"expected LAYER=SOURCE,SOURCE..., like 3=2,1,0 (0: the rows); got {item!r}")
+        if int(layer) in graph:
+            raise click.BadParameter(f"layer {int(layer)} is given twice")
+        graph[int(layer)] = [int(s) for s in sources.split(",")]
+    return graph or None
+
+
 @cli.command()
 @click.argument("sizes", callback=_sizes)
 @click.option("--group-size", default=None, callback=_group_size,
@@ -323,13 +336,16 @@ def _sizes(ctx, param, value):
 @click.option("--output", default="sigmoid", show_default=True)
 @click.option("--loss", default="mse", show_default=True)
 @click.option("--dtype", default="float32", show_default=True)
+@click.option("--inputs", multiple=True, callback=_inputs, metavar="LAYER=SOURCES",
+              help="What a layer reads, e.g. 3=2,1,0: layer 3 sees layers 2 and 1 and the rows (0), concatenated "
+                   "in that order; repeat for each layer. Default: each layer reads the one before.")
 @broker_option
 @timeout_option
-def create(sizes, group_size, optimizer, seed, activation, output, loss, dtype, broker, timeout):
+def create(sizes, group_size, optimizer, seed, activation, output, loss, dtype, inputs, broker, timeout):
     """Create a network of SIZES (hidden layers then outputs, e.g. 5,5,1); prints its id."""
     with _client(broker, timeout) as c:
         net = _call(lambda: c.create(sizes, group_size=group_size, seed=seed, activation=activation,
-                                     output=output, loss=loss, dtype=dtype, optimizer=optimizer))
+                                     output=output, loss=loss, dtype=dtype, optimizer=optimizer, inputs=inputs))
         click.echo(net.id)
 
 

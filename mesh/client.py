@@ -280,16 +280,18 @@ class Client:
         return " (if the broker uses keys, set MESH_KEYS to a folder with client keys)"
 
     def create(self, sizes, group_size=None, seed=0, activation="sigmoid", output="sigmoid", loss="mse",
-               dtype="float32", placement=None, timeout=None, init="auto", optimizer=None):
+               dtype="float32", placement=None, timeout=None, init="auto", optimizer=None, inputs=None):
         """Start a network of `sizes` (hidden layers then outputs); the input width comes from the data.
         placement: {layer number (1 = first hidden): host address or worker name} pins layers.
         init: "auto" or "glorot" (scikit-learn's; see spec.initial_layer).
         group_size: None (a process per layer, cut only as memory budgets require), K neurons, or
         "balanced" (about the same work in every process).
         optimizer: what to plan memory for on workers with budgets (default adam, the most any
-        training keeps; a training run with more re-checks the budgets)."""
+        training keeps; a training run with more re-checks the budgets).
+        inputs: {layer: [sources]}, what a layer reads (0: the rows), concatenated in that order,
+        e.g. {2: [1, 0], 3: [2, 1, 0]}; a layer not named reads the one before it."""
         spec = Spec(list(sizes) if not isinstance(sizes, int) else [sizes], activation, output, loss, dtype,
-                    group_size, seed, init)
+                    group_size, seed, init, inputs)
         h, _ = self.request(wire.CREATE, spec=spec.to_dict(), placement=placement or {}, timeout=timeout,
                             optimizer=optimizer)
         return Network(self, h["net"], spec)

@@ -60,14 +60,23 @@ class DataPath:
             store.clear()
         self.step_counts = {}
 
+    def grown(self, at, added):
+        """The input widened by `added` columns at column `at` (the rows' part of a graph's
+        later layer grew): passes in flight, filed at the old width, widen with it, since
+        a part of theirs from an upstream group may have come before the broker's growth."""
+        for store in (self.fwd, self.direct_parts):
+            for entry in store.values():
+                x = entry[0]
+                entry[0] = np.concatenate([x[:, :at], np.zeros((x.shape[0], added), x.dtype), x[:, at:]], axis=1)
+
     # -- in ----------------------------------------------------------------
     def on_message(self, buf):
         """One data message from the inbox; a malformed one is dropped, a wrong one refused."""
         d, a, drop = wire.unpack_data(buf)
         g = self.g
         if d.tok != self.tok:
-            if d.tok == self.ptok and d.kind == FWD and g.layer == 0:
-                self.direct(d, a)  # a client's pass under a lease: layer 1's forward, nothing else
+            if d.tok == self.ptok and d.kind == FWD and g.rows_src is not None:
+                self.direct(d._replace(src=g.rows_src), a)  # a client's rows under a lease: nothing else
             return  # not from this network's broker or groups: no reply, no state
         try:
             if d.ep:  # only a broker's messages carry it
@@ -79,8 +88,11 @@ class DataPath:
             if d.gen != g.gen:
                 return  # in flight before a recovery rewired the network: replayed, not wanted
             if d.kind == FWD:
-                if (d.after > g.applied.done or g.waiting) and d.after != -1 and g.must_wait(
-                        d.after, lambda: self.forward(d, a, drop), a, lambda: wire.data_header(d)):
+                ready = d.after <= g.applied.done
+                # a group's part of a pass that is ready goes on even past what waits: it reads the
+                # weights only, and in a graph the rows of a later pass may wait for this pass's step
+                if not (ready and d.src != g.rows_src) and (not ready or g.waiting) and d.after != -1 and \
+                        g.must_wait(d.after, lambda: self.forward(d, a, drop), a, lambda: wire.data_header(d)):
                     return  # it must follow a step not applied yet (or behind what waits for one)
                 self.forward(d, a, drop)
             elif d.kind == BWD:
@@ -172,10 +184,14 @@ class DataPath:
             else:
                 self.outputs.put(d.seq, out, out.nbytes)  # its targets have not come yet
             return
-        msg = wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq, d.tag, d.after,
-                                       0, g.index, 0, 0, 0.0, b"", d.rpid, d.rtag), out, drop)
         flags = zmq.NOBLOCK if direct else 0  # a client's pass never blocks a group
-        for sock, _, _ in g.down:
+        built = {}  # src (this part's index in the reader's input) -> the message: one per index, not per reader
+        for sock, _, _, src in g.down:
+            msg = built.get(src)
+            if msg is None:
+                msg = built[src] = wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq,
+                                                            d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid, d.rtag),
+                                             out, drop)
             sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
         g.sent += len(g.down)
 
@@ -262,12 +278,12 @@ class DataPath:
         if seq not in self.held:
             raise ValueError(f"pass {seq} is not held here (no forward kept it, or it was already used)")
         x, out = self.held.pop(seq)
-        dX = g.neurons.backward(x, out, dA, need_dx=bool(g.up))
+        dX = g.neurons.backward(x, out, dA, need_dx=bool(g.feeders))
         ack = d.flags & wire.F_ACK
-        for sock, lo, hi in g.up:
-            sock.send(wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, g.index,
+        for sock, lo, hi, at in g.feeders:  # at: its index among that group's readers
+            sock.send(wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
                                            of, 0, lr, b"", 0, b""), dX[:, lo:hi]), 0)
-        g.sent += len(g.up)
+        g.sent += len(g.feeders)
         if report is not None:
             self.to_broker(OUT, seq, report[0], loss=report[1])
         seen = self.step_counts.get(step, 0) + 1
@@ -278,7 +294,7 @@ class DataPath:
             g.faults.after_step(step)
         else:
             self.step_counts[step] = seen
-        if not g.up and ack:
+        if not g.feeders and ack:  # no group upstream: the broker counts these
             self.to_broker(DONE, seq)
         if seen == of:
             g.release()

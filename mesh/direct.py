@@ -2,8 +2,8 @@
 
 Four hops instead of six (client -> broker -> layers -> broker -> client), and
 none of the broker's Python on the way. The broker governs by lease
-(broker/leases.py): a network's generation and step, its layer-1 groups'
-unix sockets, a predict token that admits forward passes only, and its encoder,
+(broker/leases.py): a network's generation and step, the unix sockets of its groups that read
+the rows (layer 1's, and later layers' in a graph), a predict token that admits forward passes only, and its encoder,
 so that the client encodes rows exactly as the broker would. The client binds
 one unix socket (abstract namespace) where the last layer's groups answer.
 
@@ -46,7 +46,8 @@ class Lease:
         self.width, self.last, self.output = int(fields["width"]), int(fields["last"]), fields["output"]
         self.dtype = np.dtype(fields["dtype"])
         self.encoder = Encoder.from_dict(fields["encoder"])
-        self.first = [self._dial(ctx, ep) for ep in fields["first"]]
+        self.first = [self._dial(ctx, ep) for ep in fields["first"]]  # every group that reads the rows
+        self.srcs = fields.get("srcs") or [0] * len(self.first)  # the rows' part index in each
         # on this host, in this network namespace; and connected (a send then fails at once, not
         # silently later, when a group's process is gone)
         self.reachable = all(sockets.ipc_listening(ep) for ep in fields["first"]) and all(
@@ -138,8 +139,9 @@ class Direct:
                 header = {"k": wire.FWD, "seq": seq, "src": 0, "keep": False, "gen": lease.gen, "at": lease.at,
                           "net": net, "tok": lease.ptok, "reply": self.address}
                 try:
-                    for sock in lease.first:
-                        sockets.send(sock, header, [M[starts[sent]:starts[sent] + chunk]], flags=zmq.NOBLOCK)
+                    for sock, src in zip(lease.first, lease.srcs):
+                        sockets.send(sock, dict(header, src=src), [M[starts[sent]:starts[sent] + chunk]],
+                                     flags=zmq.NOBLOCK)
                 except zmq.Again:  # a group that takes nothing: its process is gone
                     return self._lapsed(net)
                 sent += 1

@@ -67,13 +67,14 @@ class _MeshEstimator(BaseEstimator):
                  batch_size="auto", learning_rate_init=1e-3, max_iter=200, shuffle=True, random_state=None,
                  tol=1e-4, verbose=False, warm_start=False, momentum=0.9, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, group_size=None, mesh=None,
-                 hidden=None, epochs=None, learning_rate=None, optimizer=None, client=None):
+                 hidden=None, epochs=None, learning_rate=None, optimizer=None, client=None, inputs=None):
         self.hidden_layer_sizes, self.activation, self.solver, self.alpha = hidden_layer_sizes, activation, solver, alpha
         self.batch_size, self.learning_rate_init, self.max_iter = batch_size, learning_rate_init, max_iter
         self.shuffle, self.random_state, self.tol, self.verbose = shuffle, random_state, tol, verbose
         self.warm_start, self.momentum, self.early_stopping = warm_start, momentum, early_stopping
         self.validation_fraction, self.n_iter_no_change = validation_fraction, n_iter_no_change
         self.group_size, self.mesh = group_size, mesh
+        self.inputs = inputs  # what each layer reads ({layer: [sources]}, 0 the rows; Client.create)
         self.hidden, self.epochs, self.learning_rate, self.optimizer, self.client = (hidden, epochs, learning_rate,
                                                                                    optimizer, client)
 
@@ -122,7 +123,7 @@ class _MeshEstimator(BaseEstimator):
         self._saved = None
         self.net_ = self._client().create(
             hidden + [n_out], activation=ACTIVATIONS.get(self.activation, self.activation), output=output,
-            loss=loss, group_size=self.group_size, seed=seed, init="glorot")
+            loss=loss, group_size=self.group_size, seed=seed, init="glorot", inputs=self.inputs)
         self._watch(self.net_)
         self.loss_curve_, self.validation_scores_, self.n_iter_, self.t_ = [], [], 0, 0
 

@@ -5,6 +5,9 @@ and holds one PUSH socket per neighbour. Data messages (forward passes,
 gradients, targets: wire.py's binary layout) go to its data path
 (datapath.py); control messages (JSON) are handled here: its wiring and
 weights (setup), reads and changes of its state, snapshots and replicas.
+In a graph (mesh/graph.py) the parts of its input come from the groups of each
+layer it reads (the rows from the broker), and its output goes to every group of
+every layer that reads it.
 
 Ordering: a message from the broker that must see the weights after step s
 (a forward, or a read or change of state) carries "after": s. It waits here,
@@ -58,8 +61,10 @@ class Group:
                                    dial=keys and keys.broker_public)
         self.ctx = ctx
         self.neurons = None
-        self.down, self.up = [], []   # [(socket, lo, hi)]: where forward and backward go
-        self.columns = []             # [(lo, hi)]: each upstream group's columns of this group's input
+        # where forward and backward go: down [(socket, lo, hi, src)], up [(socket, lo, hi, at)] (placement.wiring)
+        self.down, self.up, self.feeders = [], [], []  # feeders: the up entries with a group (not the rows)
+        self.rows_src = None          # the index of the rows' part of its input, if it reads them
+        self.columns = []             # [(lo, hi)]: each part's columns of this group's input
         self.fan_in = self.fan_out = 1
         self.index = 0
         # What peers' messages fill, each within a count and a byte budget (bounded.py):
@@ -221,11 +226,11 @@ class Group:
         self.waiting.clear()
         self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
-        for sock, _, _ in self.down + self.up:
+        for sock, *_ in self.down + self.feeders:
             sock.close()
-        self.down = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["down"]]
-        self.up = [(self._dial(ep, key), lo, hi) for ep, lo, hi, key in h["up"]]
-        self.columns = [(lo, hi) for _, lo, hi in self.up]
+        self.down = [(self._dial(ep, key), lo, hi, src) for ep, lo, hi, key, src in h["down"]]
+        self.up = [(ep and self._dial(ep, key), lo, hi, at) for ep, lo, hi, key, at in h["up"]]  # rows: no socket
+        self.parts_changed()
         self.custody(h)
         restore = h.get("restore")
         if restore is None:
@@ -251,6 +256,11 @@ class Group:
                 self.fetch(fetch, ())
             except Exception as e:
                 self.refuse(fetch, e)
+
+    def parts_changed(self):
+        self.feeders = [u for u in self.up if u[0] is not None]
+        self.rows_src = next((i for i, u in enumerate(self.up) if u[0] is None), None)
+        self.columns = [(lo, hi) for _, lo, hi, _ in self.up]
 
     def custody(self, h):
         """Where this group's replica goes (its keeper), and whose replicas it keeps (its
@@ -320,18 +330,26 @@ class Group:
         return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
 
     def grow(self, h, arrays):
-        """Input columns appended: zero, or, for the first inputs a network sees, drawn from its seed."""
+        """Input columns added just after the rows' part of its input: zero, or, for the first
+        inputs a network sees, with the whole W drawn from its seed for the fan-in it has now."""
         added, rows, cols = h["cols"], *self.neurons.W.shape
-        if type(added) is not int or added < 1:
-            raise ValueError(f"grow by {added!r} columns")
+        if type(added) is not int or added < 1 or self.rows_src is None:
+            raise ValueError(f"grow by {added!r} columns" + ("" if self.rows_src is not None else
+                                                              ", and this group does not read the rows"))
         need = 4 * rows * (cols + added) * self.dtype.itemsize  # W, its gradient, two optimizer slots
         if need > sockets.memory_bound():
             raise ValueError(f"growing to {cols + added} inputs needs {need} bytes, more than this group's "
                              f"{sockets.memory_bound()}")
-        self.neurons.grow(added)
+        end = self.up[self.rows_src][2]
+        self.neurons.grow(added, tail=cols - end)
+        self.data.grown(end, added)
+        r = self.rows_src  # the rows' part widens, the parts after it move right
+        self.up = [(sock, lo + added * (i > r), hi + added * (i >= r), at)
+                   for i, (sock, lo, hi, at) in enumerate(self.up)]
+        self.parts_changed()
         if h.get("init"):
             W, _ = initial_rows(Spec(**h["init"]), self.layer, self.neurons.W.shape[1], self.cfg["lo"], self.cfg["hi"])
-            self.neurons.W[:, -added:] = W[:, -added:]
+            self.neurons.W[:] = W
 
     def get(self, h, arrays):
         """Its weights, and its optimizer state unless "slots" is false (weights() needs none)."""

@@ -41,6 +41,7 @@ class Neurons:
         self.function = function
         self.optimizer = optimizer or Optimizer()
         self.pending = []  # (x, delta) of each micro-batch since the last step
+        self.tail = 0      # input columns after those that grow (the rows'): other layers' outputs
 
     def forward(self, x):
         z = x @ self.W.T
@@ -58,7 +59,7 @@ class Neurons:
     def gradients(self):
         """(dW, db) summed over the pending micro-batches, with the L2 term of W (optim.py)."""
         width = self.W.shape[1]
-        xs = [x if x.shape[1] == width else _widen(x, width) for x, _ in self.pending]  # kept from before a grow
+        xs = [x if x.shape[1] == width else _widen(x, width, self.tail) for x, _ in self.pending]  # kept from before a grow
         x = xs[0] if len(xs) == 1 else np.concatenate(xs)
         d = self.pending[0][1] if len(xs) == 1 else np.concatenate([d for _, d in self.pending])
         gW = d.T @ x
@@ -71,11 +72,14 @@ class Neurons:
         self.pending = []
         self.optimizer.step([self.W, self.b], [gW, gb], lr)
 
-    def grow(self, new_cols):
-        rows = self.W.shape[0]
-        self.W = np.concatenate([self.W, np.zeros((rows, new_cols), self.W.dtype)], axis=1)
-        self.optimizer.grow(0, new_cols)
+    def grow(self, new_cols, tail=0):
+        """new_cols zero input columns, inserted before the last `tail` ones."""
+        self.tail = tail
+        self.W = _widen(self.W, self.W.shape[1] + new_cols, tail)
+        self.optimizer.grow(0, new_cols, tail)
 
 
-def _widen(x, width):
-    return np.concatenate([x, np.zeros((x.shape[0], width - x.shape[1]), x.dtype)], axis=1)
+def _widen(x, width, tail=0):
+    """x with zero columns inserted before its last `tail`, to `width` columns."""
+    at = x.shape[1] - tail
+    return np.concatenate([x[:, :at], np.zeros((x.shape[0], width - x.shape[1]), x.dtype), x[:, at:]], axis=1)

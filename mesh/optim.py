@@ -58,11 +58,11 @@ class Optimizer:
                 g *= lr / (1 - self.beta1 ** self.t)             # lr mhat / (sqrt(vhat) + eps)
                 p -= g
 
-    def grow(self, index, new_cols):
-        """Zero state for columns appended to parameter `index` (a weight matrix)."""
+    def grow(self, index, new_cols, tail=0):
+        """Zero state for columns added to parameter `index` (a weight matrix), before its last `tail`."""
         if self.slots is not None:
-            self.slots[index] = [np.concatenate([s, np.zeros((s.shape[0], new_cols), s.dtype)], axis=1)
-                                 for s in self.slots[index]]
+            self.slots[index] = [np.concatenate([s[:, :s.shape[1] - tail], np.zeros((s.shape[0], new_cols), s.dtype),
+                                                 s[:, s.shape[1] - tail:]], axis=1) for s in self.slots[index]]
 
     def state(self):
         """(plain header data, arrays) for a snapshot."""

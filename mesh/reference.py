@@ -18,11 +18,16 @@ Definitions (the mesh implements exactly these):
     adam           t += 1 (once per step); m = beta1*m + (1-beta1)*g;
                    v = beta2*v + (1-beta2)*g*g; p -= lr*mhat/(sqrt(vhat)+eps)
                    with mhat = m/(1-beta1**t), vhat = v/(1-beta2**t)
+    graph          inputs={k: [sources]}: layer k's input is the concatenation of its
+                   sources' outputs in that order (0 = the rows; see mesh/graph.py);
+                   a source read by several layers gets the sum of their dL/da
     alpha          L2 weight decay as scikit-learn's MLP: the loss a step minimises
                    gains alpha/2 * sum ||W||^2 / rows, so g(W) += alpha*W/rows
                    (biases are not decayed; the reported loss is the data loss)
 """
 import numpy as np
+
+from . import graph
 
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")  # hidden layers
 OUTPUTS = ("sigmoid", "linear", "softmax")           # last layer
@@ -78,7 +83,7 @@ def _check(name, allowed, what):
 class ReferenceNet:
     def __init__(self, layers, activation="sigmoid", output="sigmoid", loss="mse",
                  optimizer="sgd", momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8,
-                 dtype=np.float64, alpha=0.0):
+                 dtype=np.float64, alpha=0.0, inputs=None):
         _check(activation, ACTIVATIONS, "activation")
         _check(output, OUTPUTS, "output")
         _check(loss, LOSSES, "loss")
@@ -91,6 +96,7 @@ class ReferenceNet:
         if not layers:
             raise ValueError("a network needs at least one layer")
 
+        self.graph = graph.normalize(inputs, len(layers))
         # Copies, so the caller's arrays and ours never alias.
         self.W, self.b = [], []
         for i, (W, b) in enumerate(layers):
@@ -98,8 +104,8 @@ class ReferenceNet:
             b = np.array(b, dtype=self.dtype)
             if W.ndim != 2 or b.shape != (W.shape[0],):
                 raise ValueError(f"layer {i}: W must be (out, in) and b (out,), got {W.shape} and {b.shape}")
-            if i and W.shape[1] != self.W[-1].shape[0]:
-                raise ValueError(f"layer {i}: takes {W.shape[1]} inputs but layer {i - 1} has {self.W[-1].shape[0]} outputs")
+            if i and W.shape[1] != sum(self._widths(i)):
+                raise ValueError(f"layer {i}: takes {W.shape[1]} inputs but its sources have {sum(self._widths(i))}")
             self.W.append(W)
             self.b.append(b)
 
@@ -116,6 +122,10 @@ class ReferenceNet:
     def layers(self):
         """The live (W, b) arrays: step() updates them in place."""
         return list(zip(self.W, self.b))
+
+    def _widths(self, i):
+        """The widths of layer i's sources, in order (0-based i; the rows: layer 0's inputs)."""
+        return graph.widths(self.graph, [W.shape[0] for W in self.W], i, self.W[0].shape[1])
 
     def _params(self):
         """Every parameter array in a fixed order: W0, b0, W1, b1, ..."""
@@ -136,13 +146,15 @@ class ReferenceNet:
 
     def _forward(self, X):
         """Every layer's input, pre-activation z and activation a, for the backward pass."""
-        passes, a = [], X
+        passes, outs = [], [X]  # outs[k]: layer k's output, outs[0] the rows
         for i, (W, b) in enumerate(zip(self.W, self.b)):
+            src = graph.sources(self.graph, i)
+            a = outs[src[0]] if len(src) == 1 else np.concatenate([outs[s] for s in src], axis=1)
             z = a @ W.T + b
             f = self.output if i == len(self.W) - 1 else self.activation
             a_next = _activate(f, z)
             passes.append((a, z, a_next))
-            a = a_next
+            outs.append(a_next)
         return passes
 
     def forward(self, X):
@@ -184,12 +196,19 @@ class ReferenceNet:
         loss = float(self._loss(z, a, T))
         delta = self._output_delta(z, a, T)
         grads = [None] * len(passes)
+        dA = [None] * (len(passes) + 1)  # dA[k]: dL/d(layer k's output), summed over its readers
         for i in reversed(range(len(passes))):
-            a_prev = passes[i][0]
-            grads[i] = (delta.T @ a_prev, delta.sum(axis=0))
-            if i:
-                _, z_prev, a_prev_out = passes[i - 1]
-                delta = (delta @ self.W[i]) * _derivative(self.activation, z_prev, a_prev_out)
+            a_in = passes[i][0]
+            if i < len(passes) - 1:
+                _, z_i, a_i = passes[i]
+                delta = dA[i + 1] * _derivative(self.activation, z_i, a_i)
+            grads[i] = (delta.T @ a_in, delta.sum(axis=0))
+            dX, col = delta @ self.W[i], 0
+            for s, w in zip(graph.sources(self.graph, i), self._widths(i)):
+                if s:
+                    part = dX[:, col:col + w]
+                    dA[s] = part if dA[s] is None else dA[s] + part
+                col += w
         return loss, grads
 
     def gradients(self, X, T):
@@ -246,9 +265,13 @@ class ReferenceNet:
         if n_new < 0:
             raise ValueError(f"n_new must be non-negative, got {n_new}")
 
-        def widen(A):
-            return np.concatenate([A, np.zeros((A.shape[0], n_new), dtype=A.dtype)], axis=1)
+        n_rows, sizes = self.W[0].shape[1], [W.shape[0] for W in self.W]
+        for i in graph.readers(self.graph, len(self.W), 0):  # every layer that reads the rows
+            at = graph.rows_end(self.graph, sizes, i, n_rows)  # just after the rows in its input
 
-        self.W[0] = widen(self.W[0])
-        self.m[0] = widen(self.m[0])  # W0 is the first entry of _params()
-        self.v[0] = widen(self.v[0])
+            def widen(A):
+                return np.concatenate([A[:, :at], np.zeros((A.shape[0], n_new), dtype=A.dtype), A[:, at:]], axis=1)
+
+            self.W[i] = widen(self.W[i])
+            self.m[2 * i] = widen(self.m[2 * i])  # W_i is entry 2i of _params()
+            self.v[2 * i] = widen(self.v[2 * i])

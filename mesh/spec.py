@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import graph
+
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear")
 OUTPUTS = ("sigmoid", "linear", "softmax")
 LOSSES = ("mse", "cross_entropy")
@@ -23,6 +25,7 @@ class Spec:
     group_size: int = None    # None: one process per layer (unless budgets force cuts); "balanced": equal work
     seed: int = 0
     init: str = "auto"        # initial weights: see initial_layer
+    inputs: object = None     # which layers each layer reads (graph.py); None: the chain
 
     def __post_init__(self):
         if isinstance(self.sizes, (int, np.integer)):
@@ -47,6 +50,7 @@ class Spec:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         self.seed = int(self.seed)
+        self.inputs = graph.normalize(self.inputs, len(self.sizes))
 
     def to_dict(self):
         return asdict(self)
@@ -60,6 +64,25 @@ class Spec:
     def groups(self):
         """[(layer, lo, hi), ...] for the whole network, layer by layer."""
         return [(layer, lo, hi) for layer in range(len(self.sizes)) for lo, hi in self.slices(layer)]
+
+    def sources(self, layer):
+        """What layer index `layer` reads, in order: 0 the rows, k layer k (numbered from 1)."""
+        return graph.sources(self.inputs, layer)
+
+    def source_widths(self, layer, rows):
+        """The width of each of its sources, the rows being `rows` wide."""
+        return graph.widths(self.inputs, self.sizes, layer, rows)
+
+    def fan_in(self, layer, rows):
+        return sum(self.source_widths(layer, rows))
+
+    def fan_ins(self, rows):
+        """Every layer's input width, the rows being `rows` wide."""
+        return [self.fan_in(layer, rows) for layer in range(len(self.sizes))]
+
+    def row_readers(self):
+        """The layer indices that read the input rows (layer 1 always does)."""
+        return graph.readers(self.inputs, len(self.sizes), 0)
 
     def hidden_function(self, layer):
         """What a group of this layer applies; the output function is the broker's."""

@@ -19,11 +19,12 @@ class Rig:
                              "dtype": "float64", "token": token, "listen": "127.0.0.1", "advertise": "127.0.0.1",
                              "broker_inbox": f"tcp://127.0.0.1:{port}", "ipc_dir": None})
         self.downs = [sockets.make(ctx, zmq.PULL) for _ in range(downs)]
-        down = [[f"tcp://127.0.0.1:{d.bind_to_random_port('tcp://127.0.0.1')}", 0, 1, None] for d in self.downs]
-        up = [[f"tcp://127.0.0.1:9", i, i + 1, None] for i in range(fan_in)] if layer else []  # never dialled back
+        down = [[f"tcp://127.0.0.1:{d.bind_to_random_port('tcp://127.0.0.1')}", 0, 1, None, 0] for d in self.downs]
+        up = ([[f"tcp://127.0.0.1:9", i, i + 1, None, 0] for i in range(fan_in)] if layer  # never dialled back
+              else [[None, 0, cols, None, None]])  # layer 1: the rows, from the broker
         self.W = np.arange(rows * cols, dtype=float).reshape(rows, cols) / 10
         self.g.setup({"function": "tanh", "index": 0, "fan_in": fan_in, "fan_out": 1, "down": down,
-                      "up": up if layer else []}, [self.W, np.zeros(rows)])
+                      "up": up}, [self.W, np.zeros(rows)])
         self.feed = sockets.make(ctx, zmq.PUSH, connect=self.g.endpoints["tcp"])
         self.heard()  # its READY
 

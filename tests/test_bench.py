@@ -35,3 +35,13 @@ def test_sklearn_compares_fit_times_and_accuracy_on_the_digits(mesh2):
     assert [r["estimator"] for r in rows] == ["MLPClassifier + StandardScaler", "MeshClassifier"]
     assert all(set(r) == set(sklearn.COLUMNS) for r in rows) and float(rows[1]["fit / scikit-learn's"].split()[0]) > 0
     assert len(lines) == 1 and "2 iterations" in lines[0]
+
+
+def test_throughput_runs_a_graph_beside_the_chain(mesh2):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 64)]
+    spec = dict(sizes=[8, 5, 3], activation="relu", output="softmax", loss="cross_entropy", inputs={3: [2, 1, 0]})
+    row = throughput.compare(mesh2.client, "tiny graph", X, Y, spec, 16, rounds=1, log=lambda s: None)
+    assert row["bench"] == "tiny graph" and row["torch rows/s"] == "-"
+    assert float(row["mesh rows/s"].split()[0].replace(",", "")) > 0

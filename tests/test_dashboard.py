@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,6 +18,8 @@ from conftest import Harness
 from mesh.dashboard.curve import Curve
 from mesh.dashboard.frames import Frames
 from mesh.dashboard.listen import Listen, Refused, allowed, parse
+from mesh.dashboard.snapshot import links
+from mesh.spec import Spec
 
 FAMILIES = {"neuromesh_processes": "gauge", "neuromesh_workers": "gauge", "neuromesh_networks": "gauge",
             "neuromesh_restarts": "counter", "neuromesh_messages_sent": "counter",
@@ -127,7 +130,9 @@ def test_state_names_every_process_and_metrics_count_the_work(watched):
     assert {(g["gid"], g["pid"]) for g in n["groups"]} == procs
     assert {g["state"] for g in n["groups"]} == {"alive"}
     assert n["training"]["step"] == 8 and len(n["training"]["curve"]) == 8 and len(n["training"]["epoch_losses"]) == 2
-    assert n["links"] == [{"layer": 1, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6, "cross_host": False}]
+    assert n["links"] == [{"layer": 1, "to_layer": 2, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6,
+                           "cross_host": False}]
+    assert n["graph"] == [[0], [1]]
     # 2 epochs x 4 steps of 4 rows, each counted once from the step itself, whenever the snapshots came
     families = until(lambda: metrics(url), lambda f: f["neuromesh_steps_applied"].samples[0].value >= 8)
     assert families["neuromesh_training_samples"].samples[0].value == 32
@@ -204,3 +209,17 @@ def test_frames_reach_a_reader_that_keeps_up_and_only_the_newest_one_that_fell_b
     assert [x.state["n"] for x in f.after(2, timeout=0)] == [7]
     f.close()
     assert f.after(7, timeout=5) == []  # closing wakes every reader at once
+
+
+def test_links_follow_every_edge_of_a_graph():
+    """Layer 3 reads layers 2 and 1 and the rows: links leave layer 1 for layers 2 and 3, layer 2
+    for 3, counted by host pair; the rows' edge is the broker's, not a link."""
+    hosts = {"n.1.0": "a", "n.1.1": "b", "n.2.0": "a", "n.3.0": "a", "n.3.1": "b"}
+    net = SimpleNamespace(layers=[["n.1.0", "n.1.1"], ["n.2.0"], ["n.3.0", "n.3.1"]],
+                          groups={g: {"host": h} for g, h in hosts.items()},
+                          spec=Spec([2, 1, 2], inputs={3: [2, 1, 0]}))
+    got = {(l["layer"], l["to_layer"], l["from"], l["to"]): l["count"] for l in links(net)}
+    assert got == {(1, 2, "a", "a"): 1, (1, 2, "b", "a"): 1,
+                   (2, 3, "a", "a"): 1, (2, 3, "a", "b"): 1,
+                   (1, 3, "a", "a"): 1, (1, 3, "a", "b"): 1, (1, 3, "b", "a"): 1, (1, 3, "b", "b"): 1}
+    assert all(l["cross_host"] == (l["from"] != l["to"]) for l in links(net))

@@ -120,3 +120,20 @@ def test_a_training_run_draws_its_loss_and_marks_its_restart(fresh_mesh, page, t
     assert page.locator(".epoch-chart circle").count() == len(history) == 2
     assert page.locator(".loss-chart line.mark").count() == 1  # the restart, where it happened
     assert "state done" in page.inner_text(".training .stats")
+
+
+def test_the_page_draws_every_edge_of_a_graph(watched, page):
+    """Layer 3 reads layers 2 and 1 and the rows: 6 + 4 links between neighbours, 6 bowed over
+    layer 2, and the rows' 2 from the margin, one per group pair."""
+    net = watched.remember(watched.client.create([3, 2, 2], group_size=1, seed=7, inputs={3: [2, 1, 0]}))
+    net.predict([0.0, 1.0])
+    page.goto(watched.mesh.dashboard_url)
+    box = f'.mesh[data-net="{net.id}"]'
+    page.wait_for_function("s => document.querySelectorAll(s).length === 7",
+                           arg=f"{box} .node[data-gid][data-state=alive]", timeout=DEADLINE_MS)
+    count = lambda sel: page.locator(f"{box} .edges {sel}").count()  # noqa: E731
+    assert count(".edge") == 18
+    assert count('.edge[data-from="1"][data-to="2"]') == 6 and count('.edge[data-from="2"][data-to="3"]') == 4
+    assert count('.edge.skip[data-from="1"][data-to="3"]') == 6
+    assert count('.edge.rows[data-to="3"]') == 2
+    net.drop()

@@ -42,3 +42,10 @@ def test_demo_command_without_shots_data_says_where_to_get_it(tmp_path):
                        env=env, cwd=tmp_path, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stderr
     assert "DomSamangy/NBA_Shots_04_24" in r.stdout and "skipped" in r.stdout
+
+
+def test_skip_reports_the_chain_and_the_wide_and_deep_network_on_one_split(mesh2):
+    r = run("skip", mesh2.client, quick=True, log=lambda *a: None)
+    assert r["chain"] >= 0.8 and r["accuracy"] >= 0.8  # both learn the task; which is ahead is what it reports
+    assert r["result"].startswith(f"words: chain {r['chain']:.1%}, wide & deep {r['accuracy']:.1%}")
+    assert ("shots chain" in r) == (find() is not None)  # the shots part only where its data is

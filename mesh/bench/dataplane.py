@@ -28,7 +28,7 @@ def _group(fan_in, sink, conn):
                     "token": TOKEN, "listen": "127.0.0.1", "advertise": "127.0.0.1", "broker_inbox": sink,
                     "ipc_dir": f"@neuromesh-bench-{os.getpid()}"})
     g.setup({"function": "tanh", "index": 0, "fan_in": fan_in, "fan_out": 1, "down": [],
-             "up": [["tcp://127.0.0.1:9", i, i + 1, None] for i in range(fan_in)]},
+             "up": [["tcp://127.0.0.1:9", i, i + 1, None, 0] for i in range(fan_in)]},
             [np.ones((1, fan_in)) / fan_in, np.zeros(1)])
     conn.send(g.endpoints["ipc"])
     conn.recv()  # the senders are connected

@@ -9,7 +9,8 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
     out = {}
     with LocalMesh(workers=2, timeout=600) as client:
         if "throughput" in parts:
-            log("training throughput ([784,1024,1024,10] relu/softmax, float32; small [64,256,256,10]):")
+            log("training throughput ([784,1024,1024,10] relu/softmax, float32, as a chain and as a graph whose "
+                "output reads layers 2, 1 and the rows; small [64,256,256,10]):")
             rows = throughput.run(client, rounds=1 if quick else rounds, rows=2048 if quick else 8192, log=log)
             out["throughput"] = table(throughput.COLUMNS, [[r[c] for c in throughput.COLUMNS] for r in rows])
         if "latency" in parts:

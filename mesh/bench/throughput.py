@@ -10,6 +10,7 @@ from ..reference import ReferenceNet
 from .common import CpuMeter, fmt_spread, mesh_pids
 
 WIDE = dict(sizes=[1024, 1024, 10], activation="relu", output="softmax", loss="cross_entropy")
+WIDE_GRAPH = dict(WIDE, inputs={3: [2, 1, 0]})  # the same sizes; the output reads layers 2, 1 and the rows
 
 
 def wide_data(rows=8192, seed=0):
@@ -67,15 +68,17 @@ def settle():
 
 def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=None, micro_batches=None,
             mode="exact", log=print):
-    """One benchmark row: rows/s of mesh, numpy and torch over `rounds` rounds of one epoch each."""
+    """One benchmark row: rows/s of mesh, numpy and torch over `rounds` rounds of one epoch each
+    (torch for chains only: spec "inputs", a graph, has no nn.Sequential)."""
+    graph = spec.get("inputs")
     net = client.create(spec["sizes"], activation=spec["activation"], output=spec["output"], loss=spec["loss"],
-                        group_size=group_size, seed=0)
+                        group_size=group_size, seed=0, inputs=graph)
     try:
         net.predict(X[:1], remember=False)
         layers = net.weights()
         ref = ReferenceNet(layers, activation=spec["activation"], output=spec["output"], loss=spec["loss"],
-                           dtype=np.float32)
-        torch_train = torch_trainer(layers, spec["activation"], lr)
+                           dtype=np.float32, inputs=graph)
+        torch_train = torch_trainer(layers, spec["activation"], lr) if graph is None else None
         pids = mesh_pids(client, net)
         groups = {p["pid"]: p["gid"] for p in net.processes()}
         # one untimed epoch each: page faults, BLAS buffers, first messages
@@ -114,7 +117,7 @@ def compare(client, name, X, Y, spec, batch_size, rounds=3, lr=0.01, group_size=
            "mesh rows/s": fmt_spread(m), "numpy rows/s": fmt_spread(n),
            "mesh/numpy": fmt_spread([a / b for a, b in zip(m, n)]), "cores busy": fmt_spread(cores),
            "bottleneck": gid, "idle share": fmt_spread(idle), "idle ms/batch": fmt_spread(idle_ms)}
-    row["torch rows/s"] = fmt_spread(t) if t else "not installed"
+    row["torch rows/s"] = fmt_spread(t) if t else "not installed" if graph is None else "-"
     row["mesh/torch"] = fmt_spread([a / b for a, b in zip(m, t)]) if t else "-"
     return row
 
@@ -125,6 +128,7 @@ def run(client, rounds=3, rows=8192, log=print):
     # beside the required rows: layer 2 cut in two (the pipeline's heaviest stage), and async mode
     out.append(compare(client, "wide", X, Y, WIDE, 256, rounds, group_size=512, log=log))
     out.append(compare(client, "wide", X, Y, WIDE, 256, rounds, mode="async", log=log))
+    out.append(compare(client, "wide graph 3=2,1,0", X, Y, WIDE_GRAPH, 256, 1, log=log))  # beside the chain, one run
     Xd, Yd, what = digits_data()
     small = dict(sizes=[256, 256, 10], activation="relu", output="softmax", loss="cross_entropy")
     out.append(compare(client, f"small ({what})", Xd, Yd, small, 32, rounds, log=log))

@@ -14,7 +14,7 @@ from .placement import Model, Refused, planned_bytes, work
 
 def model_of(net, inputs=None, optimizer=None):
     """The model of a network's groups, at layer 1's width now (or `inputs`)."""
-    widths = [net.inputs if inputs is None else inputs] + net.spec.sizes[:-1]
+    widths = net.spec.fan_ins(net.inputs if inputs is None else inputs)  # a graph's layers read several
     return Model(widths, np.dtype(net.spec.dtype).itemsize, optimizer or net.plan_for, net.window)
 
 
@@ -62,7 +62,7 @@ def roomiest(workers, nets, need):
 
 
 def _fan_in(net, g):
-    return net.inputs if g["layer"] == 0 else net.spec.sizes[g["layer"] - 1]
+    return net.spec.fan_in(g["layer"], net.inputs)
 
 
 def budgeted(workers, net):

@@ -53,8 +53,8 @@ class Flow:
             header = wire.forward(p.seq, net.gen, p.after, p.keep, p.drop, p.head)
             if p.head:
                 self.send_targets(net, p)
-            for gid in net.first():
-                self.to_group(net, gid, header, [X])
+            for gid, src in net.row_readers():  # src: the rows' part of that group's input
+                self.to_group(net, gid, dict(header, src=src), [X])
             net.entered_step(p)
 
     def send_targets(self, net, p):
@@ -109,7 +109,7 @@ class Flow:
         if p is None:
             return
         p.dones += 1
-        if p.dones == len(net.first()):
+        if p.dones == len(net.roots()):
             p.job.on_done(p)
 
     def fault(self, net, h, arrays):

@@ -39,4 +39,5 @@ def lease(b, net):
         raise NoLease(f"network {net.id} has groups on another host", NEVER)
     return {"gen": net.gen, "at": net.sent.done, "ptok": wire.predict_token(net.token), "width": net.layer1_width,
             "encoder": net.encoder.to_dict(), "dtype": net.spec.dtype, "output": net.spec.output,
-            "first": [net.groups[gid]["endpoints"]["ipc"] for gid in net.first()], "last": len(net.last())}
+            "first": [net.groups[gid]["endpoints"]["ipc"] for gid, _ in net.row_readers()],
+            "srcs": [src for _, src in net.row_readers()], "last": len(net.last())}

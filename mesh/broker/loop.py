@@ -516,10 +516,11 @@ class Broker:
         net.all_steps_done()
         records = [[net.groups[g] for g in gids] for gids in net.layers]
         plan, holders = restore_plan(net, [g for layer in records for g in layer]) if restore else ({}, {})
-        setups = wiring(records, holders)  # a new process's keeper is the group that holds its replica
+        # a new process's keeper is the group that holds its replica
+        setups = wiring(records, holders, spec.inputs, net.layer1_width)
         drawn = spec.to_dict()  # what a new network's groups draw their rows from
         for layer, gids in enumerate(net.layers):
-            fan_in = net.layer1_width if layer == 0 else spec.sizes[layer - 1]
+            fan_in = spec.fan_in(layer, net.layer1_width)
             meta, slots = optimizer[layer] if optimizer else ({}, [])
             for gid in gids:
                 self.heartbeat_workers()
@@ -566,11 +567,12 @@ class Broker:
                 net.encoder = Encoder.from_dict(kept)
                 raise
         if added:
-            # the first inputs are drawn from the seed, by each layer-1 group for its own rows; later ones start at 0
+            # the first inputs are drawn from the seed, by each group that reads the rows for its own rows;
+            # later ones start at 0
             grow = {"k": wire.GROW, "cols": added, "init": net.spec.to_dict() if before == 0 else None}
             net.log.append(("grow", grow))
             net.layer1_width += added
-            for gid in net.first():
+            for gid, _ in net.row_readers():  # every layer that reads the rows grows
                 self.flow.to_group(net, gid, grow)
             budgets.replan(net)
         return M, added

@@ -127,6 +127,21 @@ class Network:
     def first(self):
         return self.layers[0]
 
+    def row_readers(self):
+        """[(gid, index of the rows' part of its input)]: every group of every layer that
+        reads the rows (layer 1's, and others' in a graph), in network order."""
+        out = []
+        for layer in self.spec.row_readers():
+            src = self.spec.sources(layer)
+            part = sum(len(self.layers[s - 1]) for s in src[:src.index(0)])  # the groups' parts before it
+            out += [(gid, part) for gid in self.layers[layer]]
+        return out
+
+    def roots(self):
+        """The groups with no group upstream (their layer reads the rows alone): the DONE
+        of each ends a pass's backward."""
+        return [gid for layer, gids in enumerate(self.layers) if self.spec.sources(layer) == [0] for gid in gids]
+
     @property
     def local_head(self):
         """Output groups can compute the loss of their own slice: the output is

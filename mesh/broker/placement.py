@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import memory
+from ..graph import sources as graph_sources, widths as graph_widths
 from ..sizes import format_size, unit_of
 
 
@@ -49,14 +50,16 @@ def place_pinned(groups, workers, pins):
     return out
 
 
-def cross_host_links(layers):
-    """(links, links whose ends are on different hosts) between adjacent layers."""
+def cross_host_links(layers, spec=None):
+    """(links, links whose ends are on different hosts) along every edge between layers
+    (spec: the network's, for its graph; None, the chain)."""
     total = crossing = 0
-    for prev, nxt in zip(layers, layers[1:]):
-        for a in prev:
-            for b in nxt:
-                total += 1
-                crossing += a["host"] != b["host"]
+    for l, nxt in enumerate(layers):
+        for s in (spec.sources(l) if spec is not None else [l]):
+            for a in (layers[s - 1] if s else []):
+                for b in nxt:
+                    total += 1
+                    crossing += a["host"] != b["host"]
     return total, crossing
 
 
@@ -85,12 +88,17 @@ def keepers(groups, fixed=None):
     return out
 
 
-def wiring(layers, fixed_keepers=None):
+def wiring(layers, fixed_keepers=None, graph=None, rows=0):
     """Per group: the setup fields for its neighbours, its keeper and its wards.
 
     layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
-    endpoints. Forward goes to every group of the next layer; backward sends
-    each group of the previous layer its columns [lo, hi) of dL/dx."""
+    endpoints. graph: which layers each layer reads (mesh/graph.py; None, the
+    chain); rows: the input width now. "up" lists the parts of a group's input
+    in column order: [endpoint, lo, hi, key, as] with [lo, hi) its columns and
+    `as` the index this group has among that group's "down" (the index its
+    dL/dx goes back as); the rows' part has no endpoint (the broker sends them).
+    "down" lists every group of every layer that reads this one:
+    [endpoint, lo, hi, key, src], src the index of this group's part there."""
     groups = [g for layer in layers for g in layer]
     keeper = keepers(groups, fixed_keepers)
     wards = {g["gid"]: [] for g in groups}
@@ -98,17 +106,32 @@ def wiring(layers, fixed_keepers=None):
         if keeper[g["gid"]] is not None:
             k = keeper[g["gid"]]
             wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key"), g["hi"] - g["lo"]])
+    sizes = [layer[-1]["hi"] for layer in layers]
+    parts = {}  # gid -> [(source group or None for the rows, lo, hi)] in column order
+    for l, layer in enumerate(layers):
+        cols, col = [], 0
+        for s, width in zip(graph_sources(graph, l), graph_widths(graph, sizes, l, rows)):
+            cols += [(None, col, col + width)] if s == 0 else [(u, col + u["lo"], col + u["hi"]) for u in layers[s - 1]]
+            col += width
+        for g in layer:
+            parts[g["gid"]] = cols
+    down = {g["gid"]: [] for g in groups}  # gid -> [(reader group, index of the part there)]
+    for g in groups:
+        for src, (u, _, _) in enumerate(parts[g["gid"]]):
+            if u is not None:
+                down[u["gid"]].append((g, src))
     setups = {}
     for l, layer in enumerate(layers):
-        prev = layers[l - 1] if l > 0 else []
-        nxt = layers[l + 1] if l + 1 < len(layers) else []
         for index, g in enumerate(layer):
+            ups = [[None, lo, hi, None, None] if u is None else
+                   [link(g["host"], u), lo, hi, u.get("key"), [d["gid"] for d, _ in down[u["gid"]]].index(g["gid"])]
+                   for u, lo, hi in parts[g["gid"]]]
             setups[g["gid"]] = {
                 "index": index,
-                "fan_in": len(prev) or 1,   # layer 1 hears from the broker alone
-                "fan_out": len(nxt) or 1,   # the last layer hears from the broker alone
-                "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key")] for d in nxt],
-                "up": [[link(g["host"], u), u["lo"], u["hi"], u.get("key")] for u in prev],
+                "fan_in": len(ups),                    # parts of its input, the rows' counted (the broker's)
+                "fan_out": len(down[g["gid"]]) or 1,   # the last layer hears from the broker alone
+                "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key"), src] for d, src in down[g["gid"]]],
+                "up": ups,
                 "keeper": keeper[g["gid"]] and [link(g["host"], keeper[g["gid"]]), keeper[g["gid"]].get("key")],
                 "wards": wards[g["gid"]],
                 "broker_keeps": len(groups) == 1,  # no other process to keep its replica
@@ -130,7 +153,7 @@ def plan(spec, inputs, window, optimizer, hosts, pins):
     pins: {layer number (str): host or worker name}."""
     if not hosts:
         raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
-    widths = [inputs] + spec.sizes[:-1]
+    widths = spec.fan_ins(inputs)
     if spec.group_size != "balanced" and all(h["budget"] is None for h in hosts):
         groups = spec.groups()
         where = place_pinned(groups, [(h["wid"], h["slots"], h["host"], h["name"]) for h in hosts], pins)

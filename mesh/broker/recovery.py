@@ -93,7 +93,7 @@ class Recover(Job):
             event = net.log[self.cursor]
             self.cursor += 1
             if event[0] == "grow":
-                for gid in net.first():
+                for gid, _ in net.row_readers():
                     self.flow.to_group(net, gid, event[1])
                 net.layer1_width += event[1]["cols"]
                 continue  # the grow travels ahead of what follows on the same pipe

@@ -198,11 +198,11 @@ def status_of(b):
 
 
 def network_status(n):
-    total, crossing = cross_host_links([[n.groups[g] for g in gids] for gids in n.layers])
+    total, crossing = cross_host_links([[n.groups[g] for g in gids] for gids in n.layers], n.spec)
     training = dict(n.progress) if n.trainer is not None else None
     return {"net": n.id, "state": n.state.value, "failure": n.life.failure, "sizes": n.spec.sizes,
             "output": n.spec.output, "loss": n.spec.loss, "target": n.encoder.target,
-            "inputs": n.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
+            "inputs": n.inputs, "graph": n.spec.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
             "alive": sum(g["alive"] for g in n.groups.values()), "links": {"total": total, "cross_host": crossing},
             "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,
             "steps": n.steps_applied, "restarts": n.restarts, "last_failure": n.last_failure,
@@ -233,7 +233,7 @@ def drop(b, client, h, arrays):
 
 def fitting_layers(spec, inputs, arrays, finite=False):
     """[(W, b)] per layer from the first arrays, each checked against the spec (and, if asked, finite)."""
-    widths = [inputs] + spec.sizes[:-1]
+    widths = spec.fan_ins(inputs)
     layers = [(arrays[2 * i], arrays[2 * i + 1]) for i in range(len(spec.sizes))]
     for i, ((W, b), size, fan_in) in enumerate(zip(layers, spec.sizes, widths)):
         bad_values = finite and not (np.isfinite(W).all() and np.isfinite(b).all())

@@ -131,6 +131,7 @@ class Watch:
         self.grow("restarts", net.id, net.restarts)
         run = self.runs.get(net.id)
         return {"id": net.id, "sizes": list(net.spec.sizes), "inputs": net.inputs, "group_size": net.spec.group_size,
+                "graph": [net.spec.sources(layer) for layer in range(len(net.spec.sizes))],  # 0: the rows
                 "state": network_state(net), "restarts": net.restarts, "last_failure": net.last_failure,
                 "groups": groups, "links": links(net), "training": self.training(net, run)}
 
@@ -206,13 +207,18 @@ def network_state(net):
 
 
 def links(net):
-    """PUSH links between adjacent layers (every group sends to every group of the next), counted by
-    host pair: O(hosts²) per layer pair, where the links themselves are O(groups²)."""
+    """PUSH links along every edge of the network's graph (every group of a layer sends to every
+    group of each layer that reads it), counted by host pair: O(hosts²) per edge, where the links
+    themselves are O(groups²). "layer" is the layer they leave, "to_layer" the one they reach."""
     out = []
-    for layer, (a, b) in enumerate(zip(net.layers, net.layers[1:]), start=1):
-        ha = Counter(net.groups[g]["host"] for g in a)
-        hb = Counter(net.groups[g]["host"] for g in b)
-        for src, n in sorted(ha.items()):
-            for dst, m in sorted(hb.items()):
-                out.append({"layer": layer, "from": src, "to": dst, "count": n * m, "cross_host": src != dst})
+    for reader, b in enumerate(net.layers, start=1):
+        for layer in net.spec.sources(reader - 1):
+            if layer == 0:
+                continue  # the rows come from the broker
+            ha = Counter(net.groups[g]["host"] for g in net.layers[layer - 1])
+            hb = Counter(net.groups[g]["host"] for g in b)
+            for src, n in sorted(ha.items()):
+                for dst, m in sorted(hb.items()):
+                    out.append({"layer": layer, "to_layer": reader, "from": src, "to": dst, "count": n * m,
+                                "cross_host": src != dst})
     return out

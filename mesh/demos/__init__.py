@@ -2,9 +2,9 @@
 training split and reports held-out results beside the original's outcome."""
 import time
 
-from . import digits, random_bases, shots, simple, words
+from . import digits, random_bases, shots, simple, skip, words
 
-DEMOS = {"simple": simple, "random": random_bases, "words": words, "shots": shots, "digits": digits}
+DEMOS = {"simple": simple, "random": random_bases, "words": words, "shots": shots, "digits": digits, "skip": skip}
 
 
 def run(name, client, quick=False, data=None, log=print):

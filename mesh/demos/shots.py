@@ -48,11 +48,12 @@ def log_loss(y, p):
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def run(client, quick=False, data=None, log=print):
+def split(data=None, quick=False):
+    """(training rows, their targets, held-out rows, their targets, held-out games), split by
+    game; None when the file is absent."""
     path = find(data)
     if path is None:
-        log(f"  {FILE} not found: it is {WHERE}. Skipped.")
-        return {"result": "skipped (no data)", "accuracy": None}
+        return None
     rows, y, games = load(path)
     uniq = np.unique(games)
     test_games = set(np.random.default_rng(0).choice(uniq, size=len(uniq) // 5, replace=False))
@@ -60,17 +61,29 @@ def run(client, quick=False, data=None, log=print):
     train_idx, test_idx = np.flatnonzero(~test), np.flatnonzero(test)
     if quick:
         train_idx, test_idx = train_idx[:20000], test_idx[:5000]
-    Xtr, Xte = [rows[i] for i in train_idx], [rows[i] for i in test_idx]
+    return [rows[i] for i in train_idx], y[train_idx], [rows[i] for i in test_idx], y[test_idx], len(test_games)
+
+
+def fit_and_score(client, Xtr, ytr, Xte, yte, quick, inputs=None):
+    """(accuracy, log-loss, epochs) of the demo's classifier on the held-out shots."""
     # 475 shooter columns overfit quickly: stop on a held-out tenth of the training games' shots
     clf = MeshClassifier(hidden=(32, 32), epochs=8 if quick else 60, batch_size=200, random_state=0,
-                         early_stopping=True, n_iter_no_change=5, client=client)
+                         early_stopping=True, n_iter_no_change=5, client=client, inputs=inputs)
     try:
-        clf.fit(Xtr, y[train_idx])
+        clf.fit(Xtr, ytr)
         p = clf.predict_proba(Xte)[:, list(clf.classes_).index(1)]
-        acc = float(np.mean((p > 0.5) == y[test_idx]))
-        ll = log_loss(y[test_idx], p)
-        log(f"  {len(train_idx):,} training shots, {len(test_idx):,} held-out shots from {len(test_games)} games; "
-            f"{clf.n_iter_} epochs; base rate {1 - y[test_idx].mean():.1%} missed")
-        return {"result": f"{acc:.1%} acc, log-loss {ll:.3f}", "accuracy": acc, "log_loss": ll}
+        return float(np.mean((p > 0.5) == yte)), log_loss(yte, p), clf.n_iter_
     finally:
         clf.close()
+
+
+def run(client, quick=False, data=None, log=print):
+    parts = split(data, quick)
+    if parts is None:
+        log(f"  {FILE} not found: it is {WHERE}. Skipped.")
+        return {"result": "skipped (no data)", "accuracy": None}
+    Xtr, ytr, Xte, yte, n_games = parts
+    acc, ll, epochs = fit_and_score(client, Xtr, ytr, Xte, yte, quick)
+    log(f"  {len(Xtr):,} training shots, {len(Xte):,} held-out shots from {n_games} games; "
+        f"{epochs} epochs; base rate {1 - yte.mean():.1%} missed")
+    return {"result": f"{acc:.1%} acc, log-loss {ll:.3f}", "accuracy": acc, "log_loss": ll}

@@ -16,14 +16,18 @@ def words():
     return sorted(set(re.findall(r"[a-z]+", text.lower())))
 
 
-def run(client, quick=False, data=None, log=print):
+def split(quick=False):
+    """(words in a fixed random order, rows, targets, where the held-out words start)."""
     ws = words()
     rng = np.random.default_rng(0)
     ws = [ws[i] for i in rng.permutation(len(ws))]
     if quick:
         ws = ws[:800]
-    cut = int(0.8 * len(ws))
-    X, y = [list(w) for w in ws], np.array([len(w) % 2 for w in ws])
+    return ws, [list(w) for w in ws], np.array([len(w) % 2 for w in ws]), int(0.8 * len(ws))
+
+
+def run(client, quick=False, data=None, log=print):
+    ws, X, y, cut = split(quick)
     clf = MeshClassifier(hidden=(64,), epochs=40 if quick else 200, batch_size=32, learning_rate=3e-3,
                          random_state=0, client=client)
     try:

@@ -96,7 +96,12 @@ function buildMesh(m, net, key) {
     const t = svg("text", { x: L.x(i + 1), y: 14, class: "axis" }, m.svg);
     t.textContent = `layer ${i + 1}: ${net.sizes[i]} neurons, ${groups.length} processes`;
   });
-  for (let i = 0; i + 1 < byLayer.length; i++) drawLinks(edges, byLayer[i], byLayer[i + 1], L);
+  // every edge of the graph: a layer's sources (0: the rows, drawn from the left margin)
+  const graph = net.graph || net.sizes.map((_, i) => [i]);
+  graph.forEach((sources, i) => sources.forEach((s) => {
+    if (s > 0) drawLinks(edges, byLayer[s - 1], byLayer[i], L);
+    else if (i > 0) drawRows(edges, byLayer[i], L);
+  }));
   for (const g of net.groups) {
     const y0 = L.y(g.lo, g.layer), y1 = L.y(g.hi, g.layer);
     const h = Math.max(1, y1 - y0 - Math.min(2, (y1 - y0) * 0.15));
@@ -109,14 +114,30 @@ function buildMesh(m, net, key) {
   }
 }
 
+const mid = (g, L) => (L.y(g.lo, g.layer) + L.y(g.hi, g.layer)) / 2;
+
+function drawRows(parent, to, L) {
+  // the rows, sent by the broker straight to a later layer: a dashed curve from the left margin
+  for (const b of to) {
+    const x2 = L.x(b.layer), y2 = mid(b, L);
+    svg("path", { d: `M2,${y2} Q${x2 / 2},${L.H - 2} ${x2},${y2}`, class: "edge rows",
+      "data-from": "0", "data-to": String(b.layer) }, parent);
+  }
+}
+
 function drawLinks(parent, from, to, L) {
-  const mid = (g) => (L.y(g.lo, g.layer) + L.y(g.hi, g.layer)) / 2;
   if (from.length * to.length <= MAX_LINES) {
     const plain = [], cross = [];
     for (const a of from) for (const b of to) (a.host === b.host ? plain : cross).push([a, b]);
     for (const [a, b] of plain.concat(cross)) {  // cross-host links last: on top
-      svg("line", { x1: L.x(a.layer) + L.nodeW, y1: mid(a), x2: L.x(b.layer), y2: mid(b),
-        class: a.host === b.host ? "edge" : "edge cross" }, parent);
+      const x1 = L.x(a.layer) + L.nodeW, y1 = mid(a, L), x2 = L.x(b.layer), y2 = mid(b, L);
+      const cls = (a.host === b.host ? "edge" : "edge cross") + (b.layer - a.layer > 1 ? " skip" : "");
+      const attrs = { class: cls, "data-from": String(a.layer), "data-to": String(b.layer) };
+      if (b.layer - a.layer > 1) {  // past the layers between: bowed over them
+        svg("path", { d: `M${x1},${y1} Q${(x1 + x2) / 2},2 ${x2},${y2}`, ...attrs }, parent);
+      } else {
+        svg("line", { x1, y1, x2, y2, ...attrs }, parent);
+      }
     }
     return;
   }
