@@ -144,7 +144,10 @@ def _pair_secret(keys, insecure):
               help="The other broker of a pair: its client address (its --bind). One of the two is active, the "
                    "other its standby, which takes over if the active one dies.")
 @click.option("--primary", is_flag=True, help="With --peer: this one starts active (the other: as standby).")
-def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token, peer, primary):
+@click.option("--heartbeat-expiry", type=float, default=None, metavar="SECONDS",
+              help="Silence after which a group is in doubt, before its host's load stretches it; a silent group "
+                   "is replaced once its worker reports it stopped or idle (default: MESH_HEARTBEAT_EXPIRY, else 5).")
+def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token, peer, primary, heartbeat_expiry):
     """Run the broker in the foreground; it serves the web dashboard too."""
     name_process("mesh broker")
     _lifetime()
@@ -159,8 +162,14 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
         raise click.UsageError("--primary is for one of a pair: give the other broker with --peer")
     listen = _dashboard(dashboard, dashboard_token, keys is not None, insecure)
     from .broker import BindError, main
+    from .broker.liveness import base_expiry
     try:
-        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary, pair_secret=secret)
+        base_expiry(heartbeat_expiry)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--heartbeat-expiry") from None
+    try:
+        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary, pair_secret=secret,
+             heartbeat_expiry=heartbeat_expiry)
     except BindError as e:
         raise click.ClickException(str(e)) from None
 
@@ -173,7 +182,8 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
 @click.option("--blas-threads", type=int, default=1, show_default=True, help="BLAS threads per group process.")
 @click.option("--memory", default=None, callback=_memory, metavar="SIZE",
               help="Memory this worker and its groups may hold, e.g. 1.5GiB (KiB/MiB/GiB/KB/MB/GB or bytes); "
-                   "networks are placed within it (default: no budget, slots only).")
+                   "networks are placed within it (default: its memory cgroup's limit or the host's available "
+                   "memory at start, whichever is less, less 10%; workers of one host share that).")
 @keys_option
 @insecure_option
 def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, insecure):
@@ -206,7 +216,8 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
 @click.option("--worker-memory", default=None, callback=_memory, metavar="SIZE",
-              help="Memory budget of each local worker, e.g. 800MiB (default: none).")
+              help="Memory budget of each local worker, e.g. 800MiB (default: they share what the host "
+                   "or their cgroup allows).")
 @click.option("--blas-threads", type=int, default=1, show_default=True)
 @click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
               help="Start a worker on each host listed in this file, over ssh, instead of local workers.")

@@ -35,6 +35,7 @@ from .keeper import Keeper, Snapshot
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
+from .pulse import Pulse
 from .security import Keys
 from .spec import LOSSES, OUTPUTS, Spec, initial_rows
 from .steps import Watermark
@@ -69,7 +70,8 @@ class Group:
             self.endpoints["ipc"] = addr
         port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
         self.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
-        self.broker = sockets.make(ctx, zmq.PUSH, connect=config["broker_inbox"], keys=keys,
+        self.broker_inbox = config["broker_inbox"]  # its heartbeats go there too (pulse.py)
+        self.broker = sockets.make(ctx, zmq.PUSH, connect=self.broker_inbox, keys=keys,
                                    dial=keys and keys.broker_public)
         self.ctx = ctx
         self.neurons = None
@@ -112,10 +114,10 @@ class Group:
         self.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
 
     def beat(self):
-        """Alive, with what watchers want to see: messages sent and the last step applied."""
-        sockets.send(self.broker, {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token,
-                                   "gen": self.gen, "pid": os.getpid(), "msgs": self.sent,
-                                   "applied": self.applied.done, "waits": self.waits()})
+        """Alive, with what watchers want to see: messages sent and the last step applied
+        (built on the pulse's thread: pulse.py)."""
+        return {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token, "gen": self.gen,
+                "pid": os.getpid(), "msgs": self.sent, "applied": self.applied.done, "waits": self.waits()}
 
     def waits(self):
         """The step the oldest waiting message waits for, or None: the broker purges what
@@ -125,17 +127,18 @@ class Group:
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
-        beat = heartbeat.Peer()
+        # alive, even inside a long product: a stopped or starved group goes quiet and is replaced
+        pulse = Pulse(self.ctx, self.beat, lambda: self.broker_inbox, self.keys)
+        pulse.start()
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)
-        while self.running:
-            if poller.poll(heartbeat.INTERVAL * 1000 / 2):
-                while self.running and self.inbox.get(zmq.EVENTS) & zmq.POLLIN:  # drain: no poll per message
-                    self.handle_one()
-                    if beat.due():
-                        self.beat()
-            if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
-                self.beat()
+        try:
+            while self.running:
+                if poller.poll(heartbeat.INTERVAL * 1000 / 2):
+                    while self.running and self.inbox.get(zmq.EVENTS) & zmq.POLLIN:  # drain: no poll per message
+                        self.handle_one()
+        finally:
+            pulse.stop()
 
     def handle_one(self):
         """Read and handle one inbox message. Nothing a peer sends is fatal: a malformed
@@ -220,6 +223,7 @@ class Group:
         """Neighbours, and weights: given, drawn from the seed, or restored from a snapshot
         (its own copy, or the replica its keeper or the broker sends); everything in flight
         is forgotten (a recovery resends it)."""
+        self.faults.on_setup()
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         for store in (self.fwd_parts, self.bwd_parts, self.held, self.direct_parts, self.targets, self.outputs,
                       self.waiting):
@@ -368,6 +372,7 @@ class Group:
                            dial=self.keys and self.keys.broker_public)
         self.broker.close(linger=0)  # what waits for the old broker is for no one now
         self.broker = new
+        self.broker_inbox = inbox
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
 
     def stop(self, h, arrays):

@@ -53,6 +53,7 @@ class LocalMesh:
                 self.address = self.start_broker(["--bind", self.bind])
             self._start_workers()
             self.client = Client(self._client_address(), timeout=self.timeout)
+            self.client.watch = self.brokers_gone
             self._wait_for_workers()
         except BaseException:
             self.stop()
@@ -110,6 +111,13 @@ class LocalMesh:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"only some of {self.n_workers} workers joined within {self.start_timeout}s")
             time.sleep(0.05)
+
+    def brokers_gone(self):
+        """Why no broker of this mesh can answer (every one's process has exited), or None."""
+        codes = [p.poll() for p in self.brokers]
+        if not codes or None in codes:
+            return None
+        return "the mesh's broker exited with code " + ", ".join(str(c) for c in codes)
 
     def pids(self):
         return [p.pid for p in self.procs]

@@ -9,7 +9,7 @@ import time
 import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
-from . import heartbeat, sockets, wire
+from . import heartbeat, hostmem, sockets, wire
 from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
@@ -36,7 +36,11 @@ class Worker:
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
-        self.memory = memory  # bytes its groups and itself may hold, or None: no budget
+        # bytes its groups and itself may hold: as given, else what its cgroup or host allows (hostmem.py)
+        if memory:
+            self.memory, self.memory_from, self.pool = memory, "given with --memory", None
+        else:
+            self.memory, self.memory_from, self.pool = hostmem.default_budget()
         self.ipc_dir = sockets.abstract_ipc("worker")[len("ipc://"):]  # its groups' unix sockets are named under it
         # one identity for the worker's life: after a reconnect the broker knows it is the same worker
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
@@ -48,11 +52,9 @@ class Worker:
         self.fled = -heartbeat.EXPIRY  # when it last left a broker that went silent
 
     def run(self):
-        budget = f"memory {format_size(self.memory)}" if self.memory else "no memory budget"
-        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, {budget}, advertising {self.advertise}; "
-                 f"joining the broker at {self.brokers}")
-        if self.memory:
-            sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
+        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, memory {format_size(self.memory)} "
+                 f"({self.memory_from}), advertising {self.advertise}; joining the broker at {self.brokers}")
+        sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
         self.spawner = Spawner()  # fork before any zmq context exists
         self.ctx = zmq.Context()
         try:
@@ -76,7 +78,8 @@ class Worker:
 
     def _register(self):
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
-                                 "slots": self.slots, "memory": self.memory, "pid": os.getpid(), "groups": self.groups,
+                                 "slots": self.slots, "memory": self.memory, "pool": self.pool, "pid": os.getpid(),
+                                 "groups": self.groups,
                                  "key": self.keys.public.decode() if self.keys else None})
 
     def _disconnected(self):
@@ -99,8 +102,11 @@ class Worker:
             if due and not self.welcomed:
                 self._register()  # again: a standby answers it once it has taken over
             elif due:  # with the CPU and memory of each group, for the dashboard
-                use = self.meter.read_all({"self": os.getpid(), **self.groups})
-                sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
+                use = self.meter.read_all({"self": os.getpid(), "spawner": self.spawner.pid, **self.groups})
+                own, nanny = use.pop("self"), use.pop("spawner")
+                own[1] += nanny[1]  # the spawner is the worker's own: its memory is counted with the worker's
+                sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": own, "groups": use,
+                                         "load": os.getloadavg()[0] / os.cpu_count()})  # runnable per core
             if self._disconnected():  # give zmq's own reconnect two heartbeats before moving on
                 self.peer.heard = min(self.peer.heard, time.monotonic() - self.peer.expiry + 2 * heartbeat.INTERVAL)
             if self.peer.expired() or self.refused:

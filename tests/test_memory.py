@@ -175,7 +175,7 @@ def test_explicit_group_size_is_kept_and_refused_when_a_group_cannot_fit():
     placed = plan(spec, 1024, 12, "adam", hosts(2 * GiB, 2 * GiB), {})
     assert [(lo, hi) for _, lo, hi, _ in placed] == [(0, 512), (512, 1024)] * 2
     with pytest.raises(Refused, match="layer 1 .* in 2 groups of up to 512 neurons"):
-        plan(spec, 1024, 12, "adam", hosts(150 * MiB, 150 * MiB, 150 * MiB, 150 * MiB), {})
+        plan(spec, 1024, 12, "adam", hosts(*[120 * MiB] * 5), {})
 
 
 def test_replicas_counted_where_the_keepers_are():

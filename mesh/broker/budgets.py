@@ -2,7 +2,9 @@
 model of the groups placed there), what it measures (its heartbeats), and the
 check that refuses a growth or an optimizer that would not fit.
 
-A worker's record has "memory": its budget in bytes, or None (no budget).
+A worker's record has "memory": its budget in bytes, or None (no budget), and
+"pool": None when the budget was given (--memory), else the name of what it
+was taken from (hostmem.py): workers of one pool share it, in equal parts.
 A group's record has "planned": its bytes in the model, with the replicas it
 keeps (placement.planned_bytes)."""
 import numpy as np
@@ -28,6 +30,15 @@ def replan(net):
         net.groups[gid]["planned"] = n
 
 
+def budget_of(workers, wid):
+    """A worker's budget: its own, or its share of a pool (a host's or a cgroup's memory
+    that several workers found at start)."""
+    w = workers[wid]
+    if w.get("memory") is None or not w.get("pool"):
+        return w.get("memory")
+    return w["memory"] // sum(1 for other in workers.values() if other.get("pool") == w["pool"])
+
+
 def planned_on(nets, wid):
     return memory.worker_bytes(g.get("planned", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
 
@@ -35,18 +46,19 @@ def planned_on(nets, wid):
 def measured_on(worker, nets, wid):
     """Its own resident bytes and its groups', as its last heartbeat said; None before one came."""
     own = worker.get("usage")
-    if not (isinstance(own, list) and len(own) == 2):
+    if not (isinstance(own, list) and len(own) >= 2):
         return None
     groups = [g.get("usage") for net in nets for g in net.groups.values() if g["worker"] == wid]
-    return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) == 2)
+    return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) >= 2)
 
 
 def hosts(workers, nets):
     """Each worker as placement.plan sees it, in the order they joined."""
     out = []
     for wid, w in sorted(workers.items(), key=lambda kv: int(kv[1]["name"][1:])):
-        budget = w.get("memory")
+        budget = budget_of(workers, wid)
         out.append({"wid": wid, "name": w["name"], "host": w["host"], "slots": w["slots"], "budget": budget,
+                    "given": not w.get("pool"),
                     "free": None if budget is None else budget - planned_on(nets, wid),
                     "work": sum(work(g["hi"] - g["lo"], _fan_in(net, g)) for net in nets for g in net.groups.values()
                                 if g["worker"] == wid)})
@@ -56,7 +68,8 @@ def hosts(workers, nets):
 def roomiest(workers, nets, need):
     """The worker with a budget and the most room left that still fits `need` bytes more
     (where a lost worker's group goes), or None: no budgets, or none fits."""
-    room = {wid: w["memory"] - planned_on(nets, wid) for wid, w in workers.items() if w.get("memory") is not None}
+    room = {wid: budget_of(workers, wid) - planned_on(nets, wid) for wid, w in workers.items()
+            if w.get("memory") is not None}
     fits = [wid for wid, left in room.items() if left >= need]
     return max(fits, key=room.get) if fits else None
 
@@ -76,15 +89,17 @@ def check(workers, nets, net, what, inputs=None, optimizer=None):
     after = planned_bytes(in_order(net), model_of(net, inputs, optimizer))
     others = [n for n in nets if n is not net]
     for wid, w in workers.items():
-        if w.get("memory") is None:
+        budget = budget_of(workers, wid)
+        if budget is None:
             continue
         need = planned_on(others, wid) + sum(after[g["gid"]] for g in net.groups.values() if g["worker"] == wid)
-        if need > w["memory"]:
+        if need > budget:
             raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}, "
-                          f"its budget is {format_size(w['memory'])}; network {net.id} stays as it was")
+                          f"its budget is {format_size(budget)}; network {net.id} stays as it was")
 
 
 def status(workers, nets, wid):
     """What `mesh status` shows of a worker's memory, in bytes."""
     w = workers[wid]
-    return {"budget": w.get("memory"), "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}
+    return {"budget": budget_of(workers, wid), "from": "given" if not w.get("pool") else w["pool"],
+            "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}

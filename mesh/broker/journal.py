@@ -32,7 +32,7 @@ def body_array(text):
 
 
 def group_record(g):
-    out = {k: v for k, v in g.items() if k not in ("usage", "heard", "msgs", "applied", "attached")}
+    out = {k: v for k, v in g.items() if k not in ("usage", "usage_at", "heard", "msgs", "applied", "attached")}
     out["worker"] = g["worker"].hex()
     out["snaps"] = sorted(g["snaps"])
     out["holds"] = sorted([of, snap] for of, snap in g["holds"])

@@ -188,8 +188,8 @@ class Watch:
 
 
 def usage(u):
-    """[cores, bytes] as a worker reported it, or (None, None)."""
-    if isinstance(u, list) and len(u) == 2:
+    """[cores, bytes, state] as a worker reported it, or (None, None)."""
+    if isinstance(u, list) and len(u) >= 2:
         return num(u[0], 3), count(u[1])
     return None, None
 
