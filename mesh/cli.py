@@ -184,9 +184,15 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
               help="Memory this worker and its groups may hold, e.g. 1.5GiB (KiB/MiB/GiB/KB/MB/GB or bytes); "
                    "networks are placed within it (default: its memory cgroup's limit or the host's available "
                    "memory at start, whichever is less, less 10%; workers of one host share that).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Where its groups keep their snapshot files, in a folder of this worker's removed when it "
+                   "ends (default: $XDG_STATE_HOME/neuromesh, else ~/.local/state/neuromesh).")
+@click.option("--disk", default=None, callback=_memory, metavar="SIZE",
+              help="Disk its groups' snapshots may take, e.g. 20GiB (default: the state folder's free space "
+                   "at start less 10%, shared by the workers on that file system).")
 @keys_option
 @insecure_option
-def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, insecure):
+def worker(broker, advertise, listen, slots, blas_threads, memory, state_dir, disk, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
     name_process("mesh worker")
     _lifetime()
@@ -206,7 +212,7 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
         main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush(),
-             memory=memory)
+             memory=memory, state_dir=state_dir, disk=disk)
     except KeyboardInterrupt:
         pass
 

@@ -31,7 +31,7 @@ from . import heartbeat, sockets, wire
 from .bounded import Bounded
 from .faults import Faults
 from .head import loss_and_grad
-from .keeper import Keeper, Snapshot
+from .keeper import Keeper
 from .lifecycle import profiled
 from .neurons import Neurons
 from .optim import Optimizer
@@ -93,7 +93,8 @@ class Group:
                          wire.TARGET: self.target, wire.GROW: self.grow, wire.GET: self.get, wire.SET: self.set,
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
                          wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
-        self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
+        # its own snapshots and the replicas it keeps for others, in files under its worker's state folder
+        self.keeper = Keeper(config.get("state_dir") and os.path.join(config["state_dir"], f"{self.gid}-{os.getpid()}"))
         self.keeper_sock = None       # where its replica goes (custody)
         self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
         self.ward_socks = {}          # gid -> PUSH socket, of the groups whose replicas it keeps
@@ -293,9 +294,8 @@ class Group:
         of = str(h["of"])
         if of not in self.ward_socks:
             raise ValueError(f"a replica of {of}, which this group does not keep for")
-        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.ward_rows[of])
-        self.keeper.keep_replica(of, snap, h.get("whole"))
-        self.tell_broker({"k": wire.KEPT, "of": of, "snap": snap.id, "whole": h.get("whole")})
+        self.keeper.keep_message(of, h, arrays, self.dtype, self.ward_rows[of], h.get("whole"))
+        self.tell_broker({"k": wire.KEPT, "of": of, "snap": int(h["snap"]), "whole": h.get("whole")})
 
     def fetch(self, h, arrays):
         """A ward rebuilt in a new process asks for its replica: sent to its endpoint, as
@@ -319,8 +319,8 @@ class Group:
             return  # the same replica twice (a fetch repeated by a second recovery)
         if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
             raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
-        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.cfg["hi"] - self.cfg["lo"])
-        self.keeper.adopt(snap)  # its own copy again, should it be needed before the next snapshot
+        # its own copy again, should it be needed before the next snapshot
+        snap = self.keeper.adopt_message(h, arrays, self.dtype, self.cfg["hi"] - self.cfg["lo"])
         self.neurons = snap.neurons(self.restoring[1])
         self.tell_broker({"k": wire.READY, "restored": self.restoring[0]})
         self.restoring = None
@@ -532,6 +532,7 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
+        group.keeper.close()  # its snapshot files go with it
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

@@ -1,4 +1,4 @@
-"""How much memory a group process needs: a model, pure functions.
+"""How much memory (and disk) a group process needs: a model, pure functions.
 
 A group holds rows lo..hi of one layer: `rows` neurons of `fan_in` inputs each,
 so P = rows x (fan_in + 1) parameters of the network's dtype (itemsize bytes).
@@ -8,8 +8,8 @@ Its resident memory, at the peak of a training step:
     gradient     dW and db, formed once per step             P
     optimizer    sgd 0, momentum 1x, adam 2x the parameters  k P
     update       the one W-sized temporary of an update      1 P (momentum, adam; sgd 0)
-    snapshots    its own last two (keeper.py): W, b, slots   2 (1 + k) P
-    replicas     the last two of each group it keeps for     2 (1 + k) P' per such group
+    transit      a replica on its way in: the message is     (1 + k) P' of the largest group
+                 held whole while it is written to disk      it keeps for
     activations  (x, a) kept for the passes in flight        window x pass_rows x (fan_in + rows)
     messages     a pass's input parts queued, or its dL/dx   window x pass_rows x fan_in
                  on the way back (sends borrow the arrays)
@@ -19,7 +19,15 @@ Its resident memory, at the peak of a training step:
     baseline     an idle group process: its own pages        GROUP_BASELINE
 
 (activations and messages in bytes of the dtype). A worker adds its own
-WORKER_BASELINE. The broker's window bounds the passes in flight, so it, not the
+WORKER_BASELINE. At a step's peak a group holds 2 copies of each parameter
+with sgd (W, dW: the update is in place), 4 with momentum and 5 with adam.
+
+Snapshots live on disk, in the worker's state folder (keeper.py), and are
+planned against its disk budget:
+
+    snapshots    its own last two: W, b, slots              2 (1 + k) P
+    replicas     the last two of each group it keeps for    2 (1 + k) P' per such group
+ The broker's window bounds the passes in flight, so it, not the
 sockets' high-water mark, bounds the message buffers; under a budget the HWM is
 sized from the budget all the same (sockets.limit_to), against a peer that
 does not keep to the window.
@@ -74,14 +82,19 @@ def group_parts(rows, fan_in, itemsize, optimizer, window, pass_rows=PASS_ROWS, 
     k = SLOTS[optimizer]
     in_flight = window * pass_rows * itemsize
     return {"weights": p, "gradient": p, "optimizer": k * p, "update": p if k else 0,
-            "snapshots": SNAPSHOTS * state_bytes(rows, fan_in, itemsize, optimizer),
-            "replicas": SNAPSHOTS * sum(state_bytes(r, f, itemsize, optimizer) for r, f in kept),
+            "transit": max((state_bytes(r, f, itemsize, optimizer) for r, f in kept), default=0),
             "activations": in_flight * (fan_in + rows), "messages": in_flight * fan_in,
             "links": LINK_END * ends, "baseline": GROUP_BASELINE}
 
 
 def group_bytes(*args, **kw):
     return sum(group_parts(*args, **kw).values())
+
+
+def group_disk(rows, fan_in, itemsize, optimizer, kept=()):
+    """Bytes of a group's snapshot files: its own two and two of each group it keeps for."""
+    return SNAPSHOTS * (state_bytes(rows, fan_in, itemsize, optimizer)
+                        + sum(state_bytes(r, f, itemsize, optimizer) for r, f in kept))
 
 
 def worker_bytes(group_totals):

@@ -1,12 +1,14 @@
-"""Memory budgets at the broker: what is planned on each worker (memory.py's
-model of the groups placed there), what it measures (its heartbeats), and the
-check that refuses a growth or an optimizer that would not fit.
+"""Memory and disk budgets at the broker: what is planned on each worker
+(memory.py's model of the groups placed there), what it measures (its
+heartbeats; the snapshot bytes its groups report), and the check that
+refuses a network, a growth or an optimizer that would not fit.
 
 A worker's record has "memory": its budget in bytes, or None (no budget), and
 "pool": None when the budget was given (--memory), else the name of what it
 was taken from (hostmem.py): workers of one pool share it, in equal parts.
 A group's record has "planned": its bytes in the model, with the replicas it
-keeps (placement.planned_bytes)."""
+keeps (placement.planned_bytes). Disk alike: "disk" and "disk_pool" (the
+workers on one file system share its free space), "planned_disk"."""
 import numpy as np
 
 from .. import memory
@@ -28,18 +30,25 @@ def replan(net):
     """Each group's planned bytes, after the network was placed, grew or changed optimizer."""
     for gid, n in planned_bytes(in_order(net), model_of(net)).items():
         net.groups[gid]["planned"] = n
+    for gid, n in planned_bytes(in_order(net), model_of(net), disk=True).items():
+        net.groups[gid]["planned_disk"] = n
 
 
-def budget_of(workers, wid):
-    """A worker's budget: its own, or its share of a pool (a host's or a cgroup's memory
-    that several workers found at start)."""
-    w = workers[wid]
-    if w.get("memory") is None or not w.get("pool"):
-        return w.get("memory")
-    return w["memory"] // sum(1 for other in workers.values() if other.get("pool") == w["pool"])
+POOLS = {"memory": "pool", "disk": "disk_pool"}
 
 
-def planned_on(nets, wid):
+def budget_of(workers, wid, kind="memory"):
+    """A worker's budget ("memory" or "disk"): its own, or its share of a pool (a host's
+    or a cgroup's memory, a file system's space, that several workers found at start)."""
+    w, pool = workers[wid], POOLS[kind]
+    if w.get(kind) is None or not w.get(pool):
+        return w.get(kind)
+    return w[kind] // sum(1 for other in workers.values() if other.get(pool) == w[pool])
+
+
+def planned_on(nets, wid, disk=False):
+    if disk:
+        return sum(g.get("planned_disk", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
     return memory.worker_bytes(g.get("planned", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
 
 
@@ -83,19 +92,24 @@ def budgeted(workers, net):
     return any(workers.get(g["worker"], {}).get("memory") is not None for g in net.groups.values())
 
 
-def check(workers, nets, net, what, inputs=None, optimizer=None):
+def check(workers, nets, net, what, inputs=None, optimizer=None, kinds=("memory", "disk")):
     """Refused, with the numbers, when the network with layer 1 `inputs` wide (or
-    planned for `optimizer`) would put a worker over its budget."""
-    after = planned_bytes(in_order(net), model_of(net, inputs, optimizer))
+    planned for `optimizer`) would put a worker over its memory or disk budget."""
     others = [n for n in nets if n is not net]
-    for wid, w in workers.items():
-        budget = budget_of(workers, wid)
-        if budget is None:
-            continue
-        need = planned_on(others, wid) + sum(after[g["gid"]] for g in net.groups.values() if g["worker"] == wid)
-        if need > budget:
-            raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}, "
-                          f"its budget is {format_size(budget)}; network {net.id} stays as it was")
+    stays = f"; network {net.id} stays as it was" if len(others) < len(list(nets)) else " (nothing was started)"
+    for kind in kinds:
+        disk = kind == "disk"
+        after = planned_bytes(in_order(net), model_of(net, inputs, optimizer), disk=disk)
+        for wid, w in workers.items():
+            budget = budget_of(workers, wid, kind)
+            if budget is None:
+                continue
+            need = planned_on(others, wid, disk) + sum(after[g["gid"]] for g in net.groups.values()
+                                                       if g["worker"] == wid)
+            if need > budget:
+                raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}"
+                              f"{' of disk for snapshots' if disk else ''}, its {'disk ' if disk else ''}budget is "
+                              f"{format_size(budget)}{stays}")
 
 
 def status(workers, nets, wid):
@@ -103,3 +117,11 @@ def status(workers, nets, wid):
     w = workers[wid]
     return {"budget": budget_of(workers, wid), "from": "given" if not w.get("pool") else w["pool"],
             "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}
+
+
+def disk_status(workers, nets, wid):
+    """What `mesh status` shows of a worker's disk: its budget, what is planned, and what its
+    groups said their snapshot files hold at their last snapshot, in bytes."""
+    kept = [g.get("kept_bytes") for net in nets for g in net.groups.values() if g["worker"] == wid]
+    return {"budget": budget_of(workers, wid, "disk"), "planned": planned_on(nets, wid, disk=True),
+            "measured": sum(k for k in kept if isinstance(k, int))}

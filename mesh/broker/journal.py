@@ -63,7 +63,8 @@ def net_record(net):
 
 
 def broker_record(b):
-    workers = {wid.hex(): {k: w[k] for k in ("name", "host", "hostname", "key", "slots", "pid", "memory")}
+    workers = {wid.hex(): {k: w.get(k) for k in ("name", "host", "hostname", "key", "slots", "pid", "memory", "pool",
+                                                 "disk", "disk_pool")}
                for wid, w in b.workers.items()}
     return {"made": b.made, "workers": workers}
 

@@ -289,7 +289,9 @@ class Broker:
                                  "key": h.get("key"),
                                  "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
                                  "groups": set(), "memory": _budget(h.get("memory")),
-                                 "pool": str(h["pool"])[:300] if h.get("pool") else None}
+                                 "pool": str(h["pool"])[:300] if h.get("pool") else None,
+                                 "disk": _budget(h.get("disk")),
+                                 "disk_pool": str(h["disk_pool"])[:300] if h.get("disk_pool") else None}
             log.info("worker %s joined from %s (%s slots, memory %s)", name, h["host"], h.get("slots"),
                      h.get("memory") or "unlimited")
         waiting = self.workers[wid].pop("waiting", None) or []
@@ -506,7 +508,9 @@ class Broker:
                                "worker_name": w["name"], "host": w["host"], "key": w["key"], "pid": None,
                                "endpoints": {}, "alive": False, "heard": 0.0,
                                "snaps": set(), "holds": set()}  # snapshots it holds: its own, others' replicas
-            w["groups"].add(gid)
+        budgets.check(self.workers, self.nets.values(), net, "its snapshots", kinds=("disk",))  # before it starts
+        for g in net.groups.values():
+            self.workers[g["worker"]]["groups"].add(g["gid"])
         self.nets[net.id] = net
         budgets.replan(net)
         return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()

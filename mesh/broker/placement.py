@@ -174,6 +174,10 @@ class Model:
         return memory.group_bytes(rows, self.widths[layer], self.itemsize, self.optimizer, self.window,
                                   kept=[(r, self.widths[k]) for k, r in kept], ends=self.ends(layer) if links else 0)
 
+    def disk(self, layer, rows, kept=()):
+        return memory.group_disk(rows, self.widths[layer], self.itemsize, self.optimizer,
+                                 kept=[(r, self.widths[k]) for k, r in kept])
+
     def reserved(self, layer, rows, links=True):
         """What placing a group takes from its worker: itself and, for the replicas it will
         keep, as much as its own (the groups of a worker keep about what they hand out)."""
@@ -266,9 +270,10 @@ def _over_budget(groups, where, model, hosts):
                for wid, h in by_wid.items())
 
 
-def planned_bytes(records, model):
+def planned_bytes(records, model, disk=False):
     """{gid: planned bytes} of a network's groups (records in network order: gid,
-    layer, lo, hi, worker, host), each with the replicas it keeps."""
+    layer, lo, hi, worker, host), each with the replicas it keeps; disk: the bytes
+    of their snapshot files instead."""
     keeper = keepers(records)
     layers = max(g["layer"] for g in records) + 1 if records else 0
     model = Model(model.widths, model.itemsize, model.optimizer, model.window,
@@ -278,7 +283,8 @@ def planned_bytes(records, model):
         k = keeper[g["gid"]]
         if k is not None:
             kept[k["gid"]].append((g["layer"], g["hi"] - g["lo"]))
-    return {g["gid"]: model.bytes(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
+    of = model.disk if disk else model.bytes
+    return {g["gid"]: of(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
 
 
 def _refuse_beyond_sum(spec, model, hosts):
