@@ -480,7 +480,7 @@ def status_lines(s, groups=False):
     yield f"{len(workers)} workers on {len(hosts)} hosts, {used} group processes on {slots} slots"
     for w in workers:
         yield (f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']:<4}"
-               f" {_memory_line(w.get('memory'))}")
+               f" {_memory_line(w.get('memory'))}{_memory_line(w.get('disk'), '; disk')}")
     if not s["networks"]:
         yield "no networks"
     for n in s["networks"]:
@@ -503,13 +503,13 @@ def status_lines(s, groups=False):
                        f"host {p['host']} worker {p['worker']} {state}")
 
 
-def _memory_line(m):
-    """memory planned 1.2 GiB of 1.5 GiB, measured 1.1 GiB"""
+def _memory_line(m, what="memory"):
+    """memory planned 1.2 GiB of 1.5 GiB, measured 1.1 GiB (what="; disk": the disk's alike)"""
     if not m:
         return ""
     budget = f" of {format_size(m['budget'])}" if m.get("budget") else " (no budget)"
     measured = "-" if m.get("measured") is None else format_size(m["measured"])
-    return f"memory planned {format_size(m['planned'])}{budget}, measured {measured}"
+    return f"{what} planned {format_size(m['planned'])}{budget}, measured {measured}"
 
 
 @cli.command()

@@ -197,11 +197,13 @@ def test_replicas_counted_where_the_keepers_are():
 def test_status_lines_show_planned_and_measured_memory():
     s = {"broker": {"address": "tcp://127.0.0.1:5555", "pid": 1}, "networks": [],
          "workers": [{"name": "w1", "host": "127.0.0.1", "pid": 2, "slots": 2, "groups": 3,
-                      "memory": {"budget": 3 << 29, "planned": 900 * MiB, "measured": 850 * MiB}},
+                      "memory": {"budget": 3 << 29, "planned": 900 * MiB, "measured": 850 * MiB},
+                      "disk": {"budget": 40 << 30, "planned": 2 << 30, "measured": 1 << 30}},
                      {"name": "w2", "host": "127.0.0.1", "pid": 3, "slots": 2, "groups": 0,
                       "memory": {"budget": None, "planned": 40 * MiB, "measured": None}}]}
     lines = list(status_lines(s))
-    assert lines[2].endswith("memory planned 900 MiB of 1.5 GiB, measured 850 MiB")
+    assert lines[2].endswith("memory planned 900 MiB of 1.5 GiB, measured 850 MiB; "
+                             "disk planned 2 GiB of 40 GiB, measured 1 GiB")
     assert lines[3].endswith("memory planned 40 MiB (no budget), measured -")
 
 

@@ -605,6 +605,11 @@ class Broker:
     def status(self):
         return requests.status_of(self)
 
+    def budgets_of(self, wid):
+        """A worker's memory and disk: budget, planned and measured (status, the dashboard)."""
+        return {"memory": budgets.status(self.workers, self.nets.values(), wid),
+                "disk": budgets.disk_status(self.workers, self.nets.values(), wid)}
+
     def checkpoint_file(self, name):
         """Where a client's checkpoint goes: a plain file name, inside this broker's checkpoint folder only."""
         if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):  # no folders, no ..
