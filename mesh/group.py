@@ -115,8 +115,12 @@ class Group:
         self.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
 
     def beat(self):
+        """One heartbeat now, from this thread (the pulse's thread sends them in a run)."""
+        sockets.send(self.broker, self.beat_header())
+
+    def beat_header(self):
         """Alive, with what watchers want to see: messages sent and the last step applied
-        (built on the pulse's thread: pulse.py)."""
+        (built on the pulse's thread too: pulse.py)."""
         return {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token, "gen": self.gen,
                 "pid": os.getpid(), "msgs": self.sent, "applied": self.applied.done, "waits": self.waits()}
 
@@ -129,7 +133,7 @@ class Group:
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
         # alive, even inside a long product: a stopped or starved group goes quiet and is replaced
-        pulse = Pulse(self.ctx, self.beat, lambda: self.broker_inbox, self.keys)
+        pulse = Pulse(self.ctx, self.beat_header, lambda: self.broker_inbox, self.keys)
         pulse.start()
         poller = zmq.Poller()
         poller.register(self.inbox, zmq.POLLIN)

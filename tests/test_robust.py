@@ -85,8 +85,11 @@ def test_the_expiry_stretches_with_load_and_running_silence_is_bounded():
     now = 100.0
     running = [0.5, 1, "R"]
     assert liveness.expiry(5.0, {"load": 3.0}) == 15.0 and liveness.expiry(5.0, {"load": 0.2}) == 5.0
-    assert liveness.verdict(group(now - 12, [0.0, 1, "T"], now), {"load": 3.0}, now, 5.0) is None
-    assert liveness.verdict(group(now - 16, [0.0, 1, "T"], now), {"load": 3.0}, now, 5.0) is not None
+    assert liveness.expiry(5.0, {"load": 100.0}) == 5.0 * liveness.MAX_STRETCH
+    idle = [0.0, 1, "S"]
+    assert liveness.verdict(group(now - 12, idle, now), {"load": 3.0}, now, 5.0) is None  # stretched
+    assert liveness.verdict(group(now - 16, idle, now), {"load": 3.0}, now, 5.0) is not None
+    assert liveness.verdict(group(now - 6, [0.0, 1, "T"], now), {"load": 3.0}, now, 5.0) is not None  # stopped
     assert liveness.verdict(group(now - 5 * liveness.HARD - 1, running, now), {}, now, 5.0) is not None
     with pytest.raises(ValueError, match="at least"):
         liveness.base_expiry(0.5)

@@ -4,11 +4,12 @@ A group's heartbeats come from a thread of its own (pulse.py), so a long
 product does not silence them; silence past the expiry means the process is
 stopped, starved of the CPU, or wedged. Its worker reports, every interval,
 each group's /proc state and the CPU it used (procstat.Meter). A silent
-group is taken for dead when its worker says it is stopped (state T), or
+group is taken for dead when its worker says it is stopped (state T: at
+the base expiry, whatever the load), or
 that it is not running and made no progress (no CPU used); one that is
 running (state R: a loaded host's run queue) is given time, up to HARD
 expiries. The expiry itself grows with the load its host reports (the run
-queue per core), from a base that is configurable (MESH_HEARTBEAT_EXPIRY,
+queue per core, up to MAX_STRETCH times), from a base that is configurable (MESH_HEARTBEAT_EXPIRY,
 `mesh broker --heartbeat-expiry`). Without a fresh report from its worker,
 silence alone decides, as it did before these reports."""
 import os
@@ -16,6 +17,7 @@ import os
 from .. import heartbeat
 
 HARD = 6          # expiries a running but silent group is given before it is taken for wedged
+MAX_STRETCH = 6   # the most the load stretches the expiry
 FRESH = 3.0 * heartbeat.INTERVAL  # a worker's report of its groups older than this says nothing
 
 
@@ -31,22 +33,27 @@ def base_expiry(value=None):
 def expiry(base, worker):
     """The base, stretched by the load its worker's host reports (runnable tasks per core above 1)."""
     load = worker.get("load") if worker else None
-    return base * max(1.0, float(load)) if isinstance(load, (int, float)) and load == load else base
+    if not (isinstance(load, (int, float)) and load == load):
+        return base
+    return base * min(MAX_STRETCH, max(1.0, float(load)))
 
 
 def verdict(g, worker, now, base):
-    """None while group g may be alive; else why it is taken for dead."""
+    """None while group g may be alive; else why it is taken for dead. A stopped one
+    (provably stuck) goes after the base expiry, whatever the load."""
     silent = now - g["heard"]
-    limit = expiry(base, worker)
-    if silent <= limit:
+    if silent <= base:
         return None
     use = g.get("usage")
     fresh = isinstance(use, list) and len(use) >= 3 and now - g.get("usage_at", -1e9) <= FRESH
+    if fresh and use[2] in ("T", "t"):
+        return f"stopped answering heartbeats ({silent:.0f}s): it is stopped (state {use[2]})"
+    limit = expiry(base, worker)
+    if silent <= limit:
+        return None
     if not fresh:
         return f"stopped answering heartbeats ({silent:.0f}s)"
     cores, state = use[0], use[2]
-    if state in ("T", "t"):
-        return f"stopped answering heartbeats ({silent:.0f}s): it is stopped (state {state})"
     if state != "R" and not cores:
         return f"stopped answering heartbeats ({silent:.0f}s), neither running nor making progress (state {state})"
     if silent > HARD * limit:
