@@ -12,7 +12,7 @@ __version__ = "0.2.0"  # the one place the version is written (pyproject.toml re
 # Names load lazily: `mesh worker` must bound BLAS threads before numpy loads. No submodule
 # may share an exported name: importing it would replace the export on the package.
 _EXPORTS = {"Client": "client", "Network": "client", "RemoteError": "client", "MeshTimeout": "client",
-            "Cancelled": "client",
+            "BrokerExited": "client", "Cancelled": "client",
             "local": "localmesh", "LocalMesh": "localmesh", "ReferenceNet": "reference", "Spec": "spec",
             "MeshClassifier": "estimator", "MeshRegressor": "estimator"}
 __all__ = list(_EXPORTS)

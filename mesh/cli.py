@@ -150,7 +150,10 @@ def _pair_secret(keys, insecure):
               help="The other broker of a pair: its client address (its --bind). One of the two is active, the "
                    "other its standby, which takes over if the active one dies.")
 @click.option("--primary", is_flag=True, help="With --peer: this one starts active (the other: as standby).")
-def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token, peer, primary):
+@click.option("--heartbeat-expiry", type=float, default=None, metavar="SECONDS",
+              help="Silence after which a group is in doubt, before its host's load stretches it; a silent group "
+                   "is replaced once its worker reports it stopped or idle (default: MESH_HEARTBEAT_EXPIRY, else 5).")
+def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token, peer, primary, heartbeat_expiry):
     """Run the broker in the foreground; it serves the web dashboard too."""
     name_process("mesh broker")
     _lifetime()
@@ -165,8 +168,14 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
         raise click.UsageError("--primary is for one of a pair: give the other broker with --peer")
     listen = _dashboard(dashboard, dashboard_token, keys is not None, insecure)
     from .broker import BindError, main
+    from .broker.liveness import base_expiry
     try:
-        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary, pair_secret=secret)
+        base_expiry(heartbeat_expiry)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--heartbeat-expiry") from None
+    try:
+        main(bind, keys, checkpoint_dir, listen, peer=peer, primary=primary, pair_secret=secret,
+             heartbeat_expiry=heartbeat_expiry)
     except BindError as e:
         raise click.ClickException(str(e)) from None
 
@@ -179,10 +188,17 @@ def broker(bind, keys_dir, insecure, checkpoint_dir, dashboard, dashboard_token,
 @click.option("--blas-threads", type=int, default=1, show_default=True, help="BLAS threads per group process.")
 @click.option("--memory", default=None, callback=_memory, metavar="SIZE",
               help="Memory this worker and its groups may hold, e.g. 1.5GiB (KiB/MiB/GiB/KB/MB/GB or bytes); "
-                   "networks are placed within it (default: no budget, slots only).")
+                   "networks are placed within it (default: its memory cgroup's limit or the host's available "
+                   "memory at start, whichever is less, less 10%; workers of one host share that).")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=None,
+              help="Where its groups keep their snapshot files, in a folder of this worker's removed when it "
+                   "ends (default: $XDG_STATE_HOME/neuromesh, else ~/.local/state/neuromesh).")
+@click.option("--disk", default=None, callback=_memory, metavar="SIZE",
+              help="Disk its groups' snapshots may take, e.g. 20GiB (default: the state folder's free space "
+                   "at start less 10%, shared by the workers on that file system).")
 @keys_option
 @insecure_option
-def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, insecure):
+def worker(broker, advertise, listen, slots, blas_threads, memory, state_dir, disk, keys_dir, insecure):
     """Run a worker: it joins the broker and starts group processes on its word."""
     name_process("mesh worker")
     _lifetime()
@@ -202,7 +218,7 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
         os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
         main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush(),
-             memory=memory)
+             memory=memory, state_dir=state_dir, disk=disk)
     except KeyboardInterrupt:
         pass
 
@@ -212,7 +228,8 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, keys_dir, ins
 @click.option("--workers", type=int, default=2, show_default=True, help="Local workers to start.")
 @click.option("--slots", type=int, default=None, help="Capacity of each worker.")
 @click.option("--worker-memory", default=None, callback=_memory, metavar="SIZE",
-              help="Memory budget of each local worker, e.g. 800MiB (default: none).")
+              help="Memory budget of each local worker, e.g. 800MiB (default: they share what the host "
+                   "or their cgroup allows).")
 @click.option("--blas-threads", type=int, default=1, show_default=True)
 @click.option("--hosts", "hosts_file", type=click.Path(exists=True, dir_okay=False),
               help="Start a worker on each host listed in this file, over ssh, instead of local workers.")
@@ -499,7 +516,7 @@ def status_lines(s, groups=False):
     yield f"{len(workers)} workers on {len(hosts)} hosts, {used} group processes on {slots} slots"
     for w in workers:
         yield (f"  worker {w['name']:<4} {w['host']:<15} pid {w['pid']:<7} slots {w['slots']:<3} groups {w['groups']:<4}"
-               f" {_memory_line(w.get('memory'))}")
+               f" {_memory_line(w.get('memory'))}{_memory_line(w.get('disk'), '; disk')}")
     if not s["networks"]:
         yield "no networks"
     for n in s["networks"]:
@@ -522,13 +539,13 @@ def status_lines(s, groups=False):
                        f"host {p['host']} worker {p['worker']} {state}")
 
 
-def _memory_line(m):
-    """memory planned 1.2 GiB of 1.5 GiB, measured 1.1 GiB"""
+def _memory_line(m, what="memory"):
+    """memory planned 1.2 GiB of 1.5 GiB, measured 1.1 GiB (what="; disk": the disk's alike)"""
     if not m:
         return ""
     budget = f" of {format_size(m['budget'])}" if m.get("budget") else " (no budget)"
     measured = "-" if m.get("measured") is None else format_size(m["measured"])
-    return f"memory planned {format_size(m['planned'])}{budget}, measured {measured}"
+    return f"{what} planned {format_size(m['planned'])}{budget}, measured {measured}"
 
 
 @cli.command()

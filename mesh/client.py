@@ -32,6 +32,10 @@ class MeshTimeout(TimeoutError):
     """Nothing answered in time."""
 
 
+class BrokerExited(MeshTimeout):
+    """The broker's process, started by this program (mesh.local), has ended: nothing will answer."""
+
+
 class Cancelled(RemoteError):
     """A training or online run was cancelled (Network.cancel, from this client or
     another, or Ctrl-C). epochs and steps say how far it got; every step it took
@@ -69,6 +73,7 @@ class Client:
         self.resend_at = None  # when to ask a standby again (it is taking over)
         self.fled = -FAILOVER_AFTER  # when it last left a broker that went silent or dropped the connection
         self.unreachable = 0  # brokers in a row that accepted no connection
+        self.watch = None  # () -> why the broker cannot answer, or None: set by whoever started it (localmesh)
         self._open()
         local = direct_predicts and self.keys is None and direct.usable(self.brokers.all)
         self.direct = direct.Direct(self.ctx, self._route, min(direct.PATIENCE, self.timeout)) if local else None
@@ -149,6 +154,9 @@ class Client:
                         deadline = time.monotonic() + wait  # the work starts again at the other broker
                     elif not self.brokers.pair:
                         self._check_connected(op)
+                    gone = self.watch and self.watch()
+                    if gone:
+                        raise BrokerExited(f"{gone}: {op!r} will not be answered")
                     if time.monotonic() >= deadline:
                         raise MeshTimeout(f"broker at {self.address} did not answer {op!r} within {wait:g}s"
                                           f"{self._hint()}")
@@ -189,7 +197,7 @@ class Client:
     def _next_poll(self, deadline):
         """Seconds to poll: to the deadline, but no longer than it takes to tell that nothing listens."""
         left = max(0.0, deadline - time.monotonic())
-        return left if self.connected and not self.brokers.pair else min(left, 0.25)
+        return left if self.connected and not self.brokers.pair and not self.watch else min(left, 0.25)
 
     def _watch_pair(self, op):
         """A pair's client hears nothing: ask; after FAILOVER_AFTER of silence, move to the

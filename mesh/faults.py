@@ -1,6 +1,6 @@
 """Faults injected at known points, for tests and chaos drills: a group
-process ends itself (or its whole worker) right after it applied step k, or
-when its n-th forward arrives. Tests then assert that the fault happened
+process ends itself (or its whole worker) right after it applied step k,
+when its n-th forward arrives, or when its n-th setup (its wiring) arrives. Tests then assert that the fault happened
 where it says, instead of racing a timer against the machine's speed.
 
     MESH_TEST_FAULTS="n1.2.0@step=5,n1.1.1@fwd=7,n1.3.0@step=40:worker,n1.1.0@step=3:stop"
@@ -24,7 +24,7 @@ import signal
 
 ENV, LOG_ENV = "MESH_TEST_FAULTS", "MESH_TEST_FAULTS_LOG"
 ACTIONS = ("kill", "worker", "stop")
-EVENTS = ("step", "fwd", "snap", "replay", "backprop")  # the last three: the broker's
+EVENTS = ("step", "fwd", "setup", "snap", "replay", "backprop")  # the last three: the broker's
 
 
 class Fault:
@@ -35,7 +35,7 @@ class Fault:
         self.count = int(count)
         self.action = action or "kill"
         if self.event not in EVENTS or self.action not in ACTIONS:
-            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K or GID@fwd=N "
+            raise ValueError(f"{ENV}: cannot read {text!r}; expected GID@step=K, GID@fwd=N or GID@setup=N "
                              f"(broker@step=K, broker@backprop=K, broker@snap=K, broker@replay=K), optionally :worker or :stop")
         self.text = text
 
@@ -53,7 +53,7 @@ class Faults:
 
     def __init__(self, gid):
         self.planned = plan(gid)
-        self.forwards = 0
+        self.forwards = self.setups = 0
 
     def after_step(self, step):
         if self.planned:
@@ -63,6 +63,11 @@ class Faults:
         if self.planned:
             self.forwards += 1
             self._maybe("fwd", self.forwards, f"at forward {self.forwards}")
+
+    def on_setup(self):
+        if self.planned:
+            self.setups += 1
+            self._maybe("setup", self.setups, f"at setup {self.setups}")
 
     def at(self, event, count, where):
         """A point of the broker's: step k logged, snapshot k sent, recovery k replaying."""

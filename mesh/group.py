@@ -27,11 +27,12 @@ from . import heartbeat, sockets, wire
 from .bounded import Bounded
 from .datapath import MAX_AHEAD, MAX_HELD, DataPath
 from .faults import Faults
-from .keeper import Keeper, Snapshot
+from .keeper import Keeper
 from .lifecycle import profiled
 from .lograte import Sometimes
 from .neurons import Neurons
 from .optim import Optimizer
+from .pulse import Pulse
 from .security import Keys
 from .spec import Spec, initial_rows
 from .steps import Watermark
@@ -57,7 +58,8 @@ class Group:
             self.endpoints["ipc"] = addr
         port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
         self.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
-        self.broker = sockets.make(ctx, zmq.PUSH, connect=config["broker_inbox"], keys=keys,
+        self.broker_inbox = config["broker_inbox"]  # its heartbeats go there too (pulse.py)
+        self.broker = sockets.make(ctx, zmq.PUSH, connect=self.broker_inbox, keys=keys,
                                    dial=keys and keys.broker_public)
         self.ctx = ctx
         self.neurons = None
@@ -76,7 +78,8 @@ class Group:
                          wire.SET: self.set,
                          wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
                          wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
-        self.keeper = Keeper()        # its own snapshot and the replicas it keeps for others (keeper.py)
+        # its own snapshots and the replicas it keeps for others, in files under its worker's state folder
+        self.keeper = Keeper(config.get("state_dir") and os.path.join(config["state_dir"], f"{self.gid}-{os.getpid()}"))
         self.keeper_sock = None       # where its replica goes (custody)
         self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
         self.ward_socks = {}          # gid -> PUSH socket, of the groups whose replicas it keeps
@@ -98,10 +101,14 @@ class Group:
         self.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
 
     def beat(self):
-        """Alive, with what watchers want to see: messages sent and the last step applied."""
-        sockets.send(self.broker, {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token,
-                                   "gen": self.gen, "pid": os.getpid(), "msgs": self.sent,
-                                   "applied": self.applied.done, "waits": self.waits()})
+        """One heartbeat now, from this thread (the pulse's thread sends them in a run)."""
+        sockets.send(self.broker, self.beat_header())
+
+    def beat_header(self):
+        """Alive, with what watchers want to see: messages sent and the last step applied
+        (built on the pulse's thread too: pulse.py)."""
+        return {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token, "gen": self.gen,
+                "pid": os.getpid(), "msgs": self.sent, "applied": self.applied.done, "waits": self.waits()}
 
     def waits(self):
         """The step the oldest waiting message waits for, or None: the broker purges what
@@ -111,16 +118,19 @@ class Group:
 
     def run(self):
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
-        beat = heartbeat.Peer()
+        # alive, even inside a long product: a stopped or starved group goes quiet and is replaced
+        pulse = Pulse(self.ctx, self.beat_header, lambda: self.broker_inbox, self.keys)
+        pulse.start()
         # one blocking receive per message, bounded by half a heartbeat: no poll between them
         self.inbox.setsockopt(zmq.RCVTIMEO, int(heartbeat.INTERVAL * 1000 / 2))
-        while self.running:
-            try:
-                self.handle(self.inbox.recv(copy=False))
-            except zmq.Again:
-                pass  # quiet: a heartbeat is due soon
-            if beat.due():  # alive and not stuck: a stopped or wedged group goes quiet and is replaced
-                self.beat()
+        try:
+            while self.running:
+                try:
+                    self.handle(self.inbox.recv(copy=False))
+                except zmq.Again:
+                    pass  # quiet
+        finally:
+            pulse.stop()
 
     def handle_one(self):
         """Read one inbox message, waiting for it, and handle it."""
@@ -221,6 +231,7 @@ class Group:
         """Neighbours, and weights: given, drawn from the seed, or restored from a snapshot
         (its own copy, or the replica its keeper or the broker sends); everything in flight
         is forgotten (a recovery resends it)."""
+        self.faults.on_setup()
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.data.reset()
         self.waiting.clear()
@@ -294,9 +305,8 @@ class Group:
         of = str(h["of"])
         if of not in self.ward_socks:
             raise ValueError(f"a replica of {of}, which this group does not keep for")
-        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.ward_rows[of])
-        self.keeper.keep_replica(of, snap, h.get("whole"))
-        self.tell_broker({"k": wire.KEPT, "of": of, "snap": snap.id, "whole": h.get("whole")})
+        self.keeper.keep_message(of, h, arrays, self.dtype, self.ward_rows[of], h.get("whole"))
+        self.tell_broker({"k": wire.KEPT, "of": of, "snap": int(h["snap"]), "whole": h.get("whole")})
 
     def fetch(self, h, arrays):
         """A ward rebuilt in a new process asks for its replica: sent to its endpoint, as
@@ -320,8 +330,8 @@ class Group:
             return  # the same replica twice (a fetch repeated by a second recovery)
         if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
             raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
-        snap = Snapshot.from_message(h, arrays, self.dtype, rows=self.cfg["hi"] - self.cfg["lo"])
-        self.keeper.adopt(snap)  # its own copy again, should it be needed before the next snapshot
+        # its own copy again, should it be needed before the next snapshot
+        snap = self.keeper.adopt_message(h, arrays, self.dtype, self.cfg["hi"] - self.cfg["lo"])
         self.neurons = snap.neurons(self.restoring[1])
         self.tell_broker({"k": wire.READY, "restored": self.restoring[0]})
         self.restoring = None
@@ -381,6 +391,7 @@ class Group:
                            dial=self.keys and self.keys.broker_public)
         self.broker.close(linger=0)  # what waits for the old broker is for no one now
         self.broker = new
+        self.broker_inbox = inbox
         self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
 
     def stop(self, h, arrays):
@@ -400,6 +411,7 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
+        group.keeper.close()  # its snapshot files go with it
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

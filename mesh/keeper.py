@@ -5,7 +5,20 @@ read after) and pushes a replica to its keeper: another group, on another
 host when there is one. A recovery restores every live group from its own
 copy, and a group that died (with its host, say) from the replica its keeper
 holds, fetched group to group. The broker only knows which step each
-snapshot is at and who keeps whose replica."""
+snapshot is at and who keeps whose replica.
+
+Given a folder (its worker's state folder: mesh worker --state-dir), a
+Keeper holds every snapshot in files there, not in memory: its own are
+written straight from the live arrays (no copy in memory), a replica
+straight from the message's frames, and both are read memory-mapped (a
+replica is sent from the page cache, a restore copies into fresh arrays).
+Each snapshot is a folder of .npy files, written under a temporary name and
+renamed when whole; the folder goes when the snapshot is superseded, and
+the Keeper's whole folder when the group ends (close) or, after a kill, when
+its worker hears of the exit. Without a folder, snapshots are copies in memory."""
+import os
+import shutil
+
 import numpy as np
 
 from .neurons import Neurons
@@ -30,10 +43,7 @@ class Snapshot:
     def from_message(cls, h, arrays, dtype, rows):
         """From a KEEP or REPLICA message of a group of `rows` neurons; the arrays are
         checked, then copied out of their frames."""
-        if len(arrays) < 2 or arrays[0].ndim != 2 or arrays[0].shape[0] != rows or arrays[1].shape != (rows,):
-            raise ValueError(f"a replica of shapes {[list(a.shape) for a in arrays]} for a group of {rows} neurons")
-        if len(arrays) > 2 + MAX_SLOTS or any(a.shape not in (arrays[0].shape, arrays[1].shape) for a in arrays[2:]):
-            raise ValueError(f"a replica's optimizer state of shapes {[list(a.shape) for a in arrays[2:]]}")
+        cls.check(arrays, rows)
         W, b, *slots = (np.array(a, dtype=dtype) for a in arrays)
         return cls(int(h["snap"]), int(h["step"]), W, b, h["optimizer"], slots)
 
@@ -51,26 +61,97 @@ class Snapshot:
     def nbytes(self):
         return sum(a.nbytes for a in self.arrays())
 
+    @staticmethod
+    def check(arrays, rows):
+        """A KEEP or REPLICA message's arrays are a state of a group of `rows` neurons."""
+        if len(arrays) < 2 or arrays[0].ndim != 2 or arrays[0].shape[0] != rows or arrays[1].shape != (rows,):
+            raise ValueError(f"a replica of shapes {[list(a.shape) for a in arrays]} for a group of {rows} neurons")
+        if len(arrays) > 2 + MAX_SLOTS or any(a.shape not in (arrays[0].shape, arrays[1].shape) for a in arrays[2:]):
+            raise ValueError(f"a replica's optimizer state of shapes {[list(a.shape) for a in arrays[2:]]}")
 
+
+class Stored(Snapshot):
+    """A snapshot in files: folder/0.npy (W), 1.npy (b), 2.npy... (slots), read memory-mapped."""
+
+    def __init__(self, folder, id, step, optimizer_meta, count):
+        self.folder, self.count = folder, count
+        self.id, self.step, self.meta = id, step, optimizer_meta
+
+    @classmethod
+    def write(cls, folder, id, step, meta, arrays, dtype=None):
+        """Each array to a file, from where it is (a live array or a frame: no copy in memory)."""
+        tmp = folder + ".part"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp, mode=0o700)
+        for i, a in enumerate(arrays):
+            if dtype is not None and a.dtype != dtype:
+                a = a.astype(dtype)
+            np.save(os.path.join(tmp, f"{i}.npy"), a, allow_pickle=False)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.rename(tmp, folder)  # whole, or not there: a snapshot is never seen half-written
+        return cls(folder, id, step, meta, len(arrays))
+
+    def arrays(self):
+        return [np.load(os.path.join(self.folder, f"{i}.npy"), mmap_mode="r", allow_pickle=False)
+                for i in range(self.count)]
+
+    def neurons(self, function):
+        W, b, *slots = (np.array(a) for a in self.arrays())  # fresh arrays in memory; the files stay
+        return Neurons(W, b, function, Optimizer.restore(self.meta, slots, 2))
+
+    def nbytes(self):
+        return sum(os.path.getsize(os.path.join(self.folder, f"{i}.npy")) for i in range(self.count))
+
+    def remove(self):
+        shutil.rmtree(self.folder, ignore_errors=True)
 
 
 class Keeper:
     """What one group process keeps: its own snapshots and the replicas of its
     wards'. Two of each at most: the one the broker holds whole (a recovery would
     use it), and the newest, being taken — so a failure half-way through a
-    snapshot never spoils the one before."""
+    snapshot never spoils the one before. folder: where they are written (None:
+    in memory)."""
 
-    def __init__(self):
+    def __init__(self, folder=None):
+        self.folder = folder
+        if folder is not None:
+            os.makedirs(folder, mode=0o700, exist_ok=True)
         self.own = {}       # snapshot id -> Snapshot
         self.replicas = {}  # gid -> {snapshot id: Snapshot} of a group this one keeps for
 
+    def _path(self, kind, id):
+        return os.path.join(self.folder, f"{kind}-{id}")
+
     def keep_own(self, neurons, id, step, whole):
-        _keep(self.own, Snapshot.of(neurons, id, step), whole)
-        return self.own[id]
+        if self.folder is None:
+            snap = Snapshot.of(neurons, id, step)
+        else:
+            meta, slots = neurons.optimizer.state()
+            snap = Stored.write(self._path("own", id), id, step, meta, [neurons.W, neurons.b, *slots])
+        _keep(self.own, snap, whole)
+        return snap
 
     def adopt(self, snapshot):
         """A replica that came back: this process's own copy from now on (the whole one)."""
         _keep(self.own, snapshot, snapshot.id)
+
+    def adopt_message(self, h, arrays, dtype, rows):
+        """A REPLICA message of this group's state: kept as its own (the whole one), and returned."""
+        snap = self._from_message("own", h, arrays, dtype, rows)
+        self.adopt(snap)
+        return snap
+
+    def keep_message(self, gid, h, arrays, dtype, rows, whole):
+        """A KEEP message of ward gid's state, kept as its replica."""
+        _keep(self.replicas.setdefault(gid, {}), self._from_message(f"of-{gid}", h, arrays, dtype, rows), whole)
+
+    def _from_message(self, kind, h, arrays, dtype, rows):
+        if self.folder is None:
+            return Snapshot.from_message(h, arrays, dtype, rows)
+        Snapshot.check(arrays, rows)
+        id = int(h["snap"])
+        return Stored.write(self._path(kind, id), id, int(h["step"]), h["optimizer"], arrays, np.dtype(dtype))
 
     def keep_replica(self, gid, snapshot, whole):
         _keep(self.replicas.setdefault(gid, {}), snapshot, whole)
@@ -78,7 +159,13 @@ class Keeper:
     def forget_all_but(self, wards):
         """Replicas of groups it no longer keeps for go."""
         for gid in set(self.replicas) - set(wards):
-            del self.replicas[gid]
+            for snap in self.replicas.pop(gid).values():
+                _drop(snap)
+
+    def close(self):
+        """The group ends: every file it wrote goes."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
     def replica(self, gid, id):
         return _find(self.replicas.get(gid, {}), id, f"replica of {gid}")
@@ -95,7 +182,12 @@ def _keep(by_id, snapshot, whole):
     """Keep snapshot, and of the others only `whole` (the broker's whole one)."""
     by_id[snapshot.id] = snapshot
     for old in [i for i in by_id if i not in (snapshot.id, whole)]:
-        del by_id[old]
+        _drop(by_id.pop(old))
+
+
+def _drop(snapshot):
+    if isinstance(snapshot, Stored):
+        snapshot.remove()
 
 
 def _find(by_id, id, what):

@@ -23,6 +23,22 @@ def die_with_parent(sig=signal.SIGKILL):
     return True
 
 
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (glibc's malloc.h)
+
+
+def return_freed_memory(threshold=128 * 1024):
+    """Blocks of `threshold` bytes or more are mapped and unmapped on their own, always.
+    glibc raises this threshold to the size of each large block freed (up to 32 MiB), so
+    a group's gradients and temporaries of a few MiB would come from the heap afterwards
+    and stay resident once freed: a group would hold more than its budget planned. Fixing
+    the threshold turns that off. Returns False where there is no glibc."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, threshold)) and bool(libc.mallopt(M_TRIM_THRESHOLD, threshold))
+    except (OSError, AttributeError):
+        return False
+
+
 def name_process(title):
     """What `ps` and `top` show for this process (`mesh group n1.2.1`): every mesh
     process is a `python -m mesh`, or a fork of one, and would look alike. The

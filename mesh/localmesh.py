@@ -18,14 +18,16 @@ from .sizes import parse_size
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
                  start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None,
-                 worker_memory=None, standby=False):
+                 worker_memory=None, standby=False, worker_disk=None):
         """dashboard: ADDR:PORT for the broker's web dashboard (port 0: any free one), "off", or None for
         the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url.
-        worker_memory: each worker's memory budget (`800MiB`, or bytes), or None for none.
+        worker_memory: each worker's memory budget (`800MiB`, or bytes), or None: they share what the
+        host (or their cgroup) allows. worker_disk: likewise, the disk their snapshot files may take.
         standby: two brokers, a pair (broker/pair.py): the first starts active, the second is its
         standby; workers and the client know both (self.brokers: their processes)."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
         self.worker_memory = worker_memory and parse_size(worker_memory)  # refused here, before anything starts
+        self.worker_disk = worker_disk and parse_size(worker_disk)
         self.insecure = ["--insecure"] if insecure else []
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
@@ -53,6 +55,8 @@ class LocalMesh:
                 self.address = self.start_broker(["--bind", self.bind])
             self._start_workers()
             self.client = Client(self._client_address(), timeout=self.timeout)
+            brokers = self.brokers  # a plain function: copy.deepcopy of the client (sklearn's clone) shares it
+            self.client.watch = lambda: brokers_gone(brokers)
             self._wait_for_workers()
         except BaseException:
             self.stop()
@@ -96,6 +100,7 @@ class LocalMesh:
     def _start_workers(self):
         extra = ["--slots", str(self.slots)] if self.slots else []
         extra += ["--memory", str(self.worker_memory)] if self.worker_memory else []
+        extra += ["--disk", str(self.worker_disk)] if self.worker_disk else []
         for _ in range(self.n_workers):
             # their banner lines are for a person who runs `mesh worker`; here the launcher speaks
             self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid,
@@ -144,6 +149,14 @@ class LocalMesh:
 def local(workers=2, **kw):
     """`with mesh.local(workers=2) as client:` a broker and workers, ended on exit."""
     return LocalMesh(workers, **kw)
+
+
+def brokers_gone(brokers):
+    """Why no broker of a mesh can answer (every one's process has exited), or None."""
+    codes = [p.poll() for p in brokers]
+    if not codes or None in codes:
+        return None
+    return "the mesh's broker exited with code " + ", ".join(str(c) for c in codes)
 
 
 def _free_ports(n):

@@ -26,8 +26,35 @@ def rss_bytes(pid):
         return 0
 
 
+def pss_bytes(pid):
+    """Proportional resident memory of one process: its private pages and its share of
+    the pages it shares (forked groups share numpy's and zmq's): summed over processes,
+    what their memory cgroup is charged. Falls back to RSS where the kernel has no
+    smaps_rollup; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    except OSError:
+        pass
+    return rss_bytes(pid)
+
+
+def state(pid):
+    """The process's state letter (R running, S sleeping, D disk, T stopped, Z zombie), or "" if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return ""
+
+
 class Meter:
-    """Per process: cores kept busy since its last reading, and resident bytes."""
+    """Per process: cores kept busy since its last reading, proportional resident bytes
+    (pss_bytes) and its state letter."""
 
     def __init__(self):
         self.last = {}  # pid -> (CPU seconds, monotonic time) at its last reading
@@ -37,10 +64,10 @@ class Meter:
         before = self.last.get(pid)
         self.last[pid] = (cpu, now)
         busy = (cpu - before[0]) / (now - before[1]) if before and now > before[1] else 0.0
-        return [round(busy, 3), rss_bytes(pid)]
+        return [round(busy, 3), pss_bytes(pid), state(pid)]
 
     def read_all(self, pids):
-        """{name: [cores, bytes]} for {name: pid}; forgets processes no longer asked about."""
+        """{name: [cores, bytes, state]} for {name: pid}; forgets processes no longer asked about."""
         out = {name: self.read(pid) for name, pid in pids.items()}
         live = set(pids.values())
         self.last = {pid: v for pid, v in self.last.items() if pid in live}

@@ -1,24 +1,27 @@
 """The worker's nanny: a child forked before the worker makes its zmq context,
 so it can fork group processes cheaply (numpy and zmq already imported, no
 context inherited). It talks to the worker over two pipes in JSON lines,
-reports every exit, and ends all its groups when the worker goes away."""
+reports every exit, and ends all its groups when the worker goes away. It
+removes what a group left in the worker's state folder once it has reaped
+it, and the whole folder when the worker is gone (killed, even)."""
 import gc
 import json
 import os
 import resource
 import select
+import shutil
 import signal
 import sys
 import time
 import traceback
 
-from .lifecycle import die_with_parent, name_process
+from .lifecycle import die_with_parent, name_process, return_freed_memory
 
 
 class Spawner:
     """The worker's handle on the spawner process."""
 
-    def __init__(self):
+    def __init__(self, state_dir=None):
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
         self.pid = os.fork()
@@ -27,7 +30,7 @@ class Spawner:
             os.close(up_r)
             code = 0
             try:
-                _serve(down_r, up_w)
+                _serve(down_r, up_w, state_dir)
             except BaseException:
                 traceback.print_exc()
                 code = 1
@@ -75,7 +78,7 @@ class Spawner:
             pass
 
 
-def _serve(cmd_fd, report_fd):
+def _serve(cmd_fd, report_fd, state_dir=None):
     die_with_parent(signal.SIGTERM)
     name_process("mesh spawner")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the worker, which closes our pipe
@@ -83,7 +86,12 @@ def _serve(cmd_fd, report_fd):
     buf = b""
 
     def report(msg):
-        os.write(report_fd, (json.dumps(msg) + "\n").encode())
+        if msg["op"] == "exited" and state_dir:  # its snapshot files (keeper.py), whatever ended it
+            shutil.rmtree(os.path.join(state_dir, f"{msg['gid']}-{msg['pid']}"), ignore_errors=True)
+        try:
+            os.write(report_fd, (json.dumps(msg) + "\n").encode())
+        except BrokenPipeError:
+            pass  # the worker is gone: the command pipe's end says so next, and everything is ended
 
     def end_all():
         for pid in children:
@@ -96,6 +104,8 @@ def _serve(cmd_fd, report_fd):
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+        if state_dir:  # the worker is gone: nothing of its groups stays on disk
+            shutil.rmtree(state_dir, ignore_errors=True)
 
     signal.signal(signal.SIGTERM, lambda *_: (end_all(), os._exit(0)))
     from . import group  # noqa: F401  imported once here, shared by every group forked from here
@@ -170,6 +180,7 @@ def _fork_group(config, fds):
         die_with_parent(signal.SIGKILL)
         _more_files()
         name_process(f"mesh group {config['gid']}")
+        return_freed_memory()  # what the memory model plans is what stays resident
         from .group import main
         main(config)
     except BaseException:

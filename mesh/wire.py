@@ -63,7 +63,7 @@ REGISTER = "register"    # worker: host, slots, pid
 WELCOME = "welcome"      # broker: the address of its inbox
 HEARTBEAT = "hb"         # both ways, every heartbeat interval; groups send theirs to the broker inbox
                          #   (with msgs sent and the step applied), workers theirs with their own and each
-                         #   group's usage: [cores busy, resident bytes]
+                         #   group's usage: [cores busy, proportional resident bytes, /proc state]
 SPAWN = "spawn"          # broker: start a group process with this config
 SPAWNED = "spawned"      # worker: group gid runs as pid
 EXITED = "exited"        # worker: group gid's process ended, with its exit code

@@ -3,13 +3,14 @@ heartbeats, starts and ends group processes on the broker's word (through
 its spawner), and reports every group exit at once."""
 import logging
 import os
+import shutil
 import socket
 import time
 
 import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
-from . import heartbeat, sockets, wire
+from . import heartbeat, hostmem, sockets, wire
 from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
@@ -29,7 +30,8 @@ def route_address(broker_host):
 
 
 class Worker:
-    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None):
+    def __init__(self, broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None,
+                 state_dir=None, disk=None):
         self.keys = keys
         self.say = say or (lambda line: None)  # a line for the person who started it
         self.brokers = Brokers(broker)  # one, or a pair: it moves to the other when one goes silent
@@ -37,7 +39,14 @@ class Worker:
         self.advertise = advertise or route_address(self.broker_host)
         self.listen = listen or self.advertise
         self.slots = slots or os.cpu_count()
-        self.memory = memory  # bytes its groups and itself may hold, or None: no budget
+        # bytes its groups and itself may hold: as given, else what its cgroup or host allows (hostmem.py)
+        if memory:
+            self.memory, self.memory_from, self.pool = memory, "given with --memory", None
+        else:
+            self.memory, self.memory_from, self.pool = hostmem.default_budget()
+        # its groups' snapshot files (keeper.py), in a folder of its own, removed when it ends
+        self.state_dir = os.path.join(state_root(state_dir), f"worker-{os.getpid()}-{os.urandom(4).hex()}")
+        self.disk, self.disk_pool = disk, None
         self.ipc_dir = sockets.abstract_ipc("worker")[len("ipc://"):]  # its groups' unix sockets are named under it
         # one identity for the worker's life: after a reconnect the broker knows it is the same worker
         self.identity = f"worker-{socket.gethostname()}-{os.getpid()}-{os.urandom(4).hex()}".encode()
@@ -50,18 +59,21 @@ class Worker:
         self.fled = -heartbeat.EXPIRY  # when it last left a broker that went silent
 
     def run(self):
-        budget = f"memory {format_size(self.memory)}" if self.memory else "no memory budget"
-        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, {budget}, advertising {self.advertise}; "
-                 f"joining the broker at {self.brokers}")
-        if self.memory:
-            sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
-        self.spawner = Spawner()  # fork before any zmq context exists
-        self.ctx = zmq.Context()
+        self.say(f"mesh worker: pid {os.getpid()}, {self.slots} slots, memory {format_size(self.memory)} "
+                 f"({self.memory_from}), advertising {self.advertise}; joining the broker at {self.brokers}")
+        sockets.limit_to(self.memory)  # before the spawner forks: its groups inherit the limits
+        os.makedirs(self.state_dir, mode=0o700)
         try:
-            self._loop()
+            self.disk, self.disk_pool = disk_budget(self.state_dir, self.disk)
+            self.spawner = Spawner(self.state_dir)  # fork before any zmq context exists
+            self.ctx = zmq.Context()
+            try:
+                self._loop()
+            finally:
+                self.spawner.close()
+                self.ctx.destroy(linger=0)
         finally:
-            self.spawner.close()
-            self.ctx.destroy(linger=0)
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _connect(self):
         self.sock = sockets.make(self.ctx, zmq.DEALER, keys=self.keys, dial=self.keys and self.keys.broker_public)
@@ -78,7 +90,9 @@ class Worker:
 
     def _register(self):
         sockets.send(self.sock, {"k": wire.REGISTER, "host": self.advertise, "hostname": socket.gethostname(),
-                                 "slots": self.slots, "memory": self.memory, "pid": os.getpid(), "groups": self.groups,
+                                 "slots": self.slots, "memory": self.memory, "pool": self.pool, "disk": self.disk,
+                                 "disk_pool": self.disk_pool, "pid": os.getpid(),
+                                 "groups": self.groups,
                                  "key": self.keys.public.decode() if self.keys else None})
 
     def _disconnected(self):
@@ -101,8 +115,11 @@ class Worker:
             if due and not self.welcomed:
                 self._register()  # again: a standby answers it once it has taken over
             elif due:  # with the CPU and memory of each group, for the dashboard
-                use = self.meter.read_all({"self": os.getpid(), **self.groups})
-                sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": use.pop("self"), "groups": use})
+                use = self.meter.read_all({"self": os.getpid(), "spawner": self.spawner.pid, **self.groups})
+                own, nanny = use.pop("self"), use.pop("spawner")
+                own[1] += nanny[1]  # the spawner is the worker's own: its memory is counted with the worker's
+                sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": own, "groups": use,
+                                         "load": os.getloadavg()[0] / os.cpu_count()})  # runnable per core
             if self._disconnected():  # give zmq's own reconnect two heartbeats before moving on
                 self.peer.heard = min(self.peer.heard, time.monotonic() - self.peer.expiry + 2 * heartbeat.INTERVAL)
             if self.peer.expired() or self.refused:
@@ -163,7 +180,7 @@ class Worker:
             self.inbox = sockets.nearest(f"tcp://{host}:{h['inbox_port']}", h.get("inbox_ipc"), host == self.advertise)
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,
-                          advertise=self.advertise, ipc_dir=self.ipc_dir)
+                          advertise=self.advertise, ipc_dir=self.ipc_dir, state_dir=self.state_dir)
             self.spawner.spawn(config["gid"], config)
         elif k == wire.KILL:
             self.spawner.kill(h["gid"], sig=int(h.get("sig", 15)), pid=h.get("pid"))
@@ -179,5 +196,27 @@ class Worker:
             sockets.send(self.sock, {"k": wire.EXITED, "gid": ev["gid"], "pid": ev["pid"], "code": ev["code"]})
 
 
-def main(broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None):
-    Worker(broker, advertise, listen, slots, keys, say, memory).run()
+def state_root(given=None):
+    """Where workers keep their state folders: given, else $XDG_STATE_HOME/neuromesh
+    (~/.local/state/neuromesh)."""
+    if given:
+        return os.path.abspath(given)
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "neuromesh")
+
+
+DISK_MARGIN = 0.10  # of the free space found at start
+
+
+def disk_budget(folder, given=None):
+    """(bytes its groups' snapshot files may take, pool): given, else the free space of the
+    folder's file system at start less DISK_MARGIN, shared with the workers on that file system."""
+    if given:
+        return given, None
+    st = os.statvfs(folder)
+    return int(st.f_bavail * st.f_frsize * (1 - DISK_MARGIN)), f"{socket.gethostname()}/dev{os.stat(folder).st_dev}"
+
+
+def main(broker, advertise=None, listen=None, slots=None, keys=None, say=None, memory=None, state_dir=None,
+         disk=None):
+    Worker(broker, advertise, listen, slots, keys, say, memory, state_dir, disk).run()

@@ -16,6 +16,7 @@ from mesh import faults
 from mesh.localmesh import LocalMesh
 
 SCRATCH = Path(__file__).resolve().parent.parent / ".pytest-tmp"
+STATE = SCRATCH.parent / ".pytest-state"
 
 
 # The tiers of the suite, as markers (`pytest -m unit`), a module's tests all of one tier.
@@ -45,10 +46,12 @@ def pytest_configure(config):
         config.option.basetemp = str(SCRATCH)
     os.environ.setdefault("MESH_BROKER_CHECKPOINT_DIR", str(SCRATCH.parent / ".pytest-checkpoints"
                                                             / "neuromesh-checkpoints"))
+    os.environ.setdefault("XDG_STATE_HOME", str(STATE))  # workers' snapshot files (keeper.py)
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(SCRATCH.parent / ".pytest-checkpoints", ignore_errors=True)
+    shutil.rmtree(STATE, ignore_errors=True)
 
 
 @contextlib.contextmanager

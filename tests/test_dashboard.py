@@ -138,6 +138,9 @@ def test_state_names_every_process_and_metrics_count_the_work(watched):
     assert families["neuromesh_training_samples"].samples[0].value == 32
     assert families["neuromesh_steps_applied"].samples[0].value == 8
     assert families["neuromesh_workers"].samples[0].value == 2
+    workers = json.loads(get(url, "/api/state")[2])["workers"]  # memory and disk: planned, measured, budget
+    assert all(w["memory"]["budget"] and w["memory"]["planned"] and w["disk"]["budget"] for w in workers), workers
+    assert sum(w["disk"]["planned"] for w in workers) > 0 and sum(w["disk"]["measured"] for w in workers) > 0
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "BREW"])

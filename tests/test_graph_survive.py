@@ -177,8 +177,8 @@ def _layer(status, k):
 def test_a_layer_that_reads_more_is_cut_into_more_pieces():
     """The same sizes and budgets: the output layer of the graph reads 512 + 512 + 16
     inputs, the chain's 512, so the graph's is cut finer to fit."""
-    hosts = [{"wid": w, "name": f"w{w}", "host": "127.0.0.1", "slots": 1, "budget": 100 * MiB, "free": 100 * MiB,
-              "work": 0} for w in range(4)]
+    hosts = [{"wid": w, "name": f"w{w}", "host": "127.0.0.1", "slots": 1, "budget": 60 * MiB, "free": 60 * MiB,
+              "work": 0} for w in range(4)]  # room for the chain's layers whole, not for the graph's last
     pieces = {}
     for name, graph in (("chain", None), ("graph", {3: [2, 1, 0]})):
         spec = Spec([512, 512, 512], dtype="float64", inputs=graph)

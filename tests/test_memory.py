@@ -37,13 +37,16 @@ def test_group_model_counts_every_part():
     parts = memory.group_parts(rows, fan_in, s, "adam", window=12, pass_rows=10, kept=[(100, 49), (50, 49)])
     assert parts["weights"] == parts["gradient"] == parts["update"] == p
     assert parts["optimizer"] == 2 * p
-    assert parts["snapshots"] == 2 * 3 * p                       # its own last two: W, b, m, v
-    assert parts["replicas"] == 2 * 3 * p + 2 * 3 * (p // 2)      # the last two of each group it keeps for
+    assert parts["transit"] == 3 * p                             # the largest replica on its way in
+    assert "snapshots" not in parts and "replicas" not in parts   # on disk:
+    disk = memory.group_disk(rows, fan_in, s, "adam", kept=[(100, 49), (50, 49)])
+    assert disk == 2 * 3 * p + 2 * 3 * p + 2 * 3 * (p // 2)      # its own last two, two of each it keeps for
     assert parts["activations"] == 12 * 10 * (49 + 100) * s
     assert parts["messages"] == 12 * 10 * 49 * s
     assert parts["baseline"] == memory.GROUP_BASELINE
     sgd = memory.group_parts(rows, fan_in, s, "sgd", window=12, pass_rows=10)
-    assert sgd["optimizer"] == sgd["update"] == 0 and sgd["snapshots"] == 2 * p
+    assert sgd["optimizer"] == sgd["update"] == sgd["transit"] == 0
+    assert memory.group_disk(rows, fan_in, s, "sgd") == 2 * p
 
 
 def test_pieces_for_is_the_fewest_that_fit():
@@ -90,7 +93,7 @@ def test_without_budgets_placement_is_as_before():
 
 def test_budgets_cut_a_layer_too_big_for_any_worker_and_are_respected():
     spec = Spec([2048, 2048, 10], dtype="float64")  # layer 2: 2048 x 2049 float64 = 32 MiB, adam ~15x that
-    hs = hosts(*[400 * MiB] * 3)
+    hs = hosts(*[240 * MiB] * 3)
     placed = plan(spec, 64, window_for(spec.sizes), "adam", hs, {})
     layer2 = [(lo, hi) for layer, lo, hi, _ in placed if layer == 1]
     assert len(layer2) > 1 and layer2[0][0] == 0 and layer2[-1][1] == 2048  # cut, and whole
@@ -175,7 +178,7 @@ def test_explicit_group_size_is_kept_and_refused_when_a_group_cannot_fit():
     placed = plan(spec, 1024, 12, "adam", hosts(2 * GiB, 2 * GiB), {})
     assert [(lo, hi) for _, lo, hi, _ in placed] == [(0, 512), (512, 1024)] * 2
     with pytest.raises(Refused, match="layer 1 .* in 2 groups of up to 512 neurons"):
-        plan(spec, 1024, 12, "adam", hosts(150 * MiB, 150 * MiB, 150 * MiB, 150 * MiB), {})
+        plan(spec, 1024, 12, "adam", hosts(*[80 * MiB] * 5), {})
 
 
 def test_replicas_counted_where_the_keepers_are():
@@ -185,17 +188,22 @@ def test_replicas_counted_where_the_keepers_are():
     assert keeper["a"]["gid"] == keeper["b"]["gid"] == "c"  # c keeps for both
     model = Model([10], 8, "adam", 12)
     planned = planned_bytes(records, model)
-    assert planned["c"] - planned["a"] == model.bytes(0, 10, [(0, 10)]) - model.bytes(0, 10)
+    assert keeper["c"]["gid"] == "a"  # ...and a for c
+    assert planned["c"] == planned["a"] == model.bytes(0, 10, [(0, 10)]) > planned["b"] == model.bytes(0, 10)
+    disk = planned_bytes(records, model, disk=True)  # two replicas on c's disk, one on a's
+    assert disk["c"] - disk["a"] == model.disk(0, 10, [(0, 10)]) - model.disk(0, 10) == disk["a"] - disk["b"]
 
 
 def test_status_lines_show_planned_and_measured_memory():
     s = {"broker": {"address": "tcp://127.0.0.1:5555", "pid": 1}, "networks": [],
          "workers": [{"name": "w1", "host": "127.0.0.1", "pid": 2, "slots": 2, "groups": 3,
-                      "memory": {"budget": 3 << 29, "planned": 900 * MiB, "measured": 850 * MiB}},
+                      "memory": {"budget": 3 << 29, "planned": 900 * MiB, "measured": 850 * MiB},
+                      "disk": {"budget": 40 << 30, "planned": 2 << 30, "measured": 1 << 30}},
                      {"name": "w2", "host": "127.0.0.1", "pid": 3, "slots": 2, "groups": 0,
                       "memory": {"budget": None, "planned": 40 * MiB, "measured": None}}]}
     lines = list(status_lines(s))
-    assert lines[2].endswith("memory planned 900 MiB of 1.5 GiB, measured 850 MiB")
+    assert lines[2].endswith("memory planned 900 MiB of 1.5 GiB, measured 850 MiB; "
+                             "disk planned 2 GiB of 40 GiB, measured 1 GiB")
     assert lines[3].endswith("memory planned 40 MiB (no budget), measured -")
 
 

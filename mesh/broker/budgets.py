@@ -1,10 +1,14 @@
-"""Memory budgets at the broker: what is planned on each worker (memory.py's
-model of the groups placed there), what it measures (its heartbeats), and the
-check that refuses a growth or an optimizer that would not fit.
+"""Memory and disk budgets at the broker: what is planned on each worker
+(memory.py's model of the groups placed there), what it measures (its
+heartbeats; the snapshot bytes its groups report), and the check that
+refuses a network, a growth or an optimizer that would not fit.
 
-A worker's record has "memory": its budget in bytes, or None (no budget).
+A worker's record has "memory": its budget in bytes, or None (no budget), and
+"pool": None when the budget was given (--memory), else the name of what it
+was taken from (hostmem.py): workers of one pool share it, in equal parts.
 A group's record has "planned": its bytes in the model, with the replicas it
-keeps (placement.planned_bytes)."""
+keeps (placement.planned_bytes). Disk alike: "disk" and "disk_pool" (the
+workers on one file system share its free space), "planned_disk"."""
 import numpy as np
 
 from .. import memory
@@ -26,27 +30,44 @@ def replan(net):
     """Each group's planned bytes, after the network was placed, grew or changed optimizer."""
     for gid, n in planned_bytes(in_order(net), model_of(net)).items():
         net.groups[gid]["planned"] = n
+    for gid, n in planned_bytes(in_order(net), model_of(net), disk=True).items():
+        net.groups[gid]["planned_disk"] = n
 
 
-def planned_on(nets, wid):
+POOLS = {"memory": "pool", "disk": "disk_pool"}
+
+
+def budget_of(workers, wid, kind="memory"):
+    """A worker's budget ("memory" or "disk"): its own, or its share of a pool (a host's
+    or a cgroup's memory, a file system's space, that several workers found at start)."""
+    w, pool = workers[wid], POOLS[kind]
+    if w.get(kind) is None or not w.get(pool):
+        return w.get(kind)
+    return w[kind] // sum(1 for other in workers.values() if other.get(pool) == w[pool])
+
+
+def planned_on(nets, wid, disk=False):
+    if disk:
+        return sum(g.get("planned_disk", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
     return memory.worker_bytes(g.get("planned", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
 
 
 def measured_on(worker, nets, wid):
     """Its own resident bytes and its groups', as its last heartbeat said; None before one came."""
     own = worker.get("usage")
-    if not (isinstance(own, list) and len(own) == 2):
+    if not (isinstance(own, list) and len(own) >= 2):
         return None
     groups = [g.get("usage") for net in nets for g in net.groups.values() if g["worker"] == wid]
-    return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) == 2)
+    return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) >= 2)
 
 
 def hosts(workers, nets):
     """Each worker as placement.plan sees it, in the order they joined."""
     out = []
     for wid, w in sorted(workers.items(), key=lambda kv: int(kv[1]["name"][1:])):
-        budget = w.get("memory")
+        budget = budget_of(workers, wid)
         out.append({"wid": wid, "name": w["name"], "host": w["host"], "slots": w["slots"], "budget": budget,
+                    "given": not w.get("pool"),
                     "free": None if budget is None else budget - planned_on(nets, wid),
                     "work": sum(work(g["hi"] - g["lo"], _fan_in(net, g)) for net in nets for g in net.groups.values()
                                 if g["worker"] == wid)})
@@ -56,7 +77,8 @@ def hosts(workers, nets):
 def roomiest(workers, nets, need):
     """The worker with a budget and the most room left that still fits `need` bytes more
     (where a lost worker's group goes), or None: no budgets, or none fits."""
-    room = {wid: w["memory"] - planned_on(nets, wid) for wid, w in workers.items() if w.get("memory") is not None}
+    room = {wid: budget_of(workers, wid) - planned_on(nets, wid) for wid, w in workers.items()
+            if w.get("memory") is not None}
     fits = [wid for wid, left in room.items() if left >= need]
     return max(fits, key=room.get) if fits else None
 
@@ -70,21 +92,36 @@ def budgeted(workers, net):
     return any(workers.get(g["worker"], {}).get("memory") is not None for g in net.groups.values())
 
 
-def check(workers, nets, net, what, inputs=None, optimizer=None):
+def check(workers, nets, net, what, inputs=None, optimizer=None, kinds=("memory", "disk")):
     """Refused, with the numbers, when the network with layer 1 `inputs` wide (or
-    planned for `optimizer`) would put a worker over its budget."""
-    after = planned_bytes(in_order(net), model_of(net, inputs, optimizer))
+    planned for `optimizer`) would put a worker over its memory or disk budget."""
     others = [n for n in nets if n is not net]
-    for wid, w in workers.items():
-        if w.get("memory") is None:
-            continue
-        need = planned_on(others, wid) + sum(after[g["gid"]] for g in net.groups.values() if g["worker"] == wid)
-        if need > w["memory"]:
-            raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}, "
-                          f"its budget is {format_size(w['memory'])}; network {net.id} stays as it was")
+    stays = f"; network {net.id} stays as it was" if len(others) < len(list(nets)) else " (nothing was started)"
+    for kind in kinds:
+        disk = kind == "disk"
+        after = planned_bytes(in_order(net), model_of(net, inputs, optimizer), disk=disk)
+        for wid, w in workers.items():
+            budget = budget_of(workers, wid, kind)
+            if budget is None:
+                continue
+            need = planned_on(others, wid, disk) + sum(after[g["gid"]] for g in net.groups.values()
+                                                       if g["worker"] == wid)
+            if need > budget:
+                raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}"
+                              f"{' of disk for snapshots' if disk else ''}, its {'disk ' if disk else ''}budget is "
+                              f"{format_size(budget)}{stays}")
 
 
 def status(workers, nets, wid):
     """What `mesh status` shows of a worker's memory, in bytes."""
     w = workers[wid]
-    return {"budget": w.get("memory"), "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}
+    return {"budget": budget_of(workers, wid), "from": "given" if not w.get("pool") else w["pool"],
+            "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}
+
+
+def disk_status(workers, nets, wid):
+    """What `mesh status` shows of a worker's disk: its budget, what is planned, and what its
+    groups said their snapshot files hold at their last snapshot, in bytes."""
+    kept = [g.get("kept_bytes") for net in nets for g in net.groups.values() if g["worker"] == wid]
+    return {"budget": budget_of(workers, wid, "disk"), "planned": planned_on(nets, wid, disk=True),
+            "measured": sum(k for k in kept if isinstance(k, int))}

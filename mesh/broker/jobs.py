@@ -127,6 +127,7 @@ class Create(Job):
         if not self.finished:
             super().fail(error, **fields)
             self.ports.break_net(self.net, f"it did not start: {error}")
+            self.ports.end_net(self.net)  # nothing it started stays behind, holding memory
 
 
 class Predict(Job):

@@ -32,7 +32,7 @@ def body_array(text):
 
 
 def group_record(g):
-    out = {k: v for k, v in g.items() if k not in ("usage", "heard", "msgs", "applied", "attached")}
+    out = {k: v for k, v in g.items() if k not in ("usage", "usage_at", "heard", "msgs", "applied", "attached")}
     out["worker"] = g["worker"].hex()
     out["snaps"] = sorted(g["snaps"])
     out["holds"] = sorted([of, snap] for of, snap in g["holds"])
@@ -63,7 +63,8 @@ def net_record(net):
 
 
 def broker_record(b):
-    workers = {wid.hex(): {k: w[k] for k in ("name", "host", "hostname", "key", "slots", "pid", "memory")}
+    workers = {wid.hex(): {k: w.get(k) for k in ("name", "host", "hostname", "key", "slots", "pid", "memory", "pool",
+                                                 "disk", "disk_pool")}
                for wid, w in b.workers.items()}
     return {"made": b.made, "workers": workers}
 

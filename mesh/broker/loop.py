@@ -25,7 +25,7 @@ from ..encoder import Encoder
 from ..faults import Faults
 from ..lifecycle import profiled
 from ..lograte import Sometimes
-from . import budgets, requests
+from . import budgets, liveness, requests
 from .dataflow import Flow
 from .jobs import Create
 from .network import Network, window_for
@@ -45,8 +45,9 @@ CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 class Broker:
     def __init__(self, bind="tcp://127.0.0.1:5555", ctx=None, keys=None, checkpoint_dir=None, peer=None,
-                 primary=False, pair_secret=None):
+                 primary=False, pair_secret=None, heartbeat_expiry=None):
         self.ctx = ctx or zmq.Context()
+        self.expiry = liveness.base_expiry(heartbeat_expiry)  # a group's, before load stretches it
         self.checkpoint_dir = os.path.abspath(checkpoint_dir or statedir.checkpoint_dir())
         self.keys = keys
         if keys is not None:
@@ -72,7 +73,7 @@ class Broker:
                            take_snapshot=lambda net, then: take_snapshot(self.ports, net, then),
                            snapshot_due=lambda net: snapshot_due(self.ports, net, SNAPSHOT_EVERY),
                            checkpoint_file=self.checkpoint_file, encode_again=self.encode_again,
-                           when_shipped=self.when_shipped, rebroker=self.rebroker,
+                           when_shipped=self.when_shipped, rebroker=self.rebroker, end_net=self.end_net,
                            fault=lambda event, count: self.faults.at(event, count, f"at {event} {count}"))
         self.worker_ops = {wire.REGISTER: self.register, wire.HEARTBEAT: self.worker_beat,
                            wire.SPAWNED: self.spawned, wire.EXITED: self.exited}
@@ -156,13 +157,15 @@ class Broker:
         self.heartbeat_workers()
         if not self.inbox.poll(0):  # likewise for the groups' heartbeats
             for net in list(self.nets.values()):
-                silent = [gid for gid, g in net.groups.items()
-                          if g["alive"] and g["pid"] and now - g["heard"] > heartbeat.EXPIRY]
-                for gid in silent:  # alive but stuck (stopped, wedged): end it, then rebuild
+                dead = {gid: why for gid, g in net.groups.items() if g["alive"] and g["pid"] and now - g["heard"] >
+                        self.expiry for why in [liveness.verdict(g, self.workers.get(g["worker"]), now, self.expiry)]
+                        if why}
+                for gid in dead:  # stuck (stopped, wedged): end it, then rebuild; a busy one is left be
                     g = net.groups[gid]
                     self.send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "pid": g["pid"], "sig": 9})
-                if silent and not net.failed:
-                    self.group_lost(net, silent, f"{net.describe(silent[0])} stopped answering heartbeats")
+                if dead and not net.failed:
+                    first = next(iter(dead))
+                    self.group_lost(net, list(dead), f"{net.describe(first)} {dead[first]}")
         if self.dashboard is not None:
             self.dashboard.offer(self)
 
@@ -290,7 +293,10 @@ class Broker:
             self.workers[wid] = {"name": name, "host": str(h["host"]), "hostname": str(h.get("hostname", "")),
                                  "key": h.get("key"),
                                  "slots": max(1, int(h.get("slots") or 1)), "pid": h.get("pid"), "peer": heartbeat.Peer(),
-                                 "groups": set(), "memory": _budget(h.get("memory"))}
+                                 "groups": set(), "memory": _budget(h.get("memory")),
+                                 "pool": str(h["pool"])[:300] if h.get("pool") else None,
+                                 "disk": _budget(h.get("disk")),
+                                 "disk_pool": str(h["disk_pool"])[:300] if h.get("disk_pool") else None}
             log.info("worker %s joined from %s (%s slots, memory %s)", name, h["host"], h.get("slots"),
                      h.get("memory") or "unlimited")
         waiting = self.workers[wid].pop("waiting", None) or []
@@ -311,12 +317,15 @@ class Broker:
 
     def worker_beat(self, wid, h):
         """Its own and its groups' CPU and memory, kept for the dashboard."""
+        now = time.monotonic()
         self.workers[wid]["usage"] = h.get("usage")
+        load = h.get("load")
+        self.workers[wid]["load"] = float(load) if isinstance(load, (int, float)) and 0 <= load < 1e6 else None
         for gid, use in dict(h.get("groups") or {}).items():
             net = self.nets.get(str(gid).split(".")[0])
             g = net.groups.get(gid) if net else None
             if g is not None and g["worker"] == wid:
-                g["usage"] = use
+                g["usage"], g["usage_at"] = use, now
 
     def spawned(self, wid, h):
         net = self.nets.get(str(h["gid"]).split(".")[0])
@@ -456,6 +465,7 @@ class Broker:
         """A group copied its state as snapshot h["snap"]; it keeps that and the whole one only."""
         g = net.groups[h["gid"]]
         g["snaps"] = {i for i in g["snaps"] if i == h.get("whole")} | {h["snap"]}
+        g["kept_bytes"] = h.get("bytes")  # on its worker's disk: status shows the disk measured
         for job in list(net.jobs):
             job.on_snapped(h["gid"], h)
 
@@ -503,7 +513,9 @@ class Broker:
                                "worker_name": w["name"], "host": w["host"], "key": w["key"], "pid": None,
                                "endpoints": {}, "alive": False, "heard": 0.0,
                                "snaps": set(), "holds": set()}  # snapshots it holds: its own, others' replicas
-            w["groups"].add(gid)
+        budgets.check(self.workers, self.nets.values(), net, "its snapshots", kinds=("disk",))  # before it starts
+        for g in net.groups.values():
+            self.workers[g["worker"]]["groups"].add(g["gid"])
         self.nets[net.id] = net
         budgets.replan(net)
         return Create(self.ports, net, client, req, timeout, layers, optimizer).begin()
@@ -590,8 +602,21 @@ class Broker:
             if g["worker"] in self.workers:
                 self.workers[g["worker"]]["groups"].discard(g["gid"])
 
+    def end_net(self, net):
+        """Drop a network and have its workers end every process of it, started or starting
+        (those that never said hello have no socket a STOP could go to)."""
+        self.stop_net(net)
+        for gid, g in net.groups.items():
+            if g["worker"] in self.workers:
+                self.send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "sig": 9})
+
     def status(self):
         return requests.status_of(self)
+
+    def budgets_of(self, wid):
+        """A worker's memory and disk: budget, planned and measured (status, the dashboard)."""
+        return {"memory": budgets.status(self.workers, self.nets.values(), wid),
+                "disk": budgets.disk_status(self.workers, self.nets.values(), wid)}
 
     def checkpoint_file(self, name):
         """Where a client's checkpoint goes: a plain file name, inside this broker's checkpoint folder only."""
@@ -611,12 +636,13 @@ class BindError(RuntimeError):
     """The broker's address cannot be bound (in use, or not this host's)."""
 
 
-def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False, pair_secret=None):
+def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False, pair_secret=None,
+         heartbeat_expiry=None):
     """dashboard: where to serve it (a dashboard.Listen), or None for none.
     peer: the other broker's client address, for a pair (pair.py); primary: this one starts active."""
     try:
         broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir, peer=peer, primary=primary,
-                        pair_secret=pair_secret)
+                        pair_secret=pair_secret, heartbeat_expiry=heartbeat_expiry)
     except zmq.ZMQError as e:
         raise BindError(f"cannot listen on {bind}: {e}") from None
     print(f"mesh broker listening on {broker.address}", flush=True)

@@ -154,42 +154,57 @@ def plan(spec, inputs, window, optimizer, hosts, pins):
     if not hosts:
         raise RuntimeError("no workers have joined the broker; start one with `mesh worker --broker ADDR`")
     widths = spec.fan_ins(inputs)
-    if spec.group_size != "balanced" and all(h["budget"] is None for h in hosts):
+    model = Model(widths, np.dtype(spec.dtype).itemsize, optimizer, window)
+    if spec.group_size != "balanced" and not any(h["budget"] is not None and h.get("given", True) for h in hosts):
+        # no budget given: by slots, as without budgets, while that fits what the hosts have
         groups = spec.groups()
         where = place_pinned(groups, [(h["wid"], h["slots"], h["host"], h["name"]) for h in hosts], pins)
-        return [(*g, w) for g, w in zip(groups, where)]
-    itemsize = np.dtype(spec.dtype).itemsize
-    model = Model(widths, itemsize, optimizer, window)
+        if all(h["budget"] is None for h in hosts) or not _over_budget(groups, where, model, hosts):
+            return [(*g, w) for g, w in zip(groups, where)]
     allowed = [_allowed(hosts, pins.get(str(layer + 1)), layer) for layer in range(len(spec.sizes))]
     _refuse_beyond_sum(spec, model, hosts)
     counts = _first_counts(spec, model, allowed, widths)
     while True:
+        model.counts = counts
         groups = [(layer, lo, hi) for layer, n in enumerate(spec.sizes) for lo, hi in cut(n, counts[layer])]
         where, failing = _assign(groups, model, allowed)
         if where is not None:
             if not _over_budget(groups, where, model, hosts):
                 return [(*g, w) for g, w in zip(groups, where)]
         if failing is None or _fits_somewhere(model, allowed, failing, counts[failing], spec.sizes[failing]):
-            failing = max(range(len(counts)), key=lambda l: model.reserved(l, math.ceil(spec.sizes[l] / counts[l])))
+            # the layer whose pieces hold the most data (not links: more pieces only add links)
+            failing = max(range(len(counts)), key=lambda l: model.reserved(l, math.ceil(spec.sizes[l] / counts[l]),
+                                                                           links=False))
         if isinstance(spec.group_size, int) or counts[failing] >= spec.sizes[failing]:
             raise Refused(_cannot_cut(spec, model, allowed, failing, counts[failing]))
         counts[failing] = min(spec.sizes[failing], max(counts[failing] + 1, math.ceil(counts[failing] * 1.25)))
 
 
 class Model:
-    """memory.py's model for the groups of one network."""
+    """memory.py's model for the groups of one network; counts: its groups per layer
+    (their links cost memory too), or None while they are not known (one each)."""
 
-    def __init__(self, widths, itemsize, optimizer, window):
+    def __init__(self, widths, itemsize, optimizer, window, counts=None):
         self.widths, self.itemsize, self.optimizer, self.window = widths, itemsize, optimizer, window
+        self.counts = counts
 
-    def bytes(self, layer, rows, kept=()):
+    def ends(self, layer):
+        counts = self.counts or [1] * len(self.widths)
+        return memory.link_ends(counts[layer - 1] if layer > 0 else 0,
+                                counts[layer + 1] if layer + 1 < len(counts) else 0)
+
+    def bytes(self, layer, rows, kept=(), links=True):
         return memory.group_bytes(rows, self.widths[layer], self.itemsize, self.optimizer, self.window,
-                                  kept=[(r, self.widths[k]) for k, r in kept])
+                                  kept=[(r, self.widths[k]) for k, r in kept], ends=self.ends(layer) if links else 0)
 
-    def reserved(self, layer, rows):
+    def disk(self, layer, rows, kept=()):
+        return memory.group_disk(rows, self.widths[layer], self.itemsize, self.optimizer,
+                                 kept=[(r, self.widths[k]) for k, r in kept])
+
+    def reserved(self, layer, rows, links=True):
         """What placing a group takes from its worker: itself and, for the replicas it will
         keep, as much as its own (the groups of a worker keep about what they hand out)."""
-        return self.bytes(layer, rows, kept=[(layer, rows)])
+        return self.bytes(layer, rows, kept=[(layer, rows)], links=links)
 
 
 def cut(n, k):
@@ -278,16 +293,21 @@ def _over_budget(groups, where, model, hosts):
                for wid, h in by_wid.items())
 
 
-def planned_bytes(records, model):
+def planned_bytes(records, model, disk=False):
     """{gid: planned bytes} of a network's groups (records in network order: gid,
-    layer, lo, hi, worker, host), each with the replicas it keeps."""
+    layer, lo, hi, worker, host), each with the replicas it keeps; disk: the bytes
+    of their snapshot files instead."""
     keeper = keepers(records)
+    layers = max(g["layer"] for g in records) + 1 if records else 0
+    model = Model(model.widths, model.itemsize, model.optimizer, model.window,
+                  [sum(1 for g in records if g["layer"] == l) for l in range(layers)])
     kept = {g["gid"]: [] for g in records}
     for g in records:
         k = keeper[g["gid"]]
         if k is not None:
             kept[k["gid"]].append((g["layer"], g["hi"] - g["lo"]))
-    return {g["gid"]: model.bytes(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
+    of = model.disk if disk else model.bytes
+    return {g["gid"]: of(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
 
 
 def _refuse_beyond_sum(spec, model, hosts):
@@ -296,7 +316,12 @@ def _refuse_beyond_sum(spec, model, hosts):
         return
     need = len(hosts) * memory.WORKER_BASELINE + sum(h["budget"] - h["free"] - memory.WORKER_BASELINE
                                                      for h in hosts if h["free"] < h["budget"])
-    need += sum(model.reserved(layer, n) for layer, n in enumerate(spec.sizes))
+    if isinstance(spec.group_size, int):  # its groups, each with its links, as they will be cut
+        model.counts = [math.ceil(n / spec.group_size) for n in spec.sizes]
+        need += sum(model.reserved(layer, r) * count for layer, (n, count) in enumerate(zip(spec.sizes, model.counts))
+                    for r in [math.ceil(n / count)])
+    else:
+        need += sum(model.reserved(layer, n) for layer, n in enumerate(spec.sizes))
     offer = sum(h["budget"] for h in hosts)
     if need > offer:
         _, size = unit_of(offer)

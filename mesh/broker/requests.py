@@ -189,7 +189,7 @@ def status(b, client, h, arrays):
 def status_of(b):
     """Workers and networks as they are: each network's state is its state machine's."""
     workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
-                "pid": w["pid"], "groups": len(w["groups"]), "memory": budgets.status(b.workers, b.nets.values(), wid)}
+                "pid": w["pid"], "groups": len(w["groups"]), **b.budgets_of(wid)}
                for wid, w in b.workers.items()]
     pair = b.paired.status() if b.paired is not None else None
     return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair,

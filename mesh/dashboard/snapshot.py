@@ -95,7 +95,7 @@ class Watch:
         """The whole state; groups in `dead` ({gid: pid}) shown dead with that pid, whatever they are now."""
         t0 = time.perf_counter()
         now = time.monotonic()
-        workers = [self.worker(w, now) for w in broker.workers.values()]
+        workers = [dict(self.worker(w, now), **broker.budgets_of(wid)) for wid, w in broker.workers.items()]
         nets = [self.network(net, now, dead or {}) for net in list(broker.nets.values())]
         for nid in set(self.runs) - set(broker.nets):
             del self.runs[nid]  # dropped networks take their runs along
@@ -189,8 +189,8 @@ class Watch:
 
 
 def usage(u):
-    """[cores, bytes] as a worker reported it, or (None, None)."""
-    if isinstance(u, list) and len(u) == 2:
+    """[cores, bytes, state] as a worker reported it, or (None, None)."""
+    if isinstance(u, list) and len(u) >= 2:
         return num(u[0], 3), count(u[1])
     return None, None
 

@@ -36,6 +36,7 @@ function html(name, text, parent, cls) {
 
 const fmt = {
   bytes: (b) => b == null ? "–" : b >= 1e9 ? `${(b / 1e9).toFixed(2)} GB` : `${(b / 1e6).toFixed(1)} MB`,
+  budget: (m) => m == null ? "–" : `${fmt.bytes(m.planned)} / ${fmt.bytes(m.measured)} / ${fmt.bytes(m.budget)}`,
   cores: (c) => c == null ? "–" : `${Math.round(c * 100)}%`,
   rate: (r) => r == null ? "–" : r >= 1000 ? `${(r / 1000).toFixed(1)}k` : `${Math.round(r)}`,
   secs: (s) => s == null ? "–" : s < 120 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min`,
@@ -255,7 +256,7 @@ function drawTables(state) {
   workers.replaceChildren();
   for (const w of state.workers) {
     row(workers, [w.name, w.hostname ? `${w.host} (${w.hostname})` : w.host, w.pid, w.slots, w.groups,
-      fmt.cores(w.cpu), fmt.bytes(w.rss), fmt.secs(w.heartbeat_age)]);
+      fmt.cores(w.cpu), fmt.budget(w.memory), fmt.budget(w.disk), fmt.secs(w.heartbeat_age)]);
   }
   if (!$("processes-box").open) return;
   const procs = $("processes").tBodies[0];
