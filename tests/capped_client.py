@@ -20,7 +20,7 @@ from mesh import faults
 from mesh.client import Client, RemoteError
 from mesh.reference import ReferenceNet
 
-SIZES = [3072, 3072, 10]
+SIZES = [4096, 4096, 10]  # 135 MiB of float64 weights, 3 x that in adam's state
 SPEC = dict(dtype="float64", activation="tanh", output="softmax", loss="cross_entropy", seed=5)
 TRAIN = dict(epochs=2, batch_size=32, learning_rate=1e-3, optimizer="adam", shuffle=False)
 

@@ -3,8 +3,10 @@ hosts, each in its own network namespace and its own memory cgroup (a process
 over its host's cap is killed by the kernel). The workers' budgets are below
 their caps; the middle layer fits on no one worker, so it is cut and spread;
 a whole worker host is killed mid-training and its groups come back from the
-replicas their keepers hold on the other hosts; the weights equal the numpy
-reference's, and no host ever went over its cap. Skips where namespaces or
+replicas their keepers hold on the other hosts (snapshot files in each worker's
+state folder); the weights equal the numpy reference's, and no process was
+OOM-killed (a host's page cache, the snapshot files', may fill its cap: the
+kernel reclaims it). Skips where namespaces or
 memory cgroups cannot be made; CI runs as root, where they can."""
 import json
 import os
@@ -16,7 +18,7 @@ import cgroups
 from netns import Hosts, can_make_namespaces, wait_for_workers
 
 MiB = 1 << 20
-BROKER_CAP, WORKER_CAP, WORKER_BUDGET = 300 * MiB, 1280 * MiB, 640 * MiB
+BROKER_CAP, WORKER_CAP, WORKER_BUDGET = 512 * MiB, 850 * MiB, 700 * MiB
 HERE = os.path.dirname(__file__)
 why_not = can_make_namespaces() or cgroups.why_not()
 pytestmark = pytest.mark.skipif(why_not is not None, reason=f"capped hosts test skipped: {why_not}")
@@ -63,4 +65,7 @@ def test_a_network_no_host_can_hold_trains_across_capped_hosts_and_survives_one(
     assert out["history_error"] < 1e-9
     for cap in caps:
         assert cap.oom_kills() == 0 and cap.peak() <= cap.limit, (cap.path, cap.peak(), cap.limit)
-    print({os.path.basename(c.path): f"{c.peak() / MiB:.0f} of {c.limit / MiB:.0f} MiB" for c in caps})
+    print({os.path.basename(c.path): f"{c.peak() / MiB:.0f} of {c.limit / MiB:.0f} MiB (page cache included), "
+                                     f"{c.read('memory.failcnt')} reclaims at the cap" for c in caps})
+    print({w["name"]: {k: {f: v and round(v / MiB) for f, v in w[k].items() if f != "from"} for k in ("memory", "disk")}
+           for w in out["workers"]})
