@@ -214,7 +214,7 @@ class DataPath:
             return  # not a pass this group may answer
         g = self.g
         try:
-            if g.neurons is None or g.restoring is not None or d.gen != g.gen:
+            if g.neurons is None or g.custody.restoring is not None or d.gen != g.gen:
                 raise ValueError(f"group {g.gid} was rebuilt (generation {g.gen})")
             if d.after != g.applied.done:
                 raise ValueError(f"group {g.gid} is at step {g.applied.done}, the lease at {d.after}")

@@ -4,7 +4,8 @@ It binds one PULL inbox (ipc for neighbours on this host, tcp for the rest)
 and holds one PUSH socket per neighbour. Data messages (forward passes,
 gradients, targets: wire.py's binary layout) go to its data path
 (datapath.py); control messages (JSON) are handled here: its wiring and
-weights (setup), reads and changes of its state, snapshots and replicas.
+weights (setup), reads and changes of its state; its snapshots and the
+replicas it keeps, by its custody (custody.py).
 In a graph (mesh/graph.py) the parts of its input come from the groups of each
 layer it reads (the rows from the broker), and its output goes to every group of
 every layer that reads it.
@@ -27,7 +28,7 @@ from . import heartbeat, sockets, wire
 from .bounded import Bounded
 from .datapath import MAX_AHEAD, MAX_HELD, DataPath
 from .faults import Faults
-from .keeper import Keeper
+from .custody import Custody
 from .lifecycle import profiled
 from .lograte import Sometimes
 from .neurons import Neurons
@@ -38,7 +39,6 @@ from .spec import Spec, initial_rows
 from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
-MAX_FETCHES = 64  # fetches kept until this group's own setup of their generation comes
 
 
 class Group:
@@ -72,19 +72,14 @@ class Group:
         # What peers' messages fill, each within a count and a byte budget (bounded.py):
         self.waiting = Bounded(f"group {self.gid}: waiting", MAX_HELD, sockets.store_bytes())  # n -> (after, run,
         self.received = 0             # header): what must follow a step not yet applied, numbered as it came
-        self.fetches = Bounded(f"group {self.gid}: fetches", MAX_FETCHES, MAX_FETCHES * 1024)
         self.applied = Watermark()    # steps applied here
         self.handlers = {wire.SETUP: self.setup, wire.PURGE: self.purge, wire.GROW: self.grow, wire.GET: self.get,
                          wire.SET: self.set,
-                         wire.OPTIM: self.optim, wire.SNAP: self.snap, wire.KEEP: self.keep, wire.FETCH: self.fetch,
-                         wire.REPLICA: self.replica, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
+                         wire.OPTIM: self.optim, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
         # its own snapshots and the replicas it keeps for others, in files under its worker's state folder
-        self.keeper = Keeper(config.get("state_dir") and os.path.join(config["state_dir"], f"{self.gid}-{os.getpid()}"))
-        self.keeper_sock = None       # where its replica goes (custody)
-        self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
-        self.ward_socks = {}          # gid -> PUSH socket, of the groups whose replicas it keeps
-        self.ward_rows = {}           # gid -> its neurons: the rows of a replica it may keep
-        self.restoring = None         # (snapshot id, function) while it waits for its replica
+        self.custody = Custody(self, config.get("state_dir") and os.path.join(config["state_dir"],
+                                                                              f"{self.gid}-{os.getpid()}"))
+        self.handlers.update(self.custody.handlers)
         self.running = True
         self.gen = 0  # the broker's generation of this network; data from an older one is stale
         self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
@@ -235,14 +230,13 @@ class Group:
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.data.reset()
         self.waiting.clear()
-        self.restoring = None
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         for sock, *_ in self.down + self.feeders:
             sock.close()
         self.down = [(self._dial(ep, key), lo, hi, src) for ep, lo, hi, key, src in h["down"]]
         self.up = [(ep and self._dial(ep, key), lo, hi, at) for ep, lo, hi, key, at in h["up"]]  # rows: no socket
         self.parts_changed()
-        self.custody(h)
+        self.custody.wire(h)
         restore = h.get("restore")
         if restore is None:
             if h.get("init"):  # a new network: this group's rows, drawn from the seed
@@ -251,90 +245,15 @@ class Group:
             else:
                 W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
             self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
-        elif restore.get("from") is None:
-            self.neurons = self.keeper.restore_own(int(restore["snap"]), h["function"])
-        else:  # this process is new: its state comes from its keeper (or the broker)
-            self.restoring = (int(restore["snap"]), h["function"])
-            if restore["from"] != "broker":
-                sockets.send(self.keeper_sock, {"k": wire.FETCH, "net": self.net, "tok": self.token, "gen": self.gen,
-                                                "of": self.gid, "snap": self.restoring[0]})
+        elif not self.custody.restore(restore, h["function"]):
             return  # ready once the replica is here
         self.tell_broker({"k": wire.READY, "restored": restore and restore["snap"]})
-        early = self.fetches.values()  # wards that asked before this setup told of them
-        self.fetches.clear()
-        for fetch in early:
-            try:
-                self.fetch(fetch, ())
-            except Exception as e:
-                self.refuse(fetch, e)
+        self.custody.ready()
 
     def parts_changed(self):
         self.feeders = [u for u in self.up if u[0] is not None]
         self.rows_src = next((i for i, u in enumerate(self.up) if u[0] is None), None)
         self.columns = [(lo, hi) for _, lo, hi, _ in self.up]
-
-    def custody(self, h):
-        """Where this group's replica goes (its keeper), and whose replicas it keeps (its
-        wards): it sends replicas back to its wards' endpoints only, and forgets others'."""
-        for sock in [self.keeper_sock, *self.ward_socks.values()]:
-            if sock is not None:
-                sock.close()
-        keeper = h.get("keeper")
-        self.keeper_sock = self._dial(*keeper) if keeper else None
-        self.to_broker_keeper = keeper is None and bool(h.get("broker_keeps"))
-        wards = h.get("wards", ())
-        self.ward_socks = {w[0]: self._dial(w[1], w[2]) for w in wards}
-        self.ward_rows = {w[0]: w[3] for w in wards}  # [gid, endpoint, key, neurons]
-        self.keeper.forget_all_but(self.ward_socks)
-
-    def snap(self, h, arrays):
-        """Keep a copy of this state; send a replica to the keeper (or the broker, for a
-        network of one group)."""
-        whole = h.get("whole")
-        snap = self.keeper.keep_own(self.neurons, int(h["snap"]), self.applied.done, whole)
-        keep = {"k": wire.KEEP, "net": self.net, "tok": self.token, "of": self.gid, "whole": whole, **snap.header()}
-        if self.keeper_sock is not None:
-            sockets.send(self.keeper_sock, keep, snap.arrays())
-        elif self.to_broker_keeper:
-            self.tell_broker(keep, snap.arrays())
-        self.tell_broker({"k": wire.SNAPPED, "snap": snap.id, "whole": whole, "step": snap.step,
-                          "ahead": len(self.applied.ahead), "bytes": self.keeper.nbytes()})
-
-    def keep(self, h, arrays):
-        """A replica of a ward's snapshot, to hand back if that ward is rebuilt."""
-        of = str(h["of"])
-        if of not in self.ward_socks:
-            raise ValueError(f"a replica of {of}, which this group does not keep for")
-        self.keeper.keep_message(of, h, arrays, self.dtype, self.ward_rows[of], h.get("whole"))
-        self.tell_broker({"k": wire.KEPT, "of": of, "snap": int(h["snap"]), "whole": h.get("whole")})
-
-    def fetch(self, h, arrays):
-        """A ward rebuilt in a new process asks for its replica: sent to its endpoint, as
-        this group's own setup names it (a fetch ahead of that setup waits for it)."""
-        gen = h.get("gen", 0)
-        if type(gen) is not int:
-            raise ValueError(f"a fetch of generation {gen!r}")
-        if gen > self.gen:  # kept small: the fields it needs, not whatever else came with it
-            early = {"k": wire.FETCH, "of": str(h["of"])[:200], "snap": int(h["snap"]), "gen": gen}
-            self.fetches.put((early["of"], early["snap"], gen), early, len(early["of"]) + 64)
-            return
-        of = str(h["of"])
-        if of not in self.ward_socks:
-            raise ValueError(f"{of} asks for a replica this group does not keep")
-        snap = self.keeper.replica(of, int(h["snap"]))
-        sockets.send(self.ward_socks[of], {"k": wire.REPLICA, "net": self.net, "tok": self.token, "of": of,
-                                           **snap.header()}, snap.arrays())
-
-    def replica(self, h, arrays):
-        if self.restoring is None and int(h["snap"]) in self.keeper.own:
-            return  # the same replica twice (a fetch repeated by a second recovery)
-        if self.restoring is None or (h["of"], int(h["snap"])) != (self.gid, self.restoring[0]):
-            raise ValueError(f"a replica of {h.get('of')} number {h.get('snap')} that nobody asked for")
-        # its own copy again, should it be needed before the next snapshot
-        snap = self.keeper.adopt_message(h, arrays, self.dtype, self.cfg["hi"] - self.cfg["lo"])
-        self.neurons = snap.neurons(self.restoring[1])
-        self.tell_broker({"k": wire.READY, "restored": self.restoring[0]})
-        self.restoring = None
 
     def _dial(self, endpoint, key):
         return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
@@ -411,7 +330,7 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
-        group.keeper.close()  # its snapshot files go with it
+        group.custody.keeper.close()  # its snapshot files go with it
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

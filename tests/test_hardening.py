@@ -109,7 +109,7 @@ def test_what_peers_fill_is_bounded_in_bytes(ctx, monkeypatch):
     for _ in range(6000):
         assert r.g.inbox.poll(10_000)
         r.g.handle_one()
-    assert len(r.g.fetches) <= 64 and r.g.fetches.nbytes < 64 * 1024
+    assert len(r.g.custody.fetches) <= 64 and r.g.custody.fetches.nbytes < 64 * 1024
     assert r.g.data.fwd.nbytes <= (1 << 20) and r.g.data.fwd.evicted > 0
     assert r.quiet()
 
