@@ -14,6 +14,7 @@ broker's side of each job's Ports (ports.py); what clients may ask is in
 requests.py, the data path in dataflow.py, the work in the job modules."""
 import logging
 import os
+from collections import deque
 import re
 import time
 
@@ -39,6 +40,7 @@ from .steplog import SNAPSHOT_EVERY
 
 log = logging.getLogger("mesh.broker")
 TICK = 0.05  # seconds between checks of deadlines and heartbeats
+WORK_SLICE = 0.02  # seconds of pending work (a wiring) each round of the loop
 POLLIN = int(zmq.POLLIN)  # a plain int: zmq's flag enum costs microseconds a test
 CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -83,6 +85,7 @@ class Broker:
                           wire.FAULT: self.flow.fault}
         self.running = True
         self.longest_loop = 0.0  # seconds: the longest one round of the loop took
+        self.pending = deque()  # work done a slice a round: generators (Broker.setups)
         self.sometimes = Sometimes(log)  # what peers' bad messages log
         self.dashboard = None  # main() starts it; tick() offers it the state, at a rate it bounds
 
@@ -93,7 +96,7 @@ class Broker:
         poller.register(self.inbox, zmq.POLLIN)
         next_tick = 0.0
         while self.running:
-            events = dict(poller.poll(TICK * 1000))
+            events = dict(poller.poll(0 if self.pending else TICK * 1000))
             t = time.monotonic()
             if self.paired is not None:
                 if self.paired.froze(t - self.frozen_at):  # workers and groups were not silent: we were
@@ -116,6 +119,7 @@ class Broker:
             t_inbox = time.monotonic() - t
             if self.front in events:
                 self.on_front()
+            self.work()
             now = time.monotonic()
             if now >= next_tick:  # deadlines and heartbeats: a few times a second is plenty
                 self.tick()
@@ -523,19 +527,27 @@ class Broker:
     def wire_up(self, net, layers=None, optimizer=None, restore=False):
         """Every group has said hello: send each its neighbours and its weights (a
         loaded network's), or how to draw them (a new one's), or, when restoring,
-        where its state is: its own snapshot, or its keeper's replica."""
-        spec = net.spec
+        where its state is: its own snapshot, or its keeper's replica. The plan is made
+        now; its messages go a slice of each round of the loop (Broker.work), so that
+        wiring hundreds of groups never holds the loop (the groups answer READY)."""
         net.all_steps_done()
         records = [[net.groups[g] for g in gids] for gids in net.layers]
         plan, holders = restore_plan(net, [g for layer in records for g in layer]) if restore else ({}, {})
         # a new process's keeper is the group that holds its replica
-        setups = wiring(records, holders, spec.inputs, net.layer1_width)
+        setups = wiring(records, holders, net.spec.inputs, net.layer1_width)
+        self.pending.append(self.setups(net, net.gen, setups, plan, layers, optimizer, restore))
+
+    def setups(self, net, gen, setups, plan, layers, optimizer, restore):
+        """wire_up's messages, one group's at a time; they stop if the network is dropped or
+        rebuilt meanwhile (a recovery wires it anew)."""
+        spec = net.spec
         drawn = spec.to_dict()  # what a new network's groups draw their rows from
         for layer, gids in enumerate(net.layers):
             fan_in = spec.fan_in(layer, net.layer1_width)
             meta, slots = optimizer[layer] if optimizer else ({}, [])
             for gid in gids:
-                self.heartbeat_workers()
+                if self.nets.get(net.id) is not net or net.gen != gen:
+                    return
                 g = net.groups[gid]
                 header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen,
                           "applied": net.step, **setups[gid]}
@@ -553,6 +565,19 @@ class Broker:
                     if meta.get("has_slots"):
                         sl = [s[g["lo"]:g["hi"]] for s in slots]
                         self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + sl)
+                yield
+
+    def work(self):
+        """Pending work (the messages of a wiring), for a slice of this round at most."""
+        deadline = time.monotonic() + WORK_SLICE
+        while self.pending and time.monotonic() < deadline:
+            try:
+                next(self.pending[0])
+            except StopIteration:
+                self.pending.popleft()
+            except Exception:
+                log.exception("a wiring failed")
+                self.pending.popleft()
 
     def encode(self, net, h, arrays, grow=True, strict=True, keep_rows=False):
         """Rows of a request -> the input matrix, growing layer 1 for new columns first.

@@ -116,15 +116,17 @@ def wiring(layers, fixed_keepers=None, graph=None, rows=0):
         for g in layer:
             parts[g["gid"]] = cols
     down = {g["gid"]: [] for g in groups}  # gid -> [(reader group, index of the part there)]
+    reader = {}  # (gid, reader's gid) -> the reader's index among the group's "down"
     for g in groups:
         for src, (u, _, _) in enumerate(parts[g["gid"]]):
             if u is not None:
+                reader[u["gid"], g["gid"]] = len(down[u["gid"]])
                 down[u["gid"]].append((g, src))
     setups = {}
     for l, layer in enumerate(layers):
         for index, g in enumerate(layer):
             ups = [[None, lo, hi, None, None] if u is None else
-                   [link(g["host"], u), lo, hi, u.get("key"), [d["gid"] for d, _ in down[u["gid"]]].index(g["gid"])]
+                   [link(g["host"], u), lo, hi, u.get("key"), reader[u["gid"], g["gid"]]]
                    for u, lo, hi in parts[g["gid"]]]
             setups[g["gid"]] = {
                 "index": index,
