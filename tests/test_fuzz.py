@@ -61,6 +61,17 @@ def send_all(sock, batch):
             sock.send_multipart(frames)
 
 
+def answered_after(sock, who):
+    """A status request, then every answer drained until its own: the broker (of `who`) read
+    everything sent before it on this connection. Its answer."""
+    sockets.send(sock, {"k": wire.STATUS, "id": "end"})
+    while True:
+        assert sock.poll(30_000), f"{who} stopped answering"
+        _, answer, _ = sockets.recv(sock)
+        if answer.get("id") == "end":
+            return answer
+
+
 def test_fuzz_the_broker_client_socket(mesh2, target):
     net, X, before = target
     ctx = zmq.Context()
@@ -72,13 +83,7 @@ def test_fuzz_the_broker_client_socket(mesh2, target):
         @given(st.lists(messages(kinds=kinds, net=net.id), min_size=1, max_size=25))
         def campaign(batch):
             send_all(sock, batch)
-            sockets.send(sock, {"k": wire.STATUS, "id": "end"})
-            while True:  # every answer before the status's is drained
-                assert sock.poll(30_000), "the broker stopped answering"
-                _, h, _ = sockets.recv(sock)
-                if h.get("id") == "end":
-                    assert h["ok"]
-                    return
+            assert answered_after(sock, "the broker")["ok"]
         campaign()
     finally:
         ctx.destroy(linger=0)
@@ -169,12 +174,7 @@ def test_fuzz_the_broker_inbox_and_its_worker_messages(fresh_mesh):
         def campaign(batch):
             send_all(inbox, batch)
             send_all(fake, batch)
-            sockets.send(fake, {"k": wire.STATUS, "id": "end"})
-            while True:
-                assert fake.poll(30_000), "the broker stopped answering"
-                _, answer, _ = sockets.recv(fake)
-                if answer.get("id") == "end":
-                    return
+            answered_after(fake, "the broker")
         campaign()
         fake.close()
     finally:
@@ -237,12 +237,7 @@ def test_fuzz_the_pair_channel():
         def campaign(batch):
             for sock in socks:
                 send_all(sock, batch)
-                sockets.send(sock, {"k": wire.STATUS, "id": "end"})
-                while True:
-                    assert sock.poll(30_000), "a broker of the pair stopped answering"
-                    _, answer, _ = sockets.recv(sock)
-                    if answer.get("id") == "end":
-                        break
+                answered_after(sock, "a broker of the pair")
         campaign()
         s = h.client.status()["broker"]["pair"]
         assert (s["role"], s["epoch"], s["peer_role"]) == ("active", 1, "standby")
