@@ -234,7 +234,7 @@ class DataPath:
     def _answer(self, d, frames):
         """To a client's reply socket (an abstract unix socket of the client form, never an
         address a peer makes up); never blocks: a client that stopped reading loses it."""
-        to = f"ipc://@neuromesh-reply-{d.rpid}-{d.rtag.hex()}"
+        to = wire.reply_address(d.rpid, d.rtag)
         sock = self.clients.pop(to, None) or sockets.make(self.g.ctx, zmq.PUSH, connect=to, hwm=CLIENT_HWM)
         self.clients[to] = sock  # the most recent last
         if len(self.clients) > MAX_CLIENTS:

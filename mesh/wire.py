@@ -233,7 +233,14 @@ def is_data(buf):
 
 # The dict form, for the few places off the hot path (the broker's inbox, a client, tests):
 # the same field names as the JSON builders below, so code reading either reads both.
-_REPLY = re.compile(r"ipc://@neuromesh-reply-([0-9]+)-([0-9a-f]{8})")
+# Where a group may answer a client: an abstract unix socket the client bound (reachable
+# from this host's network namespace only), never an address a header makes up. A data
+# header carries it as its pid and tag (rpid, rtag).
+REPLY_ADDRESS = re.compile(r"ipc://@neuromesh-reply-([0-9]+)-([0-9a-f]{8})")
+
+
+def reply_address(rpid, rtag):
+    return f"ipc://@neuromesh-reply-{rpid}-{rtag.hex()}"
 
 
 def pack_data(header, arrays=()):
@@ -250,7 +257,7 @@ def pack_data(header, arrays=()):
         rpid, rtag = 0, b"\0" * 4
         if "reply" in header:
             flags |= F_REPLY
-            m = _REPLY.fullmatch(header["reply"]) if isinstance(header["reply"], str) else None
+            m = REPLY_ADDRESS.fullmatch(header["reply"]) if isinstance(header["reply"], str) else None
             if m:  # an address that is not a client's reply socket is sent as none: no one to answer
                 rpid, rtag = int(m.group(1)), bytes.fromhex(m.group(2))
         after = header.get("at" if "reply" in header else "after")
@@ -298,7 +305,7 @@ def data_header(d, drop=()):
             h["drop"] = list(drop)
     if d.flags & F_REPLY:
         h["at"] = d.after
-        h["reply"] = f"ipc://@neuromesh-reply-{d.rpid}-{d.rtag.hex()}" if d.rpid else ""
+        h["reply"] = reply_address(d.rpid, d.rtag) if d.rpid else ""
     elif d.after >= 0:
         h["after"] = d.after
     if d.kind in (DATA_CODE[BWD], DATA_CODE[TARGET]):
@@ -388,7 +395,3 @@ def _array(spec, frame):
 def predict_token(token):
     return hashlib.sha256(f"predict:{token}".encode()).hexdigest()[:32]
 
-
-# Where a group may answer a client: an abstract unix socket the client bound (reachable
-# from this host's network namespace only), never an address a header makes up.
-REPLY_ADDRESS = re.compile(r"ipc://@neuromesh-reply-[0-9]+-[0-9a-f]{8}")
