@@ -16,7 +16,7 @@ from rig import Rig
 from mesh import checkpoint, sockets, wire
 from mesh.bounded import Bounded
 from mesh.broker.loop import Broker
-from mesh.broker.pair import Pair
+from mesh.broker.pairstate import Pair
 from mesh.client import Client
 from mesh.dashboard.server import loopback_host
 from mesh.group import MAX_AHEAD

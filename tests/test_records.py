@@ -7,7 +7,7 @@ import numpy as np
 
 from mesh import wire
 from mesh.broker.answers import Answers
-from mesh.broker.journal import Shadow, Shipper, net_record
+from mesh.broker.replication import Shadow, Shipper, net_record
 from mesh.broker.network import Network
 from mesh.broker.passes import FairQueue
 from mesh.broker.takeover import network_from

@@ -11,7 +11,7 @@ late jobs and silent workers and send due heartbeats.
 
 This module holds the loop, the registry of workers and networks, and the
 broker's side of each job's Ports (ports.py); what clients may ask is in
-requests.py, the data path in dataflow.py, the work in the job modules."""
+clientops.py, the data path in dataflow.py, the work in the job modules."""
 import logging
 import os
 from collections import deque
@@ -26,11 +26,11 @@ from ..encoder import Encoder
 from ..faults import Faults
 from ..lifecycle import profiled
 from ..lograte import Sometimes
-from . import budgets, liveness, requests
+from . import budgets, clientops, liveness
 from .dataflow import Flow
 from .jobs import Create
 from .network import Network, window_for
-from .paired import FENCED_EXIT, Fenced, Paired
+from .pairing import FENCED_EXIT, Fenced, Paired
 from .placement import plan, wiring
 from .ports import Ports
 from .recovery import Recover
@@ -66,7 +66,7 @@ class Broker:
         self.workers = {}        # identity -> record
         self.nets = {}
         self.made = {"worker": 0, "net": 0}  # names handed out: w1, w2..., n1, n2...
-        self.paired = Paired(self, peer, primary, pair_secret) if peer else None  # one of a pair (paired.py), or alone
+        self.paired = Paired(self, peer, primary, pair_secret) if peer else None  # one of a pair (pairing.py), or alone
         self.faults = Faults("broker")  # a test's faults at the broker's known points (faults.py)
         self.frozen_at = time.monotonic()
         self.flow = Flow(self.push_to_group, self.abandon_step)
@@ -224,10 +224,10 @@ class Broker:
     def dispatch(self, k, client, h, arrays):
         """Run one client request; one for a network that is being rebuilt or read waits until it is whole."""
         try:
-            op = requests.HANDLERS.get(k)
+            op = clientops.HANDLERS.get(k)
             if op is None:
                 raise ValueError(f"unknown request {k!r}")
-            net = self.nets.get(h.get("net")) if k in requests.WAITS_FOR_RECOVERY else None
+            net = self.nets.get(h.get("net")) if k in clientops.WAITS_FOR_RECOVERY else None
             if net is not None and net.waits():
                 net.deferred.append((k, client, h, arrays))
                 return
@@ -636,7 +636,7 @@ class Broker:
                 self.send_worker(g["worker"], {"k": wire.KILL, "gid": gid, "sig": 9})
 
     def status(self):
-        return requests.status_of(self)
+        return clientops.status_of(self)
 
     def budgets_of(self, wid):
         """A worker's memory and disk: budget, planned and measured (status, the dashboard)."""
@@ -664,7 +664,7 @@ class BindError(RuntimeError):
 def main(bind, keys=None, checkpoint_dir=None, dashboard=None, peer=None, primary=False, pair_secret=None,
          heartbeat_expiry=None):
     """dashboard: where to serve it (a dashboard.Listen), or None for none.
-    peer: the other broker's client address, for a pair (pair.py); primary: this one starts active."""
+    peer: the other broker's client address, for a pair (pairstate.py); primary: this one starts active."""
     try:
         broker = Broker(bind, keys=keys, checkpoint_dir=checkpoint_dir, peer=peer, primary=primary,
                         pair_secret=pair_secret, heartbeat_expiry=heartbeat_expiry)

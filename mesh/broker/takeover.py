@@ -1,4 +1,4 @@
-"""A standby becomes the active broker: its replica (journal.Shadow) becomes
+"""A standby becomes the active broker: its replica (replication.Shadow) becomes
 the broker's state, and every network is restored the way a recovery
 restores one (recovery.py), with one difference: its live groups are not
 respawned but told where the new broker is (REBROKER), and say hello.
@@ -14,7 +14,7 @@ import time
 from .. import heartbeat
 from ..encoder import Encoder
 from ..spec import Spec
-from .journal import group_from
+from .replication import group_from
 from .network import Network
 from .recovery import Recover
 from .states import State

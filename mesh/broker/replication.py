@@ -9,7 +9,7 @@ the data and position of an exact training run, and the answers given
 the standby applies a sync whole or not at all, and acknowledges each
 commit. No client hears of an effect the standby would not know: the answer
 to a request with an effect waits for the commit that covers it
-(paired.py); and a snapshot's SNAP (which lets groups forget the older one)
+(pairing.py); and a snapshot's SNAP (which lets groups forget the older one)
 waits for the commit that says which snapshot is whole.
 
 A record is one SHIP message: a small header ("seq", "what"), its JSON

@@ -4,16 +4,16 @@ The loop (loop.py) asks this at a few points: each tick (the pair's
 decisions and heartbeats, and the standby brought up to date), each message
 on the client socket (the other broker's, or a vote while this one is the
 standby), each request (asked again after a failover?), and each answer
-(does it wait for the standby?). The decisions are pair.py's; what is
-shipped, journal.py's; taking over, takeover.py's."""
+(does it wait for the standby?). The decisions are pairstate.py's; what is
+shipped, replication.py's; taking over, takeover.py's."""
 import logging
 import time
 from collections import deque
 
 from .. import wire
 from .answers import MAX_CACHED_ROWS, Answers
-from .journal import Shadow, Shipper
-from .pair import Pair, Role
+from .replication import Shadow, Shipper
+from .pairstate import Pair, Role
 from .takeover import take_over
 
 log = logging.getLogger("mesh.broker")
