@@ -12,6 +12,7 @@ from mesh.broker.dataflow import Flow
 from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
+from mesh.broker.records import GroupRecord
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.cancel import Cancel
@@ -31,8 +32,8 @@ class FakeMesh:
         for layer, size in enumerate(sizes):
             gid = f"n1.{layer + 1}.0"
             net.layers[layer].append(gid)
-            net.groups[gid] = {"gid": gid, "layer": layer, "index": 0, "lo": 0, "hi": size, "host": "h",
-                               "pid": 100 + layer, "alive": True, "worker_name": "w1", "endpoints": {}}
+            net.groups[gid] = GroupRecord(gid=gid, layer=layer, lo=0, hi=size, host="h", pid=100 + layer, alive=True,
+                                          worker_name="w1")
         net.life.fire(Event.CREATED)
         net.snapshot = {"id": 0, "step": 0, "inputs": inputs}
         self.flow = Flow(self.send, self.abandon)
@@ -354,7 +355,7 @@ def test_recovery_replays_the_log_then_snapshots_then_restarts_the_interrupted()
     m = Recording()
     X, T = np.zeros((2, 2)), np.ones((2, 1))
     m.net.log = [("step", 1, [(X, T)], 2, 0.1)]
-    m.net.groups["n1.2.0"]["alive"] = False
+    m.net.groups["n1.2.0"].alive = False
     restarted = []
     predict = Predict(m.ports, m.net, "c1", 5, 60.0, X, keep=False, chunk=2)
     predict.restart = lambda: restarted.append(predict)

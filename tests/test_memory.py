@@ -9,6 +9,7 @@ from mesh import memory
 from mesh.cli import cli, status_lines
 from mesh.broker.network import window_for
 from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, work
+from mesh.broker.records import GroupRecord, WorkerRecord
 from mesh.sizes import GiB, MiB, format_size, parse_size
 from mesh.spec import Spec
 
@@ -72,15 +73,15 @@ def per_worker(spec, inputs, placed, hs, optimizer="adam"):
     """{worker id: planned bytes} (with the replicas each group really keeps) and {worker id: work}."""
     widths = [inputs] + spec.sizes[:-1]
     host = {h["wid"]: h["host"] for h in hs}
-    records = [dict(gid=i, layer=layer, lo=lo, hi=hi, worker=w, host=host[w])
+    records = [GroupRecord(gid=i, layer=layer, lo=lo, hi=hi, worker=w, host=host[w])
                for i, (layer, lo, hi, w) in enumerate(placed)]
     model = Model(widths, 8, optimizer, window_for(spec.sizes))
     planned = planned_bytes(records, model)
     mem = {h["wid"]: memory.WORKER_BASELINE for h in hs}
     load = {h["wid"]: 0 for h in hs}
     for r in records:
-        mem[r["worker"]] += planned[r["gid"]]
-        load[r["worker"]] += work(r["hi"] - r["lo"], widths[r["layer"]])
+        mem[r.worker] += planned[r.gid]
+        load[r.worker] += work(r.hi - r.lo, widths[r.layer])
     return mem, load
 
 
@@ -182,13 +183,13 @@ def test_explicit_group_size_is_kept_and_refused_when_a_group_cannot_fit():
 
 
 def test_replicas_counted_where_the_keepers_are():
-    records = [dict(gid=g, layer=0, lo=0, hi=10, worker=w, host=h)
+    records = [GroupRecord(gid=g, layer=0, lo=0, hi=10, worker=w, host=h)
                for g, w, h in [("a", "w1", "h1"), ("b", "w1", "h1"), ("c", "w2", "h2")]]
     keeper = keepers(records)
-    assert keeper["a"]["gid"] == keeper["b"]["gid"] == "c"  # c keeps for both
+    assert keeper["a"].gid == keeper["b"].gid == "c"  # c keeps for both
     model = Model([10], 8, "adam", 12)
     planned = planned_bytes(records, model)
-    assert keeper["c"]["gid"] == "a"  # ...and a for c
+    assert keeper["c"].gid == "a"  # ...and a for c
     assert planned["c"] == planned["a"] == model.bytes(0, 10, [(0, 10)]) > planned["b"] == model.bytes(0, 10)
     disk = planned_bytes(records, model, disk=True)  # two replicas on c's disk, one on a's
     assert disk["c"] - disk["a"] == model.disk(0, 10, [(0, 10)]) - model.disk(0, 10) == disk["a"] - disk["b"]
@@ -216,9 +217,9 @@ def test_a_lost_workers_group_goes_where_it_fits_with_most_room():
     from mesh.broker.budgets import roomiest
 
     class Net:
-        groups = {"n1.1.0": {"worker": "a", "planned": 300 * MiB}, "n1.2.0": {"worker": "b", "planned": 100 * MiB},
-                  "n1.2.1": {"worker": "dead", "planned": 250 * MiB}}
-    workers = {"a": {"memory": 600 * MiB}, "b": {"memory": 500 * MiB}, "c": {"memory": None}}
+        groups = {gid: GroupRecord(gid=gid, layer=0, lo=0, hi=1, worker=w, planned=planned) for gid, w, planned in
+                  [("n1.1.0", "a", 300 * MiB), ("n1.2.0", "b", 100 * MiB), ("n1.2.1", "dead", 250 * MiB)]}
+    workers = {w: WorkerRecord(name=w, host="h", memory=m) for w, m in [("a", 600 * MiB), ("b", 500 * MiB), ("c", None)]}
     assert roomiest(workers, [Net], 250 * MiB) == "b"  # b has 400 MiB left less its worker's own, a 300 less
     assert roomiest(workers, [Net], 5000 * MiB) is None  # fits nowhere: the caller falls back to slots
-    assert roomiest({"c": {"memory": None}}, [Net], 1) is None
+    assert roomiest({"c": workers["c"]}, [Net], 1) is None

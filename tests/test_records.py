@@ -10,6 +10,7 @@ from mesh.broker.answers import Answers
 from mesh.broker.replication import Shadow, Shipper, net_record
 from mesh.broker.network import Network
 from mesh.broker.passes import FairQueue
+from mesh.broker.records import GroupRecord, WorkerRecord
 from mesh.broker.takeover import network_from
 from mesh.spec import Spec
 from mesh.steps import Watermark
@@ -20,10 +21,10 @@ def a_network():
     for layer, gids in enumerate([["n3.1.0", "n3.1.1"], ["n3.2.0"]]):
         net.layers[layer] = gids
         for index, gid in enumerate(gids):
-            net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": 2 * index, "hi": 2 * index + 2,
-                               "worker": b"worker-a", "worker_name": "w1", "host": "127.0.0.1", "key": None,
-                               "pid": 100 + index, "endpoints": {"tcp": f"tcp://127.0.0.1:{9000 + index}"},
-                               "alive": True, "heard": 1.0, "snaps": {1, 2}, "holds": {("n3.1.1", 2)}, "planned": 64}
+            net.groups[gid] = GroupRecord(gid=gid, layer=layer, index=index, lo=2 * index, hi=2 * index + 2,
+                                          worker=b"worker-a", worker_name="w1", host="127.0.0.1", key=None,
+                                          pid=100 + index, endpoints={"tcp": f"tcp://127.0.0.1:{9000 + index}"},
+                                          alive=True, heard=1.0, snaps={1, 2}, holds={("n3.1.1", 2)}, planned=64)
     net.step, net.seq, net.layer1_width = 12, 40, 3
     net.log = [("step", 11, [(np.arange(6.0).reshape(2, 3), np.eye(2))], 2, 0.1)]  # one micro-batch of 2 rows
     return net
@@ -34,8 +35,8 @@ def shipped(net, answers=None):
     records = []
     shipper = Shipper(lambda header, arrays: records.append((header, arrays)) or True)
     broker = types.SimpleNamespace(made={"worker": 1, "net": 3}, nets={net.id: net}, workers={
-        b"worker-a": {"name": "w1", "host": "127.0.0.1", "hostname": "h", "key": None, "slots": 2, "pid": 9,
-                      "groups": set(net.groups), "memory": None, "peer": None}})
+        b"worker-a": WorkerRecord(name="w1", host="127.0.0.1", hostname="h", key=None, slots=2, pid=9,
+                                  groups=set(net.groups), memory=None)})
     commit = shipper.sync(broker, answers or Answers())
     shadow = Shadow()
     done = [shadow.take(dict(h), [np.asarray(a) for a in arrays]) for h, arrays in records]
@@ -61,7 +62,7 @@ def test_takeover_rebuilds_the_network_from_its_record():
     record, rebuilt = net_record(net), net_record(again)
     assert rebuilt.pop("gen") > record.pop("gen")  # the new broker's generations start above the old one's
     assert rebuilt == record
-    assert again.groups["n3.1.0"]["snaps"] == {1, 2} and again.groups["n3.1.0"]["holds"] == {("n3.1.1", 2)}
+    assert again.groups["n3.1.0"].snaps == {1, 2} and again.groups["n3.1.0"].holds == {("n3.1.1", 2)}
     (kind, step, ((X, T),), rows, lr), = again.log
     assert (kind, step, rows, lr) == ("step", 11, 2, 0.1)
     assert np.array_equal(X, np.arange(6.0).reshape(2, 3)) and np.array_equal(T, np.eye(2))

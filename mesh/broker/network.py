@@ -23,7 +23,7 @@ class Network:
         self.id, self.spec = nid, spec
         self.token = secrets.token_hex(16)  # carried by every message of this network's data path
         self.encoder = encoder or Encoder()
-        self.groups = {}          # gid -> record: gid, layer, index, lo, hi, worker, host, pid, endpoints
+        self.groups = {}          # gid -> GroupRecord (records.py)
         self.layers = [[] for _ in spec.sizes]   # gids per layer, in neuron order
         self.push = {}            # gid -> the broker's PUSH socket to that group
         self.seq = 0
@@ -153,9 +153,4 @@ class Network:
 
     def describe(self, gid):
         g = self.groups[gid]
-        return f"group {gid} (layer {g['layer'] + 1}, neurons {g['lo']}..{g['hi'] - 1}, pid {g.get('pid')} on {g['host']})"
-
-    def records(self):
-        return [{"gid": g["gid"], "layer": g["layer"] + 1, "neurons": [g["lo"], g["hi"]], "pid": g.get("pid"),
-                 "host": g["host"], "worker": g["worker_name"], "endpoints": g["endpoints"], "alive": g["alive"]}
-                for g in self.groups.values()]
+        return f"group {gid} (layer {g.layer + 1}, neurons {g.lo}..{g.hi - 1}, pid {g.pid} on {g.host})"

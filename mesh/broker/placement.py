@@ -14,6 +14,7 @@ import numpy as np
 from .. import memory
 from ..graph import sources as graph_sources, widths as graph_widths
 from ..sizes import format_size, unit_of
+from .records import GroupRecord
 
 
 def place(groups, workers):
@@ -50,24 +51,11 @@ def place_pinned(groups, workers, pins):
     return out
 
 
-def cross_host_links(layers, spec=None):
-    """(links, links whose ends are on different hosts) along every edge between layers
-    (spec: the network's, for its graph; None, the chain)."""
-    total = crossing = 0
-    for l, nxt in enumerate(layers):
-        for s in (spec.sources(l) if spec is not None else [l]):
-            for a in (layers[s - 1] if s else []):
-                for b in nxt:
-                    total += 1
-                    crossing += a["host"] != b["host"]
-    return total, crossing
-
-
 def link(src_host, dst):
     """The endpoint src should dial to reach group dst: ipc on the same host."""
-    if dst["host"] == src_host and "ipc" in dst["endpoints"]:
-        return dst["endpoints"]["ipc"]
-    return dst["endpoints"]["tcp"]
+    if dst.host == src_host and "ipc" in dst.endpoints:
+        return dst.endpoints["ipc"]
+    return dst.endpoints["tcp"]
 
 
 def keepers(groups, fixed=None):
@@ -76,15 +64,15 @@ def keepers(groups, fixed=None):
     on another worker; failing that, the next group; with one group, nobody (the
     broker keeps it). fixed: {gid: keeper gid} already decided (the group that holds
     the replica a new process must fetch). -> {gid: keeper record or None}"""
-    by_gid = {g["gid"]: g for g in groups}
+    by_gid = {g.gid: g for g in groups}
     out = {gid: by_gid[k] for gid, k in (fixed or {}).items()}
     for i, g in enumerate(groups):
-        if g["gid"] in out:
+        if g.gid in out:
             continue
         ring = groups[i + 1:] + groups[:i]
-        out[g["gid"]] = (next((k for k in ring if k["host"] != g["host"]), None)
-                         or next((k for k in ring if k.get("worker") != g.get("worker")), None)
-                         or (ring[0] if ring else None))
+        out[g.gid] = (next((k for k in ring if k.host != g.host), None)
+                      or next((k for k in ring if k.worker != g.worker), None)
+                      or (ring[0] if ring else None))
     return out
 
 
@@ -101,41 +89,41 @@ def wiring(layers, fixed_keepers=None, graph=None, rows=0):
     [endpoint, lo, hi, key, src], src the index of this group's part there."""
     groups = [g for layer in layers for g in layer]
     keeper = keepers(groups, fixed_keepers)
-    wards = {g["gid"]: [] for g in groups}
+    wards = {g.gid: [] for g in groups}
     for g in groups:
-        if keeper[g["gid"]] is not None:
-            k = keeper[g["gid"]]
-            wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key"), g["hi"] - g["lo"]])
-    sizes = [layer[-1]["hi"] for layer in layers]
+        if keeper[g.gid] is not None:
+            k = keeper[g.gid]
+            wards[k.gid].append([g.gid, link(k.host, g), g.key, g.hi - g.lo])
+    sizes = [layer[-1].hi for layer in layers]
     parts = {}  # gid -> [(source group or None for the rows, lo, hi)] in column order
     for l, layer in enumerate(layers):
         cols, col = [], 0
         for s, width in zip(graph_sources(graph, l), graph_widths(graph, sizes, l, rows)):
-            cols += [(None, col, col + width)] if s == 0 else [(u, col + u["lo"], col + u["hi"]) for u in layers[s - 1]]
+            cols += [(None, col, col + width)] if s == 0 else [(u, col + u.lo, col + u.hi) for u in layers[s - 1]]
             col += width
         for g in layer:
-            parts[g["gid"]] = cols
-    down = {g["gid"]: [] for g in groups}  # gid -> [(reader group, index of the part there)]
+            parts[g.gid] = cols
+    down = {g.gid: [] for g in groups}  # gid -> [(reader group, index of the part there)]
     reader = {}  # (gid, reader's gid) -> the reader's index among the group's "down"
     for g in groups:
-        for src, (u, _, _) in enumerate(parts[g["gid"]]):
+        for src, (u, _, _) in enumerate(parts[g.gid]):
             if u is not None:
-                reader[u["gid"], g["gid"]] = len(down[u["gid"]])
-                down[u["gid"]].append((g, src))
+                reader[u.gid, g.gid] = len(down[u.gid])
+                down[u.gid].append((g, src))
     setups = {}
     for l, layer in enumerate(layers):
         for index, g in enumerate(layer):
             ups = [[None, lo, hi, None, None] if u is None else
-                   [link(g["host"], u), lo, hi, u.get("key"), reader[u["gid"], g["gid"]]]
-                   for u, lo, hi in parts[g["gid"]]]
-            setups[g["gid"]] = {
+                   [link(g.host, u), lo, hi, u.key, reader[u.gid, g.gid]]
+                   for u, lo, hi in parts[g.gid]]
+            setups[g.gid] = {
                 "index": index,
                 "fan_in": len(ups),                    # parts of its input, the rows' counted (the broker's)
-                "fan_out": len(down[g["gid"]]) or 1,   # the last layer hears from the broker alone
-                "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key"), src] for d, src in down[g["gid"]]],
+                "fan_out": len(down[g.gid]) or 1,   # the last layer hears from the broker alone
+                "down": [[link(g.host, d), d.lo, d.hi, d.key, src] for d, src in down[g.gid]],
                 "up": ups,
-                "keeper": keeper[g["gid"]] and [link(g["host"], keeper[g["gid"]]), keeper[g["gid"]].get("key")],
-                "wards": wards[g["gid"]],
+                "keeper": keeper[g.gid] and [link(g.host, keeper[g.gid]), keeper[g.gid].key],
+                "wards": wards[g.gid],
                 "broker_keeps": len(groups) == 1,  # no other process to keep its replica
             }
     return setups
@@ -289,7 +277,7 @@ def _fits_somewhere(model, allowed, layer, pieces, n):
 def _over_budget(groups, where, model, hosts):
     """True when, with the replicas each group really keeps (keepers()), a worker is over its budget."""
     by_wid = {h["wid"]: h for h in hosts}
-    planned = planned_bytes([dict(gid=i, layer=g[0], lo=g[1], hi=g[2], worker=w, host=by_wid[w]["host"])
+    planned = planned_bytes([GroupRecord(gid=i, layer=g[0], lo=g[1], hi=g[2], worker=w, host=by_wid[w]["host"])
                              for i, (g, w) in enumerate(zip(groups, where))], model)
     return any(h["free"] is not None and sum(planned[i] for i, w in enumerate(where) if w == wid) > h["free"]
                for wid, h in by_wid.items())
@@ -300,16 +288,16 @@ def planned_bytes(records, model, disk=False):
     layer, lo, hi, worker, host), each with the replicas it keeps; disk: the bytes
     of their snapshot files instead."""
     keeper = keepers(records)
-    layers = max(g["layer"] for g in records) + 1 if records else 0
+    layers = max(g.layer for g in records) + 1 if records else 0
     model = Model(model.widths, model.itemsize, model.optimizer, model.window,
-                  [sum(1 for g in records if g["layer"] == l) for l in range(layers)])
-    kept = {g["gid"]: [] for g in records}
+                  [sum(1 for g in records if g.layer == l) for l in range(layers)])
+    kept = {g.gid: [] for g in records}
     for g in records:
-        k = keeper[g["gid"]]
+        k = keeper[g.gid]
         if k is not None:
-            kept[k["gid"]].append((g["layer"], g["hi"] - g["lo"]))
+            kept[k.gid].append((g.layer, g.hi - g.lo))
     of = model.disk if disk else model.bytes
-    return {g["gid"]: of(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
+    return {g.gid: of(g.layer, g.hi - g.lo, kept[g.gid]) for g in records}
 
 
 def _refuse_beyond_sum(spec, model, hosts):

@@ -38,9 +38,9 @@ class Recover(Job):
         net.passes.clear()
         net.queue.clear()
         net.in_flight = 0
-        dead = {gid for gid, g in net.groups.items() if not g["alive"]}
+        dead = {gid for gid, g in net.groups.items() if not g.alive}
         # live groups that still report to a broker that failed over: told where we are, not respawned
-        reattach = {gid for gid, g in net.groups.items() if g["alive"] and not g.get("attached", True)}
+        reattach = {gid for gid, g in net.groups.items() if g.alive and not g.attached}
         self.missing = dead | reattach
         self.stage = "respawn"
         self.cursor = 0  # replay position in the log

@@ -105,15 +105,15 @@ def restore_plan(net, groups):
     snap = net.snapshot["id"]
     plan, holders = {}, {}
     for g in groups:
-        if snap in g.get("snaps", ()):
-            plan[g["gid"]] = {"snap": snap}
+        if snap in g.snaps:
+            plan[g.gid] = {"snap": snap}
         elif snap in net.broker_replica:
-            plan[g["gid"]] = {"snap": snap, "from": "broker"}
+            plan[g.gid] = {"snap": snap, "from": "broker"}
         else:
-            holder = next((k for k in groups if (g["gid"], snap) in k.get("holds", ())), None)
+            holder = next((k for k in groups if (g.gid, snap) in k.holds), None)
             if holder is None:
-                raise StateLost(f"the state of {net.describe(g['gid'])} was lost: its process and the replica of "
+                raise StateLost(f"the state of {net.describe(g.gid)} was lost: its process and the replica of "
                                 f"snapshot {snap} are both gone")
-            plan[g["gid"]] = {"snap": snap, "from": "keeper"}
-            holders[g["gid"]] = holder["gid"]
+            plan[g.gid] = {"snap": snap, "from": "keeper"}
+            holders[g.gid] = holder.gid
     return plan, holders

@@ -11,11 +11,10 @@ exact training run, sent again at the same place of the same order of rows
 themselves; a worker that never does is lost like any silent worker."""
 import time
 
-from .. import heartbeat
 from ..encoder import Encoder
 from ..spec import Spec
-from .replication import group_from
 from .network import Network
+from .records import GroupRecord, WorkerRecord
 from .recovery import Recover
 from .states import State
 from .training import Train
@@ -29,16 +28,17 @@ def take_over(b, shadow, epoch, asked):
     rec = shadow.broker or {"made": b.made, "workers": {}}
     b.made = dict(rec["made"])
     # workers come back by themselves; what is sent to one before it does waits for it ("waiting")
-    b.workers = {bytes.fromhex(wid): dict(w, peer=heartbeat.Peer(), groups=set(), waiting=[])
-                 for wid, w in rec["workers"].items()}
+    b.workers = {bytes.fromhex(wid): WorkerRecord.from_dict(w) for wid, w in rec["workers"].items()}
+    for w in b.workers.values():
+        w.waiting = []
     for nid, entry in shadow.nets.items():
         net = network_from(entry, epoch)
         if net.state is State.STARTING:
             continue  # its create was never answered; its groups are ended when their workers come
         b.nets[nid] = net
         for gid, g in net.groups.items():
-            if g["worker"] in b.workers:
-                b.workers[g["worker"]]["groups"].add(gid)
+            if g.worker in b.workers:
+                b.workers[g.worker].groups.add(gid)
         if net.state in (State.FAILED, State.DROPPED):
             continue
         interrupted = []
@@ -60,7 +60,9 @@ def network_from(entry, epoch):
     net.life.state, net.life.failure = State(meta["state"]), meta["failure"]
     net.layers = meta["layers"]
     now = time.monotonic()
-    net.groups = {gid: dict(group_from(g), heard=now, attached=False) for gid, g in meta["groups"].items()}
+    net.groups = {gid: GroupRecord.from_dict(g) for gid, g in meta["groups"].items()}
+    for g in net.groups.values():
+        g.heard, g.attached = now, False  # heard of now; it says hello to this broker yet
     net.log = list(entry["log"])
     return net
 
