@@ -1,6 +1,7 @@
 """The broker's records, pure: what the active broker ships is what its standby holds and
 rebuilds (the journal's ship -> apply round trip, takeover's network from its record), and the
 small structures the data path leans on (FairQueue, Watermark). No process is started."""
+import json
 import types
 
 import numpy as np
@@ -66,6 +67,18 @@ def test_takeover_rebuilds_the_network_from_its_record():
     (kind, step, ((X, T),), rows, lr), = again.log
     assert (kind, step, rows, lr) == ("step", 11, 2, 0.1)
     assert np.array_equal(X, np.arange(6.0).reshape(2, 3)) and np.array_equal(T, np.eye(2))
+
+
+def test_a_record_is_what_it_ships_and_live_fields_start_afresh():
+    g = a_network().groups["n3.1.1"]
+    g.usage, g.msgs, g.attached = [0.5, 1 << 20, "R"], 7, False
+    again = GroupRecord.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert again.to_dict() == g.to_dict() and again.worker == b"worker-a" and again.holds == {("n3.1.1", 2)}
+    assert (again.usage, again.msgs, again.heard, again.attached) == (None, None, 0.0, True)  # heartbeats tell
+    w = WorkerRecord(name="w2", host="10.0.0.2", slots=3, memory=1 << 30, pool="10.0.0.2/host", groups={"n3.1.1"},
+                     load=2.0, waiting=[{"k": "spawn"}])
+    back = WorkerRecord.from_dict(json.loads(json.dumps(w.to_dict())))
+    assert back.to_dict() == w.to_dict() and (back.groups, back.load, back.waiting) == (set(), None, None)
 
 
 def test_a_sync_with_nothing_new_ships_nothing():

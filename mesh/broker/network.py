@@ -6,11 +6,17 @@ from collections import deque
 
 
 from ..encoder import Encoder
+from ..spec import Spec
 from ..steps import Watermark
 from .passes import FairQueue
+from .records import GroupRecord
 from .states import Lifecycle, State
 
 WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
+# what a standby needs of a network as it is (besides its spec, encoder, state and groups): to_dict
+SHIPPED = ("token", "plan_for", "window", "optimizer_settings", "gen", "step", "seq", "steps_applied", "snapshot",
+           "snapshots_taken", "layer1_width", "restarts", "last_failure", "progress", "layers", "online_runs",
+           "cancelled_runs")
 
 
 def window_for(sizes):
@@ -150,6 +156,23 @@ class Network:
 
     def last(self):
         return self.layers[-1]
+
+    def to_dict(self):
+        """Its record, as a standby holds it (replication.py); the step log and a training run travel apart."""
+        return {"id": self.id, "spec": self.spec.to_dict(), "encoder": self.encoder.to_dict(),
+                "state": self.state.value, "failure": self.life.failure, **{k: getattr(self, k) for k in SHIPPED},
+                "groups": {gid: g.to_dict() for gid, g in self.groups.items()}}
+
+    @classmethod
+    def from_dict(cls, d):
+        """The network of a record (takeover.py): its groups not heard from yet, nothing in flight."""
+        net = cls(d["id"], Spec(**d["spec"]), Encoder.from_dict(d["encoder"]), window=d["window"])
+        d = {"steps_applied": d["step"], **d}  # a record from before steps_applied was kept: the step ids
+        for k in SHIPPED:
+            setattr(net, k, d[k])
+        net.life.state, net.life.failure = State(d["state"]), d["failure"]
+        net.groups = {gid: GroupRecord.from_dict(g) for gid, g in d["groups"].items()}
+        return net
 
     def describe(self, gid):
         g = self.groups[gid]

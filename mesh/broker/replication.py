@@ -39,14 +39,7 @@ def trainer_record(train):
 
 
 def net_record(net):
-    return {"id": net.id, "spec": net.spec.to_dict(), "token": net.token, "encoder": net.encoder.to_dict(),
-            "plan_for": net.plan_for, "window": net.window, "optimizer_settings": net.optimizer_settings,
-            "state": net.state.value, "failure": net.life.failure, "gen": net.gen, "step": net.step, "seq": net.seq,
-            "snapshot": net.snapshot, "snapshots_taken": net.snapshots_taken, "layer1_width": net.layer1_width,
-            "restarts": net.restarts, "last_failure": net.last_failure, "progress": net.progress,
-            "steps_applied": net.steps_applied, "layers": net.layers, "groups": {gid: g.to_dict() for gid, g in net.groups.items()},
-            "online_runs": net.online_runs, "cancelled_runs": net.cancelled_runs,
-            "trainer": trainer_record(net.trainer)}
+    return dict(net.to_dict(), trainer=trainer_record(net.trainer))
 
 
 def broker_record(b):

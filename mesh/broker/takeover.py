@@ -11,10 +11,8 @@ exact training run, sent again at the same place of the same order of rows
 themselves; a worker that never does is lost like any silent worker."""
 import time
 
-from ..encoder import Encoder
-from ..spec import Spec
 from .network import Network
-from .records import GroupRecord, WorkerRecord
+from .records import WorkerRecord
 from .recovery import Recover
 from .states import State
 from .training import Train
@@ -49,18 +47,9 @@ def take_over(b, shadow, epoch, asked):
 
 
 def network_from(entry, epoch):
-    meta = entry["meta"]
-    net = Network(meta["id"], Spec(**meta["spec"]), Encoder.from_dict(meta["encoder"]), window=meta["window"],
-                  plan_for=meta["plan_for"])
-    for name in ("token", "optimizer_settings", "step", "seq", "snapshot", "snapshots_taken", "layer1_width",
-                 "restarts", "last_failure", "progress", "online_runs", "cancelled_runs"):
-        setattr(net, name, meta[name])
-    net.steps_applied = meta.get("steps_applied", meta["step"])  # a record from before it was kept: step ids
-    net.gen = max(meta["gen"], epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
-    net.life.state, net.life.failure = State(meta["state"]), meta["failure"]
-    net.layers = meta["layers"]
+    net = Network.from_dict(entry["meta"])
+    net.gen = max(net.gen, epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
     now = time.monotonic()
-    net.groups = {gid: GroupRecord.from_dict(g) for gid, g in meta["groups"].items()}
     for g in net.groups.values():
         g.heard, g.attached = now, False  # heard of now; it says hello to this broker yet
     net.log = list(entry["log"])
