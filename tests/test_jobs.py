@@ -12,7 +12,7 @@ from mesh.broker.dataflow import Flow
 from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
-from mesh.broker.records import GroupRecord
+from mesh.broker.records import GroupRecord, SnapshotRecord
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.cancel import Cancel
@@ -35,7 +35,7 @@ class FakeMesh:
             net.groups[gid] = GroupRecord(gid=gid, layer=layer, lo=0, hi=size, host="h", pid=100 + layer, alive=True,
                                           worker_name="w1")
         net.life.fire(Event.CREATED)
-        net.snapshot = {"id": 0, "step": 0, "inputs": inputs}
+        net.snapshot = SnapshotRecord(id=0, step=0, inputs=inputs)
         self.flow = Flow(self.send, self.abandon)
         self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=None, respawn=None,
                            abandon_step=self.abandon, break_net=lambda net, why: self.broken.append(why),
@@ -346,7 +346,7 @@ def test_a_snapshot_is_whole_only_when_every_copy_and_replica_is_in():
     job.on_kept("n1.1.0", {"snap": job.id})
     assert not done  # one replica is not kept yet
     job.on_kept("n1.2.0", {"snap": job.id})
-    assert done and m.net.snapshot == {"id": job.id, "step": 1, "inputs": 2}
+    assert done and m.net.snapshot == SnapshotRecord(id=job.id, step=1, inputs=2)
     assert [e[1] for e in m.net.log] == [2]  # the log keeps only what came after
 
 

@@ -11,7 +11,7 @@ from mesh.broker.answers import Answers
 from mesh.broker.replication import Shadow, Shipper, net_record
 from mesh.broker.network import Network
 from mesh.broker.passes import FairQueue
-from mesh.broker.records import GroupRecord, WorkerRecord
+from mesh.broker.records import GroupRecord, SnapshotRecord, WorkerRecord
 from mesh.broker.takeover import network_from
 from mesh.spec import Spec
 from mesh.steps import Watermark
@@ -27,6 +27,7 @@ def a_network():
                                           pid=100 + index, endpoints={"tcp": f"tcp://127.0.0.1:{9000 + index}"},
                                           alive=True, heard=1.0, snaps={1, 2}, holds={("n3.1.1", 2)}, planned=64)
     net.step, net.seq, net.layer1_width = 12, 40, 3
+    net.snapshot = SnapshotRecord(id=2, step=10, inputs=3)
     net.log = [("step", 11, [(np.arange(6.0).reshape(2, 3), np.eye(2))], 2, 0.1)]  # one micro-batch of 2 rows
     return net
 
@@ -64,6 +65,7 @@ def test_takeover_rebuilds_the_network_from_its_record():
     assert rebuilt.pop("gen") > record.pop("gen")  # the new broker's generations start above the old one's
     assert rebuilt == record
     assert again.groups["n3.1.0"].snaps == {1, 2} and again.groups["n3.1.0"].holds == {("n3.1.1", 2)}
+    assert again.snapshot == SnapshotRecord(id=2, step=10, inputs=3)
     (kind, step, ((X, T),), rows, lr), = again.log
     assert (kind, step, rows, lr) == ("step", 11, 2, 0.1)
     assert np.array_equal(X, np.arange(6.0).reshape(2, 3)) and np.array_equal(T, np.eye(2))

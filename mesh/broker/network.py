@@ -9,12 +9,12 @@ from ..encoder import Encoder
 from ..spec import Spec
 from ..steps import Watermark
 from .passes import FairQueue
-from .records import GroupRecord
+from .records import GroupRecord, SnapshotRecord
 from .states import Lifecycle, State
 
 WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
 # what a standby needs of a network as it is (besides its spec, encoder, state and groups): to_dict
-SHIPPED = ("token", "plan_for", "window", "optimizer_settings", "gen", "step", "seq", "steps_applied", "snapshot",
+SHIPPED = ("token", "plan_for", "window", "optimizer_settings", "gen", "step", "seq", "steps_applied",
            "snapshots_taken", "layer1_width", "restarts", "last_failure", "progress", "layers", "online_runs",
            "cancelled_runs")
 
@@ -57,7 +57,7 @@ class Network:
         self.cancelled_runs = {}  # online runs a cancel stopped (oldest first): their next backprops are refused
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
-        self.snapshot = None      # the last whole snapshot: its id, step and input width (the groups hold it)
+        self.snapshot = None      # the last whole snapshot (records.SnapshotRecord), once there is one
         self.snapshots_taken = 0
         self.broker_replica = {}  # snapshot id -> (header, arrays): only for a network of one group
         self.log = []             # what changed them since: ("grow", GROW header) ("optim", settings) ("step", ...)
@@ -161,6 +161,7 @@ class Network:
         """Its record, as a standby holds it (replication.py); the step log and a training run travel apart."""
         return {"id": self.id, "spec": self.spec.to_dict(), "encoder": self.encoder.to_dict(),
                 "state": self.state.value, "failure": self.life.failure, **{k: getattr(self, k) for k in SHIPPED},
+                "snapshot": self.snapshot.to_dict() if self.snapshot is not None else None,
                 "groups": {gid: g.to_dict() for gid, g in self.groups.items()}}
 
     @classmethod
@@ -171,6 +172,7 @@ class Network:
         for k in SHIPPED:
             setattr(net, k, d[k])
         net.life.state, net.life.failure = State(d["state"]), d["failure"]
+        net.snapshot = SnapshotRecord.from_dict(d["snapshot"]) if d["snapshot"] is not None else None
         net.groups = {gid: GroupRecord.from_dict(g) for gid, g in d["groups"].items()}
         return net
 

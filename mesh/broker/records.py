@@ -5,7 +5,7 @@ A record's fields fall in two kinds: what a standby must hold to take over
 (to_dict ships those, replication.py; from_dict rebuilds them, takeover.py),
 and what only a live broker knows, rebuilt by the heartbeats that follow a
 failover (when a process was last heard, what it uses, its heartbeat peer)."""
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from .. import heartbeat
@@ -87,3 +87,18 @@ class GroupRecord:
         g.worker = bytes.fromhex(d["worker"]) if d["worker"] is not None else None
         g.snaps, g.holds = set(d["snaps"]), {(of, snap) for of, snap in d["holds"]}
         return g
+
+
+@dataclass
+class SnapshotRecord:
+    """A network's last whole snapshot: every group holds it, and its keeper a replica (snapshots.py)."""
+    id: int
+    step: int      # the last step it holds
+    inputs: int    # layer 1's input width when it was taken
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        return cls(**d)

@@ -44,7 +44,7 @@ class Recover(Job):
         self.missing = dead | reattach
         self.stage = "respawn"
         self.cursor = 0  # replay position in the log
-        net.layer1_width = net.snapshot["inputs"]  # what the groups will hold once restored
+        net.layer1_width = net.snapshot.inputs  # what the groups will hold once restored
         for gid in sorted(self.missing):
             if gid in dead:
                 self.ports.respawn(net, gid)
