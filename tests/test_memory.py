@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from mesh import memory
 from mesh.cli import cli, status_lines
 from mesh.broker.network import window_for
-from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, work
+from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, wiring, work
 from mesh.broker.records import GroupRecord, WorkerRecord
 from mesh.sizes import GiB, MiB, format_size, parse_size
 from mesh.spec import Spec
@@ -223,3 +223,29 @@ def test_a_lost_workers_group_goes_where_it_fits_with_most_room():
     assert roomiest(workers, [Net], 250 * MiB) == "b"  # b has 400 MiB left less its worker's own, a 300 less
     assert roomiest(workers, [Net], 5000 * MiB) is None  # fits nowhere: the caller falls back to slots
     assert roomiest({"c": workers["c"]}, [Net], 1) is None
+
+
+def test_wiring_is_planned_a_group_at_a_time_and_each_link_names_both_ends():
+    """Each group's "up" part names the index it has among its source's "down", and that
+    "down" entry names the part back: for a graph whose last layer reads layers 2, 1 and
+    the rows, over two hosts."""
+    spec = Spec([4, 3, 2], group_size=2, inputs={3: [2, 1, 0]})
+    layers = [[GroupRecord(gid=f"n.{l + 1}.{i}", layer=l, index=i, lo=lo, hi=hi, host="ab"[(l + i) % 2],
+                           worker=b"w", endpoints={"tcp": f"tcp://{'ab'[(l + i) % 2]}:{10 * l + i}"})
+               for i, (lo, hi) in enumerate(cut(size, -(-size // 2)))] for l, size in enumerate(spec.sizes)]
+    plans = wiring(layers, graph=spec.inputs, rows=5)
+    first, setup = next(plans)
+    setups = {first.gid: setup, **{g.gid: s for g, s in plans}}
+    assert first is layers[0][0] and list(setups) == [g.gid for layer in layers for g in layer]
+    by_endpoint = {g.endpoints["tcp"]: g for layer in layers for g in layer}
+    for layer in layers:
+        for g in layer:
+            ups = setups[g.gid]["up"]
+            for part, (endpoint, lo, hi, key, index) in enumerate(ups):
+                if endpoint is None:  # the rows, from the broker
+                    continue
+                u = by_endpoint[endpoint]
+                back = setups[u.gid]["down"][index]
+                assert by_endpoint[back[0]] is g and back[4] == part and hi - lo == u.hi - u.lo
+    assert [len(setups[g.gid]["up"]) for g in layers[2]] == [2 + 2 + 1]  # layer 2's, layer 1's, the rows
+    assert [len(setups[g.gid]["down"]) for g in layers[0]] == [2 + 1] * 2  # layer 3's and layer 2's groups

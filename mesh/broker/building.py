@@ -49,45 +49,44 @@ def build(b, client, req, spec, timeout, layers=None, optimizer=None, encoder=No
 def wire_up(b, net, layers=None, optimizer=None, restore=False):
     """Every group has said hello: send each its neighbours and its weights (a
     loaded network's), or how to draw them (a new one's), or, when restoring,
-    where its state is: its own snapshot, or its keeper's replica. The plan is made
-    now; its messages go a slice of each round of the loop (work), so that
-    wiring hundreds of groups never holds the loop (the groups answer READY)."""
+    where its state is: its own snapshot, or its keeper's replica. The plan is made a
+    group at a time, and its messages sent, a slice of each round of the loop (work),
+    so that wiring hundreds of groups never holds the loop (the groups answer READY)."""
     net.all_steps_done()
     records = [[net.groups[g] for g in gids] for gids in net.layers]
     restores, holders = restore_plan(net, [g for layer in records for g in layer]) if restore else ({}, {})
     # a new process's keeper is the group that holds its replica
-    setups = wiring(records, holders, net.spec.inputs, net.layer1_width)
-    b.pending.append(_setups(b, net, net.gen, setups, restores, layers, optimizer, restore))
+    plans = wiring(records, holders, net.spec.inputs, net.layer1_width)
+    b.pending.append(_setups(b, net, net.gen, plans, restores, layers, optimizer, restore))
 
 
-def _setups(b, net, gen, setups, restores, layers, optimizer, restore):
-    """wire_up's messages, one group's at a time; they stop if the network is dropped or
-    rebuilt meanwhile (a recovery wires it anew)."""
+def _setups(b, net, gen, plans, restores, layers, optimizer, restore):
+    """wire_up's messages, one group's at a time, in network order; they stop if the network
+    is dropped or rebuilt meanwhile (a recovery wires it anew)."""
     spec, to_group = net.spec, b.flow.to_group
     drawn = spec.to_dict()  # what a new network's groups draw their rows from
-    for layer, gids in enumerate(net.layers):
-        fan_in = spec.fan_in(layer, net.layer1_width)
-        meta, slots = optimizer[layer] if optimizer else ({}, [])
-        for gid in gids:
-            if b.nets.get(net.id) is not net or net.gen != gen:
-                return
-            g = net.groups[gid]
-            header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen,
-                      "applied": net.step, **setups[gid]}
-            if restore:
-                to_group(net, gid, dict(header, restore=restores[gid]))
-                if restores[gid].get("from") == "broker":
-                    replica_header, arrays = net.broker_replica[restores[gid]["snap"]]
-                    to_group(net, gid, dict(replica_header, k=wire.REPLICA), arrays)
-            elif layers is None:  # a new network: each group draws its own rows from the seed
-                to_group(net, gid, dict(header, init={"spec": drawn, "fan_in": fan_in}))
-            else:  # a loaded one: the file's weights, a group's rows at a time
-                W, bias = layers[layer]
-                arrays = [W[g.lo:g.hi], bias[g.lo:g.hi]]
-                to_group(net, gid, header, arrays)
-                if meta.get("has_slots"):
-                    to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + [s[g.lo:g.hi] for s in slots])
-            yield
+    while b.nets.get(net.id) is net and net.gen == gen:
+        g, setup = next(plans, (None, None))
+        if g is None:
+            return
+        gid, layer = g.gid, g.layer
+        header = {"k": wire.SETUP, "function": spec.hidden_function(layer), "gen": net.gen, "applied": net.step,
+                  **setup}
+        if restore:
+            to_group(net, gid, dict(header, restore=restores[gid]))
+            if restores[gid].get("from") == "broker":
+                replica_header, arrays = net.broker_replica[restores[gid]["snap"]]
+                to_group(net, gid, dict(replica_header, k=wire.REPLICA), arrays)
+        elif layers is None:  # a new network: each group draws its own rows from the seed
+            to_group(net, gid, dict(header, init={"spec": drawn, "fan_in": spec.fan_in(layer, net.layer1_width)}))
+        else:  # a loaded one: the file's weights, a group's rows at a time
+            W, bias = layers[layer]
+            meta, slots = optimizer[layer] if optimizer else ({}, [])
+            arrays = [W[g.lo:g.hi], bias[g.lo:g.hi]]
+            to_group(net, gid, header, arrays)
+            if meta.get("has_slots"):
+                to_group(net, gid, {"k": wire.SET, "optimizer": meta}, arrays + [s[g.lo:g.hi] for s in slots])
+        yield
 
 
 def work(b):

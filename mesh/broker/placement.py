@@ -66,18 +66,32 @@ def keepers(groups, fixed=None):
     the replica a new process must fetch). -> {gid: keeper record or None}"""
     by_gid = {g.gid: g for g in groups}
     out = {gid: by_gid[k] for gid, k in (fixed or {}).items()}
+    n = len(groups)
+    other_host, other_worker = _next_other(groups, "host"), _next_other(groups, "worker")
     for i, g in enumerate(groups):
         if g.gid in out:
             continue
-        ring = groups[i + 1:] + groups[:i]
-        out[g.gid] = (next((k for k in ring if k.host != g.host), None)
-                      or next((k for k in ring if k.worker != g.worker), None)
-                      or (ring[0] if ring else None))
+        j = other_host[i] if other_host[i] is not None else other_worker[i]
+        out[g.gid] = groups[j] if j is not None else (groups[(i + 1) % n] if n > 1 else None)
     return out
 
 
+def _next_other(groups, field):
+    """For each group, the index of the next one around the ring whose `field` differs from its
+    own, or None: O(groups), where a search from every group would be O(groups²)."""
+    n = len(groups)
+    values = [getattr(g, field) for g in groups] * 2
+    after = [None] * (2 * n)  # the first index past i, in the doubled list, whose value differs
+    for i in range(2 * n - 2, -1, -1):
+        after[i] = i + 1 if values[i + 1] != values[i] else after[i + 1]
+    return [after[i] % n if after[i] is not None and after[i] < i + n else None for i in range(n)]
+
+
 def wiring(layers, fixed_keepers=None, graph=None, rows=0):
-    """Per group: the setup fields for its neighbours, its keeper and its wards.
+    """Per group, in network order: (its record, the setup fields for its neighbours, its
+    keeper and its wards). A generator that makes each group's setup only when asked for
+    it, so that the broker sends a slice of a wiring each round of its loop and planning
+    hundreds of groups, O(links), never holds it (building.py).
 
     layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
     endpoints. graph: which layers each layer reads (mesh/graph.py; None, the
@@ -85,7 +99,7 @@ def wiring(layers, fixed_keepers=None, graph=None, rows=0):
     in column order: [endpoint, lo, hi, key, as] with [lo, hi) its columns and
     `as` the index this group has among that group's "down" (the index its
     dL/dx goes back as); the rows' part has no endpoint (the broker sends them).
-    "down" lists every group of every layer that reads this one:
+    "down" lists every group of every layer that reads this one, in network order:
     [endpoint, lo, hi, key, src], src the index of this group's part there."""
     groups = [g for layer in layers for g in layer]
     keeper = keepers(groups, fixed_keepers)
@@ -95,38 +109,33 @@ def wiring(layers, fixed_keepers=None, graph=None, rows=0):
             k = keeper[g.gid]
             wards[k.gid].append([g.gid, link(k.host, g), g.key, g.hi - g.lo])
     sizes = [layer[-1].hi for layer in layers]
-    parts = {}  # gid -> [(source group or None for the rows, lo, hi)] in column order
+    sources = [graph_sources(graph, l) for l in range(len(layers))]
+    # a layer reads every group of each of its sources, once: so a reader's index among a source
+    # group's "down" is the groups of the layers before it that read that source, plus its own index
+    before = {(s, l): sum(len(layers[r]) for r in range(l) if s in sources[r])
+              for l in range(len(layers)) for s in sources[l]}
+    first = [[sum(1 if t == 0 else len(layers[t - 1]) for t in sources[l][:k]) for k in range(len(sources[l]))]
+             for l in range(len(layers))]  # per layer, the index of each source's first part
     for l, layer in enumerate(layers):
-        cols, col = [], 0
-        for s, width in zip(graph_sources(graph, l), graph_widths(graph, sizes, l, rows)):
-            cols += [(None, col, col + width)] if s == 0 else [(u, col + u.lo, col + u.hi) for u in layers[s - 1]]
-            col += width
-        for g in layer:
-            parts[g.gid] = cols
-    down = {g.gid: [] for g in groups}  # gid -> [(reader group, index of the part there)]
-    reader = {}  # (gid, reader's gid) -> the reader's index among the group's "down"
-    for g in groups:
-        for src, (u, _, _) in enumerate(parts[g.gid]):
-            if u is not None:
-                reader[u.gid, g.gid] = len(down[u.gid])
-                down[u.gid].append((g, src))
-    setups = {}
-    for l, layer in enumerate(layers):
+        widths = graph_widths(graph, sizes, l, rows)
+        readers = [(r, first[r][sources[r].index(l + 1)]) for r in range(len(layers)) if l + 1 in sources[r]]
         for index, g in enumerate(layer):
-            ups = [[None, lo, hi, None, None] if u is None else
-                   [link(g.host, u), lo, hi, u.key, reader[u.gid, g.gid]]
-                   for u, lo, hi in parts[g.gid]]
-            setups[g.gid] = {
+            ups, col = [], 0
+            for s, width in zip(sources[l], widths):
+                ups += ([[None, col, col + width, None, None]] if s == 0 else
+                        [[link(g.host, u), col + u.lo, col + u.hi, u.key, before[s, l] + index] for u in layers[s - 1]])
+                col += width
+            down = [[link(g.host, d), d.lo, d.hi, d.key, part + index] for r, part in readers for d in layers[r]]
+            yield g, {
                 "index": index,
-                "fan_in": len(ups),                    # parts of its input, the rows' counted (the broker's)
-                "fan_out": len(down[g.gid]) or 1,   # the last layer hears from the broker alone
-                "down": [[link(g.host, d), d.lo, d.hi, d.key, src] for d, src in down[g.gid]],
+                "fan_in": len(ups),         # parts of its input, the rows' counted (the broker's)
+                "fan_out": len(down) or 1,  # the last layer hears from the broker alone
+                "down": down,
                 "up": ups,
                 "keeper": keeper[g.gid] and [link(g.host, keeper[g.gid]), keeper[g.gid].key],
                 "wards": wards[g.gid],
                 "broker_keeps": len(groups) == 1,  # no other process to keep its replica
             }
-    return setups
 
 
 class Refused(ValueError):
