@@ -69,8 +69,8 @@ def steady_plan(net, worker, inputs):
     flight and a replica on its way in are a step's or a snapshot's peak: test_keeper_disk
     measures those)."""
     procs = net.processes()
-    records = [GroupRecord(gid=p["gid"], layer=p["layer"] - 1, lo=p["neurons"][0], hi=p["neurons"][1], worker=p["worker"],
-                    host=p["host"]) for p in procs]
+    records = [GroupRecord(gid=p["gid"], layer=p["layer"] - 1, lo=p["neurons"][0], hi=p["neurons"][1],
+                           worker=p["worker"], host=p["host"]) for p in procs]
     widths = [inputs] + [p["neurons"][1] for p in procs if p["layer"] == 1][-1:] + [2048]
     keeper = keepers(records)
     total = memory.WORKER_BASELINE
