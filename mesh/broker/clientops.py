@@ -56,7 +56,7 @@ def create(b, client, h, arrays):
     if plan_for not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {plan_for!r} to plan memory for; choose one of {', '.join(OPTIMIZERS)}")
     build(b, client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()},
-            plan_for=plan_for)
+          plan_for=plan_for)
 
 
 def predict(b, client, h, arrays):

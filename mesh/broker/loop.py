@@ -58,8 +58,8 @@ class Broker:
         self.host = host
         self.inbox_ipc = sockets.abstract_ipc("broker")  # for groups on this host
         self.inbox.bind(self.inbox_ipc)
-        self.workers = {}        # identity -> record
-        self.nets = {}
+        self.workers = {}        # identity -> records.WorkerRecord (registry.py)
+        self.nets = {}           # id -> network.Network
         self.made = {"worker": 0, "net": 0}  # names handed out: w1, w2..., n1, n2...
         self.paired = Paired(self, peer, primary, pair_secret) if peer else None  # one of a pair (pairing.py), or alone
         self.faults = Faults("broker")  # a test's faults at the broker's known points (faults.py)
