@@ -76,7 +76,7 @@ class GroupRecord:
         return self.hi - self.lo
 
     def to_dict(self):
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.LIVE}
+        out = {k: getattr(self, k) for k in _GROUP_SHIPPED}
         out.update(worker=self.worker.hex() if self.worker is not None else None, snaps=sorted(self.snaps),
                    holds=sorted([of, snap] for of, snap in self.holds))
         return out
@@ -87,6 +87,9 @@ class GroupRecord:
         g.worker = bytes.fromhex(d["worker"]) if d["worker"] is not None else None
         g.snaps, g.holds = set(d["snaps"]), {(of, snap) for of, snap in d["holds"]}
         return g
+
+
+_GROUP_SHIPPED = tuple(f.name for f in fields(GroupRecord) if f.name not in GroupRecord.LIVE)
 
 
 @dataclass
