@@ -2,8 +2,10 @@
 from them, and the ways a call fails as one-line errors."""
 import click
 
+from .. import settings
 
-broker_option = click.option("--broker", "broker", envvar="MESH_BROKER", default="tcp://127.0.0.1:5555",
+
+broker_option = click.option("--broker", "broker", envvar=settings.BROKER, default="tcp://127.0.0.1:5555",
                              show_default=True, help="Address of the broker, or of a pair's two: tcp://A:5555,tcp://B:5555.")
 timeout_option = click.option("--timeout", type=float, default=60.0, show_default=True,
                               help="Seconds to wait for an answer.")

@@ -8,12 +8,13 @@ import time
 
 import click
 
+from .. import settings
 from ..lifecycle import die_with_parent, limit_blas_here, name_process, raise_on_sigterm
 from ..sizes import parse_size
 from .calls import broker_option, call
 
 
-keys_option = click.option("--keys", "keys_dir", envvar="MESH_KEYS", type=click.Path(file_okay=False), default=None,
+keys_option = click.option("--keys", "keys_dir", envvar=settings.KEYS, type=click.Path(file_okay=False), default=None,
                            help="CurveZMQ keys folder (mesh keys generate): encrypt and authenticate every socket.")
 insecure_option = click.option("--insecure", is_flag=True,
                                help="Allow a non-loopback address without keys (anyone who reaches it can use it).")
@@ -39,7 +40,7 @@ def _memory(ctx, param, value):
 
 def _lifetime():
     """Processes started by `mesh up` or mesh.local die with their launcher."""
-    if os.environ.get("MESH_DIE_WITH_PARENT") == "1":
+    if settings.die_with_parent():
         die_with_parent(signal.SIGTERM)
         if os.getppid() == 1:  # the launcher is already gone
             sys.exit(1)
@@ -79,7 +80,7 @@ def _pair_secret(keys, insecure):
     """A keyless pair's shared secret (MESH_PAIR_SECRET), or None where keys authenticate the peer."""
     if keys is not None:
         return None
-    value = os.environ.get("MESH_PAIR_SECRET", "")
+    value = settings.pair_secret()
     if value:
         if len(value) < 16:
             raise click.ClickException("MESH_PAIR_SECRET must be at least 16 characters (a random one)")
@@ -171,8 +172,6 @@ def worker(broker, advertise, listen, slots, blas_threads, memory, state_dir, di
         raise click.BadParameter(str(e), param_hint="--broker") from None
     where = listen or advertise or route_address(host_of(first))
     keys = _keys(keys_dir, "worker", f"tcp://{where}:0", insecure)
-    if keys_dir:
-        os.environ["MESH_KEYS"] = keys_dir  # the groups it forks load the same keys
     try:
         main(broker, advertise, listen, slots, keys, say=lambda line: click.echo(line) or sys.stdout.flush(),
              memory=memory, state_dir=state_dir, disk=disk)
@@ -218,19 +217,17 @@ def up(ctx, bind, workers, slots, worker_memory, blas_threads, hosts_file, adver
     _dashboard(dashboard, dashboard_token, bool(keys_dir), insecure)  # refused here, before anything starts
     board = {"dashboard": dashboard, "dashboard_token": dashboard_token}
     from ..localmesh import LocalMesh
-    if keys_dir:  # the broker and local workers inherit it; remote workers get --keys (same path on each host)
-        os.environ["MESH_KEYS"] = keys_dir
     if hosts_file:
         from ..remote import SSH, RemoteMesh, read_hosts
         if not advertise:
             raise click.UsageError("--hosts needs --advertise: the address the hosts reach this broker at")
         hosts = call(lambda: read_hosts(hosts_file))
         m = RemoteMesh(hosts, advertise, ssh=ssh_cmd or SSH, remote_command=remote_command, blas_threads=blas_threads,
-                       bind=bind, insecure=insecure, **board)
+                       bind=bind, insecure=insecure, keys=keys_dir, **board)
         workers = len(hosts)
     else:
         m = LocalMesh(workers, slots=slots, blas_threads=blas_threads, bind=bind, insecure=insecure,
-                      worker_memory=worker_memory, standby=standby, **board)
+                      worker_memory=worker_memory, standby=standby, keys=keys_dir, **board)
     if standby and hosts_file:
         raise click.UsageError("--standby starts both brokers here; with --hosts, start them with `mesh broker --peer`")
     if not standby:
@@ -280,5 +277,5 @@ def _refuse_busy(bind):
 
 def logging_setup():
     import logging
-    logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "WARNING"),
+    logging.basicConfig(level=settings.log_level(),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
