@@ -1,8 +1,8 @@
-"""Every setting read from the environment, read here and nowhere else: a variable's name
-and what it means, then how it is read. Each is read when asked for, so a test or a
-launcher may set it just before. Besides these, every option of the command line can
-be set as MESH_<COMMAND>_<OPTION> (click reads those: cli/__init__.py), and MESH_BROKER
-and MESH_KEYS are the --broker and --keys options' own variables.
+"""Every setting read from the environment: each variable's name and what it means, then
+how it is read. Each is read when asked for, so a test or a launcher may set it just
+before. Besides these, every option of the command line can be set as
+MESH_<COMMAND>_<OPTION> (click reads those: cli/__init__.py), and MESH_BROKER and
+MESH_KEYS are the --broker and --keys options' own variables.
 
 Processes started by others get their settings on their command line or in their
 config (a group's keys folder is in its spawn config, worker.py), not through here."""
@@ -13,7 +13,7 @@ KEYS = "MESH_KEYS"                  # the keys folder: --keys of the processes, 
 LOG_LEVEL = "MESH_LOG_LEVEL"        # Python logging level of the broker, workers and groups (WARNING)
 MAX_MESSAGE = "MESH_MAX_MESSAGE"    # the largest message a socket accepts, in bytes (1 GiB)
 PAIR_SECRET = "MESH_PAIR_SECRET"    # the secret a keyless pair's two brokers share (16 characters or more)
-HEARTBEAT_EXPIRY = "MESH_HEARTBEAT_EXPIRY"  # seconds of silence before a group is in doubt (the broker's)
+HEARTBEAT_EXPIRY = "MESH_HEARTBEAT_EXPIRY"  # seconds of silence before a group is in doubt (broker/liveness.py)
 DIE_WITH_PARENT = "MESH_DIE_WITH_PARENT"    # "1": a broker or worker ends with the process that started it
 PROFILE_DIR = "MESH_PROFILE_DIR"    # a development aid: one cProfile dump per process into this folder
 SHOTS_DATA = "MESH_SHOTS_DATA"      # the NBA shots CSV of `mesh demo shots`
@@ -37,11 +37,6 @@ def max_message():
 
 def pair_secret():
     return os.environ.get(PAIR_SECRET, "")
-
-
-def heartbeat_expiry():
-    """As written (None when not set): broker/liveness.py reads and checks it."""
-    return os.environ.get(HEARTBEAT_EXPIRY)
 
 
 def die_with_parent():
