@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from . import settings
 from .client import Client
 from .lifecycle import blas_env
 from .sizes import parse_size
@@ -34,10 +35,10 @@ class LocalMesh:
         self.keys_args = ["--keys", str(keys)] if keys else []  # the same path on every host it starts a worker on
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
-        self.env["MESH_DIE_WITH_PARENT"] = "1"
+        self.env[settings.DIE_WITH_PARENT] = "1"
         self.env.update(env or {})  # e.g. MESH_TEST_FAULTS (faults.py), inherited by every group
-        if standby and not self.env.get("MESH_PAIR_SECRET") and not insecure:
-            self.env["MESH_PAIR_SECRET"] = secrets.token_hex(16)  # only the two brokers speak for the pair
+        if standby and not self.env.get(settings.PAIR_SECRET) and not insecure:
+            self.env[settings.PAIR_SECRET] = secrets.token_hex(16)  # only the two brokers speak for the pair
         self.board = (["--dashboard", dashboard] if dashboard else []) + \
             (["--dashboard-token", dashboard_token] if dashboard_token else [])
         self.dashboard_url = None

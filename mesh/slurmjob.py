@@ -15,6 +15,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+from . import settings
 from .localmesh import LocalMesh
 from .security import generate, is_loopback
 from .sizes import format_size
@@ -150,7 +151,7 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
         client = mesh.start()
         for line in _summary(job, mesh, client.status()):
             say(line)
-        env = {**os.environ, "MESH_BROKER": mesh.address, "MESH_KEYS": keys_dir}
+        env = {**os.environ, settings.BROKER: mesh.address, settings.KEYS: keys_dir}
         say(f"mesh up --slurm: running {' '.join(command)} with MESH_BROKER={mesh.address}")
         code = _run_command(command, env)
         say(f"mesh up --slurm: the command exited with code {code}; stopping the mesh")
