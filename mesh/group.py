@@ -47,7 +47,7 @@ class Group:
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
         self.token = config["token"]  # every message of this network carries it; others are dropped unread
         self.dtype = np.dtype(config["dtype"])
-        self.keys = keys = Keys.from_env("worker")  # a group speaks with its worker's keys
+        self.keys = keys = Keys.from_config(config)  # a group speaks with its worker's keys
         if keys is not None:
             keys.start_authenticator(ctx)
         self.inbox = sockets.make(ctx, zmq.PULL, keys=keys, serve="mesh")
