@@ -179,9 +179,9 @@ class DataPath:
         else:
             self.outputs.put(d.seq, out, out.nbytes)  # its targets have not come yet
 
-    def onward(self, d, out, drop, lease=None):
+    def onward(self, d, out, drop, lease=False):
         """The output of pass d to every group that reads it: one message per index in the
-        readers' inputs, not per reader. lease: d, a client's pass (it never blocks a group)."""
+        readers' inputs, not per reader. lease: a client's pass (it never blocks a group)."""
         built, sends = {}, []
         for to, _, _, src in self.g.down:
             msg = built.get(src)
@@ -190,7 +190,7 @@ class DataPath:
                                                             d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid, d.rtag),
                                              out, drop)
             sends.append((to, msg))
-        self.g.emit(Onward(sends, lease))
+        self.g.emit(Onward(sends, d, lease))
 
     def to_broker(self, kind, seq, array=None, loss=None):
         g = self.g
@@ -220,7 +220,7 @@ class DataPath:
                 return
             out = g.neurons.forward(x.astype(g.dtype, copy=False))
             if g.down:
-                return self.onward(d, out, (), lease=d)  # a next group that takes nothing: STALE (group.py)
+                return self.onward(d, out, (), lease=True)  # a next group that takes nothing: STALE (group.py)
             if out.nbytes > MAX_ANSWER:  # what waits in a client's socket is bounded
                 raise ValueError(f"an answer of {out.nbytes} bytes; at most {MAX_ANSWER} go direct")
             g.emit(Answer(wire.reply_address(d.rpid, d.rtag),
@@ -267,7 +267,7 @@ class DataPath:
         if g.feeders:  # at: its index among that group's readers
             g.emit(Onward([(to, wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
                                                      of, 0, lr, b"", 0, b""), dX[:, lo:hi]))
-                           for to, lo, hi, at in g.feeders]))
+                           for to, lo, hi, at in g.feeders], d))
         if report is not None:
             self.to_broker(OUT, seq, report[0], loss=report[1])
         seen = self.step_counts.get(step, 0) + 1

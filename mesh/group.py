@@ -79,16 +79,13 @@ class Group:
                     frames.append(self.inbox.recv(copy=False))
                 header, arrays = wire.unpack(frames)
                 out = self.state.handle(header, arrays)
-            if out:
-                self.execute(out)
         except wire.WireError:
-            pass  # malformed: cannot even tell whom to answer
-        except Exception as e:  # what it sends failed (a full peer, a bad address)
+            return  # malformed: cannot even tell whom to answer
+        except Exception as e:  # the state refuses what it can; what escapes it is refused alike
             self.state.refuse(header, e)
-            try:
-                self.execute(self.state.take())
-            except Exception as again:  # the broker's socket is being replaced, or full: the log has it
-                log.warning("group %s could not report it: %s", self.state.gid, again)
+            out = self.state.take()
+        if out:
+            self.execute(out)
 
     def setup(self, h, arrays):
         """Set up from this process (a test's, the bench's), as by the broker's SETUP."""
@@ -105,9 +102,21 @@ class Group:
 
     # -- sending what the state says -------------------------------------------------------
     def execute(self, out):
+        """Send what the state says, in order. One that fails (a peer full for SEND_TIMEOUT, a
+        bad address) ends what its message sends, as a handler that raised would, and is
+        refused in the name of what it carried."""
         sends = self.sends
         for instruction in out:
-            sends[type(instruction)](instruction)
+            try:
+                sends[type(instruction)](instruction)
+            except Exception as e:
+                self.state.refuse(about(instruction), e)
+                try:
+                    for fault in self.state.take():
+                        sends[type(fault)](fault)
+                except Exception as again:  # the broker's socket is being replaced, or full: the log has it
+                    log.warning("group %s could not report it: %s", self.state.gid, again)
+                return
 
     def _send(self, s):
         sockets.send(self.peers[s.to], s.header, s.arrays)
@@ -118,15 +127,15 @@ class Group:
         self.sent += 1
 
     def _onward(self, s):
-        flags = 0 if s.lease is None else zmq.NOBLOCK  # a client's pass never blocks a group
+        flags = zmq.NOBLOCK if s.lease else 0  # a client's pass never blocks a group
         for to, msg in s.sends:
             sock = self.broker if to is BROKER else self.peers[to]
             try:
                 sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
             except zmq.Again:
-                if s.lease is None:
+                if not s.lease:
                     raise
-                return self._answer(stale(s.lease, f"group {self.state.gid} could not pass it on"))
+                return self._answer(stale(s.d, f"group {self.state.gid} could not pass it on"))
             self.sent += 1
 
     def _answer(self, s):
@@ -158,6 +167,16 @@ class Group:
     def _dial_broker(self, inbox):
         return sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
                             dial=self.keys and self.keys.broker_public)
+
+
+def about(instruction):
+    """The header a FAULT names for an instruction that failed: the pass it carried, or the
+    message."""
+    if isinstance(instruction, Onward):
+        return {} if instruction.d is None else wire.data_header(instruction.d)
+    if isinstance(instruction, (Send, ToBroker)):
+        return instruction.header
+    return {"k": wire.REBROKER if isinstance(instruction, Rebroker) else wire.SETUP}
 
 
 def main(config):

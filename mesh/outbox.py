@@ -20,11 +20,13 @@ class ToBroker(NamedTuple):
 
 
 class Onward(NamedTuple):
-    """Built data messages, [(to, bytes)], `to` a peer's endpoint or BROKER. lease: the
-    client's pass (its Data header) when they carry one: sent without blocking, and a peer
-    that takes nothing gets the client a STALE instead (datapath.stale) and ends the sends."""
+    """Built data messages, [(to, bytes)], `to` a peer's endpoint or BROKER, of pass d (its
+    Data header: a send that fails is refused in its name). lease: d is a client's pass, sent
+    without blocking; a peer that takes nothing gets the client a STALE instead
+    (datapath.stale), and the sends end there."""
     sends: list
-    lease: object = None
+    d: object = None
+    lease: bool = False
 
 
 class Answer(NamedTuple):

@@ -191,9 +191,9 @@ def test_a_lease_pass_goes_on_without_blocking_and_a_full_peer_makes_it_stale():
     s, _ = group(down=["ipc://@next"])
     reply = sockets.abstract_ipc("reply")
     out = predict(s, reply)
-    assert [type(o) for o in out] == [Onward] and out[0].lease is not None
+    assert [type(o) for o in out] == [Onward] and out[0].lease
     d, a, _ = wire.unpack_data(out[0].sends[0][1])
     assert d.flags & wire.F_REPLY and wire.reply_address(d.rpid, d.rtag) == reply
     np.testing.assert_array_equal(a, np.tanh(X @ W.T))
-    stale = datapath.stale(out[0].lease, "full")  # what the loop sends the client if the next group takes nothing
+    stale = datapath.stale(out[0].d, "full")  # what the loop sends the client if the next group takes nothing
     assert stale.to == reply and wire.unpack(stale.frames)[0]["k"] == wire.STALE
