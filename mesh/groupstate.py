@@ -40,6 +40,9 @@ log = logging.getLogger("mesh.group")
 
 
 class GroupState:
+    """One group's state. on_data (a data message) and handle (a control message) each
+    return what the message sends, as outbox records, in the order they must go."""
+
     def __init__(self, config):
         self.cfg = config
         self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
