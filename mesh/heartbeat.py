@@ -7,6 +7,12 @@ INTERVAL = 1.0
 LIVENESS = 5  # a busy broker (wiring hundreds of groups) must not look dead
 EXPIRY = INTERVAL * LIVENESS
 RECONNECT_MIN, RECONNECT_MAX = 1.0, 32.0
+# The two brokers of a pair beat twice as often and decide sooner (3 s) than workers and
+# clients give up on a broker (EXPIRY, 5 s): the standby must have taken over by the time
+# they turn to it, and a failover must decide well within the 10 s asked of it.
+PAIR_INTERVAL = INTERVAL / 2
+PAIR_LIVENESS = 6
+PAIR_EXPIRY = PAIR_INTERVAL * PAIR_LIVENESS
 
 
 class Peer:

@@ -24,7 +24,7 @@ class LocalMesh:
         the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url.
         worker_memory: each worker's memory budget (`800MiB`, or bytes), or None: they share what the
         host (or their cgroup) allows. worker_disk: likewise, the disk their snapshot files may take.
-        standby: two brokers, a pair (broker/pair.py): the first starts active, the second is its
+        standby: two brokers, a pair (broker/pairstate.py): the first starts active, the second is its
         standby; workers and the client know both (self.brokers: their processes).
         keys: a keys folder for the broker, the workers and the client (default: MESH_KEYS, which each reads)."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout

@@ -30,7 +30,7 @@ MAX_HEADER = 64 * 1024  # bytes; a header is metadata, arrays travel in their ow
 MAX_DEPTH = 16  # nesting of a header's lists and objects; ours reach 4, and a deep one costs every reader a recursion
 MAX_DIM = 1 << 31  # no dimension of a real array comes near it; bigger ones are lies
 DTYPES = {"<f4": np.dtype(np.float32), "<f8": np.dtype(np.float64), "<i8": np.dtype(np.int64),
-          "|u1": np.dtype(np.uint8)}  # bytes: a standby's records carry their JSON body as one (journal.py)
+          "|u1": np.dtype(np.uint8)}  # bytes: a standby's records carry their JSON body as one (replication.py)
 
 # Kinds of message, by socket.
 # client -> broker (DEALER -> ROUTER); every reply echoes the request's "id"
@@ -51,10 +51,10 @@ PROGRESS = "progress"    # broker -> client during long work
 PING = "ping"            # client -> broker: still there? (a client of a pair asks when it hears nothing)
 ROUTE = "route"          # client -> broker: a lease for predicts that skip the broker (direct.py)
 
-# broker <-> broker: the pair (broker/pair.py), each on the other's client socket, with a mesh key.
+# broker <-> broker: the pair (broker/pairstate.py), each on the other's client socket, with a mesh key.
 # Every message a broker sends a worker or a group carries its epoch "ep" once it is one of a pair.
 PAIR = "pair"            # heartbeat: role, epoch, primary, whether it holds a replica
-SHIP = "ship"            # active -> standby: one record of its state (broker/journal.py), numbered "seq"
+SHIP = "ship"            # active -> standby: one record of its state (broker/replication.py), numbered "seq"
 SHIPPED = "shipped"      # standby -> active: every record up to "seq" is applied
 REBROKER = "rebroker"    # new active broker -> group: its inbox endpoints; the group says HELLO there
 
@@ -320,7 +320,7 @@ def data_header(d, drop=()):
 
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 _decode = json.JSONDecoder().decode
-encode_header = _encode  # a header as it travels (a pair's HMAC covers these bytes: broker/pair.py)
+encode_header = _encode  # a header as it travels (a pair's HMAC covers these bytes: broker/pairstate.py)
 
 
 def pack(header, arrays=()):

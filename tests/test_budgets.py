@@ -8,6 +8,7 @@ from mesh import RemoteError
 from mesh import memory
 from mesh.broker.network import window_for
 from mesh.broker.placement import keepers
+from mesh.broker.records import GroupRecord
 from mesh.procstat import pss_bytes
 from mesh.reference import ReferenceNet
 from mesh.sizes import MiB
@@ -68,17 +69,17 @@ def steady_plan(net, worker, inputs):
     flight and a replica on its way in are a step's or a snapshot's peak: test_keeper_disk
     measures those)."""
     procs = net.processes()
-    records = [dict(gid=p["gid"], layer=p["layer"] - 1, lo=p["neurons"][0], hi=p["neurons"][1], worker=p["worker"],
-                    host=p["host"]) for p in procs]
+    records = [GroupRecord(gid=p["gid"], layer=p["layer"] - 1, lo=p["neurons"][0], hi=p["neurons"][1],
+                           worker=p["worker"], host=p["host"]) for p in procs]
     widths = [inputs] + [p["neurons"][1] for p in procs if p["layer"] == 1][-1:] + [2048]
     keeper = keepers(records)
     total = memory.WORKER_BASELINE
     for r in records:
-        if r["worker"] == worker:
-            kept = [(k["hi"] - k["lo"], widths[k["layer"]]) for k in records if keeper[k["gid"]] is r]
-            parts = memory.group_parts(r["hi"] - r["lo"], widths[r["layer"]], 8, "adam", window_for([2048, 2048, 4]),
-                                       kept=kept, ends=memory.link_ends(*[sum(1 for q in records if q["layer"] == l)
-                                                                          for l in (r["layer"] - 1, r["layer"] + 1)]))
+        if r.worker == worker:
+            kept = [(k.hi - k.lo, widths[k.layer]) for k in records if keeper[k.gid] is r]
+            parts = memory.group_parts(r.hi - r.lo, widths[r.layer], 8, "adam", window_for([2048, 2048, 4]),
+                                       kept=kept, ends=memory.link_ends(*[sum(1 for q in records if q.layer == l)
+                                                                          for l in (r.layer - 1, r.layer + 1)]))
             total += sum(parts[k] for k in ("weights", "optimizer", "links", "baseline"))
     return total
 

@@ -17,8 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import Harness
 from mesh.dashboard.curve import Curve
 from mesh.dashboard.frames import Frames
+from mesh.broker.records import GroupRecord
+from mesh.broker.statusview import links
 from mesh.dashboard.listen import Listen, Refused, allowed, parse
-from mesh.dashboard.snapshot import links
 from mesh.spec import Spec
 
 FAMILIES = {"neuromesh_processes": "gauge", "neuromesh_workers": "gauge", "neuromesh_networks": "gauge",
@@ -124,14 +125,14 @@ def test_state_names_every_process_and_metrics_count_the_work(watched):
     assert status == 200 and headers["Content-Type"] == "application/json"
 
     def shown():
-        return {n["id"]: n for n in json.loads(get(url, "/api/state")[2])["networks"]}.get(net.id)
+        return {n["net"]: n for n in json.loads(get(url, "/api/state")[2])["networks"]}.get(net.id)
     # the frame read may still be one from before the run (they come a few times a second)
-    n = until(shown, lambda n: n is not None and (n["training"] or {}).get("state") == "done")
-    assert {(g["gid"], g["pid"]) for g in n["groups"]} == procs
-    assert {g["state"] for g in n["groups"]} == {"alive"}
-    assert n["training"]["step"] == 8 and len(n["training"]["curve"]) == 8 and len(n["training"]["epoch_losses"]) == 2
-    assert n["links"] == [{"layer": 1, "to_layer": 2, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6,
-                           "cross_host": False}]
+    n = until(shown, lambda n: n is not None and (n["run"] or {}).get("state") == "done")
+    assert {(p["gid"], p["pid"]) for p in n["processes"]} == procs
+    assert {p["state"] for p in n["processes"]} == {"alive"}
+    assert n["run"]["step"] == 8 and len(n["run"]["curve"]) == 8 and len(n["run"]["epoch_losses"]) == 2
+    assert n["links"]["by_host"] == [{"layer": 1, "to_layer": 2, "from": "127.0.0.1", "to": "127.0.0.1", "count": 6,
+                                      "cross_host": False}]
     assert n["graph"] == [[0], [1]]
     # 2 epochs x 4 steps of 4 rows, each counted once from the step itself, whenever the snapshots came
     families = until(lambda: metrics(url), lambda f: f["neuromesh_steps_applied"].samples[0].value >= 8)
@@ -219,10 +220,11 @@ def test_links_follow_every_edge_of_a_graph():
     for 3, counted by host pair; the rows' edge is the broker's, not a link."""
     hosts = {"n.1.0": "a", "n.1.1": "b", "n.2.0": "a", "n.3.0": "a", "n.3.1": "b"}
     net = SimpleNamespace(layers=[["n.1.0", "n.1.1"], ["n.2.0"], ["n.3.0", "n.3.1"]],
-                          groups={g: {"host": h} for g, h in hosts.items()},
+                          groups={g: GroupRecord(gid=g, layer=0, lo=0, hi=1, host=h) for g, h in hosts.items()},
                           spec=Spec([2, 1, 2], inputs={3: [2, 1, 0]}))
-    got = {(l["layer"], l["to_layer"], l["from"], l["to"]): l["count"] for l in links(net)}
+    got = {(l["layer"], l["to_layer"], l["from"], l["to"]): l["count"] for l in links(net)["by_host"]}
     assert got == {(1, 2, "a", "a"): 1, (1, 2, "b", "a"): 1,
                    (2, 3, "a", "a"): 1, (2, 3, "a", "b"): 1,
                    (1, 3, "a", "a"): 1, (1, 3, "a", "b"): 1, (1, 3, "b", "a"): 1, (1, 3, "b", "b"): 1}
-    assert all(l["cross_host"] == (l["from"] != l["to"]) for l in links(net))
+    assert all(l["cross_host"] == (l["from"] != l["to"]) for l in links(net)["by_host"])
+    assert links(net)["total"] == 8 and links(net)["cross_host"] == 4

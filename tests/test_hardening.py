@@ -15,8 +15,9 @@ import zmq
 from rig import Rig
 from mesh import checkpoint, sockets, wire
 from mesh.bounded import Bounded
-from mesh.broker.loop import Broker
-from mesh.broker.pair import Pair
+from mesh.broker import inbox
+from mesh.broker.pairstate import Pair
+from mesh.broker.records import GroupRecord
 from mesh.client import Client
 from mesh.dashboard.server import loopback_host
 from mesh.datapath import MAX_AHEAD
@@ -88,11 +89,11 @@ def test_nothing_waits_for_a_step_forever(ctx):
 def test_the_broker_purges_what_a_group_waits_for_a_step_it_never_handed_out():
     sent = []
     stub = types.SimpleNamespace(flow=types.SimpleNamespace(to_group=lambda net, gid, h: sent.append((gid, h))))
-    net = types.SimpleNamespace(step=12, gen=3, groups={"n1.1.0": {"pid": 7}})
+    net = types.SimpleNamespace(step=12, gen=3, groups={"n1.1.0": GroupRecord(gid="n1.1.0", layer=0, lo=0, hi=1, pid=7)})
     for waits in (None, 5, 12, "13"):
-        Broker.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": waits}, [])
+        inbox.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": waits}, [])
     assert sent == []  # legitimate, or not a number
-    Broker.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": 13}, [])
+    inbox.group_beat(stub, net, {"gid": "n1.1.0", "pid": 7, "waits": 13}, [])
     assert sent == [("n1.1.0", {"k": wire.PURGE, "beyond": 12, "gen": 3})]
 
 

@@ -12,6 +12,7 @@ from mesh.broker.dataflow import Flow
 from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
+from mesh.broker.records import GroupRecord, SnapshotRecord
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.cancel import Cancel
@@ -32,10 +33,10 @@ class FakeMesh:
         for layer, size in enumerate(sizes):
             gid = f"n1.{layer + 1}.0"
             net.layers[layer].append(gid)
-            net.groups[gid] = {"gid": gid, "layer": layer, "index": 0, "lo": 0, "hi": size, "host": "h",
-                               "pid": 100 + layer, "alive": True, "worker_name": "w1", "endpoints": {}}
+            net.groups[gid] = GroupRecord(gid=gid, layer=layer, lo=0, hi=size, host="h", pid=100 + layer, alive=True,
+                                          worker_name="w1")
         net.life.fire(Event.CREATED)
-        net.snapshot = {"id": 0, "step": 0, "inputs": inputs}
+        net.snapshot = SnapshotRecord(id=0, step=0, inputs=inputs)
         self.flow = Flow(self.send, self.abandon)
         self.ports = Ports(flow=self.flow, reply=self.reply, wire_up=None, respawn=None,
                            abandon_step=self.abandon, break_net=lambda net, why: self.broken.append(why),
@@ -356,7 +357,7 @@ def test_a_snapshot_is_whole_only_when_every_copy_and_replica_is_in():
     job.on_kept("n1.1.0", {"snap": job.id})
     assert not done  # one replica is not kept yet
     job.on_kept("n1.2.0", {"snap": job.id})
-    assert done and m.net.snapshot == {"id": job.id, "step": 1, "inputs": 2}
+    assert done and m.net.snapshot == SnapshotRecord(id=job.id, step=1, inputs=2)
     assert [e[1] for e in m.net.log] == [2]  # the log keeps only what came after
 
 
@@ -365,7 +366,7 @@ def test_recovery_replays_the_log_then_snapshots_then_restarts_the_interrupted()
     m = Recording()
     X, T = np.zeros((2, 2)), np.ones((2, 1))
     m.net.log = [("step", 1, [(X, T)], 2, 0.1)]
-    m.net.groups["n1.2.0"]["alive"] = False
+    m.net.groups["n1.2.0"].alive = False
     restarted = []
     predict = Predict(m.ports, m.net, "c1", 5, 60.0, X, keep=False, chunk=2)
     predict.restart = lambda: restarted.append(predict)

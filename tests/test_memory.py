@@ -8,7 +8,8 @@ from click.testing import CliRunner
 from mesh import memory
 from mesh.cli import cli, status_lines
 from mesh.broker.network import window_for
-from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, work
+from mesh.broker.placement import Model, Refused, cut, keepers, place, plan, planned_bytes, wiring, work
+from mesh.broker.records import GroupRecord, WorkerRecord
 from mesh.sizes import GiB, MiB, format_size, parse_size
 from mesh.spec import Spec
 
@@ -72,15 +73,15 @@ def per_worker(spec, inputs, placed, hs, optimizer="adam"):
     """{worker id: planned bytes} (with the replicas each group really keeps) and {worker id: work}."""
     widths = [inputs] + spec.sizes[:-1]
     host = {h["wid"]: h["host"] for h in hs}
-    records = [dict(gid=i, layer=layer, lo=lo, hi=hi, worker=w, host=host[w])
+    records = [GroupRecord(gid=i, layer=layer, lo=lo, hi=hi, worker=w, host=host[w])
                for i, (layer, lo, hi, w) in enumerate(placed)]
     model = Model(widths, 8, optimizer, window_for(spec.sizes))
     planned = planned_bytes(records, model)
     mem = {h["wid"]: memory.WORKER_BASELINE for h in hs}
     load = {h["wid"]: 0 for h in hs}
     for r in records:
-        mem[r["worker"]] += planned[r["gid"]]
-        load[r["worker"]] += work(r["hi"] - r["lo"], widths[r["layer"]])
+        mem[r.worker] += planned[r.gid]
+        load[r.worker] += work(r.hi - r.lo, widths[r.layer])
     return mem, load
 
 
@@ -182,13 +183,13 @@ def test_explicit_group_size_is_kept_and_refused_when_a_group_cannot_fit():
 
 
 def test_replicas_counted_where_the_keepers_are():
-    records = [dict(gid=g, layer=0, lo=0, hi=10, worker=w, host=h)
+    records = [GroupRecord(gid=g, layer=0, lo=0, hi=10, worker=w, host=h)
                for g, w, h in [("a", "w1", "h1"), ("b", "w1", "h1"), ("c", "w2", "h2")]]
     keeper = keepers(records)
-    assert keeper["a"]["gid"] == keeper["b"]["gid"] == "c"  # c keeps for both
+    assert keeper["a"].gid == keeper["b"].gid == "c"  # c keeps for both
     model = Model([10], 8, "adam", 12)
     planned = planned_bytes(records, model)
-    assert keeper["c"]["gid"] == "a"  # ...and a for c
+    assert keeper["c"].gid == "a"  # ...and a for c
     assert planned["c"] == planned["a"] == model.bytes(0, 10, [(0, 10)]) > planned["b"] == model.bytes(0, 10)
     disk = planned_bytes(records, model, disk=True)  # two replicas on c's disk, one on a's
     assert disk["c"] - disk["a"] == model.disk(0, 10, [(0, 10)]) - model.disk(0, 10) == disk["a"] - disk["b"]
@@ -216,9 +217,35 @@ def test_a_lost_workers_group_goes_where_it_fits_with_most_room():
     from mesh.broker.budgets import roomiest
 
     class Net:
-        groups = {"n1.1.0": {"worker": "a", "planned": 300 * MiB}, "n1.2.0": {"worker": "b", "planned": 100 * MiB},
-                  "n1.2.1": {"worker": "dead", "planned": 250 * MiB}}
-    workers = {"a": {"memory": 600 * MiB}, "b": {"memory": 500 * MiB}, "c": {"memory": None}}
+        groups = {gid: GroupRecord(gid=gid, layer=0, lo=0, hi=1, worker=w, planned=planned) for gid, w, planned in
+                  [("n1.1.0", "a", 300 * MiB), ("n1.2.0", "b", 100 * MiB), ("n1.2.1", "dead", 250 * MiB)]}
+    workers = {w: WorkerRecord(name=w, host="h", memory=m) for w, m in [("a", 600 * MiB), ("b", 500 * MiB), ("c", None)]}
     assert roomiest(workers, [Net], 250 * MiB) == "b"  # b has 400 MiB left less its worker's own, a 300 less
     assert roomiest(workers, [Net], 5000 * MiB) is None  # fits nowhere: the caller falls back to slots
-    assert roomiest({"c": {"memory": None}}, [Net], 1) is None
+    assert roomiest({"c": workers["c"]}, [Net], 1) is None
+
+
+def test_wiring_is_planned_a_group_at_a_time_and_each_link_names_both_ends():
+    """Each group's "up" part names the index it has among its source's "down", and that
+    "down" entry names the part back: for a graph whose last layer reads layers 2, 1 and
+    the rows, over two hosts."""
+    spec = Spec([4, 3, 2], group_size=2, inputs={3: [2, 1, 0]})
+    layers = [[GroupRecord(gid=f"n.{l + 1}.{i}", layer=l, index=i, lo=lo, hi=hi, host="ab"[(l + i) % 2],
+                           worker=b"w", endpoints={"tcp": f"tcp://{'ab'[(l + i) % 2]}:{10 * l + i}"})
+               for i, (lo, hi) in enumerate(cut(size, -(-size // 2)))] for l, size in enumerate(spec.sizes)]
+    plans = wiring(layers, graph=spec.inputs, rows=5)
+    first, setup = next(plans)
+    setups = {first.gid: setup, **{g.gid: s for g, s in plans}}
+    assert first is layers[0][0] and list(setups) == [g.gid for layer in layers for g in layer]
+    by_endpoint = {g.endpoints["tcp"]: g for layer in layers for g in layer}
+    for layer in layers:
+        for g in layer:
+            ups = setups[g.gid]["up"]
+            for part, (endpoint, lo, hi, key, index) in enumerate(ups):
+                if endpoint is None:  # the rows, from the broker
+                    continue
+                u = by_endpoint[endpoint]
+                back = setups[u.gid]["down"][index]
+                assert by_endpoint[back[0]] is g and back[4] == part and hi - lo == u.hi - u.lo
+    assert [len(setups[g.gid]["up"]) for g in layers[2]] == [2 + 2 + 1]  # layer 2's, layer 1's, the rows
+    assert [len(setups[g.gid]["down"]) for g in layers[0]] == [2 + 1] * 2  # layer 3's and layer 2's groups

@@ -1,10 +1,10 @@
-"""The pair's decisions (broker/pair.py), driven by heartbeats and votes alone:
+"""The pair's decisions (broker/pairstate.py), driven by heartbeats and votes alone:
 who is active, when a standby takes over, and when an active broker must stop;
 and the answers a broker of a pair keeps for clients that ask again (answers.py)."""
 import time
 
 
-from mesh.broker.pair import EXPIRY, Pair, Role
+from mesh.broker.pairstate import EXPIRY, Pair, Role
 
 
 def pair(ctx, primary, closed_port="tcp://127.0.0.1:9"):

@@ -78,7 +78,11 @@ def test_placement_pins_layers_to_workers(mesh2):
             by_layer.setdefault(p["layer"], set()).add(p["worker"])
         assert by_layer[1] == {"w2"} and by_layer[3] == {"w2"}
         links = [n for n in mesh2.client.status()["networks"] if n["net"] == net.id][0]["links"]
-        assert links == {"total": 2 * 2 + 2 * 1, "cross_host": 0}  # one host: every link is local
+        assert (links["total"], links["cross_host"]) == (2 * 2 + 2 * 1, 0)  # one host: every link is local
+        assert links["by_host"] == [{"layer": 1, "to_layer": 2, "from": "127.0.0.1", "to": "127.0.0.1", "count": 4,
+                                     "cross_host": False},
+                                    {"layer": 2, "to_layer": 3, "from": "127.0.0.1", "to": "127.0.0.1", "count": 2,
+                                     "cross_host": False}]
     finally:
         net.drop()
 

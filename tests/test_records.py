@@ -1,15 +1,17 @@
 """The broker's records, pure: what the active broker ships is what its standby holds and
 rebuilds (the journal's ship -> apply round trip, takeover's network from its record), and the
 small structures the data path leans on (FairQueue, Watermark). No process is started."""
+import json
 import types
 
 import numpy as np
 
 from mesh import wire
 from mesh.broker.answers import Answers
-from mesh.broker.journal import Shadow, Shipper, net_record
+from mesh.broker.replication import Shadow, Shipper, net_record
 from mesh.broker.network import Network
 from mesh.broker.passes import FairQueue
+from mesh.broker.records import GroupRecord, SnapshotRecord, WorkerRecord
 from mesh.broker.takeover import network_from
 from mesh.spec import Spec
 from mesh.steps import Watermark
@@ -20,11 +22,12 @@ def a_network():
     for layer, gids in enumerate([["n3.1.0", "n3.1.1"], ["n3.2.0"]]):
         net.layers[layer] = gids
         for index, gid in enumerate(gids):
-            net.groups[gid] = {"gid": gid, "layer": layer, "index": index, "lo": 2 * index, "hi": 2 * index + 2,
-                               "worker": b"worker-a", "worker_name": "w1", "host": "127.0.0.1", "key": None,
-                               "pid": 100 + index, "endpoints": {"tcp": f"tcp://127.0.0.1:{9000 + index}"},
-                               "alive": True, "heard": 1.0, "snaps": {1, 2}, "holds": {("n3.1.1", 2)}, "planned": 64}
+            net.groups[gid] = GroupRecord(gid=gid, layer=layer, index=index, lo=2 * index, hi=2 * index + 2,
+                                          worker=b"worker-a", worker_name="w1", host="127.0.0.1", key=None,
+                                          pid=100 + index, endpoints={"tcp": f"tcp://127.0.0.1:{9000 + index}"},
+                                          alive=True, heard=1.0, snaps={1, 2}, holds={("n3.1.1", 2)}, planned=64)
     net.step, net.seq, net.layer1_width = 12, 40, 3
+    net.snapshot = SnapshotRecord(id=2, step=10, inputs=3)
     net.log = [("step", 11, [(np.arange(6.0).reshape(2, 3), np.eye(2))], 2, 0.1)]  # one micro-batch of 2 rows
     return net
 
@@ -34,8 +37,8 @@ def shipped(net, answers=None):
     records = []
     shipper = Shipper(lambda header, arrays: records.append((header, arrays)) or True)
     broker = types.SimpleNamespace(made={"worker": 1, "net": 3}, nets={net.id: net}, workers={
-        b"worker-a": {"name": "w1", "host": "127.0.0.1", "hostname": "h", "key": None, "slots": 2, "pid": 9,
-                      "groups": set(net.groups), "memory": None, "peer": None}})
+        b"worker-a": WorkerRecord(name="w1", host="127.0.0.1", hostname="h", key=None, slots=2, pid=9,
+                                  groups=set(net.groups), memory=None)})
     commit = shipper.sync(broker, answers or Answers())
     shadow = Shadow()
     done = [shadow.take(dict(h), [np.asarray(a) for a in arrays]) for h, arrays in records]
@@ -61,10 +64,23 @@ def test_takeover_rebuilds_the_network_from_its_record():
     record, rebuilt = net_record(net), net_record(again)
     assert rebuilt.pop("gen") > record.pop("gen")  # the new broker's generations start above the old one's
     assert rebuilt == record
-    assert again.groups["n3.1.0"]["snaps"] == {1, 2} and again.groups["n3.1.0"]["holds"] == {("n3.1.1", 2)}
+    assert again.groups["n3.1.0"].snaps == {1, 2} and again.groups["n3.1.0"].holds == {("n3.1.1", 2)}
+    assert again.snapshot == SnapshotRecord(id=2, step=10, inputs=3)
     (kind, step, ((X, T),), rows, lr), = again.log
     assert (kind, step, rows, lr) == ("step", 11, 2, 0.1)
     assert np.array_equal(X, np.arange(6.0).reshape(2, 3)) and np.array_equal(T, np.eye(2))
+
+
+def test_a_record_is_what_it_ships_and_live_fields_start_afresh():
+    g = a_network().groups["n3.1.1"]
+    g.usage, g.msgs, g.attached = [0.5, 1 << 20, "R"], 7, False
+    again = GroupRecord.from_dict(json.loads(json.dumps(g.to_dict())))
+    assert again.to_dict() == g.to_dict() and again.worker == b"worker-a" and again.holds == {("n3.1.1", 2)}
+    assert (again.usage, again.msgs, again.heard, again.attached) == (None, None, 0.0, True)  # heartbeats tell
+    w = WorkerRecord(name="w2", host="10.0.0.2", slots=3, memory=1 << 30, pool="10.0.0.2/host", groups={"n3.1.1"},
+                     load=2.0, waiting=[{"k": "spawn"}])
+    back = WorkerRecord.from_dict(json.loads(json.dumps(w.to_dict())))
+    assert back.to_dict() == w.to_dict() and (back.groups, back.load, back.waiting) == (set(), None, None)
 
 
 def test_a_sync_with_nothing_new_ships_nothing():

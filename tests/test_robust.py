@@ -15,6 +15,7 @@ import cgroups
 from conftest import all_gone, wait_until
 from mesh import BrokerExited, RemoteError, hostmem
 from mesh.broker import budgets, liveness
+from mesh.broker.records import GroupRecord, WorkerRecord
 from mesh.client import Client
 from mesh.sizes import MiB
 
@@ -57,14 +58,17 @@ def test_default_budget_is_the_lesser_room_less_the_margin(monkeypatch):
 
 
 def test_workers_of_one_pool_share_its_budget_and_a_given_one_is_its_own():
-    workers = {"a": {"memory": 900, "pool": "h/host"}, "b": {"memory": 900, "pool": "h/host"},
-               "c": {"memory": 900, "pool": "h/cgroup:/c"}, "d": {"memory": 500, "pool": None},
-               "e": {"memory": None}}
+    workers = {w: WorkerRecord(name=w, host="h", memory=memory, pool=pool) for w, memory, pool in [
+        ("a", 900, "h/host"), ("b", 900, "h/host"), ("c", 900, "h/cgroup:/c"), ("d", 500, None), ("e", None, None)]}
     assert [budgets.budget_of(workers, w) for w in "abcde"] == [450, 450, 900, 500, None]
 
 
 def group(heard, use=None, at=None):
-    return {"heard": heard, "usage": use, "usage_at": at if at is not None else 0.0}
+    return GroupRecord(gid="n1.1.0", layer=0, lo=0, hi=1, heard=heard, usage=use, usage_at=at if at is not None else 0.0)
+
+
+def worker(load=None):
+    return WorkerRecord(name="w1", host="h", load=load)
 
 
 @pytest.mark.parametrize("use, dead", [
@@ -77,20 +81,20 @@ def group(heard, use=None, at=None):
 def test_a_silent_group_is_dead_only_when_its_worker_sees_it_stuck(use, dead):
     now = 100.0
     g = group(now - 6, use, at=now - 0.5)
-    assert (liveness.verdict(g, {"load": 0.5}, now, 5.0) is not None) == dead
-    assert liveness.verdict(group(now - 4, use, at=now), {}, now, 5.0) is None  # within the expiry
+    assert (liveness.verdict(g, worker(0.5), now, 5.0) is not None) == dead
+    assert liveness.verdict(group(now - 4, use, at=now), worker(), now, 5.0) is None  # within the expiry
 
 
 def test_the_expiry_stretches_with_load_and_running_silence_is_bounded():
     now = 100.0
     running = [0.5, 1, "R"]
-    assert liveness.expiry(5.0, {"load": 3.0}) == 15.0 and liveness.expiry(5.0, {"load": 0.2}) == 5.0
-    assert liveness.expiry(5.0, {"load": 100.0}) == 5.0 * liveness.MAX_STRETCH
+    assert liveness.expiry(5.0, worker(3.0)) == 15.0 and liveness.expiry(5.0, worker(0.2)) == 5.0
+    assert liveness.expiry(5.0, worker(100.0)) == 5.0 * liveness.MAX_STRETCH
     idle = [0.0, 1, "S"]
-    assert liveness.verdict(group(now - 12, idle, now), {"load": 3.0}, now, 5.0) is None  # stretched
-    assert liveness.verdict(group(now - 16, idle, now), {"load": 3.0}, now, 5.0) is not None
-    assert liveness.verdict(group(now - 6, [0.0, 1, "T"], now), {"load": 3.0}, now, 5.0) is not None  # stopped
-    assert liveness.verdict(group(now - 5 * liveness.HARD - 1, running, now), {}, now, 5.0) is not None
+    assert liveness.verdict(group(now - 12, idle, now), worker(3.0), now, 5.0) is None  # stretched
+    assert liveness.verdict(group(now - 16, idle, now), worker(3.0), now, 5.0) is not None
+    assert liveness.verdict(group(now - 6, [0.0, 1, "T"], now), worker(3.0), now, 5.0) is not None  # stopped
+    assert liveness.verdict(group(now - 5 * liveness.HARD - 1, running, now), worker(), now, 5.0) is not None
     with pytest.raises(ValueError, match="at least"):
         liveness.base_expiry(0.5)
 

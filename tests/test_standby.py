@@ -14,7 +14,7 @@ import pytest
 import zmq
 
 from mesh import security, sockets, wire
-from mesh.broker.paired import FENCED_EXIT
+from mesh.broker.pairing import FENCED_EXIT
 
 from mesh.client import Client, MeshTimeout
 

@@ -2,7 +2,7 @@
 new active broker every request it has no answer to, and one that already
 had its effect (a backprop's step, a create, a training run) must not have
 it twice. The broker keeps the latest answers by (client identity, request
-id); the active ships each new one to its standby (journal.py).
+id); the active ships each new one to its standby (replication.py).
 
 Two stores: answers to requests with an effect, bounded by count only (no
 predict can push one out), and a remembered predict's outputs, bounded by

@@ -29,9 +29,9 @@ def in_order(net):
 def replan(net):
     """Each group's planned bytes, after the network was placed, grew or changed optimizer."""
     for gid, n in planned_bytes(in_order(net), model_of(net)).items():
-        net.groups[gid]["planned"] = n
+        net.groups[gid].planned = n
     for gid, n in planned_bytes(in_order(net), model_of(net), disk=True).items():
-        net.groups[gid]["planned_disk"] = n
+        net.groups[gid].planned_disk = n
 
 
 POOLS = {"memory": "pool", "disk": "disk_pool"}
@@ -41,36 +41,37 @@ def budget_of(workers, wid, kind="memory"):
     """A worker's budget ("memory" or "disk"): its own, or its share of a pool (a host's
     or a cgroup's memory, a file system's space, that several workers found at start)."""
     w, pool = workers[wid], POOLS[kind]
-    if w.get(kind) is None or not w.get(pool):
-        return w.get(kind)
-    return w[kind] // sum(1 for other in workers.values() if other.get(pool) == w[pool])
+    budget, shared = getattr(w, kind), getattr(w, pool)
+    if budget is None or not shared:
+        return budget
+    return budget // sum(1 for other in workers.values() if getattr(other, pool) == shared)
 
 
 def planned_on(nets, wid, disk=False):
     if disk:
-        return sum(g.get("planned_disk", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
-    return memory.worker_bytes(g.get("planned", 0) for net in nets for g in net.groups.values() if g["worker"] == wid)
+        return sum(g.planned_disk for net in nets for g in net.groups.values() if g.worker == wid)
+    return memory.worker_bytes(g.planned for net in nets for g in net.groups.values() if g.worker == wid)
 
 
 def measured_on(worker, nets, wid):
     """Its own resident bytes and its groups', as its last heartbeat said; None before one came."""
-    own = worker.get("usage")
+    own = worker.usage
     if not (isinstance(own, list) and len(own) >= 2):
         return None
-    groups = [g.get("usage") for net in nets for g in net.groups.values() if g["worker"] == wid]
+    groups = [g.usage for net in nets for g in net.groups.values() if g.worker == wid]
     return int(own[1]) + sum(int(u[1]) for u in groups if isinstance(u, list) and len(u) >= 2)
 
 
 def hosts(workers, nets):
     """Each worker as placement.plan sees it, in the order they joined."""
     out = []
-    for wid, w in sorted(workers.items(), key=lambda kv: int(kv[1]["name"][1:])):
+    for wid, w in sorted(workers.items(), key=lambda kv: int(kv[1].name[1:])):
         budget = budget_of(workers, wid)
-        out.append({"wid": wid, "name": w["name"], "host": w["host"], "slots": w["slots"], "budget": budget,
-                    "given": not w.get("pool"),
+        out.append({"wid": wid, "name": w.name, "host": w.host, "slots": w.slots, "budget": budget,
+                    "given": not w.pool,
                     "free": None if budget is None else budget - planned_on(nets, wid),
-                    "work": sum(work(g["hi"] - g["lo"], _fan_in(net, g)) for net in nets for g in net.groups.values()
-                                if g["worker"] == wid)})
+                    "work": sum(work(g.hi - g.lo, _fan_in(net, g)) for net in nets for g in net.groups.values()
+                                if g.worker == wid)})
     return out
 
 
@@ -78,18 +79,18 @@ def roomiest(workers, nets, need):
     """The worker with a budget and the most room left that still fits `need` bytes more
     (where a lost worker's group goes), or None: no budgets, or none fits."""
     room = {wid: budget_of(workers, wid) - planned_on(nets, wid) for wid, w in workers.items()
-            if w.get("memory") is not None}
+            if w.memory is not None}
     fits = [wid for wid, left in room.items() if left >= need]
     return max(fits, key=room.get) if fits else None
 
 
 def _fan_in(net, g):
-    return net.spec.fan_in(g["layer"], net.inputs)
+    return net.spec.fan_in(g.layer, net.inputs)
 
 
 def budgeted(workers, net):
     """True when a worker holding one of the network's groups has a budget."""
-    return any(workers.get(g["worker"], {}).get("memory") is not None for g in net.groups.values())
+    return any(g.worker in workers and workers[g.worker].memory is not None for g in net.groups.values())
 
 
 def check(workers, nets, net, what, inputs=None, optimizer=None, kinds=("memory", "disk")):
@@ -104,10 +105,9 @@ def check(workers, nets, net, what, inputs=None, optimizer=None, kinds=("memory"
             budget = budget_of(workers, wid, kind)
             if budget is None:
                 continue
-            need = planned_on(others, wid, disk) + sum(after[g["gid"]] for g in net.groups.values()
-                                                       if g["worker"] == wid)
+            need = planned_on(others, wid, disk) + sum(after[g.gid] for g in net.groups.values() if g.worker == wid)
             if need > budget:
-                raise Refused(f"{what} would not fit: worker {w['name']} would need {format_size(need)}"
+                raise Refused(f"{what} would not fit: worker {w.name} would need {format_size(need)}"
                               f"{' of disk for snapshots' if disk else ''}, its {'disk ' if disk else ''}budget is "
                               f"{format_size(budget)}{stays}")
 
@@ -115,13 +115,13 @@ def check(workers, nets, net, what, inputs=None, optimizer=None, kinds=("memory"
 def status(workers, nets, wid):
     """What `mesh status` shows of a worker's memory, in bytes."""
     w = workers[wid]
-    return {"budget": budget_of(workers, wid), "from": "given" if not w.get("pool") else w["pool"],
+    return {"budget": budget_of(workers, wid), "from": "given" if not w.pool else w.pool,
             "planned": planned_on(nets, wid), "measured": measured_on(w, nets, wid)}
 
 
 def disk_status(workers, nets, wid):
     """What `mesh status` shows of a worker's disk: its budget, what is planned, and what its
     groups said their snapshot files hold at their last snapshot, in bytes."""
-    kept = [g.get("kept_bytes") for net in nets for g in net.groups.values() if g["worker"] == wid]
+    kept = [g.kept_bytes for net in nets for g in net.groups.values() if g.worker == wid]
     return {"budget": budget_of(workers, wid, "disk"), "planned": planned_on(nets, wid, disk=True),
             "measured": sum(k for k in kept if isinstance(k, int))}

@@ -1,9 +1,22 @@
 """Checkpoints to disk during training, a layer at a time: the broker holds
 one layer's arrays while it writes them, never the whole network."""
+import os
+import re
+
 from ..checkpoint import Writer, slot_index
 from .jobs import Collect, Job
 
 LAYER_TIMEOUT = 600.0
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checkpoint_path(folder, name):
+    """Where a client's checkpoint goes: a plain file name, inside the broker's checkpoint folder only."""
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):  # no folders, no ..
+        raise ValueError(f"checkpoint name {name!r}: use letters, digits, '.', '_' or '-' "
+                         f"(it is written inside the broker's folder {folder})")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    return os.path.join(folder, name)
 
 
 class WriteCheckpoint(Job):

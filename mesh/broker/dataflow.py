@@ -62,7 +62,7 @@ class Flow:
         header = wire.target(p.seq, net.gen, p.step, p.of, p.lr, p.ack, p.batch_rows, net.spec.output, net.spec.loss)
         for gid in net.last():
             g = net.groups[gid]
-            self.to_group(net, gid, header, [p.T[:, g["lo"]:g["hi"]]])
+            self.to_group(net, gid, header, [p.T[:, g.lo:g.hi]])
 
     def send_backward(self, net, p, dz, step, of, lr, ack=True):
         """Hand the output groups their slices of dL/dz for pass p. With ack, layer 1
@@ -72,7 +72,7 @@ class Flow:
         p.dones = 0
         for gid in net.last():
             g = net.groups[gid]
-            self.to_group(net, gid, header, [dz[:, g["lo"]:g["hi"]]])
+            self.to_group(net, gid, header, [dz[:, g.lo:g.hi]])
         if not ack:
             self.finish_pass(net, p, forget=True)
 
@@ -94,8 +94,8 @@ class Flow:
         if type(src) is not int or not 0 <= src < len(last) or src in p.parts:
             raise ValueError(f"an output of pass {p.seq} from group index {src!r}")
         g = net.groups[last[src]]
-        if z.shape != (p.rows, g["hi"] - g["lo"]):  # what the broker holds of a pass is its own size
-            raise ValueError(f"an output of shape {list(z.shape)} for pass {p.seq} from {g['gid']}")
+        if z.shape != (p.rows, g.hi - g.lo):  # what the broker holds of a pass is its own size
+            raise ValueError(f"an output of shape {list(z.shape)} for pass {p.seq} from {g.gid}")
         p.parts[src] = z
         if "loss" in h:
             p.loss += float(h["loss"])

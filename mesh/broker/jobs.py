@@ -376,7 +376,7 @@ class SetWeights(Job):
             for gid in gids:
                 g = net.groups[gid]
                 self.flow.to_group(net, gid, {"k": wire.SET, "optimizer": fresh},
-                                   [W[g["lo"]:g["hi"]], b[g["lo"]:g["hi"]]])
+                                   [W[g.lo:g.hi], b[g.lo:g.hi]])
 
     def waiting_for(self):
         return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])

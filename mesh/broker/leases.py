@@ -35,9 +35,9 @@ def lease(b, net):
         raise NoLease(f"network {net.id} has not seen its first rows", 0.0)
     if net.sent.done != net.step:
         raise NoLease(f"network {net.id} has a step on its way", 0.0)
-    if any(g["host"] != b.host or not g["endpoints"].get("ipc") for g in net.groups.values()):
+    if any(g.host != b.host or not g.endpoints.get("ipc") for g in net.groups.values()):
         raise NoLease(f"network {net.id} has groups on another host", NEVER)
     return {"gen": net.gen, "at": net.sent.done, "ptok": wire.predict_token(net.token), "width": net.layer1_width,
             "encoder": net.encoder.to_dict(), "dtype": net.spec.dtype, "output": net.spec.output,
-            "first": [net.groups[gid]["endpoints"]["ipc"] for gid, _ in net.row_readers()],
+            "first": [net.groups[gid].endpoints["ipc"] for gid, _ in net.row_readers()],
             "srcs": [src for _, src in net.row_readers()], "last": len(net.last())}

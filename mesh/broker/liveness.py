@@ -32,7 +32,7 @@ def base_expiry(value=None):
 
 def expiry(base, worker):
     """The base, stretched by the load its worker's host reports (runnable tasks per core above 1)."""
-    load = worker.get("load") if worker else None
+    load = worker.load if worker else None
     if not (isinstance(load, (int, float)) and load == load):
         return base
     return base * min(MAX_STRETCH, max(1.0, float(load)))
@@ -41,11 +41,11 @@ def expiry(base, worker):
 def verdict(g, worker, now, base):
     """None while group g may be alive; else why it is taken for dead. A stopped one
     (provably stuck) goes after the base expiry, whatever the load."""
-    silent = now - g["heard"]
+    silent = now - g.heard
     if silent <= base:
         return None
-    use = g.get("usage")
-    fresh = isinstance(use, list) and len(use) >= 3 and now - g.get("usage_at", -1e9) <= FRESH
+    use = g.usage
+    fresh = isinstance(use, list) and len(use) >= 3 and now - g.usage_at <= FRESH
     if fresh and use[2] in ("T", "t"):
         return f"stopped answering heartbeats ({silent:.0f}s): it is stopped (state {use[2]})"
     limit = expiry(base, worker)

@@ -6,11 +6,17 @@ from collections import deque
 
 
 from ..encoder import Encoder
+from ..spec import Spec
 from ..steps import Watermark
 from .passes import FairQueue
+from .records import GroupRecord, SnapshotRecord
 from .states import Lifecycle, State
 
 WATCHED = 4096  # events kept for a watcher between two of its reads (it reads a few times a second)
+# what a standby needs of a network as it is (besides its spec, encoder, state and groups): to_dict
+SHIPPED = ("token", "plan_for", "window", "optimizer_settings", "gen", "step", "seq", "steps_applied",
+           "snapshots_taken", "layer1_width", "restarts", "last_failure", "progress", "layers", "online_runs",
+           "cancelled_runs")
 
 
 def window_for(sizes):
@@ -23,7 +29,7 @@ class Network:
         self.id, self.spec = nid, spec
         self.token = secrets.token_hex(16)  # carried by every message of this network's data path
         self.encoder = encoder or Encoder()
-        self.groups = {}          # gid -> record: gid, layer, index, lo, hi, worker, host, pid, endpoints
+        self.groups = {}          # gid -> GroupRecord (records.py)
         self.layers = [[] for _ in spec.sizes]   # gids per layer, in neuron order
         self.push = {}            # gid -> the broker's PUSH socket to that group
         self.seq = 0
@@ -51,7 +57,7 @@ class Network:
         self.cancelled_runs = {}  # online runs a cancel stopped (oldest first): their next backprops are refused
         # survival: see recovery.py
         self.gen = 0              # bumped by every recovery; data of an older generation is dropped
-        self.snapshot = None      # the last whole snapshot: its id, step and input width (the groups hold it)
+        self.snapshot = None      # the last whole snapshot (records.SnapshotRecord), once there is one
         self.snapshots_taken = 0
         self.broker_replica = {}  # snapshot id -> (header, arrays): only for a network of one group
         self.log = []             # what changed them since: ("grow", GROW header) ("optim", settings) ("step", ...)
@@ -151,11 +157,25 @@ class Network:
     def last(self):
         return self.layers[-1]
 
+    def to_dict(self):
+        """Its record, as a standby holds it (replication.py); the step log and a training run travel apart."""
+        return {"id": self.id, "spec": self.spec.to_dict(), "encoder": self.encoder.to_dict(),
+                "state": self.state.value, "failure": self.life.failure, **{k: getattr(self, k) for k in SHIPPED},
+                "snapshot": self.snapshot.to_dict() if self.snapshot is not None else None,
+                "groups": {gid: g.to_dict() for gid, g in self.groups.items()}}
+
+    @classmethod
+    def from_dict(cls, d):
+        """The network of a record (takeover.py): its groups not heard from yet, nothing in flight."""
+        net = cls(d["id"], Spec(**d["spec"]), Encoder.from_dict(d["encoder"]), window=d["window"])
+        d = {"steps_applied": d["step"], **d}  # a record from before steps_applied was kept: the step ids
+        for k in SHIPPED:
+            setattr(net, k, d[k])
+        net.life.state, net.life.failure = State(d["state"]), d["failure"]
+        net.snapshot = SnapshotRecord.from_dict(d["snapshot"]) if d["snapshot"] is not None else None
+        net.groups = {gid: GroupRecord.from_dict(g) for gid, g in d["groups"].items()}
+        return net
+
     def describe(self, gid):
         g = self.groups[gid]
-        return f"group {gid} (layer {g['layer'] + 1}, neurons {g['lo']}..{g['hi'] - 1}, pid {g.get('pid')} on {g['host']})"
-
-    def records(self):
-        return [{"gid": g["gid"], "layer": g["layer"] + 1, "neurons": [g["lo"], g["hi"]], "pid": g.get("pid"),
-                 "host": g["host"], "worker": g["worker_name"], "endpoints": g["endpoints"], "alive": g["alive"]}
-                for g in self.groups.values()]
+        return f"group {gid} (layer {g.layer + 1}, neurons {g.lo}..{g.hi - 1}, pid {g.pid} on {g.host})"

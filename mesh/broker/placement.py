@@ -14,6 +14,7 @@ import numpy as np
 from .. import memory
 from ..graph import sources as graph_sources, widths as graph_widths
 from ..sizes import format_size, unit_of
+from .records import GroupRecord
 
 
 def place(groups, workers):
@@ -50,24 +51,11 @@ def place_pinned(groups, workers, pins):
     return out
 
 
-def cross_host_links(layers, spec=None):
-    """(links, links whose ends are on different hosts) along every edge between layers
-    (spec: the network's, for its graph; None, the chain)."""
-    total = crossing = 0
-    for l, nxt in enumerate(layers):
-        for s in (spec.sources(l) if spec is not None else [l]):
-            for a in (layers[s - 1] if s else []):
-                for b in nxt:
-                    total += 1
-                    crossing += a["host"] != b["host"]
-    return total, crossing
-
-
 def link(src_host, dst):
     """The endpoint src should dial to reach group dst: ipc on the same host."""
-    if dst["host"] == src_host and "ipc" in dst["endpoints"]:
-        return dst["endpoints"]["ipc"]
-    return dst["endpoints"]["tcp"]
+    if dst.host == src_host and "ipc" in dst.endpoints:
+        return dst.endpoints["ipc"]
+    return dst.endpoints["tcp"]
 
 
 def keepers(groups, fixed=None):
@@ -76,20 +64,34 @@ def keepers(groups, fixed=None):
     on another worker; failing that, the next group; with one group, nobody (the
     broker keeps it). fixed: {gid: keeper gid} already decided (the group that holds
     the replica a new process must fetch). -> {gid: keeper record or None}"""
-    by_gid = {g["gid"]: g for g in groups}
+    by_gid = {g.gid: g for g in groups}
     out = {gid: by_gid[k] for gid, k in (fixed or {}).items()}
+    n = len(groups)
+    other_host, other_worker = _next_other(groups, "host"), _next_other(groups, "worker")
     for i, g in enumerate(groups):
-        if g["gid"] in out:
+        if g.gid in out:
             continue
-        ring = groups[i + 1:] + groups[:i]
-        out[g["gid"]] = (next((k for k in ring if k["host"] != g["host"]), None)
-                         or next((k for k in ring if k.get("worker") != g.get("worker")), None)
-                         or (ring[0] if ring else None))
+        j = other_host[i] if other_host[i] is not None else other_worker[i]
+        out[g.gid] = groups[j] if j is not None else (groups[(i + 1) % n] if n > 1 else None)
     return out
 
 
+def _next_other(groups, field):
+    """For each group, the index of the next one around the ring whose `field` differs from its
+    own, or None: O(groups), where a search from every group would be O(groups²)."""
+    n = len(groups)
+    values = [getattr(g, field) for g in groups] * 2
+    after = [None] * (2 * n)  # the first index past i, in the doubled list, whose value differs
+    for i in range(2 * n - 2, -1, -1):
+        after[i] = i + 1 if values[i + 1] != values[i] else after[i + 1]
+    return [after[i] % n if after[i] is not None and after[i] < i + n else None for i in range(n)]
+
+
 def wiring(layers, fixed_keepers=None, graph=None, rows=0):
-    """Per group: the setup fields for its neighbours, its keeper and its wards.
+    """Per group, in network order: (its record, the setup fields for its neighbours, its
+    keeper and its wards). A generator that makes each group's setup only when asked for
+    it, so that the broker sends a slice of a wiring each round of its loop and planning
+    hundreds of groups, O(links), never holds it (building.py).
 
     layers: [[group record, ...] per layer]; a record has gid, lo, hi, host,
     endpoints. graph: which layers each layer reads (mesh/graph.py; None, the
@@ -97,48 +99,43 @@ def wiring(layers, fixed_keepers=None, graph=None, rows=0):
     in column order: [endpoint, lo, hi, key, as] with [lo, hi) its columns and
     `as` the index this group has among that group's "down" (the index its
     dL/dx goes back as); the rows' part has no endpoint (the broker sends them).
-    "down" lists every group of every layer that reads this one:
+    "down" lists every group of every layer that reads this one, in network order:
     [endpoint, lo, hi, key, src], src the index of this group's part there."""
     groups = [g for layer in layers for g in layer]
     keeper = keepers(groups, fixed_keepers)
-    wards = {g["gid"]: [] for g in groups}
+    wards = {g.gid: [] for g in groups}
     for g in groups:
-        if keeper[g["gid"]] is not None:
-            k = keeper[g["gid"]]
-            wards[k["gid"]].append([g["gid"], link(k["host"], g), g.get("key"), g["hi"] - g["lo"]])
-    sizes = [layer[-1]["hi"] for layer in layers]
-    parts = {}  # gid -> [(source group or None for the rows, lo, hi)] in column order
+        if keeper[g.gid] is not None:
+            k = keeper[g.gid]
+            wards[k.gid].append([g.gid, link(k.host, g), g.key, g.hi - g.lo])
+    sizes = [layer[-1].hi for layer in layers]
+    sources = [graph_sources(graph, l) for l in range(len(layers))]
+    # a layer reads every group of each of its sources, once: so a reader's index among a source
+    # group's "down" is the groups of the layers before it that read that source, plus its own index
+    before = {(s, l): sum(len(layers[r]) for r in range(l) if s in sources[r])
+              for l in range(len(layers)) for s in sources[l]}
+    first = [[sum(1 if t == 0 else len(layers[t - 1]) for t in sources[l][:k]) for k in range(len(sources[l]))]
+             for l in range(len(layers))]  # per layer, the index of each source's first part
     for l, layer in enumerate(layers):
-        cols, col = [], 0
-        for s, width in zip(graph_sources(graph, l), graph_widths(graph, sizes, l, rows)):
-            cols += [(None, col, col + width)] if s == 0 else [(u, col + u["lo"], col + u["hi"]) for u in layers[s - 1]]
-            col += width
-        for g in layer:
-            parts[g["gid"]] = cols
-    down = {g["gid"]: [] for g in groups}  # gid -> [(reader group, index of the part there)]
-    reader = {}  # (gid, reader's gid) -> the reader's index among the group's "down"
-    for g in groups:
-        for src, (u, _, _) in enumerate(parts[g["gid"]]):
-            if u is not None:
-                reader[u["gid"], g["gid"]] = len(down[u["gid"]])
-                down[u["gid"]].append((g, src))
-    setups = {}
-    for l, layer in enumerate(layers):
+        widths = graph_widths(graph, sizes, l, rows)
+        readers = [(r, first[r][sources[r].index(l + 1)]) for r in range(len(layers)) if l + 1 in sources[r]]
         for index, g in enumerate(layer):
-            ups = [[None, lo, hi, None, None] if u is None else
-                   [link(g["host"], u), lo, hi, u.get("key"), reader[u["gid"], g["gid"]]]
-                   for u, lo, hi in parts[g["gid"]]]
-            setups[g["gid"]] = {
+            ups, col = [], 0
+            for s, width in zip(sources[l], widths):
+                ups += ([[None, col, col + width, None, None]] if s == 0 else
+                        [[link(g.host, u), col + u.lo, col + u.hi, u.key, before[s, l] + index] for u in layers[s - 1]])
+                col += width
+            down = [[link(g.host, d), d.lo, d.hi, d.key, part + index] for r, part in readers for d in layers[r]]
+            yield g, {
                 "index": index,
-                "fan_in": len(ups),                    # parts of its input, the rows' counted (the broker's)
-                "fan_out": len(down[g["gid"]]) or 1,   # the last layer hears from the broker alone
-                "down": [[link(g["host"], d), d["lo"], d["hi"], d.get("key"), src] for d, src in down[g["gid"]]],
+                "fan_in": len(ups),         # parts of its input, the rows' counted (the broker's)
+                "fan_out": len(down) or 1,  # the last layer hears from the broker alone
+                "down": down,
                 "up": ups,
-                "keeper": keeper[g["gid"]] and [link(g["host"], keeper[g["gid"]]), keeper[g["gid"]].get("key")],
-                "wards": wards[g["gid"]],
+                "keeper": keeper[g.gid] and [link(g.host, keeper[g.gid]), keeper[g.gid].key],
+                "wards": wards[g.gid],
                 "broker_keeps": len(groups) == 1,  # no other process to keep its replica
             }
-    return setups
 
 
 class Refused(ValueError):
@@ -289,7 +286,7 @@ def _fits_somewhere(model, allowed, layer, pieces, n):
 def _over_budget(groups, where, model, hosts):
     """True when, with the replicas each group really keeps (keepers()), a worker is over its budget."""
     by_wid = {h["wid"]: h for h in hosts}
-    planned = planned_bytes([dict(gid=i, layer=g[0], lo=g[1], hi=g[2], worker=w, host=by_wid[w]["host"])
+    planned = planned_bytes([GroupRecord(gid=i, layer=g[0], lo=g[1], hi=g[2], worker=w, host=by_wid[w]["host"])
                              for i, (g, w) in enumerate(zip(groups, where))], model)
     return any(h["free"] is not None and sum(planned[i] for i, w in enumerate(where) if w == wid) > h["free"]
                for wid, h in by_wid.items())
@@ -300,16 +297,16 @@ def planned_bytes(records, model, disk=False):
     layer, lo, hi, worker, host), each with the replicas it keeps; disk: the bytes
     of their snapshot files instead."""
     keeper = keepers(records)
-    layers = max(g["layer"] for g in records) + 1 if records else 0
+    layers = max(g.layer for g in records) + 1 if records else 0
     model = Model(model.widths, model.itemsize, model.optimizer, model.window,
-                  [sum(1 for g in records if g["layer"] == l) for l in range(layers)])
-    kept = {g["gid"]: [] for g in records}
+                  [sum(1 for g in records if g.layer == l) for l in range(layers)])
+    kept = {g.gid: [] for g in records}
     for g in records:
-        k = keeper[g["gid"]]
+        k = keeper[g.gid]
         if k is not None:
-            kept[k["gid"]].append((g["layer"], g["hi"] - g["lo"]))
+            kept[k.gid].append((g.layer, g.hi - g.lo))
     of = model.disk if disk else model.bytes
-    return {g["gid"]: of(g["layer"], g["hi"] - g["lo"], kept[g["gid"]]) for g in records}
+    return {g.gid: of(g.layer, g.hi - g.lo, kept[g.gid]) for g in records}
 
 
 def _refuse_beyond_sum(spec, model, hosts):

@@ -38,13 +38,13 @@ class Recover(Job):
         net.passes.clear()
         net.queue.clear()
         net.in_flight = 0
-        dead = {gid for gid, g in net.groups.items() if not g["alive"]}
+        dead = {gid for gid, g in net.groups.items() if not g.alive}
         # live groups that still report to a broker that failed over: told where we are, not respawned
-        reattach = {gid for gid, g in net.groups.items() if g["alive"] and not g.get("attached", True)}
+        reattach = {gid for gid, g in net.groups.items() if g.alive and not g.attached}
         self.missing = dead | reattach
         self.stage = "respawn"
         self.cursor = 0  # replay position in the log
-        net.layer1_width = net.snapshot["inputs"]  # what the groups will hold once restored
+        net.layer1_width = net.snapshot.inputs  # what the groups will hold once restored
         for gid in sorted(self.missing):
             if gid in dead:
                 self.ports.respawn(net, gid)

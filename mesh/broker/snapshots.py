@@ -6,6 +6,7 @@ group has its copy and every replica is kept, the log keeps only the steps
 after it."""
 from .. import wire
 from .jobs import Job
+from .records import SnapshotRecord
 
 SNAPSHOT_TIMEOUT = 600.0
 
@@ -35,7 +36,7 @@ class Snapshot(Job):
         self.after = net.sent.done  # what to_group puts in each SNAP: the groups copy after those steps
         self.inputs = net.layer1_width  # what they hold then: a GROW sent later reaches them after the SNAP
         self.mark = len(net.log)  # likewise what is logged from now on is not in their copies
-        whole = net.snapshot["id"] if net.snapshot else None  # groups keep it until this one is whole
+        whole = net.snapshot.id if net.snapshot else None  # groups keep it until this one is whole
         for gid in net.groups:
             self.flow.to_group(net, gid, {"k": wire.SNAP, "snap": self.id, "whole": whole})
         self.ports.fault("snap", self.id)
@@ -66,7 +67,7 @@ class Snapshot(Job):
         if self.late:  # a group applied a later step before it copied its state: again
             return self.run()
         net = self.net
-        net.snapshot = {"id": self.id, "step": self.after, "inputs": self.inputs}
+        net.snapshot = SnapshotRecord(id=self.id, step=self.after, inputs=self.inputs)
         # what the copies hold goes from the log; steps beyond them and all logged since stay
         net.log = [e for e in net.log[:self.mark] if e[0] == "step" and e[1] > self.after] + net.log[self.mark:]
         net.snapshotting = False
@@ -102,18 +103,18 @@ def restore_plan(net, groups):
     last whole snapshot from its own copy, or, if its process is new, is sent the
     replica by the group that holds it (made its keeper for this wiring) or, for a
     network of one group, by the broker. StateLost when no copy survived."""
-    snap = net.snapshot["id"]
+    snap = net.snapshot.id
     plan, holders = {}, {}
     for g in groups:
-        if snap in g.get("snaps", ()):
-            plan[g["gid"]] = {"snap": snap}
+        if snap in g.snaps:
+            plan[g.gid] = {"snap": snap}
         elif snap in net.broker_replica:
-            plan[g["gid"]] = {"snap": snap, "from": "broker"}
+            plan[g.gid] = {"snap": snap, "from": "broker"}
         else:
-            holder = next((k for k in groups if (g["gid"], snap) in k.get("holds", ())), None)
+            holder = next((k for k in groups if (g.gid, snap) in k.holds), None)
             if holder is None:
-                raise StateLost(f"the state of {net.describe(g['gid'])} was lost: its process and the replica of "
+                raise StateLost(f"the state of {net.describe(g.gid)} was lost: its process and the replica of "
                                 f"snapshot {snap} are both gone")
-            plan[g["gid"]] = {"snap": snap, "from": "keeper"}
-            holders[g["gid"]] = holder["gid"]
+            plan[g.gid] = {"snap": snap, "from": "keeper"}
+            holders[g.gid] = holder.gid
     return plan, holders

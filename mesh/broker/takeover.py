@@ -1,4 +1,4 @@
-"""A standby becomes the active broker: its replica (journal.Shadow) becomes
+"""A standby becomes the active broker: its replica (replication.Shadow) becomes
 the broker's state, and every network is restored the way a recovery
 restores one (recovery.py), with one difference: its live groups are not
 respawned but told where the new broker is (REBROKER), and say hello.
@@ -11,11 +11,8 @@ exact training run, sent again at the same place of the same order of rows
 themselves; a worker that never does is lost like any silent worker."""
 import time
 
-from .. import heartbeat
-from ..encoder import Encoder
-from ..spec import Spec
-from .journal import group_from
 from .network import Network
+from .records import WorkerRecord
 from .recovery import Recover
 from .states import State
 from .training import Train
@@ -29,16 +26,17 @@ def take_over(b, shadow, epoch, asked):
     rec = shadow.broker or {"made": b.made, "workers": {}}
     b.made = dict(rec["made"])
     # workers come back by themselves; what is sent to one before it does waits for it ("waiting")
-    b.workers = {bytes.fromhex(wid): dict(w, peer=heartbeat.Peer(), groups=set(), waiting=[])
-                 for wid, w in rec["workers"].items()}
+    b.workers = {bytes.fromhex(wid): WorkerRecord.from_dict(w) for wid, w in rec["workers"].items()}
+    for w in b.workers.values():
+        w.waiting = []
     for nid, entry in shadow.nets.items():
         net = network_from(entry, epoch)
         if net.state is State.STARTING:
             continue  # its create was never answered; its groups are ended when their workers come
         b.nets[nid] = net
         for gid, g in net.groups.items():
-            if g["worker"] in b.workers:
-                b.workers[g["worker"]]["groups"].add(gid)
+            if g.worker in b.workers:
+                b.workers[g.worker].groups.add(gid)
         if net.state in (State.FAILED, State.DROPPED):
             continue
         interrupted = []
@@ -49,18 +47,11 @@ def take_over(b, shadow, epoch, asked):
 
 
 def network_from(entry, epoch):
-    meta = entry["meta"]
-    net = Network(meta["id"], Spec(**meta["spec"]), Encoder.from_dict(meta["encoder"]), window=meta["window"],
-                  plan_for=meta["plan_for"])
-    for name in ("token", "optimizer_settings", "step", "seq", "snapshot", "snapshots_taken", "layer1_width",
-                 "restarts", "last_failure", "progress", "online_runs", "cancelled_runs"):
-        setattr(net, name, meta[name])
-    net.steps_applied = meta.get("steps_applied", meta["step"])  # a record from before it was kept: step ids
-    net.gen = max(meta["gen"], epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
-    net.life.state, net.life.failure = State(meta["state"]), meta["failure"]
-    net.layers = meta["layers"]
+    net = Network.from_dict(entry["meta"])
+    net.gen = max(net.gen, epoch * GEN_EPOCH)  # data still in flight from the old broker is of an older one
     now = time.monotonic()
-    net.groups = {gid: dict(group_from(g), heard=now, attached=False) for gid, g in meta["groups"].items()}
+    for g in net.groups.values():
+        g.heard, g.attached = now, False  # heard of now; it says hello to this broker yet
     net.log = list(entry["log"])
     return net
 

@@ -30,7 +30,7 @@ class SnapshotCollector:
         yield GaugeMetricFamily("neuromesh_networks", "Networks on the broker", value=len(s["networks"]))
         for key, (name, doc) in COUNTERS.items():
             yield CounterMetricFamily(name, doc, value=s["totals"].get(key, 0))
-        runs = [n["training"] for n in s["networks"] if n["training"]]
+        runs = [n["run"] for n in s["networks"] if n["run"]]
         latest = max(runs, key=lambda r: r["started"], default=None)
         yield GaugeMetricFamily("neuromesh_training_loss", "Mean loss per row of the last step of the latest "
                                 "training run", value=(latest or {}).get("loss") or 0.0)
@@ -42,7 +42,7 @@ class SnapshotCollector:
             age.add_metric([peer], s["heartbeat_age"].get(peer) or 0.0)
         yield age
         yield GaugeMetricFamily("neuromesh_group_resident_memory_bytes", "Resident memory of all group processes",
-                                value=sum(g["rss"] or 0 for n in s["networks"] for g in n["groups"]))
+                                value=sum(p["rss"] or 0 for n in s["networks"] for p in n["processes"]))
 
 
 def render(state):

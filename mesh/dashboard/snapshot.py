@@ -1,15 +1,17 @@
 """The broker's state as plain data (what /api/state returns and the page
-draws), built in the broker loop a few times a second. Everything read from
-the broker is read here and nowhere else in the dashboard: its workers, its
-networks' group records (with what heartbeats carried: msgs, applied, usage),
-their training job, and the events each network notes for watchers
-(Network.note). Between snapshots the Watch keeps what one snapshot alone
-cannot tell: message rates, counters that only grow, and the loss curves."""
+draws), built in the broker loop a few times a second: the broker's own
+status view (broker/statusview.py: the names `mesh status --json` uses), and
+what only a watcher measures, added beside them: each process's state, CPU,
+memory, message rate and heartbeat age, each worker's, and each network's
+training run ("run"), from the events it notes for watchers (Network.note).
+Everything read from the broker is read here and nowhere else in the
+dashboard. Between snapshots the Watch keeps what one snapshot alone cannot
+tell: message rates, counters that only grow, and the loss curves."""
 import math
-import os
 import time
 from collections import Counter, deque
 
+from ..broker import statusview
 from .curve import Curve
 
 RATE_WINDOW = 3.0  # seconds of training progress behind samples/s
@@ -95,62 +97,56 @@ class Watch:
         """The whole state; groups in `dead` ({gid: pid}) shown dead with that pid, whatever they are now."""
         t0 = time.perf_counter()
         now = time.monotonic()
-        workers = [dict(self.worker(w, now), **broker.budgets_of(wid)) for wid, w in broker.workers.items()]
+        workers = [self.worker(broker, wid, now) for wid in broker.workers]
         nets = [self.network(net, now, dead or {}) for net in list(broker.nets.values())]
         for nid in set(self.runs) - set(broker.nets):
             del self.runs[nid]  # dropped networks take their runs along
         self.forget(broker)
-        states = Counter(g["state"] for n in nets for g in n["groups"])
+        states = Counter(p["state"] for n in nets for p in n["processes"])
         state = {
             "time": time.time(),
-            "broker": {"address": broker.address, "pid": os.getpid(), "uptime": num(time.time() - self.started, 1),
-                       "snapshot_ms": num(self.build_seconds * 1000, 3),
-                       "pair": broker.paired.status() if broker.paired is not None else None},
+            "broker": dict(statusview.broker_view(broker), uptime=num(time.time() - self.started, 1),
+                           snapshot_ms=num(self.build_seconds * 1000, 3)),
             "workers": workers,
             "networks": nets,
             "processes": {s: states.get(s, 0) for s in ("alive", "dead", "restarting", "starting")},
             "totals": dict(self.totals),
-            "heartbeat_age": {"group": max([g["heartbeat_age"] or 0 for n in nets for g in n["groups"]
-                                            if g["state"] == "alive"], default=0.0),
+            "heartbeat_age": {"group": max([p["heartbeat_age"] or 0 for n in nets for p in n["processes"]
+                                            if p["state"] == "alive"], default=0.0),
                               "worker": max([w["heartbeat_age"] for w in workers], default=0.0)},
         }
         self.build_seconds = time.perf_counter() - t0
         return state
 
-    def worker(self, w, now):
-        cores, rss = usage(w.get("usage"))
-        return {"name": w["name"], "host": w["host"], "hostname": w.get("hostname", ""), "pid": w.get("pid"),
-                "slots": w["slots"], "groups": len(w["groups"]), "cpu": cores, "rss": rss,
-                "heartbeat_age": num(now - w["peer"].heard, 2)}
+    def worker(self, broker, wid, now):
+        w = broker.workers[wid]
+        cores, rss = usage(w.usage)
+        return dict(statusview.worker_view(broker, wid), cpu=cores, rss=rss, heartbeat_age=num(now - w.peer.heard, 2))
 
     def network(self, net, now, dead):
-        groups = [self.group(net, g, now, dead) for g in net.groups.values()]
-        applied = [count(g.get("applied")) for g in net.groups.values() if g.get("applied") is not None]
+        applied = [count(g.applied) for g in net.groups.values() if g.applied is not None]
         if applied and len(applied) == len(net.groups):  # a step is applied once every group has applied it
             self.grow("steps_applied", net.id, min(applied))
         self.grow("restarts", net.id, net.restarts)
-        run = self.runs.get(net.id)
-        return {"id": net.id, "sizes": list(net.spec.sizes), "inputs": net.inputs, "group_size": net.spec.group_size,
-                "graph": [net.spec.sources(layer) for layer in range(len(net.spec.sizes))],  # 0: the rows
-                "state": network_state(net), "restarts": net.restarts, "last_failure": net.last_failure,
-                "groups": groups, "links": links(net), "training": self.training(net, run)}
+        view = statusview.network_view(net)
+        view["processes"] = [self.process(net, g, p, now, dead) for g, p in zip(net.groups.values(), view["processes"])]
+        view["run"] = self.training(net, self.runs.get(net.id))
+        return view
 
-    def group(self, net, g, now, dead):
-        gid, pid = g["gid"], g.get("pid")
-        state = group_state(net, g)
-        if gid in dead:
-            state, pid = "dead", dead[gid]
-        self.count_messages(gid, g)
-        cores, rss = usage(g.get("usage"))
-        return {"gid": gid, "layer": g["layer"] + 1, "lo": g["lo"], "hi": g["hi"], "host": g["host"],
-                "worker": g["worker_name"], "pid": pid, "state": state,
-                "msg_rate": num(self.rates.get((gid, g.get("pid")), 0.0), 1), "cpu": cores, "rss": rss,
-                "applied": g.get("applied") if isinstance(g.get("applied"), int) else None,
-                "heartbeat_age": num(now - g["heard"], 2) if g["alive"] and g.get("heard") else None}
+    def process(self, net, g, view, now, dead):
+        """A group's status view, with what a watcher measures of its process."""
+        state, pid = group_state(net, g), g.pid
+        if g.gid in dead:
+            state, pid = "dead", dead[g.gid]
+        self.count_messages(g)
+        cores, rss = usage(g.usage)
+        return dict(view, pid=pid, state=state, msg_rate=num(self.rates.get((g.gid, g.pid), 0.0), 1), cpu=cores,
+                    rss=rss, applied=g.applied if isinstance(g.applied, int) else None,
+                    heartbeat_age=num(now - g.heard, 2) if g.alive and g.heard else None)
 
-    def count_messages(self, gid, g):
+    def count_messages(self, g):
         """A message rate between two heartbeats of one process, and the total over all of them."""
-        key, msgs, heard = (gid, g.get("pid")), count(g.get("msgs")), g.get("heard") or 0.0
+        key, msgs, heard = (g.gid, g.pid), count(g.msgs), g.heard or 0.0
         before = self.beats.get(key)
         if before is None or heard > before[1]:
             if before is not None:
@@ -168,7 +164,7 @@ class Watch:
 
     def forget(self, broker):
         """Sources that are gone: processes replaced, networks dropped, training runs ended."""
-        procs = {(g["gid"], g.get("pid")) for net in broker.nets.values() for g in net.groups.values()}
+        procs = {(g.gid, g.pid) for net in broker.nets.values() for g in net.groups.values()}
         self.beats = {k: v for k, v in self.beats.items() if k in procs}
         self.rates = {k: v for k, v in self.rates.items() if k in procs}
         for name, keep in (("messages_sent", procs), ("steps_applied", broker.nets),
@@ -196,29 +192,6 @@ def usage(u):
 
 
 def group_state(net, g):
-    if g["alive"]:
+    if g.alive:
         return "alive"
     return {"recovering": "restarting", "starting": "starting"}.get(net.state.value, "dead")
-
-
-def network_state(net):
-    """The network's state machine's state (mesh/broker/states.py)."""
-    return net.state.value
-
-
-def links(net):
-    """PUSH links along every edge of the network's graph (every group of a layer sends to every
-    group of each layer that reads it), counted by host pair: O(hosts²) per edge, where the links
-    themselves are O(groups²). "layer" is the layer they leave, "to_layer" the one they reach."""
-    out = []
-    for reader, b in enumerate(net.layers, start=1):
-        for layer in net.spec.sources(reader - 1):
-            if layer == 0:
-                continue  # the rows come from the broker
-            ha = Counter(net.groups[g]["host"] for g in net.layers[layer - 1])
-            hb = Counter(net.groups[g]["host"] for g in b)
-            for src, n in sorted(ha.items()):
-                for dst, m in sorted(hb.items()):
-                    out.append({"layer": layer, "to_layer": reader, "from": src, "to": dst, "count": n * m,
-                                "cross_host": src != dst})
-    return out

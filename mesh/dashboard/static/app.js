@@ -45,9 +45,11 @@ const fmt = {
 };
 
 // -- the mesh ------------------------------------------------------------
+const lo = (g) => g.neurons[0], hi = (g) => g.neurons[1];  // a group's neurons: [lo, hi)
+
 function layout(net) {
   const layers = net.sizes.length;
-  const perLayer = Math.max(...net.sizes.map((_, i) => net.groups.filter((g) => g.layer === i + 1).length));
+  const perLayer = Math.max(...net.sizes.map((_, i) => net.processes.filter((g) => g.layer === i + 1).length));
   const W = 960, top = 22, bottom = 8, pad = 10;
   const H = Math.min(620, Math.max(160, 40 + perLayer * 16));
   const step = (W - 2 * pad) / layers;
@@ -58,24 +60,22 @@ function layout(net) {
 }
 
 function drawMesh(net) {
-  let m = meshes.get(net.id);
+  let m = meshes.get(net.net);
   if (!m) {
     const box = html("div", null, $("meshes"), "mesh");
-    box.dataset.net = net.id;
+    box.dataset.net = net.net;
     m = { box, title: html("h3", null, box), svg: svg("svg", {}, box), key: null, nodes: new Map() };
     m.svg.addEventListener("mousemove", (ev) => showDetail(ev, m));
     m.svg.addEventListener("mouseleave", () => { $("detail").style.display = "none"; });
-    meshes.set(net.id, m);
+    meshes.set(net.net, m);
   }
-  const cross = net.links.filter((l) => l.cross_host).reduce((a, l) => a + l.count, 0);
-  const total = net.links.reduce((a, l) => a + l.count, 0);
-  m.title.textContent = `${net.id}: ${net.sizes.join("–")} on ${net.inputs} inputs · ${net.groups.length} processes · ` +
-    `${fmt.int(total)} links (${fmt.int(cross)} across hosts) · ${net.state}` +
+  m.title.textContent = `${net.net}: ${net.sizes.join("–")} on ${net.inputs} inputs · ${net.processes.length} processes · ` +
+    `${fmt.int(net.links.total)} links (${fmt.int(net.links.cross_host)} across hosts) · ${net.state}` +
     (net.restarts ? ` · ${net.restarts} restarts (last: ${net.last_failure})` : "");
-  const key = net.groups.map((g) => `${g.gid}@${g.host}`).join(" ");
+  const key = net.processes.map((g) => `${g.gid}@${g.host}`).join(" ");
   if (key !== m.key) buildMesh(m, net, key);
-  m.groups = new Map(net.groups.map((g) => [g.gid, g]));
-  for (const g of net.groups) {
+  m.groups = new Map(net.processes.map((g) => [g.gid, g]));
+  for (const g of net.processes) {
     const n = m.nodes.get(g.gid);
     n.g.setAttribute("data-state", g.state);
     n.g.setAttribute("data-pid", g.pid == null ? "" : String(g.pid));
@@ -92,7 +92,7 @@ function buildMesh(m, net, key) {
   m.svg.setAttribute("viewBox", `0 0 ${L.W} ${L.H}`);
   const edges = svg("g", { class: "edges" }, m.svg);
   const nodes = svg("g", { class: "nodes" }, m.svg);
-  const byLayer = net.sizes.map((_, i) => net.groups.filter((g) => g.layer === i + 1));
+  const byLayer = net.sizes.map((_, i) => net.processes.filter((g) => g.layer === i + 1));
   byLayer.forEach((groups, i) => {
     const t = svg("text", { x: L.x(i + 1), y: 14, class: "axis" }, m.svg);
     t.textContent = `layer ${i + 1}: ${net.sizes[i]} neurons, ${groups.length} processes`;
@@ -103,8 +103,8 @@ function buildMesh(m, net, key) {
     if (s > 0) drawLinks(edges, byLayer[s - 1], byLayer[i], L);
     else if (i > 0) drawRows(edges, byLayer[i], L);
   }));
-  for (const g of net.groups) {
-    const y0 = L.y(g.lo, g.layer), y1 = L.y(g.hi, g.layer);
+  for (const g of net.processes) {
+    const y0 = L.y(lo(g), g.layer), y1 = L.y(hi(g), g.layer);
     const h = Math.max(1, y1 - y0 - Math.min(2, (y1 - y0) * 0.15));
     const node = svg("g", { class: "node", "data-gid": g.gid, "data-layer": g.layer, "data-host": g.host }, nodes);
     svg("rect", { x: L.x(g.layer), y: y0, width: L.nodeW, height: h, rx: Math.min(4, h / 3), fill: colourOf(g.host) }, node);
@@ -115,7 +115,7 @@ function buildMesh(m, net, key) {
   }
 }
 
-const mid = (g, L) => (L.y(g.lo, g.layer) + L.y(g.hi, g.layer)) / 2;
+const mid = (g, L) => (L.y(lo(g), g.layer) + L.y(hi(g), g.layer)) / 2;
 
 function drawRows(parent, to, L) {
   // the rows, sent by the broker straight to a later layer: a dashed curve from the left margin
@@ -146,7 +146,7 @@ function drawLinks(parent, from, to, L) {
     const out = new Map();
     for (const g of groups) {
       const s = out.get(g.host) || [Infinity, -Infinity];
-      out.set(g.host, [Math.min(s[0], L.y(g.lo, g.layer)), Math.max(s[1], L.y(g.hi, g.layer))]);
+      out.set(g.host, [Math.min(s[0], L.y(lo(g), g.layer)), Math.max(s[1], L.y(hi(g), g.layer))]);
     }
     return out;
   };
@@ -165,7 +165,7 @@ function showDetail(ev, m) {
   const box = $("detail");
   const g = node && m.groups && m.groups.get(node.getAttribute("data-gid"));
   if (!g) { box.style.display = "none"; return; }
-  box.textContent = `${g.gid}  (${g.state})\nlayer ${g.layer}, neurons ${g.lo}..${g.hi - 1}\n` +
+  box.textContent = `${g.gid}  (${g.state})\nlayer ${g.layer}, neurons ${lo(g)}..${hi(g) - 1}\n` +
     `pid ${g.pid ?? "–"} on ${g.host}, worker ${g.worker}\n${fmt.rate(g.msg_rate)} messages/s, ` +
     `CPU ${fmt.cores(g.cpu)}, ${fmt.bytes(g.rss)}\nsteps applied ${g.applied ?? "–"}, heartbeat ${fmt.secs(g.heartbeat_age)} ago`;
   box.style.left = `${ev.clientX + 14}px`;
@@ -218,15 +218,15 @@ function chart(parent, cls, points, marks, opts) {
 
 function drawTraining(nets) {
   const box = $("trainings");
-  const runs = nets.filter((n) => n.training);
+  const runs = nets.filter((n) => n.run);
   if (!runs.length) return;
   box.replaceChildren();
   const opts = { log: $("logscale").checked, smoothing: Number($("smoothing").value) };
   for (const net of runs) {
-    const t = net.training;
+    const t = net.run;
     const div = html("div", null, box, "training");
-    div.dataset.net = net.id;
-    html("h3", `${net.id}: ${t.mode} training, ${fmt.int(t.rows)} rows, batches of ${t.batch_size}`, div);
+    div.dataset.net = net.net;
+    html("h3", `${net.net}: ${t.mode} training, ${fmt.int(t.rows)} rows, batches of ${t.batch_size}`, div);
     const stats = html("div", null, div, "stats");
     const stat = (label, value) => { const s = html("span", `${label} `, stats); html("b", value, s); };
     stat("state", t.state);
@@ -262,8 +262,8 @@ function drawTables(state) {
   const procs = $("processes").tBodies[0];
   procs.replaceChildren();
   for (const net of state.networks) {
-    for (const g of net.groups) {
-      row(procs, [g.gid, g.layer, `${g.lo}..${g.hi - 1}`, g.host, g.worker, g.pid ?? "–", g.state,
+    for (const g of net.processes) {
+      row(procs, [g.gid, g.layer, `${lo(g)}..${hi(g) - 1}`, g.host, g.worker, g.pid ?? "–", g.state,
         fmt.rate(g.msg_rate), fmt.cores(g.cpu), fmt.bytes(g.rss), g.applied ?? "–"],
         [null, null, null, null, null, null, g.state]);
     }
@@ -276,11 +276,11 @@ function render(state) {
   const pair = b.pair ? ` · ${b.pair.role} of a pair (epoch ${b.pair.epoch}, peer ${b.pair.peer_role || "not heard"})` : "";
   $("broker").textContent = `broker ${b.address} · pid ${b.pid} · up ${fmt.secs(b.uptime)}${pair} · ` +
     `${state.workers.length} workers · ${state.processes.alive} processes alive`;
-  const hosts = [...new Set(state.networks.flatMap((n) => n.groups.map((g) => g.host)))].sort();
+  const hosts = [...new Set(state.networks.flatMap((n) => n.processes.map((g) => g.host)))].sort();
   const legend = $("legend");
   legend.replaceChildren();
   for (const h of hosts) { const s = html("span", h, legend); s.prepend(html("i")); s.firstChild.style.background = colourOf(h); }
-  for (const [id, m] of meshes) if (!state.networks.some((n) => n.id === id)) { m.box.remove(); meshes.delete(id); }
+  for (const [id, m] of meshes) if (!state.networks.some((n) => n.net === id)) { m.box.remove(); meshes.delete(id); }
   for (const net of state.networks) drawMesh(net);
   drawTraining(state.networks);
   drawTables(state);

@@ -2,7 +2,7 @@
 
 Each broker of a pair dials the other's client address (--peer) with a
 DEALER, and sends on it: heartbeats (PAIR, every INTERVAL), and, from the
-active, its state (SHIP, journal.py) or, from the standby, what it applied
+active, its state (SHIP, replication.py) or, from the standby, what it applied
 (SHIPPED). It hears the other on its own client socket; with keys, only a
 mesh key may speak for a broker.
 
@@ -40,9 +40,8 @@ import zmq
 from .. import heartbeat, sockets, wire
 from ..wire import encode_header
 
-INTERVAL = 0.5
-LIVENESS = 6
-EXPIRY = INTERVAL * LIVENESS  # 3 s: a failover decides well within the 10 s asked of it
+# the pair's own pace, written in heartbeat.py beside the one it is derived from (and why it differs)
+INTERVAL, LIVENESS, EXPIRY = heartbeat.PAIR_INTERVAL, heartbeat.PAIR_LIVENESS, heartbeat.PAIR_EXPIRY
 DOUBT = 3 * INTERVAL  # a broker woken from a freeze waits this long at most to hear its peer answer it
 
 
@@ -67,7 +66,7 @@ class Pair:
         self.link = heartbeat.Peer(INTERVAL, LIVENESS)
         self.heard_peer = False
         self.peer = {}            # its last heartbeat: role, epoch, primary, holds, incarnation
-        self.holds = False        # standby: it holds the active's whole state (journal.Shadow.whole)
+        self.holds = False        # standby: it holds the active's whole state (replication.Shadow.whole)
         self.applied = 0          # standby: the last commit of the active's it applied (in its heartbeats)
         self.started = time.monotonic()
         self.doubt_until = 0.0

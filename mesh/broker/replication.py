@@ -9,7 +9,7 @@ the data and position of an exact training run, and the answers given
 the standby applies a sync whole or not at all, and acknowledges each
 commit. No client hears of an effect the standby would not know: the answer
 to a request with an effect waits for the commit that covers it
-(paired.py); and a snapshot's SNAP (which lets groups forget the older one)
+(pairing.py); and a snapshot's SNAP (which lets groups forget the older one)
 waits for the commit that says which snapshot is whole.
 
 A record is one SHIP message: a small header ("seq", "what"), its JSON
@@ -31,19 +31,6 @@ def body_array(text):
     return np.frombuffer(text.encode(), dtype=np.uint8)
 
 
-def group_record(g):
-    out = {k: v for k, v in g.items() if k not in ("usage", "usage_at", "heard", "msgs", "applied", "attached")}
-    out["worker"] = g["worker"].hex()
-    out["snaps"] = sorted(g["snaps"])
-    out["holds"] = sorted([of, snap] for of, snap in g["holds"])
-    return out
-
-
-def group_from(r):
-    return dict(r, worker=bytes.fromhex(r["worker"]), snaps=set(r["snaps"]),
-                holds={(of, snap) for of, snap in r["holds"]})
-
-
 def trainer_record(train):
     if train is None or train.finished:
         return None
@@ -52,21 +39,11 @@ def trainer_record(train):
 
 
 def net_record(net):
-    return {"id": net.id, "spec": net.spec.to_dict(), "token": net.token, "encoder": net.encoder.to_dict(),
-            "plan_for": net.plan_for, "window": net.window, "optimizer_settings": net.optimizer_settings,
-            "state": net.state.value, "failure": net.life.failure, "gen": net.gen, "step": net.step, "seq": net.seq,
-            "snapshot": net.snapshot, "snapshots_taken": net.snapshots_taken, "layer1_width": net.layer1_width,
-            "restarts": net.restarts, "last_failure": net.last_failure, "progress": net.progress,
-            "steps_applied": net.steps_applied, "layers": net.layers, "groups": {gid: group_record(g) for gid, g in net.groups.items()},
-            "online_runs": net.online_runs, "cancelled_runs": net.cancelled_runs,
-            "trainer": trainer_record(net.trainer)}
+    return dict(net.to_dict(), trainer=trainer_record(net.trainer))
 
 
 def broker_record(b):
-    workers = {wid.hex(): {k: w.get(k) for k in ("name", "host", "hostname", "key", "slots", "pid", "memory", "pool",
-                                                 "disk", "disk_pool")}
-               for wid, w in b.workers.items()}
-    return {"made": b.made, "workers": workers}
+    return {"made": b.made, "workers": {wid.hex(): w.to_dict() for wid, w in b.workers.items()}}
 
 
 def log_entries(entries):

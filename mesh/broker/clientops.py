@@ -4,8 +4,6 @@ A handler checks the request, then answers at once or begins a job; a
 refusal is a ValueError (or RuntimeError) whose message the client sees.
 Every handler gets the broker (loop.py), the client's identity, the header
 and the arrays."""
-import os
-
 import numpy as np
 
 from .. import memory, wire
@@ -13,9 +11,10 @@ from ..checkpoint import pack_state
 from ..encoder import Encoder
 from ..optim import OPTIMIZERS, SLOTS
 from ..spec import Spec
-from . import budgets, leases
+from . import budgets, leases, statusview
+from .building import build, stop_net
+from .encoding import encode
 from .jobs import Backprop, Collect, Predict, SetWeights
-from .placement import cross_host_links
 from .states import State
 from .cancel import Cancel
 from .training import Train
@@ -56,8 +55,8 @@ def create(b, client, h, arrays):
     plan_for = h.get("optimizer") or memory.PLAN_OPTIMIZER
     if plan_for not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {plan_for!r} to plan memory for; choose one of {', '.join(OPTIMIZERS)}")
-    b.build(client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()},
-            plan_for=plan_for)
+    build(b, client, h.get("id"), spec, timeout_of(h), pins={str(k): str(v) for k, v in pins.items()},
+          plan_for=plan_for)
 
 
 def predict(b, client, h, arrays):
@@ -68,7 +67,7 @@ def predict(b, client, h, arrays):
     keep = bool(h.get("keep", True))
     # predict adds no inputs (only the first rows a network sees size layer 1): values never trained
     # on are absent; a backprop that trains on a kept pass grows layer 1 for them (Backprop.grow)
-    X, rows = b.encode(net, h, arrays, grow=net.inputs == 0, strict=h.get("strict") is not False, keep_rows=True)
+    X, rows = encode(b, net, h, arrays, grow=net.inputs == 0, strict=h.get("strict") is not False, keep_rows=True)
     if len(X) == 0:
         raise ValueError("no rows to predict")
     Predict(b.ports, net, client, h.get("id"), timeout_of(h), X, keep, chunk, rows if keep else None).begin()
@@ -107,7 +106,7 @@ def train(b, client, h, arrays):
         net.plan_for = name
         budgets.replan(net)
     kept, inputs = net.encoder.to_dict(), net.inputs
-    X = b.encode(net, h, arrays[:-1])
+    X = encode(b, net, h, arrays[:-1])
     try:
         Train(b.ports, net, client, h.get("id"), timeout_of(h), X, arrays[-1], h.get("options", {})).begin()
     except (ValueError, TypeError, KeyError, RuntimeError):
@@ -175,38 +174,15 @@ def load(b, client, h, arrays):
         k = int(meta["slots"])
         optimizer.append((meta, arrays[at:at + k]))
         at += k
-    b.build(client, h.get("id"), spec, timeout_of(h), layers, optimizer or None, encoder)
+    build(b, client, h.get("id"), spec, timeout_of(h), layers, optimizer or None, encoder)
 
 
 def processes(b, client, h, arrays):
-    b.reply(client, h.get("id"), ok=True, processes=network(b, h, ready=False).records())
+    b.reply(client, h.get("id"), ok=True, processes=statusview.processes(network(b, h, ready=False)))
 
 
 def status(b, client, h, arrays):
-    b.reply(client, h.get("id"), ok=True, **status_of(b))
-
-
-def status_of(b):
-    """Workers and networks as they are: each network's state is its state machine's."""
-    workers = [{"name": w["name"], "host": w["host"], "hostname": w["hostname"], "slots": w["slots"],
-                "pid": w["pid"], "groups": len(w["groups"]), **b.budgets_of(wid)}
-               for wid, w in b.workers.items()]
-    pair = b.paired.status() if b.paired is not None else None
-    return {"broker": {"address": b.address, "pid": os.getpid(), "pair": pair,
-                       "longest_loop_ms": round(b.longest_loop * 1000, 1)}, "workers": workers,
-            "networks": [network_status(n) for n in b.nets.values()]}
-
-
-def network_status(n):
-    total, crossing = cross_host_links([[n.groups[g] for g in gids] for gids in n.layers], n.spec)
-    training = dict(n.progress) if n.trainer is not None else None
-    return {"net": n.id, "state": n.state.value, "failure": n.life.failure, "sizes": n.spec.sizes,
-            "output": n.spec.output, "loss": n.spec.loss, "target": n.encoder.target,
-            "inputs": n.inputs, "graph": n.spec.inputs, "group_size": n.spec.group_size, "groups": len(n.groups),
-            "alive": sum(g["alive"] for g in n.groups.values()), "links": {"total": total, "cross_host": crossing},
-            "training": training, "last_training": dict(n.progress) or None, "snapshotting": n.snapshotting,
-            "steps": n.steps_applied, "restarts": n.restarts, "last_failure": n.last_failure,
-            "queued": len(n.queue), "in_flight": n.in_flight, "entered": n.entered, "processes": n.records()}
+    b.reply(client, h.get("id"), ok=True, **statusview.status_of(b))
 
 
 def route(b, client, h, arrays):
@@ -227,7 +203,7 @@ def drop(b, client, h, arrays):
     net = b.nets.get(h.get("net"))
     if net is None:
         raise ValueError(f"unknown network {h.get('net')!r}")
-    b.stop_net(net)
+    stop_net(b, net)
     b.reply(client, h.get("id"), ok=True)
 
 

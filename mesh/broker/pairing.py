@@ -4,16 +4,18 @@ The loop (loop.py) asks this at a few points: each tick (the pair's
 decisions and heartbeats, and the standby brought up to date), each message
 on the client socket (the other broker's, or a vote while this one is the
 standby), each request (asked again after a failover?), and each answer
-(does it wait for the standby?). The decisions are pair.py's; what is
-shipped, journal.py's; taking over, takeover.py's."""
+(does it wait for the standby?). The decisions are pairstate.py's; what is
+shipped, replication.py's; taking over, takeover.py's."""
 import logging
 import time
 from collections import deque
 
 from .. import wire
 from .answers import MAX_CACHED_ROWS, Answers
-from .journal import Shadow, Shipper
-from .pair import Pair, Role
+from .registry import send_worker
+from .replication import Shadow, Shipper
+from .pairstate import Pair, Role
+from .statusview import status_of
 from .takeover import take_over
 
 log = logging.getLogger("mesh.broker")
@@ -138,7 +140,7 @@ class Paired:
         if not worker_op:
             self.refuse(ident, k, h)
         else:  # a worker: back to the active one at once, if there is one
-            self.b.send_worker(ident, {"k": wire.STANDBY, "peer_alive": self.pair.peer_alive()})
+            send_worker(self.b, ident, {"k": wire.STANDBY, "peer_alive": self.pair.peer_alive()})
         return False
 
     def from_peer(self, k, h, arrays):
@@ -172,7 +174,7 @@ class Paired:
 
     def refuse(self, client, k, h):
         if k == wire.STATUS and not h.get("pair"):  # asked of this broker alone: how the standby is
-            return self.b.reply(client, h.get("id"), ok=True, **self.b.status())
+            return self.b.reply(client, h.get("id"), ok=True, **status_of(self.b))
         self.b.reply(client, h.get("id"), ok=False, standby=True, peer_alive=self.pair.peer_alive(),
                      error=f"this broker is the standby of a pair; the active one is at {self.pair.peer_address}")
 
