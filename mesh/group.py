@@ -10,7 +10,7 @@ import os
 
 import zmq
 
-from . import heartbeat, sockets, wire
+from . import heartbeat, settings, sockets, wire
 from .datapath import CLIENT_HWM, MAX_CLIENTS, stale
 from .groupstate import GroupState
 from .lifecycle import profiled
@@ -181,7 +181,7 @@ def about(instruction):
 
 def main(config):
     """Entry point of a forked group process."""
-    logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "WARNING"),
+    logging.basicConfig(level=settings.log_level(),
                         format=f"%(asctime)s group {config['gid']} %(levelname)s %(message)s")
     ctx = zmq.Context()
     group = Group(ctx, config)

@@ -31,6 +31,10 @@ def log_level():
     return os.environ.get(LOG_LEVEL, "WARNING")
 
 
+def heartbeat_expiry():
+    return os.environ.get(HEARTBEAT_EXPIRY)
+
+
 def max_message():
     return int(os.environ.get(MAX_MESSAGE, 1 << 30))
 
