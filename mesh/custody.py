@@ -4,10 +4,12 @@ On SNAP a group keeps its state (keeper.py, files in its worker's state folder) 
 replica to its keeper, another group (the broker, for a network of one group). A group it
 keeps for (a ward) that is rebuilt in a new process asks it for its replica (FETCH), and gets
 it back on the socket this group's own setup names for that ward, never anywhere else. A
-fetch that comes before the setup that names its ward waits for it, kept small and bounded."""
-from . import sockets, wire
+fetch that comes before the setup that names its ward waits for it, kept small and bounded.
+What it sends, it hands its group as records (groupstate.Send, or its group's tell_broker)."""
+from . import wire
 from .bounded import Bounded
 from .keeper import Keeper
+from .outbox import Send
 
 MAX_FETCHES = 64  # fetches kept until this group's own setup of their generation comes
 
@@ -16,9 +18,9 @@ class Custody:
     def __init__(self, group, folder):
         self.g = group
         self.keeper = Keeper(folder)
-        self.keeper_sock = None        # where its replica goes
+        self.keeper_at = None          # where its replica goes: its keeper's endpoint
         self.to_broker_keeper = False  # the broker keeps it instead (a network of one group)
-        self.ward_socks = {}           # gid -> PUSH socket, of the groups whose replicas it keeps
+        self.ward_at = {}              # gid -> endpoint, of the groups whose replicas it keeps
         self.ward_rows = {}            # gid -> its neurons: the rows of a replica it may keep
         self.restoring = None          # (snapshot id, function) while it waits for its replica
         self.fetches = Bounded(f"group {group.gid}: fetches", MAX_FETCHES, MAX_FETCHES * 1024)
@@ -27,18 +29,17 @@ class Custody:
 
     def wire(self, h):
         """Where this group's replica goes (its keeper), and whose replicas it keeps (its
-        wards): it sends replicas back to its wards' endpoints only, and forgets others'."""
+        wards): it sends replicas back to its wards' endpoints only, and forgets others'.
+        The peers to dial, {endpoint: key}."""
         self.restoring = None
-        for sock in [self.keeper_sock, *self.ward_socks.values()]:
-            if sock is not None:
-                sock.close()
-        keeper = h.get("keeper")
-        self.keeper_sock = self.g._dial(*keeper) if keeper else None
+        keeper = h.get("keeper")  # [endpoint, key]
+        self.keeper_at = keeper[0] if keeper else None
         self.to_broker_keeper = keeper is None and bool(h.get("broker_keeps"))
         wards = h.get("wards", ())
-        self.ward_socks = {w[0]: self.g._dial(w[1], w[2]) for w in wards}
+        self.ward_at = {w[0]: w[1] for w in wards}
         self.ward_rows = {w[0]: w[3] for w in wards}  # [gid, endpoint, key, neurons]
-        self.keeper.forget_all_but(self.ward_socks)
+        self.keeper.forget_all_but(self.ward_at)
+        return {ep: key for ep, key in [keeper or (None, None), *((w[1], w[2]) for w in wards)] if ep}
 
     def restore(self, restore, function):
         """A setup's state from a snapshot: its own copy (True: ready now), or, in a new
@@ -49,8 +50,8 @@ class Custody:
             return True
         self.restoring = (int(restore["snap"]), function)
         if restore["from"] != "broker":
-            sockets.send(self.keeper_sock, {"k": wire.FETCH, "net": g.net, "tok": g.token, "gen": g.gen,
-                                            "of": g.gid, "snap": self.restoring[0]})
+            g.emit(Send(self.keeper_at, {"k": wire.FETCH, "net": g.net, "tok": g.token, "gen": g.gen,
+                                         "of": g.gid, "snap": self.restoring[0]}))
         return False
 
     def ready(self):
@@ -70,8 +71,8 @@ class Custody:
         whole = h.get("whole")
         snap = self.keeper.keep_own(g.neurons, int(h["snap"]), g.applied.done, whole)
         keep = {"k": wire.KEEP, "net": g.net, "tok": g.token, "of": g.gid, "whole": whole, **snap.header()}
-        if self.keeper_sock is not None:
-            sockets.send(self.keeper_sock, keep, snap.arrays())
+        if self.keeper_at is not None:
+            g.emit(Send(self.keeper_at, keep, snap.arrays()))
         elif self.to_broker_keeper:
             g.tell_broker(keep, snap.arrays())
         g.tell_broker({"k": wire.SNAPPED, "snap": snap.id, "whole": whole, "step": snap.step,
@@ -80,7 +81,7 @@ class Custody:
     def keep(self, h, arrays):
         """A replica of a ward's snapshot, to hand back if that ward is rebuilt."""
         of = str(h["of"])
-        if of not in self.ward_socks:
+        if of not in self.ward_at:
             raise ValueError(f"a replica of {of}, which this group does not keep for")
         self.keeper.keep_message(of, h, arrays, self.g.dtype, self.ward_rows[of], h.get("whole"))
         self.g.tell_broker({"k": wire.KEPT, "of": of, "snap": int(h["snap"]), "whole": h.get("whole")})
@@ -97,11 +98,11 @@ class Custody:
             self.fetches.put((early["of"], early["snap"], gen), early, len(early["of"]) + 64)
             return
         of = str(h["of"])
-        if of not in self.ward_socks:
+        if of not in self.ward_at:
             raise ValueError(f"{of} asks for a replica this group does not keep")
         snap = self.keeper.replica(of, int(h["snap"]))
-        sockets.send(self.ward_socks[of], {"k": wire.REPLICA, "net": g.net, "tok": g.token, "of": of,
-                                           **snap.header()}, snap.arrays())
+        g.emit(Send(self.ward_at[of], {"k": wire.REPLICA, "net": g.net, "tok": g.token, "of": of,
+                                       **snap.header()}, snap.arrays()))
 
     def replica(self, h, arrays):
         """Its own replica, back from its keeper: the state of a new process."""

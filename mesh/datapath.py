@@ -4,7 +4,8 @@ Every message here is a data message (wire.py's fixed binary layout, one frame):
 header is read by struct into a Data tuple, its array is read in place, and each part of a
 pass is filed straight into its place in a buffer the pass owns (its source's columns of
 the input, or its sum of the downstream gradients), allocated when its first part comes.
-Nothing here builds a dict per message; the control messages (group.py) are JSON.
+Nothing here builds a dict per message; the control messages (groupstate.py) are JSON.
+What it sends, it hands its group's state as records (outbox.py): no socket here.
 
 Forward: once every upstream part of pass `seq` is in, the group computes its activations
 and sends them, one message built once, to every downstream group (or, from the last
@@ -17,11 +18,11 @@ into the backward."""
 import logging
 
 import numpy as np
-import zmq
 
 from . import sockets, wire
 from .bounded import Bounded
 from .head import loss_and_grad
+from .outbox import BROKER, Answer, Onward
 from .spec import LOSSES, OUTPUTS
 
 log = logging.getLogger("mesh.group")
@@ -52,7 +53,6 @@ class DataPath:
         self.targets = Bounded(f"group {group.gid}: targets", MAX_HELD, budget)  # seq -> what came first of a
         self.outputs = Bounded(f"group {group.gid}: outputs", MAX_HELD, budget)  # training pass's targets, output
         self.step_counts = {}  # step id -> passes of that step seen
-        self.clients = {}      # reply address -> PUSH socket, of clients that predict under a lease
 
     def reset(self):
         """Everything in flight is forgotten (a setup: a recovery resends what it needs)."""
@@ -158,50 +158,46 @@ class DataPath:
         return np.add.reduce(parts, axis=0)  # parts[0] + parts[1] + ..., in that order
 
     # -- forward -------------------------------------------------------------
-    def forward(self, d, a, drop=(), direct=False):
-        """direct: a client's pass (DataPath.direct), answered to the client."""
+    def forward(self, d, a, drop=()):
         g = self.g
         g.faults.on_forward()
-        key = (d.tag, d.seq) if direct else d.seq
-        x = self._filed(self.direct_parts if direct else self.fwd, key, d.src, a, g.fan_in, g.columns)
+        x = self._filed(self.fwd, d.seq, d.src, a, g.fan_in, g.columns)
         if x is None:
             return
         x = x.astype(g.dtype, copy=False)
         out = g.neurons.forward(x)
         for old in drop:
             self.held.pop(old)
-        if d.flags & wire.F_KEEP and not direct:
+        if d.flags & wire.F_KEEP:
             self.held.put(d.seq, (x, out), x.nbytes + out.nbytes)
-        if not g.down:  # the last layer: the broker gathers the outputs (the client, for a direct pass)
-            if direct:
-                if out.nbytes > MAX_ANSWER:  # what waits in a client's socket is bounded
-                    raise ValueError(f"an answer of {out.nbytes} bytes; at most {MAX_ANSWER} go direct")
-                self.answer(d, out)
-            elif not d.flags & wire.F_HEAD:
-                self.to_broker(OUT, d.seq, out)
-            elif d.seq in self.targets:
-                self.head(d.seq, out, *self.targets.pop(d.seq))
-            else:
-                self.outputs.put(d.seq, out, out.nbytes)  # its targets have not come yet
-            return
-        flags = zmq.NOBLOCK if direct else 0  # a client's pass never blocks a group
-        built = {}  # src (this part's index in the reader's input) -> the message: one per index, not per reader
-        for sock, _, _, src in g.down:
+        if g.down:
+            self.onward(d, out, drop)
+        elif not d.flags & wire.F_HEAD:  # the last layer: the broker gathers the outputs
+            self.to_broker(OUT, d.seq, out)
+        elif d.seq in self.targets:
+            self.head(d.seq, out, *self.targets.pop(d.seq))
+        else:
+            self.outputs.put(d.seq, out, out.nbytes)  # its targets have not come yet
+
+    def onward(self, d, out, drop, lease=False):
+        """The output of pass d to every group that reads it: one message per index in the
+        readers' inputs, not per reader. lease: a client's pass (it never blocks a group)."""
+        built, sends = {}, []
+        for to, _, _, src in self.g.down:
             msg = built.get(src)
             if msg is None:
                 msg = built[src] = wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq,
                                                             d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid, d.rtag),
                                              out, drop)
-            sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
-        g.sent += len(g.down)
+            sends.append((to, msg))
+        self.g.emit(Onward(sends, d, lease))
 
     def to_broker(self, kind, seq, array=None, loss=None):
         g = self.g
         msg = wire.data(kind, 0 if loss is None else wire.F_LOSS, (self.tok, self.net, self.layer, 0, 0, g.gen, seq, 0,
                                                                    -1, 0, g.index, 0, 0, loss or 0.0, b"", 0, b""),
                         array)
-        g.broker.send(msg, 0, copy=len(msg) < sockets.ZERO_COPY)
-        g.sent += 1
+        g.emit(Onward([(BROKER, msg)]))
 
     # -- a client's pass -----------------------------------------------------
     def direct(self, d, a):
@@ -218,32 +214,20 @@ class DataPath:
                 raise ValueError(f"group {g.gid} was rebuilt (generation {g.gen})")
             if d.after != g.applied.done:
                 raise ValueError(f"group {g.gid} is at step {g.applied.done}, the lease at {d.after}")
-            self.forward(d, a, direct=True)
-        except zmq.Again:  # the next group takes nothing now: the client asks the broker
-            self.stale(d, f"group {g.gid} could not pass it on")
+            g.faults.on_forward()
+            x = self._filed(self.direct_parts, (d.tag, d.seq), d.src, a, g.fan_in, g.columns)
+            if x is None:
+                return
+            out = g.neurons.forward(x.astype(g.dtype, copy=False))
+            if g.down:
+                return self.onward(d, out, (), lease=True)  # a next group that takes nothing: STALE (group.py)
+            if out.nbytes > MAX_ANSWER:  # what waits in a client's socket is bounded
+                raise ValueError(f"an answer of {out.nbytes} bytes; at most {MAX_ANSWER} go direct")
+            g.emit(Answer(wire.reply_address(d.rpid, d.rtag),
+                          [wire.data(OUT, 0, (NOBODY, self.net, self.layer, 0, 0, d.gen, d.seq, d.tag, -1, 0, g.index,
+                                              0, 0, 0.0, b"", 0, b""), out)]))
         except Exception as e:
-            self.stale(d, f"{type(e).__name__}: {str(e)[:500]}")
-
-    def stale(self, d, why):
-        self._answer(d, wire.pack({"k": wire.STALE, "seq": f"{d.tag:016x}-{d.seq}", "error": why}))
-
-    def answer(self, d, out):
-        self._answer(d, [wire.data(OUT, 0, (NOBODY, self.net, self.layer, 0, 0, d.gen, d.seq, d.tag, -1, 0,
-                                            self.g.index, 0, 0, 0.0, b"", 0, b""), out)])
-
-    def _answer(self, d, frames):
-        """To a client's reply socket (an abstract unix socket of the client form, never an
-        address a peer makes up); never blocks: a client that stopped reading loses it."""
-        to = wire.reply_address(d.rpid, d.rtag)
-        sock = self.clients.pop(to, None) or sockets.make(self.g.ctx, zmq.PUSH, connect=to, hwm=CLIENT_HWM)
-        self.clients[to] = sock  # the most recent last
-        if len(self.clients) > MAX_CLIENTS:
-            self.clients.pop(next(iter(self.clients))).close()
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-            self.g.sent += 1
-        except zmq.Again:
-            pass
+            g.emit(stale(d, f"{type(e).__name__}: {str(e)[:500]}"))
 
     # -- backward ------------------------------------------------------------
     def target(self, d, T):
@@ -280,10 +264,10 @@ class DataPath:
         x, out = self.held.pop(seq)
         dX = g.neurons.backward(x, out, dA, need_dx=bool(g.feeders))
         ack = d.flags & wire.F_ACK
-        for sock, lo, hi, at in g.feeders:  # at: its index among that group's readers
-            sock.send(wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
-                                           of, 0, lr, b"", 0, b""), dX[:, lo:hi]), 0)
-        g.sent += len(g.feeders)
+        if g.feeders:  # at: its index among that group's readers
+            g.emit(Onward([(to, wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
+                                                     of, 0, lr, b"", 0, b""), dX[:, lo:hi]))
+                           for to, lo, hi, at in g.feeders], d))
         if report is not None:
             self.to_broker(OUT, seq, report[0], loss=report[1])
         seen = self.step_counts.get(step, 0) + 1
@@ -298,3 +282,9 @@ class DataPath:
             self.to_broker(DONE, seq)
         if seen == of:
             g.release()
+
+
+def stale(d, why):
+    """To the client of pass d under a lease: the lease holds no more, ask the broker."""
+    return Answer(wire.reply_address(d.rpid, d.rtag),
+                  wire.pack({"k": wire.STALE, "seq": f"{d.tag:016x}-{d.seq}", "error": why}))

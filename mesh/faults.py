@@ -22,7 +22,9 @@ here is reachable over the network."""
 import os
 import signal
 
-ENV, LOG_ENV = "MESH_TEST_FAULTS", "MESH_TEST_FAULTS_LOG"
+from . import settings
+
+ENV, LOG_ENV = settings.TEST_FAULTS, settings.TEST_FAULTS_LOG
 ACTIONS = ("kill", "worker", "stop")
 EVENTS = ("step", "fwd", "setup", "snap", "replay", "backprop")  # the last three: the broker's
 
@@ -42,7 +44,7 @@ class Fault:
 
 def plan(gid):
     """The faults planned for group gid (none unless both variables are set)."""
-    spec, log = os.environ.get(ENV), os.environ.get(LOG_ENV)
+    spec, log = settings.faults()
     if not spec or not log:
         return []
     return [f for f in map(Fault, filter(None, spec.split(","))) if f.gid == gid]
@@ -83,14 +85,14 @@ class Faults:
 
 def _fired(fault):
     try:
-        with open(os.environ[LOG_ENV]) as log:
+        with open(settings.faults()[1]) as log:
             return any(line.split(" ", 1)[0] == fault.text for line in log)
     except FileNotFoundError:
         return False
 
 
 def _record(fault, where):
-    with open(os.environ[LOG_ENV], "a") as log:
+    with open(settings.faults()[1], "a") as log:
         log.write(f"{fault.text} {where} pid {os.getpid()}\n")
         log.flush()
         os.fsync(log.fileno())

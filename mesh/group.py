@@ -1,125 +1,59 @@
-"""A neuron group process: one slice of one layer.
+"""A neuron group process: one slice of one layer, a thin socket loop round its state.
 
-It binds one PULL inbox (ipc for neighbours on this host, tcp for the rest)
-and holds one PUSH socket per neighbour. Data messages (forward passes,
-gradients, targets: wire.py's binary layout) go to its data path
-(datapath.py); control messages (JSON) are handled here: its wiring and
-weights (setup), reads and changes of its state; its snapshots and the
-replicas it keeps, by its custody (custody.py).
-In a graph (mesh/graph.py) the parts of its input come from the groups of each
-layer it reads (the rows from the broker), and its output goes to every group of
-every layer that reads it.
-
-Ordering: a message from the broker that must see the weights after step s
-(a forward, or a read or change of state) carries "after": s. It waits here,
-in arrival order, until this group has applied every step up to s. So the
-broker can send the next step's rows, or answer a backprop, without waiting
-for the last group to finish the step before: the order is kept where the
-weights are. Every step id the broker hands out is applied everywhere, or
-the broker rebuilds the network's state (recovery.py).
-"""
+It binds one PULL inbox (ipc for neighbours on this host, tcp for the rest) and holds one
+PUSH socket per neighbour. Each message it reads goes to its state (groupstate.py), which
+decides everything (step ordering, the data path, custody of snapshots, a client's pass
+under a lease) and returns what to send, as records (outbox.py); this loop sends them.
+Heartbeats go from a thread of their own (pulse.py)."""
 import logging
 import os
 
-import numpy as np
 import zmq
 
-from . import heartbeat, sockets, wire
-from .bounded import Bounded
-from .datapath import MAX_AHEAD, MAX_HELD, DataPath
-from .faults import Faults
-from .custody import Custody
+from . import heartbeat, settings, sockets, wire
+from .datapath import CLIENT_HWM, MAX_CLIENTS, stale
+from .groupstate import GroupState
 from .lifecycle import profiled
-from .lograte import Sometimes
-from .neurons import Neurons
-from .optim import Optimizer
+from .outbox import BROKER, Answer, Onward, Rebroker, Rewire, Send, ToBroker
 from .pulse import Pulse
 from .security import Keys
-from .spec import Spec, initial_rows
-from .steps import Watermark
 
 log = logging.getLogger("mesh.group")
 
 
 class Group:
     def __init__(self, ctx, config):
-        self.cfg = config
-        self.net, self.gid, self.layer = config["net"], config["gid"], config["layer"]
-        self.token = config["token"]  # every message of this network carries it; others are dropped unread
-        self.dtype = np.dtype(config["dtype"])
-        self.keys = keys = Keys.from_env("worker")  # a group speaks with its worker's keys
+        self.ctx = ctx
+        self.state = state = GroupState(config)
+        self.keys = keys = Keys.from_config(config)  # a group speaks with its worker's keys
         if keys is not None:
             keys.start_authenticator(ctx)
         self.inbox = sockets.make(ctx, zmq.PULL, keys=keys, serve="mesh")
-        self.endpoints = {}
         if config.get("ipc_dir"):
-            addr = f"ipc://{config['ipc_dir']}/{self.gid}-{os.getpid()}"  # abstract: unique per process
+            addr = f"ipc://{config['ipc_dir']}/{state.gid}-{os.getpid()}"  # abstract: unique per process
             self.inbox.bind(addr)
-            self.endpoints["ipc"] = addr
+            state.endpoints["ipc"] = addr
         port = self.inbox.bind_to_random_port(f"tcp://{config['listen']}")
-        self.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
+        state.endpoints["tcp"] = f"tcp://{config['advertise']}:{port}"
+        self.endpoints = state.endpoints
         self.broker_inbox = config["broker_inbox"]  # its heartbeats go there too (pulse.py)
-        self.broker = sockets.make(ctx, zmq.PUSH, connect=self.broker_inbox, keys=keys,
-                                   dial=keys and keys.broker_public)
-        self.ctx = ctx
-        self.neurons = None
-        # where forward and backward go: down [(socket, lo, hi, src)], up [(socket, lo, hi, at)] (placement.wiring)
-        self.down, self.up, self.feeders = [], [], []  # feeders: the up entries with a group (not the rows)
-        self.rows_src = None          # the index of the rows' part of its input, if it reads them
-        self.columns = []             # [(lo, hi)]: each part's columns of this group's input
-        self.fan_in = self.fan_out = 1
-        self.index = 0
-        # What peers' messages fill, each within a count and a byte budget (bounded.py):
-        self.waiting = Bounded(f"group {self.gid}: waiting", MAX_HELD, sockets.store_bytes())  # n -> (after, run,
-        self.received = 0             # header): what must follow a step not yet applied, numbered as it came
-        self.applied = Watermark()    # steps applied here
-        self.handlers = {wire.SETUP: self.setup, wire.PURGE: self.purge, wire.GROW: self.grow, wire.GET: self.get,
-                         wire.SET: self.set,
-                         wire.OPTIM: self.optim, wire.STOP: self.stop, wire.REBROKER: self.rebroker}
-        # its own snapshots and the replicas it keeps for others, in files under its worker's state folder
-        self.custody = Custody(self, config.get("state_dir") and os.path.join(config["state_dir"],
-                                                                              f"{self.gid}-{os.getpid()}"))
-        self.handlers.update(self.custody.handlers)
-        self.running = True
-        self.gen = 0  # the broker's generation of this network; data from an older one is stale
-        self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
-        self.faults = Faults(self.gid)  # injected by tests only (faults.py)
-        self.sent = 0  # messages sent, heartbeats aside: the dashboard shows their rate
-        self.data = DataPath(self)
-        self.sometimes = Sometimes(log)  # what peers' bad messages log
-
-    def send(self, sock, header, arrays=(), flags=0):
-        sockets.send(sock, header, arrays, flags=flags)
-        self.sent += 1
-
-    def tell_broker(self, header, arrays=()):
-        self.send(self.broker, dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays)
-
-    def beat(self):
-        """One heartbeat now, from this thread (the pulse's thread sends them in a run)."""
-        sockets.send(self.broker, self.beat_header())
-
-    def beat_header(self):
-        """Alive, with what watchers want to see: messages sent and the last step applied
-        (built on the pulse's thread too: pulse.py)."""
-        return {"k": wire.HEARTBEAT, "net": self.net, "gid": self.gid, "tok": self.token, "gen": self.gen,
-                "pid": os.getpid(), "msgs": self.sent, "applied": self.applied.done, "waits": self.waits()}
-
-    def waits(self):
-        """The step the oldest waiting message waits for, or None: the broker purges what
-        waits for a step it never handed out (Group.purge), so nothing holds the queue forever."""
-        first = self.waiting.first()
-        return None if first is None else first[0]
+        self.broker = self._dial_broker(self.broker_inbox)
+        self.peers = {}    # endpoint -> PUSH socket, of the groups its setup names
+        self.clients = {}  # reply address -> PUSH socket, of clients that predict under a lease
+        self.sent = 0      # messages sent, heartbeats aside: the dashboard shows their rate
+        self.sends = {Send: self._send, ToBroker: self._to_broker, Onward: self._onward, Answer: self._answer,
+                      Rewire: self._rewire, Rebroker: self._rebroker}
 
     def run(self):
-        self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
+        self.state.hello()
+        self.execute(self.state.take())
         # alive, even inside a long product: a stopped or starved group goes quiet and is replaced
         pulse = Pulse(self.ctx, self.beat_header, lambda: self.broker_inbox, self.keys)
         pulse.start()
         # one blocking receive per message, bounded by half a heartbeat: no poll between them
         self.inbox.setsockopt(zmq.RCVTIMEO, int(heartbeat.INTERVAL * 1000 / 2))
         try:
-            while self.running:
+            while self.state.running:
                 try:
                     self.handle(self.inbox.recv(copy=False))
                 except zmq.Again:
@@ -138,189 +72,116 @@ class Group:
         header = {}
         try:
             if not frame.more and wire.is_data(frame.buffer):
-                return self.data.on_message(frame.buffer)  # the data path: no JSON, no dict
-            frames = [frame]
-            while frames[-1].more:
-                frames.append(self.inbox.recv(copy=False))
-            header, arrays = wire.unpack(frames)
-            self.admit(header, arrays)
-        except wire.WireError:
-            pass  # malformed: cannot even tell whom to answer
-        except Exception as e:
-            self.refuse(header, e)
-
-    def admit(self, header, arrays):
-        """Handle a message of this network now, or once the step it follows is applied."""
-        if header.get("tok") != self.token:
-            return  # not from this network's broker or groups: no reply, no state
-        ep = header.get("ep")  # only a broker's messages carry it
-        if ep is not None:
-            if ep < self.epoch:
-                return  # from a broker that another has replaced: fenced, it acts on nothing
-            self.epoch = ep
-        if header["k"] == wire.PURGE and header.get("gen") != self.gen:
-            return  # of a generation a recovery has replaced
-        after = header.get("after")
-        if after is not None:
-            if type(after) is not int:
-                raise ValueError(f"a {header['k']} to follow step {after!r}")
-            if self.must_wait(after, lambda: self.dispatch(header, arrays), *arrays, lambda: header):
-                return
-        self.dispatch(header, arrays)
-
-    def must_wait(self, after, run, *rest):
-        """Whether a message that must follow step `after` waits (run() once it may go, in the
-        order messages came); refused when `after` is absurdly far ahead. rest: its arrays,
-        then a function of its header (for a fault, should it fail later)."""
-        *arrays, header = rest
-        if not 0 <= after <= self.applied.done + MAX_AHEAD:
-            raise ValueError(f"a {header()['k']} to follow step {after}, and this group is at step "
-                             f"{self.applied.done}")
-        if not self.waiting and after <= self.applied.done:
-            return False
-        self.received += 1
-        self.waiting.put(self.received, (after, run, header), sum(a.nbytes for a in arrays if a is not None))
-        return True
-
-    def dispatch(self, header, arrays):
-        handler = self.handlers.get(header["k"])
-        if handler is None:
-            raise ValueError(f"unknown message kind {header['k']!r}")
-        handler(header, arrays)
-
-    def refuse(self, header, e):
-        """A peer's mistake: say so and go on; the mesh keeps running."""
-        self.sometimes.warning(type(e).__name__, "group %s refused a message: %s: %s", self.gid, type(e).__name__,
-                               str(e)[:500])
-        h = header if isinstance(header, dict) else {}
-        step = h.get("step") if h.get("k") in (wire.BWD, wire.TARGET) else None
-        try:
-            self.tell_broker({"k": wire.FAULT, "seq": h.get("seq"), "step": step, "kind": h.get("k"),
-                              "error": f"group {self.gid}: {type(e).__name__}: {str(e)[:500]}"})
-        except Exception as again:  # the broker's socket is being replaced, or full: the log has it
-            log.warning("group %s could not report it: %s", self.gid, again)
-
-    def release(self):
-        """Messages that waited for the step just applied, in the order they came."""
-        while self.waiting and self.waiting.first()[0] <= self.applied.done:
-            _, (_, run, header) = self.waiting.popleft()
-            try:
-                run()
-            except Exception as e:
-                self.refuse(header(), e)
-
-    def purge(self, h, arrays):
-        """From the broker: no step after `beyond` was handed out, so what waits for one came
-        from no broker (or a replaced one) and goes; what waited behind it is released."""
-        beyond = h["beyond"]
-        if type(beyond) is not int:
-            raise ValueError(f"purge beyond step {beyond!r}")
-        gone = self.waiting.remove_if(lambda item: item[0] > beyond)
-        if gone:
-            log.warning("group %s dropped %d messages waiting for steps after %d, never handed out",
-                        self.gid, gone, beyond)
-        self.release()
-
-    # -- control ---------------------------------------------------------
-    def setup(self, h, arrays):
-        """Neighbours, and weights: given, drawn from the seed, or restored from a snapshot
-        (its own copy, or the replica its keeper or the broker sends); everything in flight
-        is forgotten (a recovery resends it)."""
-        self.faults.on_setup()
-        self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
-        self.data.reset()
-        self.waiting.clear()
-        self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
-        for sock, *_ in self.down + self.feeders:
-            sock.close()
-        self.down = [(self._dial(ep, key), lo, hi, src) for ep, lo, hi, key, src in h["down"]]
-        self.up = [(ep and self._dial(ep, key), lo, hi, at) for ep, lo, hi, key, at in h["up"]]  # rows: no socket
-        self.parts_changed()
-        self.custody.wire(h)
-        restore = h.get("restore")
-        if restore is None:
-            if h.get("init"):  # a new network: this group's rows, drawn from the seed
-                W, b = initial_rows(Spec(**h["init"]["spec"]), self.layer, int(h["init"]["fan_in"]), self.cfg["lo"],
-                                    self.cfg["hi"])
+                out = self.state.on_data(frame.buffer)  # the data path: no JSON, no dict
             else:
-                W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
-            self.neurons = Neurons(W, b, h["function"], Optimizer(**h.get("optimizer", {})))
-        elif not self.custody.restore(restore, h["function"]):
-            return  # ready once the replica is here
-        self.tell_broker({"k": wire.READY, "restored": restore and restore["snap"]})
-        self.custody.ready()
+                frames = [frame]
+                while frames[-1].more:
+                    frames.append(self.inbox.recv(copy=False))
+                header, arrays = wire.unpack(frames)
+                out = self.state.handle(header, arrays)
+        except wire.WireError:
+            return  # malformed: cannot even tell whom to answer
+        except Exception as e:  # the state refuses what it can; what escapes it is refused alike
+            self.state.refuse(header, e)
+            out = self.state.take()
+        if out:
+            self.execute(out)
 
-    def parts_changed(self):
-        self.feeders = [u for u in self.up if u[0] is not None]
-        self.rows_src = next((i for i, u in enumerate(self.up) if u[0] is None), None)
-        self.columns = [(lo, hi) for _, lo, hi, _ in self.up]
+    def setup(self, h, arrays):
+        """Set up from this process (a test's, the bench's), as by the broker's SETUP."""
+        self.execute(self.state.apply(dict(h, k=wire.SETUP), arrays))
 
-    def _dial(self, endpoint, key):
-        return sockets.make(self.ctx, zmq.PUSH, connect=endpoint, keys=self.keys, dial=key)
+    def beat(self):
+        """One heartbeat now, from this thread (the pulse's thread sends them in a run)."""
+        sockets.send(self.broker, self.beat_header())
 
-    def grow(self, h, arrays):
-        """Input columns added just after the rows' part of its input: zero, or, for the first
-        inputs a network sees, with the whole W drawn from its seed for the fan-in it has now."""
-        added, rows, cols = h["cols"], *self.neurons.W.shape
-        if type(added) is not int or added < 1 or self.rows_src is None:
-            raise ValueError(f"grow by {added!r} columns" + ("" if self.rows_src is not None else
-                                                              ", and this group does not read the rows"))
-        need = 4 * rows * (cols + added) * self.dtype.itemsize  # W, its gradient, two optimizer slots
-        if need > sockets.memory_bound():
-            raise ValueError(f"growing to {cols + added} inputs needs {need} bytes, more than this group's "
-                             f"{sockets.memory_bound()}")
-        end = self.up[self.rows_src][2]
-        self.neurons.grow(added, tail=cols - end)
-        self.data.grown(end, added)
-        r = self.rows_src  # the rows' part widens, the parts after it move right
-        self.up = [(sock, lo + added * (i > r), hi + added * (i >= r), at)
-                   for i, (sock, lo, hi, at) in enumerate(self.up)]
-        self.parts_changed()
-        if h.get("init"):
-            W, _ = initial_rows(Spec(**h["init"]), self.layer, self.neurons.W.shape[1], self.cfg["lo"], self.cfg["hi"])
-            self.neurons.W[:] = W
+    def beat_header(self):
+        """Alive, with what watchers want to see: messages sent and the last step applied
+        (built on the pulse's thread too: pulse.py)."""
+        return dict(self.state.beat(), msgs=self.sent)
 
-    def get(self, h, arrays):
-        """Its weights, and its optimizer state unless "slots" is false (weights() needs none)."""
-        n = self.neurons
-        meta, opt_arrays = n.optimizer.state()
-        if h.get("slots") is False:
-            opt_arrays = []
-        self.tell_broker({"k": wire.STATE, "req": h.get("req"), "optimizer": meta, "applied": self.applied.done,
-                          "ahead": len(self.applied.ahead)}, [n.W, n.b, *opt_arrays])
+    # -- sending what the state says -------------------------------------------------------
+    def execute(self, out):
+        """Send what the state says, in order. One that fails (a peer full for SEND_TIMEOUT, a
+        bad address) ends what its message sends, as a handler that raised would, and is
+        refused in the name of what it carried."""
+        sends = self.sends
+        for instruction in out:
+            try:
+                sends[type(instruction)](instruction)
+            except Exception as e:
+                self.state.refuse(about(instruction), e)
+                try:
+                    for fault in self.state.take():
+                        sends[type(fault)](fault)
+                except Exception as again:  # the broker's socket is being replaced, or full: the log has it
+                    log.warning("group %s could not report it: %s", self.state.gid, again)
+                return
 
-    def set(self, h, arrays):
-        W, b = (np.array(a, dtype=self.dtype) for a in arrays[:2])
-        self.neurons = Neurons(W, b, self.neurons.function, Optimizer.restore(h["optimizer"], arrays[2:], 2))
-        self.tell_broker({"k": wire.READY, "req": h.get("req")})
+    def _send(self, s):
+        sockets.send(self.peers[s.to], s.header, s.arrays)
+        self.sent += 1
 
-    def optim(self, h, arrays):
-        if h["settings"] != self.neurons.optimizer.settings():
-            self.neurons.optimizer = Optimizer(**h["settings"])
-        self.tell_broker({"k": wire.READY, "req": h.get("req")})
+    def _to_broker(self, s):
+        sockets.send(self.broker, s.header, s.arrays)
+        self.sent += 1
 
-    def rebroker(self, h, arrays):
-        """A new active broker (a failover): report to its inbox from now on, and say hello there.
-        The new socket is made before the old one closes: a bad address leaves the old in place."""
-        tcp, ipc = h["tcp"], h.get("ipc")
-        if not (isinstance(tcp, str) and tcp.startswith("tcp://") and (ipc is None or isinstance(ipc, str))):
-            raise ValueError(f"rebroker to {tcp!r} / {ipc!r}")
-        inbox = sockets.nearest(tcp, ipc, h.get("host") == self.cfg["advertise"])
-        new = sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
-                           dial=self.keys and self.keys.broker_public)
+    def _onward(self, s):
+        flags = zmq.NOBLOCK if s.lease else 0  # a client's pass never blocks a group
+        for to, msg in s.sends:
+            sock = self.broker if to is BROKER else self.peers[to]
+            try:
+                sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
+            except zmq.Again:
+                if not s.lease:
+                    raise
+                return self._answer(stale(s.d, f"group {self.state.gid} could not pass it on"))
+            self.sent += 1
+
+    def _answer(self, s):
+        """To a client's reply socket (an abstract unix socket of the client form, never an
+        address a peer makes up); never blocks: a client that stopped reading loses it."""
+        sock = self.clients.pop(s.to, None) or sockets.make(self.ctx, zmq.PUSH, connect=s.to, hwm=CLIENT_HWM)
+        self.clients[s.to] = sock  # the most recent last
+        if len(self.clients) > MAX_CLIENTS:
+            self.clients.pop(next(iter(self.clients))).close()
+        try:
+            sock.send_multipart(s.frames, zmq.NOBLOCK)
+            self.sent += 1
+        except zmq.Again:
+            pass
+
+    def _rewire(self, s):
+        for sock in self.peers.values():
+            sock.close()
+        self.peers = {ep: sockets.make(self.ctx, zmq.PUSH, connect=ep, keys=self.keys, dial=key)
+                      for ep, key in s.peers.items()}
+
+    def _rebroker(self, s):
+        """The new socket is made before the old one closes: a bad address leaves the old in place."""
+        inbox = sockets.nearest(s.tcp, s.ipc, s.same_host)
+        new = self._dial_broker(inbox)
         self.broker.close(linger=0)  # what waits for the old broker is for no one now
-        self.broker = new
-        self.broker_inbox = inbox
-        self.tell_broker({"k": wire.HELLO, "pid": os.getpid(), "endpoints": self.endpoints})
+        self.broker, self.broker_inbox = new, inbox
 
-    def stop(self, h, arrays):
-        self.running = False
+    def _dial_broker(self, inbox):
+        return sockets.make(self.ctx, zmq.PUSH, connect=inbox, keys=self.keys,
+                            dial=self.keys and self.keys.broker_public)
 
+
+def about(instruction):
+    """The header a FAULT names for an instruction that failed: the pass it carried, or the
+    message."""
+    if isinstance(instruction, Onward):
+        return {} if instruction.d is None else wire.data_header(instruction.d)
+    if isinstance(instruction, (Send, ToBroker)):
+        return instruction.header
+    return {"k": wire.REBROKER if isinstance(instruction, Rebroker) else wire.SETUP}
 
 
 def main(config):
     """Entry point of a forked group process."""
-    logging.basicConfig(level=os.environ.get("MESH_LOG_LEVEL", "WARNING"),
+    logging.basicConfig(level=settings.log_level(),
                         format=f"%(asctime)s group {config['gid']} %(levelname)s %(message)s")
     ctx = zmq.Context()
     group = Group(ctx, config)
@@ -330,7 +191,7 @@ def main(config):
     except KeyboardInterrupt:
         pass
     finally:
-        group.custody.keeper.close()  # its snapshot files go with it
+        group.state.custody.keeper.close()  # its snapshot files go with it
         if group.keys is not None:
             group.keys.stop()
         ctx.destroy(linger=0)

@@ -7,6 +7,8 @@ import signal
 
 import setproctitle
 
+from . import settings
+
 PR_SET_PDEATHSIG = 1
 BLAS_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -80,7 +82,7 @@ def raise_on_sigterm():
 @contextlib.contextmanager
 def profiled(name):
     """A development aid: with MESH_PROFILE_DIR set, one cProfile dump per process."""
-    folder = os.environ.get("MESH_PROFILE_DIR")
+    folder = settings.profile_dir()
     if not folder:
         yield
         return

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from . import settings
 from .client import Client
 from .lifecycle import blas_env
 from .sizes import parse_size
@@ -18,23 +19,26 @@ from .sizes import parse_size
 class LocalMesh:
     def __init__(self, workers=2, slots=None, blas_threads=1, timeout=60.0, bind="tcp://127.0.0.1:*",
                  start_timeout=30.0, insecure=False, env=None, dashboard="off", dashboard_token=None,
-                 worker_memory=None, standby=False, worker_disk=None):
+                 worker_memory=None, standby=False, worker_disk=None, keys=None):
         """dashboard: ADDR:PORT for the broker's web dashboard (port 0: any free one), "off", or None for
         the broker's default (127.0.0.1:8787, or a free port when that one is taken); see dashboard_url.
         worker_memory: each worker's memory budget (`800MiB`, or bytes), or None: they share what the
         host (or their cgroup) allows. worker_disk: likewise, the disk their snapshot files may take.
         standby: two brokers, a pair (broker/pairstate.py): the first starts active, the second is its
-        standby; workers and the client know both (self.brokers: their processes)."""
+        standby; workers and the client know both (self.brokers: their processes).
+        keys: a keys folder for the broker, the workers and the client (default: MESH_KEYS, which each reads)."""
         self.n_workers, self.slots, self.timeout = workers, slots, timeout
         self.worker_memory = worker_memory and parse_size(worker_memory)  # refused here, before anything starts
         self.worker_disk = worker_disk and parse_size(worker_disk)
         self.insecure = ["--insecure"] if insecure else []
+        self.keys = keys
+        self.keys_args = ["--keys", str(keys)] if keys else []  # the same path on every host it starts a worker on
         self.bind, self.start_timeout = bind, start_timeout
         self.env = blas_env(blas_threads)
-        self.env["MESH_DIE_WITH_PARENT"] = "1"
+        self.env[settings.DIE_WITH_PARENT] = "1"
         self.env.update(env or {})  # e.g. MESH_TEST_FAULTS (faults.py), inherited by every group
-        if standby and not self.env.get("MESH_PAIR_SECRET") and not insecure:
-            self.env["MESH_PAIR_SECRET"] = secrets.token_hex(16)  # only the two brokers speak for the pair
+        if standby and not self.env.get(settings.PAIR_SECRET) and not insecure:
+            self.env[settings.PAIR_SECRET] = secrets.token_hex(16)  # only the two brokers speak for the pair
         self.board = (["--dashboard", dashboard] if dashboard else []) + \
             (["--dashboard-token", dashboard_token] if dashboard_token else [])
         self.dashboard_url = None
@@ -54,7 +58,7 @@ class LocalMesh:
             else:
                 self.address = self.start_broker(["--bind", self.bind])
             self._start_workers()
-            self.client = Client(self._client_address(), timeout=self.timeout)
+            self.client = Client(self._client_address(), timeout=self.timeout, keys=self.keys)
             brokers = self.brokers  # a plain function: copy.deepcopy of the client (sklearn's clone) shares it
             self.client.watch = lambda: brokers_gone(brokers)
             self._wait_for_workers()
@@ -65,7 +69,7 @@ class LocalMesh:
 
     def start_broker(self, args):
         """One broker process (in the mesh's process group); the address it listens on."""
-        broker = self._spawn("broker", *args, *self.insecure, *self.board, stdout=subprocess.PIPE,
+        broker = self._spawn("broker", *args, *self.insecure, *self.keys_args, *self.board, stdout=subprocess.PIPE,
                              process_group=self.pgid or 0)
         self.pgid = self.pgid or broker.pid
         self.brokers.append(broker)
@@ -82,7 +86,7 @@ class LocalMesh:
         self.start_broker(["--bind", a, "--peer", b, "--primary"])
         self.start_broker(["--bind", b, "--peer", a])
         self.address = f"{a},{b}"
-        with Client(a, timeout=self.start_timeout) as probe:
+        with Client(a, timeout=self.start_timeout, keys=self.keys) as probe:
             deadline = time.monotonic() + self.start_timeout
             while (probe.status()["broker"].get("pair") or {}).get("peer_role") != "standby" or \
                     probe.status()["broker"]["pair"]["role"] != "active":
@@ -103,7 +107,7 @@ class LocalMesh:
         extra += ["--disk", str(self.worker_disk)] if self.worker_disk else []
         for _ in range(self.n_workers):
             # their banner lines are for a person who runs `mesh worker`; here the launcher speaks
-            self._spawn("worker", "--broker", self.address, *extra, process_group=self.pgid,
+            self._spawn("worker", "--broker", self.address, *extra, *self.keys_args, process_group=self.pgid,
                         stdout=subprocess.DEVNULL)
 
     def _wait_for_workers(self):

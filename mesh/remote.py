@@ -1,7 +1,6 @@
 """`mesh up --hosts hosts.txt`: the broker here, a worker on each listed host,
 started over the system ssh client. A host that cannot be reached is named in
 a clear error, and every process started is ended on the way out."""
-import os
 import shlex
 import subprocess
 import time
@@ -25,8 +24,6 @@ class RemoteMesh(LocalMesh):
     def __init__(self, hosts, advertise, ssh=SSH, remote_command="mesh", **kw):
         super().__init__(workers=0, **kw)
         self.hosts, self.advertise, self.ssh, self.remote_command = hosts, advertise, ssh, remote_command
-        keys = os.environ.get("MESH_KEYS")  # ssh does not carry the environment: say it on the command line
-        self.keys = ["--keys", keys] if keys else []
 
     def _dial_address(self, bound):
         return f"tcp://{self.advertise}:{bound.rsplit(':', 1)[1]}"
@@ -39,7 +36,7 @@ class RemoteMesh(LocalMesh):
         self.remote = {}
         for host in self.hosts:
             cmd = shlex.split(self.ssh) + [host] + shlex.split(self.remote_command) + [
-                "worker", "--broker", self.address, *self.insecure, *self.keys]
+                "worker", "--broker", self.address, *self.insecure, *self.keys_args]
             self.remote[host] = subprocess.Popen(cmd, process_group=self.pgid, stdin=subprocess.DEVNULL,
                                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             self.procs.append(self.remote[host])

@@ -21,6 +21,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from . import settings
+
 ROLES = ("broker", "worker", "client")
 
 
@@ -97,8 +99,14 @@ class Keys:
 
     @classmethod
     def from_env(cls, role):
-        d = os.environ.get("MESH_KEYS")
+        """The keys of MESH_KEYS's folder (mesh.Client's default), or None."""
+        d = settings.keys_dir()
         return cls(d, role) if d else None
+
+    @classmethod
+    def from_config(cls, config):
+        """A group's keys: its worker's, whose folder the worker puts in the group's spawn config."""
+        return cls(config["keys"], "worker") if config.get("keys") else None
 
     def serve(self, sock, domain):
         """A bound socket: encrypt, and admit only keys allowed in `domain` (mesh or front)."""

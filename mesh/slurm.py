@@ -9,10 +9,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+from . import settings
 from .sizes import MiB
 
 MEMORY_SHARE = 0.9  # of a node's allocation: the budget the broker plans with, under the cap Slurm enforces
-ADDRS_ENV = "MESH_SLURM_NODE_ADDRS"  # name=addr,... handed from the launcher to the tasks
+ADDRS_ENV = settings.SLURM_NODE_ADDRS  # name=addr,... handed from the launcher to the tasks
 
 
 class NotInJob(RuntimeError):
@@ -58,7 +59,7 @@ class Job:
 
     @classmethod
     def from_env(cls, env=None):
-        env = os.environ if env is None else env
+        env = settings.environ() if env is None else env
         job_id, here = env.get("SLURM_JOB_ID"), env.get("SLURMD_NODENAME")
         if not job_id:
             raise NotInJob("--slurm runs inside a Slurm job (the batch script of sbatch): SLURM_JOB_ID is not set")
@@ -92,7 +93,7 @@ def worker_options(env):
 
 def main(argv):
     """The srun task: become `mesh worker` with this node's options, then ARGV (which win)."""
-    args = [sys.executable, "-m", "mesh", "worker", *worker_options(os.environ), *argv]
+    args = [sys.executable, "-m", "mesh", "worker", *worker_options(settings.environ()), *argv]
     os.execv(sys.executable, args)
 
 

@@ -15,6 +15,7 @@ import sys
 import time
 from urllib.parse import urlsplit
 
+from . import settings
 from .localmesh import LocalMesh
 from .security import generate, is_loopback
 from .sizes import format_size
@@ -47,7 +48,7 @@ class SlurmMesh(LocalMesh):
         # --no-kill, --kill-on-bad-exit=0: a lost node or worker leaves the others running (the mesh heals)
         cmd = ["srun", "--nodes", n, "--ntasks", n, "--ntasks-per-node", "1", "--overlap", "--no-kill",
                "--kill-on-bad-exit=0", "--input=none", "--label", "--job-name", STEP_NAME,
-               sys.executable, "-m", "mesh.slurm", "--broker", self.address, *self.worker_args]
+               sys.executable, "-m", "mesh.slurm", "--broker", self.address, *self.keys_args, *self.worker_args]
         self.srun = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL, process_group=self.pgid)
         self.procs.append(self.srun)
 
@@ -138,11 +139,10 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
     if not keys_dir:  # the working directory: the job's nodes see it, as they see its output
         keys_dir = made = os.path.abspath(f"mesh-keys-{job.id}")
         generate(made)
-    os.environ["MESH_KEYS"] = keys_dir  # the broker, the workers and this process's client use them
     worker_args = ["--blas-threads", str(blas_threads)] + (["--slots", str(slots)] if slots else []) + \
         (["--memory", str(worker_memory)] if worker_memory else [])
     # the dashboard listens on this node's loopback, which every user of the node can reach: a token always
-    mesh = SlurmMesh(job, worker_args, blas_threads=blas_threads, dashboard=dashboard,
+    mesh = SlurmMesh(job, worker_args, blas_threads=blas_threads, dashboard=dashboard, keys=keys_dir,
                      dashboard_token=dashboard_token or secrets.token_urlsafe(18))
     say(f"mesh up --slurm: job {job.id} on {_count(len(job.nodes), 'node')} ({', '.join(job.nodes)}), "
         f"pid {os.getpid()}; keys {keys_dir}" + (" (made for this job, removed when it ends)" if made else ""))
@@ -151,7 +151,7 @@ def run(command, keys_dir=None, dashboard=None, dashboard_token=None, blas_threa
         client = mesh.start()
         for line in _summary(job, mesh, client.status()):
             say(line)
-        env = {**os.environ, "MESH_BROKER": mesh.address, "MESH_KEYS": keys_dir}
+        env = {**os.environ, settings.BROKER: mesh.address, settings.KEYS: keys_dir}
         say(f"mesh up --slurm: running {' '.join(command)} with MESH_BROKER={mesh.address}")
         code = _run_command(command, env)
         say(f"mesh up --slurm: the command exited with code {code}; stopping the mesh")

@@ -16,11 +16,11 @@ from urllib.parse import urlparse
 import zmq
 import zmq.utils.monitor
 
-from . import wire
+from . import settings, wire
 
 HWM = 10_000
 SEND_TIMEOUT = 10_000  # ms: a send with no peer to take it (handshake refused, peer gone) fails, never hangs
-MAX_MESSAGE = int(os.environ.get("MESH_MAX_MESSAGE", 1 << 30))  # bytes; a client's request carries whole data sets
+MAX_MESSAGE = settings.max_message()  # bytes (MESH_MAX_MESSAGE); a client's request carries whole data sets
 BUDGET_HWM = 256  # messages per peer under a budget: above any network's window of passes in flight (4 per layer + 4)
 STORE_BYTES = 512 << 20  # what one store of a group that peers fill may hold (bounded.py), with no budget
 _limits = {"hwm": HWM, "max_message": MAX_MESSAGE, "store": STORE_BYTES, "memory": None}  # make() uses these

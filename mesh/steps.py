@@ -1,6 +1,6 @@
 """Step ids that finish out of order, summed up by one number: every id up to
 `done` has finished. The broker counts the steps it has sent, each group the
-steps it has applied (group.py, "Ordering")."""
+steps it has applied (groupstate.py, "Ordering")."""
 
 
 class Watermark:

@@ -10,7 +10,7 @@ import time
 import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
-from . import heartbeat, hostmem, sockets, wire
+from . import heartbeat, hostmem, settings, sockets, wire
 from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
@@ -180,7 +180,8 @@ class Worker:
             self.inbox = sockets.nearest(f"tcp://{host}:{h['inbox_port']}", h.get("inbox_ipc"), host == self.advertise)
         elif k == wire.SPAWN:
             config = dict(h["config"], broker_inbox=self.inbox, listen=self.listen,
-                          advertise=self.advertise, ipc_dir=self.ipc_dir, state_dir=self.state_dir)
+                          advertise=self.advertise, ipc_dir=self.ipc_dir, state_dir=self.state_dir,
+                          keys=str(self.keys.dir.absolute()) if self.keys else None)  # security.Keys.from_config
             self.spawner.spawn(config["gid"], config)
         elif k == wire.KILL:
             self.spawner.kill(h["gid"], sig=int(h.get("sig", 15)), pid=h.get("pid"))
@@ -201,7 +202,7 @@ def state_root(given=None):
     (~/.local/state/neuromesh)."""
     if given:
         return os.path.abspath(given)
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = settings.state_home() or os.path.join(os.path.expanduser("~"), ".local", "state")
     return os.path.join(base, "neuromesh")
 
 

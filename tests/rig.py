@@ -45,16 +45,16 @@ class Rig:
     def quiet(self):
         """Nothing is waiting from the group now (it sends before handle_one returns; a
         zero-timeout poll after a round trip through a socket of its own proves it)."""
-        self.send({"k": wire.GET, "tok": self.g.token, "net": "n1", "slots": False})
+        self.send({"k": wire.GET, "tok": self.g.state.token, "net": "n1", "slots": False})
         h, _ = self.heard()
         return h["k"] == wire.STATE
 
     def alive_and_right(self):
         x = np.array([[0.3, -0.7]])
-        parts = [x] if self.g.fan_in == 1 else [x[:, i:i + 1] for i in range(self.g.fan_in)]  # one column a source
+        parts = [x] if self.g.state.fan_in == 1 else [x[:, i:i + 1] for i in range(self.g.state.fan_in)]  # one column a source
         for src, part in enumerate(parts):
-            self.send({"k": wire.FWD, "tok": self.g.token, "net": "n1", "gen": self.g.gen, "seq": 10 ** 6,
+            self.send({"k": wire.FWD, "tok": self.g.state.token, "net": "n1", "gen": self.g.state.gen, "seq": 10 ** 6,
                        "src": src, "after": 0}, [part])
         h, (a,) = (sockets.recv(self.downs[0])[1:] if self.downs else self.heard())
         np.testing.assert_allclose(a, np.tanh(x @ self.W.T))
-        return self.g.running
+        return self.g.state.running

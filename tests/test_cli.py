@@ -81,6 +81,32 @@ def test_user_mistakes_are_one_line_errors(mesh_up):
     assert r.returncode == 1 and "did not answer 'status'" in r.stderr
 
 
+def test_up_with_keys_gives_them_to_every_process_it_starts(tmp_path):
+    """`mesh up --keys DIR`, with no MESH_KEYS in its environment: the broker, the workers and
+    the groups they fork all use the keys (the broker could not reach a group without them),
+    and a client needs them too."""
+    keys = str(tmp_path / "keys")
+    assert mesh_cmd("keys", "generate", keys).returncode == 0
+    plain = {k: v for k, v in os.environ.items() if k != "MESH_KEYS"}
+    p = subprocess.Popen([sys.executable, "-m", "mesh", "up", "--bind", "tcp://127.0.0.1:*", "--workers", "1",
+                          "--keys", keys, "--dashboard", "off"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         process_group=0, stdin=subprocess.DEVNULL, env=plain)
+    try:
+        ready, _, _ = select.select([p.stdout], [], [], 30)
+        assert ready, "mesh up printed nothing within 30s"
+        addr = p.stdout.readline().decode().split()[3]
+        net = mesh_cmd("create", "3,1", "--broker", addr, env={"MESH_KEYS": keys})
+        assert net.returncode == 0, net.stderr
+        r = mesh_cmd("predict", net.stdout.strip(), "0,1", "--broker", addr, env={"MESH_KEYS": keys})
+        assert r.returncode == 0 and 0 < float(r.stdout) < 1, r.stderr
+        r = subprocess.run([sys.executable, "-m", "mesh", "status", "--broker", addr, "--timeout", "1"],
+                           capture_output=True, text=True, timeout=60, env=plain, stdin=subprocess.DEVNULL)
+        assert r.returncode == 1 and "set MESH_KEYS to a folder with client keys" in r.stderr, r.stderr
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=15) == 0
+    finally:
+        end_process_group(p)
+
 def test_every_option_has_an_environment_variable():
     r = mesh_cmd("worker", "--help")
     assert r.returncode == 0

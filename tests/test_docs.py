@@ -62,6 +62,17 @@ def test_the_readme_gives_the_two_commands_unrun():
     assert len(text.encode()) <= 10 * 1024
 
 
+
+def test_the_environment_variables_listed_are_those_read():
+    """The command line page's table of variables names every one settings.py reads, and no other."""
+    from mesh import settings
+    read = {value for name, value in vars(settings).items() if name.isupper()}
+    page = (ROOT / "docs" / "guide" / "cli.md").read_text()
+    table = page.split("## Environment variables")[1].split("\n## ")[0]
+    listed = {name for row in table.splitlines() if row.startswith("| `")
+              for name in re.findall(r"`([A-Z_]+)`", row.split("|")[1])}
+    assert listed == read, f"listed, not read: {listed - read}; read, not listed: {read - listed}"
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("page,lang,code", BLOCKS, ids=IDS)
 def test_block_runs_as_written(page, lang, code, tmp_path):

@@ -140,15 +140,15 @@ def test_fuzz_a_group_inbox_with_the_network_token():
             for d in r.downs:
                 while d.poll(0):
                     d.recv_multipart()
-            assert r.g.running
+            assert r.g.state.running
 
         campaign()
-        r.g.purge({"beyond": r.g.applied.done}, [])  # what the broker does when the heartbeat shows a wait
+        r.g.execute(r.g.state.apply({"k": wire.PURGE, "beyond": r.g.state.applied.done}, []))  # what the broker does when the heartbeat shows a wait
         while r.sink.poll(0):
             r.sink.recv_multipart()
-        r.W = r.g.neurons.W[:, :2].copy()  # a GROW may have widened it: the test's pass has 2 inputs
-        r.g.neurons.W = r.W.copy()
-        r.g.neurons.b[:] = 0
+        r.W = r.g.state.neurons.W[:, :2].copy()  # a GROW may have widened it: the test's pass has 2 inputs
+        r.g.state.neurons.W = r.W.copy()
+        r.g.state.neurons.b[:] = 0
         assert r.alive_and_right()
     finally:
         ctx.destroy(linger=0)

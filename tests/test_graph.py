@@ -267,14 +267,14 @@ def test_the_predict_token_fills_only_the_rows_part_of_a_later_layer():
         r.g.setup({"function": "tanh", "index": 0, "fan_in": 2, "fan_out": 1, "down": [],
                    "up": [["tcp://127.0.0.1:9", 0, 2, None, 0], [None, 2, 4, None, None]]}, [r.W, np.zeros(2)])
         r.heard()  # its READY
-        assert r.g.rows_src == 1 and r.g.data.direct_parts.nbytes == 0
+        assert r.g.state.rows_src == 1 and r.g.state.data.direct_parts.nbytes == 0
         reply = sockets.abstract_ipc("reply")
         answers = sockets.make(ctx, zmq.PULL, bind=reply)
         rows, part = np.array([[0.5, -0.25]]), np.array([[0.1, 0.3]])
         seq = f"{12:016x}-1"  # a client's: its tag, then its count
         base = {"k": wire.FWD, "net": "n1", "gen": 0, "at": 0, "seq": seq, "reply": reply}
         r.send({**base, "tok": wire.predict_token("tok"), "src": 0}, [rows])  # claims part 0
-        assert len(r.g.data.direct_parts) == 1 and not answers.poll(0)
+        assert len(r.g.state.data.direct_parts) == 1 and not answers.poll(0)
         r.send({**base, "tok": "tok", "src": 0}, [part])  # the group's part, passed on under the network's token
         assert answers.poll(10_000)
         _, h, (z,) = sockets.recv(answers)

@@ -20,7 +20,7 @@ from mesh.broker.pairstate import Pair
 from mesh.broker.records import GroupRecord
 from mesh.client import Client
 from mesh.dashboard.server import loopback_host
-from mesh.group import MAX_AHEAD
+from mesh.datapath import MAX_AHEAD
 
 DEEP = b"[" * 30000  # under the header limit; json recurses once per bracket
 
@@ -39,7 +39,7 @@ def test_a_group_lives_through_a_deep_header_and_a_memory_error(ctx):
     r.send({"k": wire.GROW, "tok": "tok", "net": "n1", "cols": 10 ** 12})  # 8 TB asked for
     h, _ = r.heard()
     assert h["k"] == wire.FAULT and "grow" in h["error"].lower()
-    assert r.g.neurons.W.shape == (2, 2)
+    assert r.g.state.neurons.W.shape == (2, 2)
     assert r.alive_and_right()
 
 
@@ -54,7 +54,7 @@ def test_the_predict_token_opens_layer_1s_forward_and_nothing_else(ctx):
     for i in range(300):
         r.send({"k": wire.FWD, "tok": ptok, "net": "n1", "gen": 0, "at": 0, "seq": f"{1:016x}-{i}", "src": 0,
                 "reply": reply}, [part if i % 2 else np.zeros((1, 1))])
-    assert len(r.g.data.direct_parts) == 0 and r.g.data.direct_parts.nbytes == 0
+    assert len(r.g.state.data.direct_parts) == 0 and r.g.state.data.direct_parts.nbytes == 0
     assert r.g.sent == 1 and not answers.poll(0)  # its READY only
     assert r.quiet()
 
@@ -74,16 +74,16 @@ def test_nothing_waits_for_a_step_forever(ctx):
     r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": 10 ** 9})  # absurdly far: refused at once
     h, _ = r.heard()
     assert h["k"] == wire.FAULT and "follow step" in h["error"]
-    assert r.g.waits() is None
+    assert r.g.state.waits() is None
     r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": MAX_AHEAD, "req": "wedge"})  # possible: it waits
     r.send({"k": wire.GET, "tok": "tok", "net": "n1", "after": 0, "req": "behind"})  # in order, behind it
-    assert r.g.waits() == MAX_AHEAD and len(r.g.waiting) == 2
+    assert r.g.state.waits() == MAX_AHEAD and len(r.g.state.waiting) == 2
     r.g.beat()
     beat, _ = r.heard()
     assert beat["waits"] == MAX_AHEAD  # the broker hears what it waits for...
     r.send({"k": wire.PURGE, "tok": "tok", "net": "n1", "gen": 0, "beyond": 7})  # ...and purges steps it never gave
     h, _ = r.heard()
-    assert (h["k"], h["req"]) == (wire.STATE, "behind") and r.g.waits() is None
+    assert (h["k"], h["req"]) == (wire.STATE, "behind") and r.g.state.waits() is None
 
 
 def test_the_broker_purges_what_a_group_waits_for_a_step_it_never_handed_out():
@@ -110,8 +110,8 @@ def test_what_peers_fill_is_bounded_in_bytes(ctx, monkeypatch):
     for _ in range(6000):
         assert r.g.inbox.poll(10_000)
         r.g.handle_one()
-    assert len(r.g.custody.fetches) <= 64 and r.g.custody.fetches.nbytes < 64 * 1024
-    assert r.g.data.fwd.nbytes <= (1 << 20) and r.g.data.fwd.evicted > 0
+    assert len(r.g.state.custody.fetches) <= 64 and r.g.state.custody.fetches.nbytes < 64 * 1024
+    assert r.g.state.data.fwd.nbytes <= (1 << 20) and r.g.state.data.fwd.evicted > 0
     assert r.quiet()
 
 

@@ -16,7 +16,8 @@ from mesh.broker.records import GroupRecord, SnapshotRecord
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.cancel import Cancel
-from mesh.broker.training import AHEAD, Train
+from mesh.broker.trainopts import options
+from mesh.broker.training import AHEAD, AsyncRun, ExactRun, Train
 from mesh.encoder import Encoder
 from mesh.spec import Spec
 
@@ -84,6 +85,16 @@ def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1, micro=1):
     for gid in m.net.groups:  # every group took the optimizer settings
         job.on_ready(gid)
     return job
+
+
+def test_a_training_run_is_its_modes_and_its_options_rebuild_it():
+    for mode, run in (("exact", ExactRun), ("async", AsyncRun)):
+        job = train_job(FakeMesh(), mode=mode)
+        assert type(job) is run and (job.mark is None) == (mode == "async")  # only an exact run resumes
+        assert options(job.opts, 8) == job.options  # what a standby rebuilds it from (journal.py)
+    m = FakeMesh()
+    with pytest.raises(ValueError, match="unknown mode 'sync'"):
+        Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((4, 2)), np.zeros((4, 1)), {"mode": "sync"})
 
 
 def test_the_state_machine_refuses_what_cannot_happen():

@@ -6,8 +6,7 @@ import contextlib
 import numpy as np
 import pytest
 
-from mesh import group as group_module
-from mesh import wire
+from mesh import datapath, wire
 from mesh.client import RemoteError
 from mesh.reference import ReferenceNet
 
@@ -156,7 +155,7 @@ def test_a_refused_backward_the_broker_let_go_of_rebuilds_instead_of_wedging(fre
     remembered passes was evicted from its bounded store), the group's FAULT names
     the step: the network is rebuilt from the snapshot and the log, and answers."""
     mesh = fresh_mesh(workers=1, timeout=120)
-    rows = group_module.MAX_HELD + 1
+    rows = datapath.MAX_HELD + 1
     X, T = data(rows, seed=9)
     X = X[:, :2]
     net = mesh.remember(mesh.client.create([1], seed=2, dtype="float64", **SPEC))

@@ -15,7 +15,8 @@
     dataflow.py     passes in and out of the mesh (no sockets: it is given a send)
     ports.py        the narrow surface a job sees of the broker
     jobs.py         Create, Predict, Backprop, Collect, SetWeights
-    training.py     Train and Cancel; steplog.py, steps sent and logged
+    trainrun.py     Train, a training run; training.py, its exact and async runs; cancel.py, Cancel
+    steplog.py      steps sent and logged; trainopts.py, a run's options
     snapshots.py    Snapshot; recovery.py, Recover; checkpoints.py, to disk during training
     placement.py    where groups run and how they are wired; budgets.py, memory and disk
     liveness.py     when a silent group is dead; leases.py, predicts that skip the broker

@@ -12,7 +12,7 @@ from ..encoder import widened
 from ..head import whole
 
 log = logging.getLogger("mesh.broker")
-ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (group.py)
+ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (groupstate.py)
 CONTROL = {wire.SETUP, wire.SNAP, wire.KEEP, wire.FETCH, wire.REPLICA}  # a refusal of one concerns few jobs
 
 
@@ -67,7 +67,7 @@ class Flow:
     def send_backward(self, net, p, dz, step, of, lr, ack=True):
         """Hand the output groups their slices of dL/dz for pass p. With ack, layer 1
         reports DONE and p's job hears it; without, p leaves the window now (the
-        groups order what follows it, see group.py)."""
+        groups order what follows it, see groupstate.py)."""
         header = wire.backward(p.seq, 0, net.gen, step, of, lr, ack)
         p.dones = 0
         for gid in net.last():

@@ -12,9 +12,7 @@ expiries. The expiry itself grows with the load its host reports (the run
 queue per core, up to MAX_STRETCH times), from a base that is configurable (MESH_HEARTBEAT_EXPIRY,
 `mesh broker --heartbeat-expiry`). Without a fresh report from its worker,
 silence alone decides, as it did before these reports."""
-import os
-
-from .. import heartbeat
+from .. import heartbeat, settings
 
 HARD = 6          # expiries a running but silent group is given before it is taken for wedged
 MAX_STRETCH = 6   # the most the load stretches the expiry
@@ -23,7 +21,7 @@ FRESH = 3.0 * heartbeat.INTERVAL  # a worker's report of its groups older than t
 
 def base_expiry(value=None):
     """Seconds of silence before a group is in doubt: value, else MESH_HEARTBEAT_EXPIRY, else heartbeat.EXPIRY."""
-    value = value if value is not None else os.environ.get("MESH_HEARTBEAT_EXPIRY")
+    value = value if value is not None else settings.heartbeat_expiry()
     seconds = float(value) if value not in (None, "") else heartbeat.EXPIRY
     if not seconds >= 2 * heartbeat.INTERVAL or seconds == float("inf"):
         raise ValueError(f"heartbeat expiry {seconds!r}: give at least {2 * heartbeat.INTERVAL:g} seconds")

@@ -120,7 +120,7 @@ class Network:
         """Pass p of a training step entered the mesh. When the output groups start the
         backward themselves (p.head), a step whose passes have all entered needs nothing
         more from the broker, so passes that follow it may enter too: they wait in the
-        groups until it is applied (group.py). Otherwise they wait for it to be sent."""
+        groups until it is applied (groupstate.py). Otherwise they wait for it to be sent."""
         if not p.head or p.step is None:
             return
         n = self.entering.get(p.step, 0) + 1

@@ -7,7 +7,7 @@ Each network then restores its last whole snapshot and replays the shipped
 log, so every group holds exactly the steps the standby knows of: a step the
 old broker sent but had not shipped is undone by the restore and, in an
 exact training run, sent again at the same place of the same order of rows
-(training.Train.resume). Workers and clients come to this broker by
+(training.ExactRun.resume). Workers and clients come to this broker by
 themselves; a worker that never does is lost like any silent worker."""
 import time
 

@@ -1,4 +1,6 @@
 """A training run's options, checked, and how many micro-batches each mini-batch is cut into."""
+from dataclasses import asdict, dataclass, field
+
 import numpy as np
 
 from ..optim import Optimizer
@@ -6,8 +8,29 @@ from ..optim import Optimizer
 MODES = ("exact", "async")
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """A training run's options, checked (options()). to_dict() is what a standby rebuilds
+    the run from (journal.py): options(opts.to_dict(), rows) == opts."""
+    epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    micro_batches: object = None   # as asked (None: micro_count chooses)
+    mode: str = "exact"            # one of MODES
+    shuffle: bool = True
+    seed: object = 0
+    checkpoint_every: int = 0      # steps between checkpoints (0: none)
+    checkpoint_path: object = None  # the file's name, as asked (the broker puts it in its folder)
+    tol: float = 0.0
+    n_iter_no_change: object = None
+    optimizer: dict = field(default_factory=dict)  # the optimizer's settings
+
+    def to_dict(self):
+        return asdict(self)
+
+
 def options(o, rows):
-    """Checked training options with defaults; ValueError names the bad one."""
+    """Checked training options with defaults (TrainOptions); ValueError names the bad one."""
     out = {"epochs": int(o.get("epochs", 1)), "batch_size": int(32 if o.get("batch_size") is None else o["batch_size"]),
            "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
            "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0),
@@ -36,7 +59,7 @@ def options(o, rows):
     out["optimizer"] = Optimizer(**settings).settings()  # validates the name
     if rows < 1:
         raise ValueError("no rows to train on")
-    return out
+    return TrainOptions(**out)
 
 
 # Rows x weights of one layer whose forward and backward (~6 flops each) cost

@@ -5,11 +5,11 @@ made or missed, scored by accuracy and log-loss on the held-out games.
 
 The data may not be republished, so it is read from where it lies."""
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
 
+from .. import settings
 from ..estimator import MeshClassifier
 
 ORIGINAL = "barely above chance (54.8% base rate)"
@@ -20,7 +20,7 @@ WHERE = ("the column projection of NBA_2016_Shots.csv from the GitHub repository
 
 def find(data=None):
     """The data file: the path given (--data, else MESH_SHOTS_DATA), else shared/data beside the project."""
-    given = data or os.environ.get("MESH_SHOTS_DATA")
+    given = data or settings.shots_data()
     if given:
         return Path(given) if Path(given).is_file() else None
     for c in (Path(__file__).resolve().parents[3] / "shared" / "data" / FILE,

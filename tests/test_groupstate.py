@@ -1,0 +1,199 @@
+"""A group's state, one message at a time, without a socket: what each message makes it
+send (outbox.py's records) is the whole of what it did. Step ordering, custody of
+snapshots, and a client's pass under a lease."""
+import numpy as np
+
+from mesh import datapath, sockets, wire
+from mesh.groupstate import GroupState
+from mesh.outbox import BROKER, Answer, Onward, Rewire, Send, ToBroker
+
+TOK = "tok"
+X = np.array([[0.3, -0.7]])
+W = np.arange(4, dtype=float).reshape(2, 2) / 10
+
+
+def group(gid="n1.1.0", layer=0, **fields):
+    """A group's state, set up as the broker would (setup)."""
+    s = GroupState({"net": "n1", "gid": gid, "layer": layer, "lo": 0, "hi": 2, "dtype": "float64", "token": TOK,
+                    "advertise": "127.0.0.1"})
+    return s, setup(s, **fields)
+
+
+def setup(s, down=(), up=None, applied=0, **fields):
+    """tanh over 2 inputs, 2 neurons; down: the endpoints of the groups that read it; up: its
+    input's parts (default: the rows). What the setup sends."""
+    up = up or [[None, 0, 2, None, None]]
+    return s.apply({"k": wire.SETUP, "function": "tanh", "index": 0, "fan_in": len(up), "fan_out": 1,
+                    "down": [[ep, 0, 1, None, 0] for ep in down], "up": up, "applied": applied, **fields},
+                   [W, np.zeros(2)])
+
+
+def control(s, header, arrays=()):
+    return s.handle(dict(header, tok=TOK, net="n1"), list(arrays))
+
+
+def data(s, header, arrays=(), tok=TOK):
+    return s.on_data(wire.pack_data(dict(header, tok=tok, net="n1"), list(arrays)))
+
+
+def kinds(out):
+    """What each record carries: its kind, and for a data message its pass."""
+    said = []
+    for o in out:
+        if isinstance(o, Onward):
+            for to, msg in o.sends:
+                d, _, _ = wire.unpack_data(msg)
+                said.append((to, wire.DATA_KINDS[d.kind], d.seq))
+        elif isinstance(o, (Send, ToBroker)):
+            said.append((getattr(o, "to", BROKER), o.header["k"]))
+        else:
+            said.append(type(o).__name__)
+    return said
+
+
+def passed(out, seq):
+    """The array of pass seq's data message among the records."""
+    return next(a for o in out if isinstance(o, Onward) for d, a, _ in map(wire.unpack_data, (m for _, m in o.sends))
+                if d.seq == seq)
+
+
+# -- ordering -------------------------------------------------------------------------------
+def test_what_waits_for_a_step_goes_once_it_is_applied_in_the_order_it_came():
+    s, out = group(down=["ipc://@next"])
+    assert kinds(out) == ["Rewire", (BROKER, wire.READY)] and out[0].peers == {"ipc://@next": None}
+    assert kinds(data(s, {"k": wire.FWD, "seq": 1, "after": 0, "keep": True}, [X])) == [("ipc://@next", "fwd", 1)]
+    assert data(s, {"k": wire.FWD, "seq": 2, "after": 1, "keep": True}, [X]) == ()  # step 1 is not applied yet
+    assert control(s, {"k": wire.GET, "after": 1, "req": "r", "slots": False}) == ()  # behind it
+    assert data(s, {"k": wire.FWD, "seq": 3, "after": 0}, [X]) == ()  # ready, but the rows keep their order
+    assert s.waits() == 1 and s.beat()["waits"] == 1
+    out = data(s, {"k": wire.BWD, "seq": 1, "step": 1, "of": 1, "lr": 0.5}, [np.ones((1, 2))])
+    assert s.applied.done == 1 and s.waits() is None
+    assert kinds(out) == [(BROKER, "done", 1), ("ipc://@next", "fwd", 2), (BROKER, wire.STATE),
+                          ("ipc://@next", "fwd", 3)]
+    after = np.tanh(X @ s.neurons.W.T + s.neurons.b)
+    assert not np.allclose(s.neurons.W, W)  # the step changed the weights, and pass 2 saw it
+    np.testing.assert_array_equal(passed(out, 2), after)
+    np.testing.assert_array_equal(out[2].arrays[0], s.neurons.W)
+
+
+def test_a_step_applied_out_of_order_releases_nothing_until_the_ones_before_it():
+    s, _ = group()
+    for seq in (1, 2):
+        data(s, {"k": wire.FWD, "seq": seq, "after": 0, "keep": True}, [X])
+    assert control(s, {"k": wire.GET, "after": 2, "req": "r", "slots": False}) == ()
+    assert kinds(data(s, {"k": wire.BWD, "seq": 2, "step": 2, "of": 1, "lr": 0.1}, [np.ones((1, 2))])) == [
+        (BROKER, "done", 2)]  # step 2 is applied, step 1 is not: the GET still waits
+    out = data(s, {"k": wire.BWD, "seq": 1, "step": 1, "of": 1, "lr": 0.1}, [np.ones((1, 2))])
+    assert kinds(out) == [(BROKER, "done", 1), (BROKER, wire.STATE)] and out[1].header["applied"] == 2
+
+
+def test_a_purge_drops_what_waits_for_a_step_never_handed_out():
+    s, _ = group()
+    control(s, {"k": wire.GET, "after": 9, "req": "never"})
+    control(s, {"k": wire.GET, "after": 0, "req": "behind"})
+    out = control(s, {"k": wire.PURGE, "gen": 0, "beyond": 3})
+    assert kinds(out) == [(BROKER, wire.STATE)] and out[0].header["req"] == "behind"
+
+
+def test_a_message_far_ahead_or_of_another_network_is_refused_or_ignored():
+    s, _ = group()
+    out = control(s, {"k": wire.GET, "after": datapath.MAX_AHEAD + 1})
+    assert kinds(out) == [(BROKER, wire.FAULT)] and "follow step" in out[0].header["error"]
+    assert s.handle({"k": wire.GET, "tok": "other", "net": "n1"}, []) == ()
+    assert data(s, {"k": wire.FWD, "seq": 1, "after": 0}, [X], tok="other") == ()
+
+
+# -- custody --------------------------------------------------------------------------------
+WARD, KEEPER = "ipc://@ward", "ipc://@keeper"
+
+
+def keeper_and_ward():
+    keeper, _ = group("n1.1.1", wards=[["n1.1.0", WARD, None, 2]])
+    ward, out = group("n1.1.0", keeper=[KEEPER, None])
+    assert out[0] == Rewire({KEEPER: None})
+    return keeper, ward
+
+
+def test_a_snapshot_goes_to_its_keeper_and_the_keeper_says_it_kept_it():
+    keeper, ward = keeper_and_ward()
+    out = control(ward, {"k": wire.SNAP, "snap": 1})
+    assert kinds(out) == [(KEEPER, wire.KEEP), (BROKER, wire.SNAPPED)]
+    assert (out[1].header["snap"], out[1].header["step"]) == (1, 0)
+    kept = keeper.handle(out[0].header, out[0].arrays)
+    assert kinds(kept) == [(BROKER, wire.KEPT)] and (kept[0].header["of"], kept[0].header["snap"]) == ("n1.1.0", 1)
+    stranger, _ = group("n1.1.2")
+    assert kinds(stranger.handle(out[0].header, out[0].arrays)) == [(BROKER, wire.FAULT)]  # no ward of its
+
+
+def test_a_rebuilt_ward_fetches_its_replica_and_is_ready_with_its_weights():
+    keeper, ward = keeper_and_ward()
+    ward.neurons.W += 1
+    keeper.handle(*control(ward, {"k": wire.SNAP, "snap": 1})[0][1:])
+    setup(keeper, gen=1, wards=[["n1.1.0", WARD, None, 2]])  # a recovery: every group set up anew
+    rebuilt, out = group("n1.1.0", keeper=[KEEPER, None], gen=1, restore={"snap": 1, "from": "n1.1.1"})
+    assert kinds(out) == ["Rewire", (KEEPER, wire.FETCH)]  # not ready: its replica is on its way
+    replica = keeper.handle(out[1].header, [])
+    assert kinds(replica) == [(WARD, wire.REPLICA)]
+    ready = rebuilt.handle(replica[0].header, replica[0].arrays)
+    assert kinds(ready) == [(BROKER, wire.READY)] and ready[0].header["restored"] == 1
+    np.testing.assert_array_equal(rebuilt.neurons.W, W + 1)
+
+
+def test_a_fetch_before_the_keepers_own_setup_is_answered_once_it_is_set_up():
+    keeper, ward = keeper_and_ward()
+    keeper.handle(*control(ward, {"k": wire.SNAP, "snap": 1})[0][1:])
+    assert control(keeper, {"k": wire.FETCH, "of": "n1.1.0", "snap": 1, "gen": 1}) == ()  # of a generation ahead
+    out = setup(keeper, gen=1, wards=[["n1.1.0", WARD, None, 2]])
+    assert kinds(out) == ["Rewire", (BROKER, wire.READY), (WARD, wire.REPLICA)]
+
+
+def test_a_network_of_one_group_snapshots_to_the_broker():
+    s, _ = group(broker_keeps=True)
+    assert kinds(control(s, {"k": wire.SNAP, "snap": 1})) == [(BROKER, wire.KEEP), (BROKER, wire.SNAPPED)]
+
+
+# -- a client's pass under a lease ----------------------------------------------------------
+def predict(s, reply, at=0, seq=1):
+    return data(s, {"k": wire.FWD, "seq": f"{7:016x}-{seq}", "gen": 0, "at": at, "src": 0, "reply": reply}, [X],
+                tok=wire.predict_token(TOK))
+
+
+def test_a_predict_token_pass_is_answered_to_its_reply_address():
+    s, _ = group()
+    reply = sockets.abstract_ipc("reply")
+    out = predict(s, reply)
+    assert [type(o) for o in out] == [Answer] and out[0].to == reply
+    d, a, _ = wire.unpack_data(out[0].frames[0])
+    assert wire.DATA_KINDS[d.kind] == wire.OUT and (d.tag, d.seq) == (7, 1)
+    np.testing.assert_array_equal(a, np.tanh(X @ W.T))
+    assert len(s.data.held) == 0  # nothing kept for a backward: a lease holder cannot train
+
+
+def test_a_lease_whose_step_has_passed_is_stale():
+    s, _ = group(applied=1)
+    reply = sockets.abstract_ipc("reply")
+    out = predict(s, reply, at=0)
+    header, _ = wire.unpack(out[0].frames)
+    assert out[0].to == reply and header["k"] == wire.STALE and "at step 1, the lease at 0" in header["error"]
+    assert [type(o) for o in predict(s, reply, at=1, seq=2)] == [Answer]  # a lease of the step it is at holds
+
+
+def test_a_predict_token_opens_the_forward_of_a_group_that_reads_the_rows_only():
+    s, _ = group("n1.2.0", layer=1, up=[["ipc://@up", 0, 2, None, 0]])
+    reply = sockets.abstract_ipc("reply")
+    assert predict(s, reply) == () and len(s.data.direct_parts) == 0
+    for kind in (wire.BWD, wire.TARGET):  # a predict token carries nothing else
+        assert data(s, {"k": kind, "seq": 1, "step": 1, "of": 1}, [np.ones((1, 2))],
+                    tok=wire.predict_token(TOK)) == ()
+
+
+def test_a_lease_pass_goes_on_without_blocking_and_a_full_peer_makes_it_stale():
+    s, _ = group(down=["ipc://@next"])
+    reply = sockets.abstract_ipc("reply")
+    out = predict(s, reply)
+    assert [type(o) for o in out] == [Onward] and out[0].lease
+    d, a, _ = wire.unpack_data(out[0].sends[0][1])
+    assert d.flags & wire.F_REPLY and wire.reply_address(d.rpid, d.rtag) == reply
+    np.testing.assert_array_equal(a, np.tanh(X @ W.T))
+    stale = datapath.stale(out[0].d, "full")  # what the loop sends the client if the next group takes nothing
+    assert stale.to == reply and wire.unpack(stale.frames)[0]["k"] == wire.STALE
