@@ -10,6 +10,7 @@ import zmq
 
 from mesh import Client, sockets, table, wire
 from mesh.broker import leases
+from mesh.broker.records import GroupRecord
 from mesh.broker.states import State
 from mesh.client import RemoteError
 from mesh.reference import ReferenceNet
@@ -241,7 +242,8 @@ def test_a_refused_training_run_leaves_the_encoder_that_leases_hold(mesh2):
 
 
 def fake(keys=None, host="127.0.0.1", state=State.READY, inputs=2, group_host="127.0.0.1"):
-    groups = {"g1": {"host": group_host, "endpoints": {"ipc": "ipc://@a", "tcp": "tcp://127.0.0.1:1"}}}
+    groups = {"g1": GroupRecord(gid="g1", layer=0, lo=0, hi=1, host=group_host,
+                                endpoints={"ipc": "ipc://@a", "tcp": "tcp://127.0.0.1:1"})}
     net = SimpleNamespace(id="n1", state=state, waits=lambda: False, inputs=inputs, sent=SimpleNamespace(done=3),
                           step=3, groups=groups, row_readers=lambda: [("g1", 0)], last=lambda: ["g1"], gen=2, token="t",
                           layer1_width=2, encoder=SimpleNamespace(to_dict=dict),

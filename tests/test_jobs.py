@@ -91,7 +91,7 @@ def test_a_training_run_is_its_modes_and_its_options_rebuild_it():
     for mode, run in (("exact", ExactRun), ("async", AsyncRun)):
         job = train_job(FakeMesh(), mode=mode)
         assert type(job) is run and (job.mark is None) == (mode == "async")  # only an exact run resumes
-        assert options(job.opts, 8) == job.options  # what a standby rebuilds it from (journal.py)
+        assert options(job.opts, 8) == job.options  # what a standby rebuilds it from (replication.py)
     m = FakeMesh()
     with pytest.raises(ValueError, match="unknown mode 'sync'"):
         Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((4, 2)), np.zeros((4, 1)), {"mode": "sync"})
