@@ -420,3 +420,19 @@ def test_glorot_draws_no_bias_for_layer_1_and_any_rows_alone():
     assert not b.any()
     W2, _ = initial_rows(spec, 0, 5, 300, 650)
     np.testing.assert_array_equal(W[300:650], W2)
+
+
+def test_a_read_larger_than_the_brokers_memory_is_refused_with_the_numbers(monkeypatch):
+    """A client's weights() or save of a network the broker cannot hold whole is refused before
+    any group is asked, not answered by the kernel's OOM killer; one that fits is asked for."""
+    from mesh import hostmem
+    from mesh.broker.jobs import Collect
+    m = FakeMesh(sizes=(1000, 10), inputs=1000)  # float64: 1000 x 1001 + 10 x 1001 values, twice: ~15.4 MiB
+    got = []
+    monkeypatch.setattr(hostmem, "default_budget", lambda: (8 << 20, "a test's 8 MiB", "test"))
+    Collect(m.ports, m.net, "c1", 1, 60.0, lambda job, layers, optim: got.append(layers)).begin()
+    error = m.answer(1)["error"]
+    assert not m.answer(1)["ok"] and "15 MiB at the broker" in error and "8 MiB (a test's 8 MiB)" in error
+    assert not m.sent_kinds(wire.GET) and not got
+    Collect(m.ports, m.net, "c1", 2, 60.0, lambda job, layers, optim: got.append(layers), layer=1).begin()
+    assert len(m.sent_kinds(wire.GET)) == 1  # layer 2 alone (160 KiB) fits

@@ -9,7 +9,7 @@ import itertools
 
 import numpy as np
 
-from .. import wire
+from .. import hostmem, memory, wire
 from ..head import loss_and_grad, output
 from .passes import Pass
 from .states import Event
@@ -328,6 +328,13 @@ class Collect(Job):
         self.gids = net.layers[layer] if layer is not None else list(net.groups)
 
     def run(self):
+        need, (room, source, _) = self.read_bytes(), hostmem.default_budget()
+        if need > room:  # refused, rather than the broker's host running out of memory
+            what = "its weights" if self.layer is None else f"layer {self.layer + 1}"
+            return self.fail(f"reading {what} of network {self.net.id} holds {need / 2**20:.0f} MiB at the broker "
+                             f"(the groups' arrays and the layers joined from them), more than its "
+                             f"{room / 2**20:.0f} MiB ({source})" + ("; read it a layer at a time (Network.layer)"
+                                                                       if self.layer is None else ""))
         self.states, self.steps = {}, {}
         self.missing = set(self.gids)
         self.after = self.net.sent.done  # what to_group puts in each GET: the groups answer after those steps
@@ -335,6 +342,15 @@ class Collect(Job):
             self.flow.to_group(self.net, gid, {"k": wire.GET, "req": self.req, "slots": self.slots})
 
     restart = run
+
+    def read_bytes(self):
+        """What the read holds at its peak: every group's state as it came, and the layers joined from it."""
+        spec, net = self.net.spec, self.net
+        optimizer = net.optimizer_settings["name"] if self.slots else "sgd"  # sgd: no slots
+        layers = range(len(net.layers)) if self.layer is None else [self.layer]
+        itemsize = np.dtype(spec.dtype).itemsize
+        return 2 * sum(memory.state_bytes(spec.sizes[l], spec.fan_in(l, net.layer1_width), itemsize, optimizer)
+                       for l in layers)
 
     def waiting_for(self):
         return ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])

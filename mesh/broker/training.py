@@ -65,7 +65,7 @@ class ExactRun(Train, mode="exact"):
 
     def position(self):
         """Where the run is at a step boundary, every step before it logged: a standby that
-        takes over resumes here (journal.py ships it with the log)."""
+        takes over resumes here (replication.py ships it with the log)."""
         new_epoch = self.epoch_rows >= len(self.X)
         batch_at = self.batch_at - sum(b.rows for b in self.batches)  # mini-batches ahead are not in it yet
         return {"epoch": self.epoch, "batch_at": 0 if new_epoch else batch_at,

@@ -11,7 +11,7 @@ MODES = ("exact", "async")
 @dataclass(frozen=True)
 class TrainOptions:
     """A training run's options, checked (options()). to_dict() is what a standby rebuilds
-    the run from (journal.py): options(opts.to_dict(), rows) == opts."""
+    the run from (replication.py): options(opts.to_dict(), rows) == opts."""
     epochs: int = 1
     batch_size: int = 32
     learning_rate: float = 0.1

@@ -50,7 +50,7 @@ class Train(Job):
 
     @property
     def opts(self):
-        """The options as a dict: what a standby rebuilds the run from (journal.py)."""
+        """The options as a dict: what a standby rebuilds the run from (replication.py)."""
         return self.options.to_dict()
 
     @classmethod
