@@ -46,8 +46,8 @@ def test_resident_copies_at_a_steps_peak_with_a_snapshot_taken(tmp_path, optimiz
     copies = peak / (memory.parameters(ROWS, FAN_IN) * 8)
     parts = memory.group_parts(ROWS, FAN_IN, 8, optimizer, window=1, pass_rows=BATCH)
     planned = sum(parts[k] for k in ("weights", "gradient", "optimizer", "update")) / parts["weights"]
-    print(f"{optimizer}: {copies:.2f} copies at the peak, {planned:.0f} planned")
-    assert copies <= most + 0.1 and planned <= most  # + the pass's x and a: 8 rows of 2048 and 256
+    print(f"{optimizer}: {copies:.2f} copies at the peak, {planned:.2f} planned")
+    assert copies <= most and copies <= planned + 0.1  # + the pass's x and a: 8 rows of 2048 and 256
     keeper.close()
     assert not os.path.exists(tmp_path / "g")
 

@@ -504,7 +504,7 @@ class Broker:
         refused with the numbers before any process starts), spawn them, and start
         the Create job. plan_for: the optimizer its memory is planned for."""
         inputs = len(encoder.keys) if encoder is not None else 0
-        where = plan(spec, inputs, window_for(spec.sizes), plan_for, budgets.hosts(self.workers, self.nets.values()),
+        where = plan(spec, inputs, window_for(spec.sizes, spec.dtype), plan_for, budgets.hosts(self.workers, self.nets.values()),
                      pins or {})
         self.made["net"] += 1
         net = Network(f"n{self.made['net']}", spec, encoder, plan_for=plan_for)
