@@ -55,7 +55,12 @@ class Custody:
         process, the replica its keeper (or the broker) sends (False: ready once it is here)."""
         g = self.g
         if restore.get("from") is None:
-            g.neurons = self.keeper.restore_own(int(restore["snap"]), function)
+            old, g.neurons = g.neurons, None  # its live arrays go before the snapshot's are read: one W at a time
+            try:
+                g.neurons = self.keeper.restore_own(int(restore["snap"]), function)
+            except Exception:
+                g.neurons = old
+                raise
             return True
         self.restoring = (int(restore["snap"]), function)
         if restore["from"] != "broker":

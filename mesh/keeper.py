@@ -64,9 +64,9 @@ class Snapshot:
         return [self.W, self.b, *self.slots]
 
     def neurons(self, function):
-        """Fresh neurons holding this state (copies: the snapshot stays as it is)."""
-        optimizer = Optimizer.restore(self.meta, [s.copy() for s in self.slots], 2)
-        return Neurons(self.W.copy(), self.b.copy(), function, optimizer)
+        """Fresh neurons holding this state (copies: the snapshot stays as it is; Neurons and
+        Optimizer.restore copy what they are given, once)."""
+        return Neurons(self.W, self.b, function, Optimizer.restore(self.meta, self.slots, 2))
 
     def nbytes(self):
         return sum(a.nbytes for a in self.arrays())
@@ -111,7 +111,9 @@ class Stored(Snapshot):
                 for i in range(self.count)]
 
     def neurons(self, function):
-        W, b, *slots = (np.array(a) for a in self.arrays())  # fresh arrays in memory; the files stay
+        """Fresh arrays in memory, each read once from its file (Neurons and Optimizer.restore
+        copy the memory-mapped arrays they are given); the files stay."""
+        W, b, *slots = self.arrays()
         return Neurons(W, b, function, Optimizer.restore(self.meta, slots, 2))
 
     def nbytes(self):
