@@ -123,9 +123,9 @@ class Stored(Snapshot):
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def parts_of(arrays, chunk_bytes=CHUNK_BYTES):
+def parts_of(arrays, chunk_bytes=None):
     """[(array index, lo, hi)]: the element ranges of a stream's parts, in order (none of an empty array)."""
-    out = []
+    chunk_bytes, out = chunk_bytes or CHUNK_BYTES, []
     for i, a in enumerate(arrays):
         each = max(1, chunk_bytes // a.itemsize)
         out += [(i, lo, min(a.size, lo + each)) for lo in range(0, a.size, each)]
