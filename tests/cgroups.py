@@ -70,13 +70,14 @@ class Cap:
 
 class Sampler:
     """The most anonymous memory (total_rss: not the page cache, which the kernel reclaims at
-    the cap) each cap held, and each process's (RssAnon), sampled every `every` seconds (for
+    the cap) each cap held, and each process's (Pss_Anon), sampled every `every` seconds (for
     the report only: no assertion depends on when a sample falls)."""
 
     def __init__(self, caps, every=0.1):
         self.caps, self.every = caps, every
         self.peak = {cap.path: 0 for cap in caps}
-        self.anon = {}  # pid -> the most anonymous memory it held (RssAnon: not the files it maps)
+        self.anon = {}  # pid -> the most anonymous memory it held (Pss_Anon: its share of pages it
+                        # shares with its spawner, as the model counts; not the files it maps)
         self.done = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
         self.thread.start()
@@ -91,8 +92,8 @@ class Sampler:
                     continue
                 for pid in pids:
                     try:
-                        with open(f"/proc/{pid}/status") as f:
-                            anon = next(int(line.split()[1]) << 10 for line in f if line.startswith("RssAnon:"))
+                        with open(f"/proc/{pid}/smaps_rollup") as f:
+                            anon = next(int(line.split()[1]) << 10 for line in f if line.startswith("Pss_Anon:"))
                     except (OSError, StopIteration):
                         continue
                     self.anon[pid] = max(self.anon.get(pid, 0), anon)

@@ -118,7 +118,7 @@ def test_the_proof_605_MB_of_weights_train_exactly_on_three_capped_hosts_and_hea
     print(f"the proof: {seconds:.0f} s in all, training {out['train_seconds']} s; outputs {out['output_error']:.2e}, "
           f"losses {out['history_error']:.2e} from numpy's")
     print(report(caps, anon))
-    print("most anonymous memory of each group process:", {
+    print("most anonymous memory (Pss_Anon) of each group process:", {
         f"{p['gid']} (pid {p['pid']})": f"{sampler.anon.get(p['pid'], 0) / MiB:.0f} MiB" for p in out["before"] + out["after"]})
     print({w["name"]: {k: {f: v and round(v / MiB) for f, v in w[k].items() if f != "from"} for k in ("memory", "disk")}
            for w in out["workers"]})
