@@ -12,6 +12,12 @@ Keeper holds every snapshot in files there, not in memory: its own are
 written straight from the live arrays (no copy in memory), a replica
 straight from the message's frames, and both are read memory-mapped (a
 replica is sent from the page cache, a restore copies into fresh arrays).
+
+Between groups a replica travels as a stream (Outgoing, Incoming): messages of
+at most CHUNK_BYTES of its arrays each, each appended to its file as it comes
+and acknowledged (GOT), with at most CREDIT parts unacknowledged; so neither
+end ever holds a replica whole in memory (zmq holds a multipart message's
+frames all at once), only CREDIT + 1 parts.
 Each snapshot is a folder of .npy files, written under a temporary name and
 renamed when whole; the folder goes when the snapshot is superseded, and
 the Keeper's whole folder when the group ends (close) or, after a kill, when
@@ -21,10 +27,14 @@ import shutil
 
 import numpy as np
 
+from . import sockets
 from .neurons import Neurons
 from .optim import Optimizer
 
 MAX_SLOTS = 4  # optimizer arrays beside W and b (adam: a moment of each for W and b)
+CHUNK_BYTES = int(os.environ.get("MESH_REPLICA_CHUNK", 8 << 20))  # the most of a replica's arrays one message of its stream carries
+CREDIT = 2             # parts of a stream sent ahead of the receiver's acknowledgement
+STREAM_BYTES = (CREDIT + 1) * CHUNK_BYTES  # a stream's most in a receiver's memory: the parts queued and the one in hand
 
 
 class Snapshot:
@@ -54,9 +64,9 @@ class Snapshot:
         return [self.W, self.b, *self.slots]
 
     def neurons(self, function):
-        """Fresh neurons holding this state (copies: the snapshot stays as it is)."""
-        optimizer = Optimizer.restore(self.meta, [s.copy() for s in self.slots], 2)
-        return Neurons(self.W.copy(), self.b.copy(), function, optimizer)
+        """Fresh neurons holding this state (copies: the snapshot stays as it is; Neurons and
+        Optimizer.restore copy what they are given, once)."""
+        return Neurons(self.W, self.b, function, Optimizer.restore(self.meta, self.slots, 2))
 
     def nbytes(self):
         return sum(a.nbytes for a in self.arrays())
@@ -64,10 +74,15 @@ class Snapshot:
     @staticmethod
     def check(arrays, rows):
         """A KEEP or REPLICA message's arrays are a state of a group of `rows` neurons."""
-        if len(arrays) < 2 or arrays[0].ndim != 2 or arrays[0].shape[0] != rows or arrays[1].shape != (rows,):
-            raise ValueError(f"a replica of shapes {[list(a.shape) for a in arrays]} for a group of {rows} neurons")
-        if len(arrays) > 2 + MAX_SLOTS or any(a.shape not in (arrays[0].shape, arrays[1].shape) for a in arrays[2:]):
-            raise ValueError(f"a replica's optimizer state of shapes {[list(a.shape) for a in arrays[2:]]}")
+        check_shapes([a.shape for a in arrays], rows)
+
+
+def check_shapes(shapes, rows):
+    """The arrays of a replica (W, b, slots) are a state of a group of `rows` neurons."""
+    if len(shapes) < 2 or len(shapes[0]) != 2 or shapes[0][0] != rows or tuple(shapes[1]) != (rows,):
+        raise ValueError(f"a replica of shapes {[list(s) for s in shapes]} for a group of {rows} neurons")
+    if len(shapes) > 2 + MAX_SLOTS or any(tuple(s) not in (tuple(shapes[0]), tuple(shapes[1])) for s in shapes[2:]):
+        raise ValueError(f"a replica's optimizer state of shapes {[list(s) for s in shapes[2:]]}")
 
 
 class Stored(Snapshot):
@@ -96,7 +111,9 @@ class Stored(Snapshot):
                 for i in range(self.count)]
 
     def neurons(self, function):
-        W, b, *slots = (np.array(a) for a in self.arrays())  # fresh arrays in memory; the files stay
+        """Fresh arrays in memory, each read once from its file (Neurons and Optimizer.restore
+        copy the memory-mapped arrays they are given); the files stay."""
+        W, b, *slots = self.arrays()
         return Neurons(W, b, function, Optimizer.restore(self.meta, slots, 2))
 
     def nbytes(self):
@@ -104,6 +121,117 @@ class Stored(Snapshot):
 
     def remove(self):
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def parts_of(arrays, chunk_bytes=None):
+    """[(array index, lo, hi)]: the element ranges of a stream's parts, in order (none of an empty array)."""
+    chunk_bytes, out = chunk_bytes or CHUNK_BYTES, []
+    for i, a in enumerate(arrays):
+        each = max(1, chunk_bytes // a.itemsize)
+        out += [(i, lo, min(a.size, lo + each)) for lo in range(0, a.size, each)]
+    return out
+
+
+class Outgoing:
+    """A snapshot on its way to another group, part by part, read from its files (the page
+    cache, not the heap): send(header, [chunk]) sends one part; more(k) once part k is
+    acknowledged sends those that keep CREDIT parts unacknowledged."""
+
+    def __init__(self, send, header, snapshot):
+        self.send, self.header, self.id = send, header, snapshot.id
+        self.arrays = snapshot.arrays()
+        self.parts = parts_of(self.arrays)
+        self.sent = 0
+        self.more(-1)
+
+    def more(self, acked):
+        while self.sent < len(self.parts) and self.sent <= acked + CREDIT:
+            i, lo, hi = self.parts[self.sent]
+            h = dict(self.header, part=self.sent, parts=len(self.parts))
+            if self.sent == 0:
+                h["shapes"] = [list(a.shape) for a in self.arrays]
+            self.send(h, [self.arrays[i].reshape(-1)[lo:hi]])
+            self.sent += 1
+
+    @property
+    def done(self):
+        return self.sent == len(self.parts)
+
+
+class Incoming:
+    """A snapshot arriving part by part (its first part's header: snap, step, optimizer,
+    shapes, parts), each part written where it goes: into files under `folder` (a
+    temporary name until the last part), or arrays in memory when folder is None."""
+
+    def __init__(self, folder, h, dtype, rows):
+        shapes = h.get("shapes")
+        if not isinstance(shapes, list) or not all(isinstance(s, list) and all(type(n) is int and n >= 0 for n in s)
+                                                   for s in shapes):
+            raise ValueError(f"a replica's first part with shapes {str(shapes)[:200]}")
+        check_shapes(shapes, rows)
+        self.shapes = [tuple(s) for s in shapes]
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.dtype = np.dtype(dtype)
+        self.id, self.step, self.meta, self.parts = int(h["snap"]), int(h["step"]), h["optimizer"], int(h["parts"])
+        self.whole = h.get("whole")
+        self.next, self.at, self.filled = 0, 0, 0  # the part expected, the array being filled, its elements so far
+        self.folder = folder
+        if folder is None:
+            if sum(self.sizes) * self.dtype.itemsize > sockets.memory_bound():
+                raise ValueError(f"a replica of shapes {shapes}: more than this process may hold")
+            self.arrays, self.files = [np.empty(s, self.dtype) for s in self.shapes], None
+            return
+        self.tmp = folder + ".part"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        os.makedirs(self.tmp, mode=0o700)
+        self.files = []
+        for i, shape in enumerate(self.shapes):
+            f = open(os.path.join(self.tmp, f"{i}.npy"), "wb")
+            self.files.append(f)
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(self.dtype),
+                                                     "fortran_order": False, "shape": shape})
+
+    def add(self, h, arrays):
+        """Part h["part"] (the next one, or ValueError); True once it was the last."""
+        if h.get("part") != self.next:
+            raise ValueError(f"part {h.get('part')!r} of replica {self.id}, expected part {self.next}")
+        if len(arrays) != 1 or arrays[0].ndim != 1 or arrays[0].dtype != self.dtype:
+            raise ValueError(f"a replica's part of {[(a.dtype.str, list(a.shape)) for a in arrays]}")
+        chunk = arrays[0]
+        while self.at < len(self.sizes) and self.filled == self.sizes[self.at]:
+            self.at, self.filled = self.at + 1, 0
+        if self.at == len(self.sizes) or self.filled + chunk.size > self.sizes[self.at]:
+            raise ValueError(f"part {self.next} of replica {self.id} goes beyond its arrays")
+        if self.files is None:
+            self.arrays[self.at].reshape(-1)[self.filled:self.filled + chunk.size] = chunk
+        else:
+            self.files[self.at].write(chunk.data)
+        self.filled += chunk.size
+        self.next += 1
+        if self.next < self.parts:
+            return False
+        while self.at < len(self.sizes) and self.filled == self.sizes[self.at]:
+            self.at, self.filled = self.at + 1, 0
+        if self.at != len(self.sizes):
+            raise ValueError(f"replica {self.id} ended at part {self.next - 1} before its arrays were whole")
+        return True
+
+    def finish(self):
+        """The snapshot, whole: files renamed to their place (or the arrays in memory)."""
+        if self.files is None:
+            W, b, *slots = self.arrays
+            return Snapshot(self.id, self.step, W, b, self.meta, slots)
+        for f in self.files:
+            f.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+        os.rename(self.tmp, self.folder)
+        return Stored(self.folder, self.id, self.step, self.meta, len(self.shapes))
+
+    def abandon(self):
+        if self.files is not None:
+            for f in self.files:
+                f.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class Keeper:
@@ -152,6 +280,10 @@ class Keeper:
         Snapshot.check(arrays, rows)
         id = int(h["snap"])
         return Stored.write(self._path(kind, id), id, int(h["step"]), h["optimizer"], arrays, np.dtype(dtype))
+
+    def receive(self, kind, h, dtype, rows):
+        """An Incoming for the first part of a stream: of a ward's ("of-GID") or its own ("own")."""
+        return Incoming(None if self.folder is None else self._path(kind, int(h["snap"])), h, dtype, rows)
 
     def keep_replica(self, gid, snapshot, whole):
         _keep(self.replicas.setdefault(gid, {}), snapshot, whole)

@@ -7,9 +7,11 @@ Its resident memory, at the peak of a training step:
     weights      W and b                                     P
     gradient     dW and db, formed once per step             P
     optimizer    sgd 0, momentum 1x, adam 2x the parameters  k P
-    update       the one W-sized temporary of an update      1 P (momentum, adam; sgd 0)
-    transit      a replica on its way in: the message is     (1 + k) P' of the largest group
-                 held whole while it is written to disk      it keeps for
+    update       an update's temporary: one block            optim.BLOCK elements (momentum,
+                 (optim.py does its arithmetic by blocks)      adam; sgd 0), at most P
+    transit      a replica on its way in: a stream of parts  STREAM_BYTES (keeper.py: CREDIT + 1
+                 written to disk as they come                  parts), at most (1 + k) P' of the
+                                                               largest group it keeps for
     activations  (x, a) kept for the passes in flight        window x pass_rows x (fan_in + rows)
     messages     a pass's input parts queued, or its dL/dx   window x pass_rows x fan_in
                  on the way back (sends borrow the arrays)
@@ -20,7 +22,9 @@ Its resident memory, at the peak of a training step:
 
 (activations and messages in bytes of the dtype). A worker adds its own
 WORKER_BASELINE. At a step's peak a group holds 2 copies of each parameter
-with sgd (W, dW: the update is in place), 4 with momentum and 5 with adam.
+with sgd (W, dW: the update is in place), 3 with momentum and 4 with adam,
+and a block. The window (broker/network.py window_for) is counted in bytes
+for wide layers, so a layer of 8,192 float64 inputs has 4 passes in flight.
 
 Snapshots live on disk, in the worker's state folder (keeper.py), and are
 planned against its disk budget:
@@ -47,7 +51,8 @@ micro-batches wider than that, hold more than planned).
 """
 import math
 
-from .optim import SLOTS
+from .keeper import STREAM_BYTES
+from .optim import BLOCK, SLOTS
 from .sizes import MiB
 
 GROUP_BASELINE = 8 * MiB    # a group's own pages (PSS), idle after a step
@@ -81,8 +86,8 @@ def group_parts(rows, fan_in, itemsize, optimizer, window, pass_rows=PASS_ROWS, 
     p = parameters(rows, fan_in) * itemsize
     k = SLOTS[optimizer]
     in_flight = window * pass_rows * itemsize
-    return {"weights": p, "gradient": p, "optimizer": k * p, "update": p if k else 0,
-            "transit": max((state_bytes(r, f, itemsize, optimizer) for r, f in kept), default=0),
+    return {"weights": p, "gradient": p, "optimizer": k * p, "update": min(p, BLOCK * itemsize) if k else 0,
+            "transit": max((min(STREAM_BYTES, state_bytes(r, f, itemsize, optimizer)) for r, f in kept), default=0),
             "activations": in_flight * (fan_in + rows), "messages": in_flight * fan_in,
             "links": LINK_END * ends, "baseline": GROUP_BASELINE}
 

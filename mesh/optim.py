@@ -11,6 +11,18 @@ import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}  # state arrays kept per parameter
+BLOCK = 1 << 16  # elements: the most a step's temporary holds (512 KiB of float64)
+
+
+def _blocks(*arrays):
+    """Matching flat views of BLOCK elements of same-shaped C-contiguous arrays (the
+    same element-wise arithmetic as on the whole arrays, so the same bits)."""
+    if not all(a.flags.c_contiguous for a in arrays):
+        yield arrays  # (a view would be a copy): whole, as before
+        return
+    flat = [a.reshape(-1) for a in arrays]
+    for lo in range(0, flat[0].size, BLOCK):
+        yield [f[lo:lo + BLOCK] for f in flat]
 
 
 class Optimizer:
@@ -30,7 +42,9 @@ class Optimizer:
                 "alpha": self.alpha}
 
     def step(self, params, grads, lr):
-        """Update params in place from grads (which are consumed)."""
+        """Update params in place from grads (which are consumed). Nothing W-sized is
+        allocated: an expression that needs a temporary is done a block at a time, so
+        the temporary is a block (BLOCK elements), whatever the layer's size."""
         if self.slots is None:
             self.slots = [[np.zeros_like(p) for _ in range(SLOTS[self.name])] for p in params]
         self.t += 1
@@ -42,11 +56,13 @@ class Optimizer:
                 v, = slot
                 v *= self.momentum
                 v += g
-                p -= lr * v
-            else:  # g is the scratch: one W-sized temporary at most (memory.py counts it)
+                for pb, vb in _blocks(p, v):
+                    pb -= lr * vb
+            else:  # g is the scratch
                 m, v = slot
                 m *= self.beta1
-                m += (1 - self.beta1) * g
+                for mb, gb in _blocks(m, g):
+                    mb += (1 - self.beta1) * gb
                 np.multiply(g, g, out=g)
                 g *= 1 - self.beta2
                 v *= self.beta2

@@ -83,6 +83,7 @@ SNAP = "snap"            # broker: copy your state as the snapshot after step `a
 KEEP = "keep"            # group -> its keeper (or the broker): a replica of its snapshot ("of", "snap", "whole")
 FETCH = "fetch"          # group -> keeper: send me ("of") my replica "snap" (to my endpoint, as wired)
 REPLICA = "replica"      # keeper (or broker) -> group: the replica it asked for
+GOT = "got"              # group -> group: part "part" of a replica's stream (KEEP or REPLICA, "way") is written
 STOP = "stop"            # broker: exit cleanly
 PURGE = "purge"          # broker: drop what waits for a step after "beyond" (it never handed one out)
 

@@ -90,7 +90,7 @@ def test_measured_memory_lies_between_the_plans_resident_part_and_the_whole_plan
     memory (PSS of itself, its spawner and its groups: what its heartbeats report) is at least
     80% of what the model plans to stay resident between steps, and below the whole plan (the
     passes in flight, a step's gradient and temporary, a replica on its way in)."""
-    h = fresh_mesh(2, worker_memory="300MiB", timeout=60)
+    h = fresh_mesh(2, worker_memory="220MiB", timeout=60)
     net = h.remember(h.client.create([2048, 2048, 4], dtype="float64", optimizer="adam"))
     assert len([p for p in net.processes() if p["layer"] == 2]) == 2
     rng = np.random.default_rng(1)

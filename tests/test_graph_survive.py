@@ -175,13 +175,13 @@ def _layer(status, k):
 
 
 def test_a_layer_that_reads_more_is_cut_into_more_pieces():
-    """The same sizes and budgets: the output layer of the graph reads 512 + 512 + 16
-    inputs, the chain's 512, so the graph's is cut finer to fit."""
-    hosts = [{"wid": w, "name": f"w{w}", "host": "127.0.0.1", "slots": 1, "budget": 60 * MiB, "free": 60 * MiB,
+    """The same sizes and budgets: the output layer of the graph reads 2048 + 2048 + 16
+    inputs, the chain's 2048, so the graph's is cut finer to fit."""
+    hosts = [{"wid": w, "name": f"w{w}", "host": "127.0.0.1", "slots": 1, "budget": 300 * MiB, "free": 300 * MiB,
               "work": 0} for w in range(4)]  # room for the chain's layers whole, not for the graph's last
     pieces = {}
     for name, graph in (("chain", None), ("graph", {3: [2, 1, 0]})):
-        spec = Spec([512, 512, 512], dtype="float64", inputs=graph)
+        spec = Spec([2048, 2048, 2048], dtype="float64", inputs=graph)
         where = plan(spec, 16, 16, "adam", hosts, {})
         pieces[name] = [sum(1 for layer, *_ in where if layer == k) for k in range(3)]
     assert pieces["graph"][:2] == pieces["chain"][:2]

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from mesh import RemoteError, memory
-from mesh.keeper import Keeper, Stored
+from mesh import keeper as keeper_module
+from mesh.keeper import CREDIT, Keeper, Outgoing, Stored, parts_of
+from mesh.reference import ReferenceNet
 from mesh.neurons import Neurons
 from mesh.optim import Optimizer
 from mesh.sizes import MiB
@@ -46,8 +48,8 @@ def test_resident_copies_at_a_steps_peak_with_a_snapshot_taken(tmp_path, optimiz
     copies = peak / (memory.parameters(ROWS, FAN_IN) * 8)
     parts = memory.group_parts(ROWS, FAN_IN, 8, optimizer, window=1, pass_rows=BATCH)
     planned = sum(parts[k] for k in ("weights", "gradient", "optimizer", "update")) / parts["weights"]
-    print(f"{optimizer}: {copies:.2f} copies at the peak, {planned:.0f} planned")
-    assert copies <= most + 0.1 and planned <= most  # + the pass's x and a: 8 rows of 2048 and 256
+    print(f"{optimizer}: {copies:.2f} copies at the peak, {planned:.2f} planned")
+    assert copies <= most and copies <= planned + 0.1  # + the pass's x and a: 8 rows of 2048 and 256
     keeper.close()
     assert not os.path.exists(tmp_path / "g")
 
@@ -79,6 +81,69 @@ def test_snapshots_are_files_superseded_ones_go_and_a_restore_equals_the_state(t
     assert sorted(os.listdir(tmp_path / "g")) == ["own-2", "own-3"]
     keeper.close()
     assert not os.path.exists(tmp_path / "g")
+
+
+def test_a_replica_streams_part_by_part_within_its_credit_and_arrives_whole(tmp_path, monkeypatch):
+    """Outgoing sends CREDIT parts ahead of the acknowledgements, never more; Incoming writes
+    each part to its file as it comes (under a temporary name until the last); a part out of
+    order, or beyond the arrays, is refused."""
+    monkeypatch.setattr(keeper_module, "CHUNK_BYTES", 1000)
+    rng = np.random.default_rng(2)
+    n = Neurons(rng.normal(size=(30, 20)), rng.normal(size=30), "tanh", Optimizer("adam"))
+    n.backward(x := rng.normal(size=(2, 20)), n.forward(x), rng.normal(size=(2, 30)))
+    n.apply(0.1)
+    ward, keeper = Keeper(str(tmp_path / "ward")), Keeper(str(tmp_path / "keeper"))
+    snap = ward.keep_own(n, 4, 7, None)
+    sent = []
+    out = Outgoing(lambda h, arrays: sent.append((h, [np.array(a) for a in arrays])), {"snap": 4, **snap.header()}, snap)
+    assert len(sent) == CREDIT
+    h0, a0 = sent[0]
+    assert h0["shapes"] == [[30, 20], [30], [30, 20], [30, 20], [30], [30]] and h0["parts"] == len(parts_of(snap.arrays()))
+    stream = keeper.receive("of-w", h0, np.float64, 30)
+    with pytest.raises(ValueError, match="part 1 of replica 4, expected part 0"):
+        stream.add(*sent[1])
+    done, part = False, 0
+    while not done:
+        assert len(sent) - part <= CREDIT  # never more parts unacknowledged than its credit
+        done = stream.add(*sent[part])
+        assert os.path.isdir(tmp_path / "keeper" / "of-w-4.part")  # under its temporary name until finish()
+        out.more(part)
+        part += 1
+    assert out.done and part == len(sent) > 2 * CREDIT
+    kept = stream.finish()
+    assert sorted(os.listdir(tmp_path / "keeper")) == ["of-w-4"]
+    for got, want in zip(kept.arrays(), [n.W, n.b, *n.optimizer.state()[1]]):
+        np.testing.assert_array_equal(got, want)
+    again = keeper.receive("of-w", h0, np.float64, 30)
+    with pytest.raises(ValueError, match="goes beyond its arrays"):
+        again.add(dict(h0, part=0), [np.zeros(30 * 20 + 1)])
+    again.abandon()
+    with pytest.raises(ValueError, match="a replica of shapes"):
+        keeper.receive("of-w", dict(h0, shapes=[[29, 20], [30]]), np.float64, 30)
+    ward.close()
+    keeper.close()
+
+
+def test_replicas_stream_in_parts_and_a_killed_group_comes_back_from_them(fresh_mesh, tmp_path, monkeypatch):
+    """With parts of 512 bytes (MESH_REPLICA_CHUNK), each group's replica travels to its keeper
+    in many KEEP parts; a group SIGKILLed after step 3 is rebuilt from its keeper's replica,
+    streamed back in REPLICA parts, and training ends with the reference's weights (adam: its
+    moments travel too)."""
+    monkeypatch.setenv("MESH_REPLICA_CHUNK", "512")
+    h = fresh_mesh(workers=2, timeout=60, faults_plan="n1.2.0@step=3", faults_log=tmp_path / "faults.log")
+    rng = np.random.default_rng(4)
+    X, Y = rng.normal(size=(32, 5)), np.eye(3)[rng.integers(0, 3, 32)]
+    spec = dict(activation="tanh", output="softmax", loss="cross_entropy")
+    net = h.remember(h.client.create([24, 16, 3], seed=3, dtype="float64", **spec))
+    net.predict(X[:1], remember=False)
+    ref = ReferenceNet(net.weights(), optimizer="adam", dtype=np.float64, **spec)
+    hist = net.train(X, Y, epochs=2, batch_size=8, learning_rate=0.01, optimizer="adam", shuffle=False, progress=False)
+    assert [line.split()[0] for line in h.fired()] == ["n1.2.0@step=3"]
+    np.testing.assert_allclose(hist, ref.train(X, Y, epochs=2, batch_size=8, learning_rate=0.01, shuffle=False), rtol=1e-9)
+    for (W, b), (Wr, br) in zip(net.weights(), ref.layers):
+        np.testing.assert_allclose(W, Wr, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b, br, rtol=1e-9, atol=1e-12)
+    assert set(net.steps().values()) == {8}
 
 
 def worker_folders(h):

@@ -27,8 +27,8 @@ def build(b, client, req, spec, timeout, layers=None, optimizer=None, encoder=No
     refused with the numbers before any process starts), spawn them, and start
     the Create job. plan_for: the optimizer its memory is planned for."""
     inputs = len(encoder.keys) if encoder is not None else 0
-    where = plan(spec, inputs, window_for(spec.sizes), plan_for, budgets.hosts(b.workers, b.nets.values()),
-                 pins or {})
+    where = plan(spec, inputs, window_for(spec.sizes, spec.dtype), plan_for,
+                 budgets.hosts(b.workers, b.nets.values()), pins or {})
     b.made["net"] += 1
     net = Network(f"n{b.made['net']}", spec, encoder, plan_for=plan_for)
     for layer, lo, hi, wid in where:

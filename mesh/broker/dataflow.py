@@ -13,7 +13,7 @@ from ..head import whole
 
 log = logging.getLogger("mesh.broker")
 ORDERED = {wire.GROW, wire.GET, wire.SET, wire.OPTIM, wire.SNAP}  # they see every step sent before them (groupstate.py)
-CONTROL = {wire.SETUP, wire.SNAP, wire.KEEP, wire.FETCH, wire.REPLICA}  # a refusal of one concerns few jobs
+CONTROL = {wire.SETUP, wire.SNAP, wire.KEEP, wire.FETCH, wire.REPLICA, wire.GOT}  # a refusal of one concerns few jobs
 
 
 class Flow:

@@ -4,7 +4,9 @@ import secrets
 import time
 from collections import deque
 
+import numpy as np
 
+from .. import memory
 from ..encoder import Encoder
 from ..spec import Spec
 from ..steps import Watermark
@@ -19,9 +21,15 @@ SHIPPED = ("token", "plan_for", "window", "optimizer_settings", "gen", "step", "
            "cancelled_runs")
 
 
-def window_for(sizes):
-    """Passes in flight at most: enough to keep every layer busy, and more."""
-    return 4 * len(sizes) + 4
+WINDOW_BYTES = 16 << 20  # a wide layer's inputs of the passes in flight, at most (memory.PASS_ROWS rows each)
+
+
+def window_for(sizes, dtype="float64"):
+    """Passes in flight at most: enough to keep every layer busy, and more; for wide layers
+    counted in bytes: as many PASS_ROWS-row inputs of the widest layer as WINDOW_BYTES holds,
+    and never fewer than a layer and one (a micro-batch for every stage)."""
+    per_pass = memory.PASS_ROWS * max(sizes) * np.dtype(dtype).itemsize
+    return max(len(sizes) + 1, min(4 * len(sizes) + 4, WINDOW_BYTES // per_pass))
 
 
 class Network:
@@ -43,7 +51,7 @@ class Network:
         self.queue = FairQueue()  # passes waiting for a slot in the window
         self.in_flight = 0
         self.entered = 0          # passes sent into the mesh so far (fairness is measured against it)
-        self.window = window or window_for(spec.sizes)
+        self.window = window or window_for(spec.sizes, spec.dtype)
         self.plan_for = plan_for  # the optimizer its memory is planned for (budgets.py)
         self.remembered = {}      # client identity -> [Pass] of its last predict, kept for a backprop
         self.awaiting = {}        # step id -> [Pass] a backprop waits to train on (its predict is in flight)
