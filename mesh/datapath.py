@@ -19,7 +19,7 @@ import logging
 import numpy as np
 import zmq
 
-from . import sockets, wire
+from . import fastpath, sockets, wire
 from .bounded import Bounded
 from .head import loss_and_grad
 from .spec import LOSSES, OUTPUTS
@@ -44,6 +44,8 @@ class DataPath:
         self.ptok = wire.token_bytes(wire.predict_token(group.token))  # ...or this, on a client's pass
         self.net = int(group.net[1:]) if group.net[1:].isdigit() else 0
         self.layer = group.layer + 1
+        self.dcode = wire.ARRAY_CODE.get(group.dtype.str, 0)  # the dtype of every buffer its passes fill
+        self._down, self._readers = None, []  # g.down, and its sockets by the reader's index for this group
         budget = sockets.store_bytes()
         self.fwd = Bounded(f"group {group.gid}: forward passes", MAX_HELD, budget)  # seq -> [x, seen, parts in]
         self.bwd = Bounded(f"group {group.gid}: backward passes", MAX_HELD, budget)  # seq -> [dA, seen, parts in]
@@ -70,6 +72,12 @@ class DataPath:
                 entry[0] = np.concatenate([x[:, :at], np.zeros((x.shape[0], added), x.dtype), x[:, at:]], axis=1)
 
     # -- in ----------------------------------------------------------------
+    def serve(self, inbox, once=False):
+        """The group's loop: every inbox message until it stops (once: one message). Data
+        messages come to on_message (the compiled loop files the common part itself, as
+        _filed and _summed would: fastpath.py); control messages go to Group.control."""
+        fastpath.serve(self, inbox, once)
+
     def on_message(self, buf):
         """One data message from the inbox; a malformed one is dropped, a wrong one refused."""
         d, a, drop = wire.unpack_data(buf)
@@ -185,14 +193,15 @@ class DataPath:
                 self.outputs.put(d.seq, out, out.nbytes)  # its targets have not come yet
             return
         flags = zmq.NOBLOCK if direct else 0  # a client's pass never blocks a group
-        built = {}  # src (this part's index in the reader's input) -> the message: one per index, not per reader
-        for sock, _, _, src in g.down:
-            msg = built.get(src)
-            if msg is None:
-                msg = built[src] = wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq,
-                                                            d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid, d.rtag),
-                                             out, drop)
-            sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
+        if self._down is not g.down:
+            self._down, by_src = g.down, {}
+            for sock, _, _, src in g.down:
+                by_src.setdefault(src, []).append(sock)
+            self._readers = list(by_src.items())
+        for src, socks in self._readers:  # src: this part's index in the reader's input; one message per index
+            fastpath.send_each(socks, wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen,
+                                                               d.seq, d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid,
+                                                               d.rtag), out, drop), flags)
         g.sent += len(g.down)
 
     def to_broker(self, kind, seq, array=None, loss=None):

@@ -119,29 +119,21 @@ class Group:
         # one blocking receive per message, bounded by half a heartbeat: no poll between them
         self.inbox.setsockopt(zmq.RCVTIMEO, int(heartbeat.INTERVAL * 1000 / 2))
         try:
-            while self.running:
-                try:
-                    self.handle(self.inbox.recv(copy=False))
-                except zmq.Again:
-                    pass  # quiet
+            self.data.serve(self.inbox)  # data messages to the data path, the rest to control (fastpath.py)
         finally:
             pulse.stop()
 
     def handle_one(self):
         """Read one inbox message, waiting for it, and handle it."""
-        self.handle(self.inbox.recv(copy=False))
+        self.data.serve(self.inbox, once=True)
 
-    def handle(self, frame):
-        """Handle one inbox message (its first frame). Nothing a peer sends is fatal: a malformed
-        message, or one not of this network, is dropped unread; one that fails, whatever it
-        raises (MemoryError and RecursionError too), is answered with a FAULT."""
+    def control(self, frames):
+        """Handle one control message (JSON; the data path has the data messages). Nothing a
+        peer sends is fatal: a malformed message, or one not of this network, is dropped
+        unread; one that fails, whatever it raises (MemoryError and RecursionError too), is
+        answered with a FAULT."""
         header = {}
         try:
-            if not frame.more and wire.is_data(frame.buffer):
-                return self.data.on_message(frame.buffer)  # the data path: no JSON, no dict
-            frames = [frame]
-            while frames[-1].more:
-                frames.append(self.inbox.recv(copy=False))
             header, arrays = wire.unpack(frames)
             self.admit(header, arrays)
         except wire.WireError:

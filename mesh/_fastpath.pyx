@@ -1,0 +1,190 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The compiled per-message loop (see fastpath.py, whose pure-Python loop this mirrors).
+
+It calls pyzmq's own compiled Socket methods (zmq.backend.Socket.recv and .send, past the
+Python wrapper pyzmq puts around send): no libzmq is linked or declared here. (A cimport of
+pyzmq's Socket would call them through its vtable, but its .pxd needs zmq.h, which pyzmq's
+wheels do not ship; the call costs ~0.05 us either way, measured.) The only data message it handles itself is the
+common one, a part of a pass that is neither the pass's first nor its last, whose buffer
+DataPath has already made (`DataPath.fwd` / `DataPath.bwd`): it is checked as
+`DataPath.on_message`, `_filed` and `_summed` check it, and its bytes are copied into the
+same place `x[:, lo:hi] = a` (or `parts[src] = a`) would put them, the dtypes being the same.
+Every other message, and any that fails a check here, goes to `DataPath.on_message`
+untouched: nothing here changes state before every check has passed.
+"""
+import struct
+import sys
+
+import zmq
+
+from cpython.buffer cimport PyBUF_C_CONTIGUOUS, PyBUF_WRITABLE, PyBuffer_Release, PyObject_GetBuffer
+from cpython.bytearray cimport PyByteArray_AS_STRING, PyByteArray_GET_SIZE
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.string cimport memcmp, memcpy
+
+from . import sockets, wire
+
+cdef Py_ssize_t HEADER = wire.DATA.size
+cdef Py_ssize_t O_TOK, O_NDROP, O_EP, O_GEN, O_SEQ, O_TAG, O_AFTER, O_SRC, O_NROWS, O_NCOLS
+
+
+def _offset(name):
+    codes = [code for field, code in wire.DATA_FIELDS]
+    at = [field for field, _ in wire.DATA_FIELDS].index(name)
+    return struct.calcsize("<" + "".join(codes[:at]))
+
+
+O_TOK, O_NDROP, O_EP, O_GEN, O_SEQ, O_TAG, O_AFTER, O_SRC, O_NROWS, O_NCOLS = (
+    _offset(n) for n in ("tok", "ndrop", "ep", "gen", "seq", "tag", "after", "src", "nrows", "ncols"))
+
+cdef uint8_t MAGIC = wire.DATA_MAGIC
+cdef int FWD = wire.DATA_CODE[wire.FWD]
+cdef int BWD = wire.DATA_CODE[wire.BWD]
+cdef int F_REPLY = wire.F_REPLY
+cdef Py_ssize_t ZERO_COPY = sockets.ZERO_COPY
+cdef Py_ssize_t ITEMSIZE[8]
+for _i, _d in enumerate(wire.ARRAY_DTYPES):
+    ITEMSIZE[_i] = 0 if _d is None else _d.itemsize
+cdef int NDTYPES = len(wire.ARRAY_DTYPES)
+WireError = wire.WireError
+Again = zmq.Again
+from zmq.backend import Socket as _Socket
+_recv, _send = _Socket.recv, _Socket.send
+
+
+def usable():
+    """The layout this was compiled against is the one in wire.py, and the host is little-endian."""
+    return sys.byteorder == "little" and wire.DATA.format.startswith("<") and len(wire.ARRAY_DTYPES) <= 8
+
+
+cdef inline uint64_t rd_Q(const char *p, Py_ssize_t at) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, p + at, 8)
+    return v
+
+
+cdef inline uint32_t rd_I(const char *p, Py_ssize_t at) noexcept nogil:
+    cdef uint32_t v
+    memcpy(&v, p + at, 4)
+    return v
+
+
+cdef inline uint16_t rd_H(const char *p, Py_ssize_t at) noexcept nogil:
+    cdef uint16_t v
+    memcpy(&v, p + at, 2)
+    return v
+
+
+cdef bint lane(object dp, object g, bytes buf) except -1:
+    """True when this message was a middle part of a pass and is filed; False: not handled."""
+    cdef const char *p = PyBytes_AS_STRING(buf)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(buf)
+    if n < HEADER:
+        return False
+    cdef int kind = <uint8_t>p[1]
+    cdef int flags = <uint8_t>p[2]
+    cdef int dcode = <uint8_t>p[3]
+    if (kind != FWD and kind != BWD) or flags & F_REPLY or rd_H(p, O_NDROP) or rd_I(p, O_EP) or rd_Q(p, O_TAG):
+        return False
+    if dcode == 0 or dcode >= NDTYPES or dcode != <int>dp.dcode:
+        return False
+    cdef bytes tok = dp.tok
+    if PyBytes_GET_SIZE(tok) != 16 or memcmp(p + O_TOK, PyBytes_AS_STRING(tok), 16):
+        return False
+    if <int64_t>rd_Q(p, O_GEN) != <int64_t>g.gen:
+        return False
+    cdef uint64_t nrows = rd_I(p, O_NROWS), ncols = rd_I(p, O_NCOLS)
+    cdef uint64_t item = ITEMSIZE[dcode]
+    if nrows > <uint64_t>n or ncols > <uint64_t>n or <uint64_t>n != HEADER + nrows * ncols * item:
+        return False
+    cdef uint32_t src = rd_I(p, O_SRC)
+    cdef int64_t seq = <int64_t>rd_Q(p, O_SEQ), after, k
+    cdef Py_ssize_t count, lo, hi, width, r
+    cdef Py_buffer view
+    cdef char *dst
+    cdef bytearray seen
+    if kind == FWD:  # DataPath.on_message, then forward's _filed
+        after = <int64_t>rd_Q(p, O_AFTER)
+        if after != -1:
+            if after > <int64_t>g.applied.done:
+                return False  # it may wait: on_message decides
+            rows_src = g.rows_src
+            if rows_src is not None and <int64_t>rows_src == src:
+                return False
+        count = g.fan_in
+        if count <= 1 or src >= count or g.faults.planned:
+            return False
+        lo, hi = g.columns[src]
+        if <Py_ssize_t>ncols != hi - lo or lo < 0:
+            return False
+        entry = dp.fwd.get(seq)
+        if entry is None:
+            return False  # the pass's first part: its buffer is made there
+        x, seen, k = entry
+        if k + 1 >= count or PyByteArray_GET_SIZE(seen) != count or PyByteArray_AS_STRING(seen)[src]:
+            return False  # its last part (the forward runs there), or a repeat (refused there)
+        PyObject_GetBuffer(x, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        try:
+            if view.ndim != 2 or view.shape[0] != <Py_ssize_t>nrows or view.itemsize != <Py_ssize_t>item \
+                    or hi > view.shape[1]:  # its dtype is the group's (as dcode is): _filed made it
+                return False
+            width = view.shape[1]
+            dst = <char *>view.buf
+            for r in range(<Py_ssize_t>nrows):
+                memcpy(dst + (r * width + lo) * item, p + HEADER + r * ncols * item, ncols * item)
+        finally:
+            PyBuffer_Release(&view)
+    else:  # BWD: DataPath.on_message, then backward's _summed
+        count = g.fan_out
+        if count <= 1 or src >= count or <Py_ssize_t>ncols != g.neurons.W.shape[0]:
+            return False
+        entry = dp.bwd.get(seq)
+        if entry is None:
+            return False
+        parts, seen, k = entry
+        if k + 1 >= count or PyByteArray_GET_SIZE(seen) != count or PyByteArray_AS_STRING(seen)[src]:
+            return False
+        PyObject_GetBuffer(parts, &view, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE)
+        try:
+            if view.ndim != 3 or view.shape[0] != count or view.shape[1] != <Py_ssize_t>nrows \
+                    or view.shape[2] != <Py_ssize_t>ncols or view.itemsize != <Py_ssize_t>item:  # _summed's
+                return False
+            memcpy(<char *>view.buf + src * nrows * ncols * item, p + HEADER, nrows * ncols * item)
+        finally:
+            PyBuffer_Release(&view)
+    PyByteArray_AS_STRING(seen)[src] = 1
+    entry[2] = k + 1
+    return True
+
+
+def serve(dp, sock, bint once=False):
+    """fastpath.py_serve's loop, compiled: messages until the group stops (once: one)."""
+    from .fastpath import handle  # the general way (here: fastpath imports this module)
+    g = dp.g
+    cdef object buf
+    cdef bint handled
+    while g.running:
+        try:
+            buf = _recv(sock)
+        except Again:  # quiet for a while: look at `running` again
+            if once:
+                raise
+            continue
+        handled = False
+        if PyBytes_GET_SIZE(buf) and <uint8_t>PyBytes_AS_STRING(buf)[0] == MAGIC:
+            try:
+                handled = lane(dp, g, <bytes>buf)
+            except Exception:
+                handled = False  # whatever it was, on_message judges it
+        if not handled:
+            handle(dp, sock, buf)
+        if once:
+            return
+
+
+def send_each(list socks, msg, int flags=0):
+    """One built message to every socket (copied under ZERO_COPY bytes, as sockets.send does)."""
+    cdef bint copy = len(msg) < ZERO_COPY
+    for s in socks:
+        _send(s, msg, flags, copy)

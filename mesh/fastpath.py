@@ -1,0 +1,180 @@
+"""A group's inbox loop and its senders' loop: the per-message path of the data plane.
+
+`serve(dp, sock)` receives one message at a time (a blocking receive, bounded by the
+socket's RCVTIMEO) until the group stops. A data message (one frame, wire.py's binary
+layout) goes to `dp.on_message`; anything else is a control message, whose frames are read
+whole and handed to the group (`Group.control`). `send_each(socks, msg, flags)` sends one
+built message to every reader.
+
+Both loops file the common data message themselves — a part of a pass that is neither its
+first nor its last, of this network and generation, with nothing to wait for — into the
+pass's buffer, exactly as `DataPath._filed` and `DataPath._summed` would (the same checks,
+the same bytes in the same place: the buffer's dtype is the message's), and hand everything
+else to `DataPath.on_message` (or the group, for control), which decides as it always does;
+nothing is changed before every check has passed. In a per-neuron layer of fan-in N that is
+N - 2 parts of every N. Two implementations of it:
+- compiled (`mesh/_fastpath.pyx`, Cython calling pyzmq's compiled Socket methods, built by
+  `pip install -e .` when a compiler is there);
+- pure Python (here): it runs when the extension was not built, or when MESH_PURE_PYTHON=1.
+
+A data message is received as bytes (one copy of the frame), not as a zmq.Frame: for the
+small messages of a per-neuron mesh that is ~1 us cheaper, and it needs no second call to
+ask whether more frames follow. A frame that starts like a data message is read as one
+whatever follows it: each frame is then judged on its own, so a peer gains nothing it could
+not get by sending them apart.
+"""
+import os
+import struct
+
+import zmq
+import zmq.backend
+
+from . import sockets, wire
+
+_MAGIC = wire.DATA_MAGIC
+_RCVMORE = zmq.RCVMORE
+_send = zmq.backend.Socket.send  # pyzmq's compiled send, past the Python wrapper around it (routing ids, groups)
+
+
+def _load():
+    if os.environ.get("MESH_PURE_PYTHON", "") not in ("", "0"):
+        return None
+    try:
+        from . import _fastpath
+        return _fastpath if _fastpath.usable() else None
+    except Exception:  # not built, or built against another pyzmq or layout: the pure-Python loop runs
+        return None
+
+
+compiled = _load()
+KIND = "compiled" if compiled is not None else "pure Python"
+
+
+def control_frames(sock, first):
+    """The whole of a control message whose first frame `first` (bytes) was just read."""
+    frames = [first]
+    more = sock.get(_RCVMORE)
+    while more:
+        frame = sock.recv(copy=False)
+        frames.append(frame)
+        more = frame.more
+    return frames
+
+
+def handle(dp, sock, buf):
+    """One message whose first frame `buf` was read, the general way: a data message to
+    DataPath.on_message, a control message to the group."""
+    g = dp.g
+    if buf and buf[0] == _MAGIC:
+        try:
+            dp.on_message(buf)
+        except wire.WireError:
+            pass  # malformed: cannot even tell whom to answer
+        except Exception as e:
+            g.refuse({}, e)
+    else:
+        g.control(control_frames(sock, buf))
+
+
+def _lane_struct():
+    """The header's fields the lane reads (the others skipped as padding)."""
+    wanted = {"kind", "flags", "dtype", "tok", "ndrop", "ep", "gen", "seq", "tag", "after", "src", "nrows", "ncols"}
+    return struct.Struct("<x" + "".join(code if name in wanted else f"{struct.calcsize(code)}x"
+                                        for name, code in wire.DATA_FIELDS[1:]))
+
+
+_LANE = _lane_struct()
+_HEADER = wire.DATA.size
+_FWD, _BWD = wire.DATA_CODE[wire.FWD], wire.DATA_CODE[wire.BWD]
+_ITEMSIZE = [0 if d is None else d.itemsize for d in wire.ARRAY_DTYPES]
+
+
+def py_lane(dp, g, buf):
+    """True when `buf` was a middle part of a pass and is filed, as on_message would file it
+    (the same checks, the same bytes in the same place); False: not handled, nothing changed.
+    _fastpath.pyx's lane is this, compiled."""
+    if len(buf) < _HEADER or buf[0] != _MAGIC:
+        return False
+    kind, flags, dcode, tok, ndrop, ep, gen, seq, tag, after, src, nrows, ncols = _LANE.unpack_from(buf)
+    if flags & wire.F_REPLY or ndrop or ep or tag or not dcode or dcode != dp.dcode or tok != dp.tok or gen != g.gen:
+        return False
+    size = _ITEMSIZE[dcode]
+    if len(buf) != _HEADER + nrows * ncols * size:
+        return False
+    part = memoryview(buf)
+    if kind == _FWD:  # DataPath.on_message, then forward's _filed
+        if after != -1 and (after > g.applied.done or src == g.rows_src):
+            return False  # it may wait: on_message decides
+        count = g.fan_in
+        if count <= 1 or src >= count or g.faults.planned:
+            return False
+        lo, hi = g.columns[src]
+        entry = dp.fwd.get(seq)
+        if ncols != hi - lo or lo < 0 or entry is None:
+            return False  # a pass's first part: its buffer is made there
+        x, seen, k = entry
+        if k + 1 >= count or len(seen) != count or seen[src] or x.ndim != 2 or x.shape[0] != nrows or \
+                hi > x.shape[1] or not x.flags.c_contiguous:
+            return False  # its last part (the forward runs there), or a repeat (refused there)
+        into, width, row = memoryview(x).cast("B"), x.shape[1] * size, ncols * size
+        for r in range(nrows):
+            at = r * width + lo * size
+            into[at:at + row] = part[_HEADER + r * row:_HEADER + (r + 1) * row]
+    elif kind == _BWD:  # DataPath.on_message, then backward's _summed
+        count = g.fan_out
+        if count <= 1 or src >= count or ncols != g.neurons.W.shape[0]:
+            return False
+        entry = dp.bwd.get(seq)
+        if entry is None:
+            return False
+        parts, seen, k = entry
+        if k + 1 >= count or len(seen) != count or seen[src] or parts.shape != (count, nrows, ncols) or \
+                not parts.flags.c_contiguous:
+            return False
+        n = nrows * ncols * size
+        memoryview(parts).cast("B")[src * n:(src + 1) * n] = part[_HEADER:]
+    else:
+        return False
+    seen[src] = 1
+    entry[2] = k + 1
+    return True
+
+
+def py_serve(dp, sock, once=False):
+    """Messages from the inbox until the group stops (once: one message)."""
+    g = dp.g
+    recv = sock.recv
+    while g.running:
+        try:
+            buf = recv()
+        except zmq.Again:  # quiet for a while: look at `running` again
+            if once:
+                raise
+            continue
+        try:
+            handled = py_lane(dp, g, buf)
+        except Exception:
+            handled = False  # whatever it was, on_message judges it
+        if not handled:
+            handle(dp, sock, buf)
+        if once:
+            return
+
+
+def py_send_each(socks, msg, flags=0):
+    copy = len(msg) < sockets.ZERO_COPY
+    for sock in socks:
+        _send(sock, msg, flags, copy)
+
+
+def use(kind):
+    """Run the loops of `kind` from now on ("compiled" or "pure Python"; a benchmark's A/B)."""
+    global serve, send_each, KIND
+    if kind == "compiled" and compiled is None:
+        raise RuntimeError("the compiled data path is not built here (pip install -e . builds it) or is off "
+                           "(MESH_PURE_PYTHON)")
+    KIND = kind
+    serve, send_each = (compiled.serve, compiled.send_each) if kind == "compiled" else (py_serve, py_send_each)
+
+
+use(KIND)
