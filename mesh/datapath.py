@@ -70,6 +70,7 @@ class DataPath:
             for entry in store.values():
                 x = entry[0]
                 entry[0] = np.concatenate([x[:, :at], np.zeros((x.shape[0], added), x.dtype), x[:, at:]], axis=1)
+                entry[3] = memoryview(entry[0]).cast("B")
 
     # -- in ----------------------------------------------------------------
     def serve(self, inbox, once=False):
@@ -126,9 +127,10 @@ class DataPath:
         lo, hi = columns[src]
         entry = store.get(key)
         if entry is None:
-            entry = [np.empty((a.shape[0], self.g.neurons.W.shape[1]), self.g.dtype), bytearray(count), 0]
-            store.put(key, entry, entry[0].nbytes)
-        x, seen, n = entry
+            x = np.empty((a.shape[0], self.g.neurons.W.shape[1]), self.g.dtype)
+            entry = [x, bytearray(count), 0, memoryview(x).cast("B")]  # its bytes: where fastpath's lane files parts
+            store.put(key, entry, x.nbytes)
+        x, seen, n, _ = entry
         if seen[src] or a.shape != (x.shape[0], hi - lo):
             raise ValueError(f"part of pass {key} from source {src} has shape {list(a.shape)}")
         x[:, lo:hi] = a
@@ -152,9 +154,10 @@ class DataPath:
             return a.astype(g.dtype, copy=True)
         entry = self.bwd.get(d.seq)
         if entry is None:
-            entry = [np.empty((count, *a.shape), g.dtype), bytearray(count), 0]
-            self.bwd.put(d.seq, entry, entry[0].nbytes)
-        parts, seen, n = entry
+            parts = np.empty((count, *a.shape), g.dtype)
+            entry = [parts, bytearray(count), 0, memoryview(parts).cast("B")]  # as in _filed
+            self.bwd.put(d.seq, entry, parts.nbytes)
+        parts, seen, n, _ = entry
         if seen[d.src] or a.shape != parts.shape[1:]:
             raise ValueError(f"gradient of pass {d.seq} from source {d.src} has shape {list(a.shape)}")
         parts[d.src] = a

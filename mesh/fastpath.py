@@ -112,11 +112,10 @@ def py_lane(dp, g, buf):
         entry = dp.fwd.get(seq)
         if ncols != hi - lo or lo < 0 or entry is None:
             return False  # a pass's first part: its buffer is made there
-        x, seen, k = entry
-        if k + 1 >= count or len(seen) != count or seen[src] or x.ndim != 2 or x.shape[0] != nrows or \
-                hi > x.shape[1] or not x.flags.c_contiguous:
+        x, seen, k, into = entry  # into: x's bytes
+        if k + 1 >= count or len(seen) != count or seen[src] or x.shape[0] != nrows or hi > x.shape[1]:
             return False  # its last part (the forward runs there), or a repeat (refused there)
-        into, width, row = memoryview(x).cast("B"), x.shape[1] * size, ncols * size
+        width, row = x.shape[1] * size, ncols * size
         for r in range(nrows):
             at = r * width + lo * size
             into[at:at + row] = part[_HEADER + r * row:_HEADER + (r + 1) * row]
@@ -127,12 +126,11 @@ def py_lane(dp, g, buf):
         entry = dp.bwd.get(seq)
         if entry is None:
             return False
-        parts, seen, k = entry
-        if k + 1 >= count or len(seen) != count or seen[src] or parts.shape != (count, nrows, ncols) or \
-                not parts.flags.c_contiguous:
+        parts, seen, k, into = entry
+        if k + 1 >= count or len(seen) != count or seen[src] or parts.shape != (count, nrows, ncols):
             return False
         n = nrows * ncols * size
-        memoryview(parts).cast("B")[src * n:(src + 1) * n] = part[_HEADER:]
+        into[src * n:(src + 1) * n] = part[_HEADER:]
     else:
         return False
     seen[src] = 1
