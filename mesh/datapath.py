@@ -202,14 +202,14 @@ class DataPath:
                 by_src.setdefault(src, []).append(sock)
             self._readers = list(by_src.items())
         for src, socks in self._readers:  # src: this part's index in the reader's input; one message per index
-            fastpath.send_each(socks, wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen,
+            fastpath.send_each(socks, fastpath.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen,
                                                                d.seq, d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid,
                                                                d.rtag), out, drop), flags)
         g.sent += len(g.down)
 
     def to_broker(self, kind, seq, array=None, loss=None):
         g = self.g
-        msg = wire.data(kind, 0 if loss is None else wire.F_LOSS, (self.tok, self.net, self.layer, 0, 0, g.gen, seq, 0,
+        msg = fastpath.data(kind, 0 if loss is None else wire.F_LOSS, (self.tok, self.net, self.layer, 0, 0, g.gen, seq, 0,
                                                                    -1, 0, g.index, 0, 0, loss or 0.0, b"", 0, b""),
                         array)
         g.broker.send(msg, 0, copy=len(msg) < sockets.ZERO_COPY)
@@ -293,7 +293,7 @@ class DataPath:
         dX = g.neurons.backward(x, out, dA, need_dx=bool(g.feeders))
         ack = d.flags & wire.F_ACK
         for sock, lo, hi, at in g.feeders:  # at: its index among that group's readers
-            sock.send(wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
+            sock.send(fastpath.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
                                            of, 0, lr, b"", 0, b""), dX[:, lo:hi]), 0)
         g.sent += len(g.feeders)
         if report is not None:

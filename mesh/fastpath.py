@@ -4,7 +4,8 @@
 socket's RCVTIMEO) until the group stops. A data message (one frame, wire.py's binary
 layout) goes to `dp.on_message`; anything else is a control message, whose frames are read
 whole and handed to the group (`Group.control`). `send_each(socks, msg, flags)` sends one
-built message to every reader.
+built message to every reader; `data` builds one (wire.data, or its compiled twin: the same
+bytes).
 
 Both loops file the common data message themselves — a part of a pass that is neither its
 first nor its last, of this network and generation, with nothing to wait for — into the
@@ -41,7 +42,8 @@ def _load():
         return None
     try:
         from . import _fastpath
-        return _fastpath if _fastpath.usable() else None
+        whole = all(hasattr(_fastpath, name) for name in ("serve", "send_each", "data", "filed"))
+        return _fastpath if whole and _fastpath.usable() else None  # not one built from older sources
     except Exception:  # not built, or built against another pyzmq or layout: the pure-Python loop runs
         return None
 
@@ -167,12 +169,13 @@ def py_send_each(socks, msg, flags=0):
 
 def use(kind):
     """Run the loops of `kind` from now on ("compiled" or "pure Python"; a benchmark's A/B)."""
-    global serve, send_each, KIND
+    global serve, send_each, data, KIND
     if kind == "compiled" and compiled is None:
         raise RuntimeError("the compiled data path is not built here (pip install -e . builds it) or is off "
                            "(MESH_PURE_PYTHON)")
     KIND = kind
-    serve, send_each = (compiled.serve, compiled.send_each) if kind == "compiled" else (py_serve, py_send_each)
+    serve, send_each, data = ((compiled.serve, compiled.send_each, compiled.data) if kind == "compiled" else
+                              (py_serve, py_send_each, wire.data))
 
 
 use(KIND)

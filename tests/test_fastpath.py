@@ -132,3 +132,33 @@ def test_the_lane_files_what_on_message_would(ctx, path, messages):
         for r in rigs:
             for s in (r.feed, r.sink, r.g.inbox, r.g.broker):
                 s.close(0)
+
+
+# -- the compiled builder makes wire.data's bytes -------------------------------------
+def field(code):
+    ints = {"B": 8, "H": 16, "I": 32, "Q": 64}
+    if code in ints:
+        n = ints[code]
+        return st.one_of(st.integers(0, 9), st.integers(0, 2 ** n - 1), st.integers(-2, 2 ** n + 1))
+    if code == "q":
+        return st.one_of(st.integers(-2, 9), st.integers(-(2 ** 63), 2 ** 63 - 1), st.just(2 ** 63))
+    if code == "d":
+        return st.one_of(st.floats(allow_nan=True), st.integers(-9, 9))
+    return st.binary(max_size=int(code[:-1]) + 2)  # "Ns": shorter, exact and longer
+
+
+@pytest.mark.skipif(fastpath.compiled is None, reason="the compiled data path is not built")
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 256), st.integers(0, 256), st.tuples(*(field(code) for _, code in wire.DATA_FIELDS[4:-2])),
+       st.sampled_from(["<f8", "<f4", "<i8", "|u1", ">f8", "<f2"]), st.tuples(st.integers(0, 3), st.integers(0, 3)),
+       st.booleans())
+def test_the_compiled_builder_makes_the_same_bytes(kind, flags, fields, dtype, shape, transposed):
+    array = np.arange(shape[0] * shape[1]).astype(dtype).reshape(shape)
+    array = array.T if transposed else array
+    results = []
+    for build in (wire.data, fastpath.compiled.data):
+        try:
+            results.append(build(kind, flags, fields, array))
+        except Exception as e:
+            results.append(type(e))
+    assert results[0] == results[1]

@@ -36,7 +36,7 @@ def _parts(fan_in, rows=1):
 
 def _message(seq, src, part):
     """A forward part as an upstream group builds it (datapath.DataPath.forward)."""
-    return wire.data(_FWD, 0, (_TOK, 1, 1, 0, 0, 0, seq, 0, 0, 0, src, 0, 0, 0.0, b"", 0, b""), part)
+    return fastpath.data(_FWD, 0, (_TOK, 1, 1, 0, 0, 0, seq, 0, 0, 0, src, 0, 0, 0.0, b"", 0, b""), part)
 
 
 _FWD, _TOK = wire.DATA_CODE[wire.FWD], wire.token_bytes(TOKEN)
