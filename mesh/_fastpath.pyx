@@ -126,9 +126,10 @@ cdef bint lane(object dp, object g, bytes buf) except -1:
         lo, hi = g.columns[src]
         if <Py_ssize_t>ncols != hi - lo or lo < 0:
             return False
-        entry = dp.fwd.get(seq)
-        if entry is None:
+        held = dp.fwd.entries.get(seq)  # Bounded's own dict: its get() is a Python call
+        if held is None:
             return False  # the pass's first part: its buffer is made there
+        entry = (<tuple>held)[0]
         x, seen, k, into = entry  # into: x's bytes (a memoryview: its buffer comes cheaper than an array's)
         if k + 1 >= count or PyByteArray_GET_SIZE(seen) != count or PyByteArray_AS_STRING(seen)[src]:
             return False  # its last part (the forward runs there), or a repeat (refused there)
@@ -149,9 +150,10 @@ cdef bint lane(object dp, object g, bytes buf) except -1:
         count = g.fan_out
         if count <= 1 or src >= count or <Py_ssize_t>ncols != g.neurons.W.shape[0]:
             return False
-        entry = dp.bwd.get(seq)
-        if entry is None:
+        held = dp.bwd.entries.get(seq)
+        if held is None:
             return False
+        entry = (<tuple>held)[0]
         parts, seen, k, into = entry
         if k + 1 >= count or PyByteArray_GET_SIZE(seen) != count or PyByteArray_AS_STRING(seen)[src] \
                 or parts.shape != (count, nrows, ncols):

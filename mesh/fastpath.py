@@ -111,9 +111,10 @@ def py_lane(dp, g, buf):
         if count <= 1 or src >= count or g.faults.planned:
             return False
         lo, hi = g.columns[src]
-        entry = dp.fwd.get(seq)
-        if ncols != hi - lo or lo < 0 or entry is None:
+        held = dp.fwd.entries.get(seq)  # Bounded's own dict: its get() is one more Python call
+        if ncols != hi - lo or lo < 0 or held is None:
             return False  # a pass's first part: its buffer is made there
+        entry = held[0]
         x, seen, k, into = entry  # into: x's bytes
         if k + 1 >= count or len(seen) != count or seen[src] or x.shape[0] != nrows or hi > x.shape[1]:
             return False  # its last part (the forward runs there), or a repeat (refused there)
@@ -125,9 +126,10 @@ def py_lane(dp, g, buf):
         count = g.fan_out
         if count <= 1 or src >= count or ncols != g.neurons.W.shape[0]:
             return False
-        entry = dp.bwd.get(seq)
-        if entry is None:
+        held = dp.bwd.entries.get(seq)
+        if held is None:
             return False
+        entry = held[0]
         parts, seen, k, into = entry
         if k + 1 >= count or len(seen) != count or seen[src] or parts.shape != (count, nrows, ncols):
             return False
