@@ -1,7 +1,7 @@
-"""The optional compiled per-message loop (mesh/_fastpath.pyx, Cython over pyzmq's cpdef
-Socket API). Everything else is in pyproject.toml. When it cannot be built (no compiler, no
-Cython, a pyzmq without its .pxd files), the install goes on without it and the mesh runs
-its pure-Python loop (mesh/fastpath.py)."""
+"""The optional compiled per-message loop (mesh/_fastpath.pyx, Cython). Everything else is in pyproject.toml. When it cannot be built (no C compiler,
+no Cython), the install goes on without it and the mesh runs its pure-Python loop
+(mesh/fastpath.py). It declares nothing of libzmq and links nothing but Python: it calls
+pyzmq's own compiled socket methods at run time."""
 import os
 import sys
 
@@ -30,10 +30,8 @@ def extensions():
     if os.environ.get("MESH_PURE_PYTHON", "") not in ("", "0"):
         return []
     try:
-        import zmq
         from Cython.Build import cythonize
-        return cythonize([Extension("mesh._fastpath", ["mesh/_fastpath.pyx"])],
-                         include_path=[os.path.dirname(os.path.dirname(zmq.__file__))], quiet=True)
+        return cythonize([Extension("mesh._fastpath", ["mesh/_fastpath.pyx"])], quiet=True)
     except Exception as e:  # noqa: BLE001
         print(f"neuromesh: the compiled data path is not built ({e}); the pure-Python one runs", file=sys.stderr)
         return []
