@@ -1,7 +1,7 @@
-"""The optional compiled per-message loop (mesh/_fastpath.pyx, Cython). Everything else is in pyproject.toml. When it cannot be built (no C compiler,
-no Cython), the install goes on without it and the mesh runs its pure-Python loop
-(mesh/fastpath.py). It declares nothing of libzmq and links nothing but Python: it calls
-pyzmq's own compiled socket methods at run time."""
+"""The optional compiled per-message loop (mesh/_fastpath.pyx, Cython); everything else is in
+pyproject.toml. When it cannot be built (no C compiler, no Cython), the install goes on
+without it and the mesh runs its pure-Python loop (mesh/fastpath.py). It declares nothing of
+libzmq and links nothing but Python: it calls pyzmq's own compiled socket methods at run time."""
 import os
 import sys
 
