@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from . import sockets, wire
+from . import fastpath, sockets, wire
 from .bounded import Bounded
 from .head import loss_and_grad
 from .outbox import BROKER, Answer, Onward
@@ -45,6 +45,8 @@ class DataPath:
         self.ptok = wire.token_bytes(wire.predict_token(group.token))  # ...or this, on a client's pass
         self.net = int(group.net[1:]) if group.net[1:].isdigit() else 0
         self.layer = group.layer + 1
+        self.dcode = wire.ARRAY_CODE.get(group.dtype.str, 0)  # the dtype of every buffer its passes fill
+        self._down, self._srcs, self._route = None, [], []  # g.down; its distinct reader indexes; (to, which)
         budget = sockets.store_bytes()
         self.fwd = Bounded(f"group {group.gid}: forward passes", MAX_HELD, budget)  # seq -> [x, seen, parts in]
         self.bwd = Bounded(f"group {group.gid}: backward passes", MAX_HELD, budget)  # seq -> [dA, seen, parts in]
@@ -68,6 +70,7 @@ class DataPath:
             for entry in store.values():
                 x = entry[0]
                 entry[0] = np.concatenate([x[:, :at], np.zeros((x.shape[0], added), x.dtype), x[:, at:]], axis=1)
+                entry[3] = memoryview(entry[0]).cast("B")
 
     # -- in ----------------------------------------------------------------
     def on_message(self, buf):
@@ -118,9 +121,10 @@ class DataPath:
         lo, hi = columns[src]
         entry = store.get(key)
         if entry is None:
-            entry = [np.empty((a.shape[0], self.g.neurons.W.shape[1]), self.g.dtype), bytearray(count), 0]
-            store.put(key, entry, entry[0].nbytes)
-        x, seen, n = entry
+            x = np.empty((a.shape[0], self.g.neurons.W.shape[1]), self.g.dtype)
+            entry = [x, bytearray(count), 0, memoryview(x).cast("B")]  # its bytes: where fastpath's lane files parts
+            store.put(key, entry, x.nbytes)
+        x, seen, n, _ = entry
         if seen[src] or a.shape != (x.shape[0], hi - lo):
             raise ValueError(f"part of pass {key} from source {src} has shape {list(a.shape)}")
         x[:, lo:hi] = a
@@ -144,9 +148,10 @@ class DataPath:
             return a.astype(g.dtype, copy=True)
         entry = self.bwd.get(d.seq)
         if entry is None:
-            entry = [np.empty((count, *a.shape), g.dtype), bytearray(count), 0]
-            self.bwd.put(d.seq, entry, entry[0].nbytes)
-        parts, seen, n = entry
+            parts = np.empty((count, *a.shape), g.dtype)
+            entry = [parts, bytearray(count), 0, memoryview(parts).cast("B")]  # as in _filed
+            self.bwd.put(d.seq, entry, parts.nbytes)
+        parts, seen, n, _ = entry
         if seen[d.src] or a.shape != parts.shape[1:]:
             raise ValueError(f"gradient of pass {d.seq} from source {d.src} has shape {list(a.shape)}")
         parts[d.src] = a
@@ -182,21 +187,23 @@ class DataPath:
     def onward(self, d, out, drop, lease=False):
         """The output of pass d to every group that reads it: one message per index in the
         readers' inputs, not per reader. lease: a client's pass (it never blocks a group)."""
-        built, sends = {}, []
-        for to, _, _, src in self.g.down:
-            msg = built.get(src)
-            if msg is None:
-                msg = built[src] = wire.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq,
-                                                            d.tag, d.after, 0, src, 0, 0, 0.0, b"", d.rpid, d.rtag),
-                                             out, drop)
-            sends.append((to, msg))
+        g = self.g
+        if self._down is not g.down:  # rewired: which message each reader gets, in g.down's order
+            self._down, srcs = g.down, []
+            for _, _, _, src in g.down:
+                if src not in srcs:
+                    srcs.append(src)
+            self._srcs, self._route = srcs, [(to, srcs.index(src)) for to, _, _, src in g.down]
+        msgs = [fastpath.data(FWD, d.flags, (self.tok, self.net, self.layer, len(drop), 0, d.gen, d.seq, d.tag, d.after,
+                                             0, src, 0, 0, 0.0, b"", d.rpid, d.rtag), out, drop) for src in self._srcs]
+        sends = [(to, msgs[which]) for to, which in self._route]
         self.g.emit(Onward(sends, d, lease))
 
     def to_broker(self, kind, seq, array=None, loss=None):
         g = self.g
-        msg = wire.data(kind, 0 if loss is None else wire.F_LOSS, (self.tok, self.net, self.layer, 0, 0, g.gen, seq, 0,
-                                                                   -1, 0, g.index, 0, 0, loss or 0.0, b"", 0, b""),
-                        array)
+        msg = fastpath.data(kind, 0 if loss is None else wire.F_LOSS, (self.tok, self.net, self.layer, 0, 0, g.gen, seq,
+                                                                       0, -1, 0, g.index, 0, 0, loss or 0.0, b"", 0,
+                                                                       b""), array)
         g.emit(Onward([(BROKER, msg)]))
 
     # -- a client's pass -----------------------------------------------------
@@ -265,8 +272,8 @@ class DataPath:
         dX = g.neurons.backward(x, out, dA, need_dx=bool(g.feeders))
         ack = d.flags & wire.F_ACK
         if g.feeders:  # at: its index among that group's readers
-            g.emit(Onward([(to, wire.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step, at,
-                                                     of, 0, lr, b"", 0, b""), dX[:, lo:hi]))
+            g.emit(Onward([(to, fastpath.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step,
+                                                         at, of, 0, lr, b"", 0, b""), dX[:, lo:hi]))
                            for to, lo, hi, at in g.feeders], d))
         if report is not None:
             self.to_broker(OUT, seq, report[0], loss=report[1])

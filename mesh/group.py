@@ -10,7 +10,7 @@ import os
 
 import zmq
 
-from . import heartbeat, settings, sockets, wire
+from . import fastpath, heartbeat, settings, sockets, wire
 from .datapath import CLIENT_HWM, MAX_CLIENTS, stale
 from .groupstate import GroupState
 from .lifecycle import profiled
@@ -53,31 +53,31 @@ class Group:
         # one blocking receive per message, bounded by half a heartbeat: no poll between them
         self.inbox.setsockopt(zmq.RCVTIMEO, int(heartbeat.INTERVAL * 1000 / 2))
         try:
-            while self.state.running:
-                try:
-                    self.handle(self.inbox.recv(copy=False))
-                except zmq.Again:
-                    pass  # quiet
+            self.serve()
         finally:
             pulse.stop()
 
+    def serve(self, once=False):
+        """The inbox until the state stops (once: one message, waiting for it): the middle
+        parts of a pass filed in the state's data path by the loop itself (fastpath.py),
+        every other message through handle."""
+        fastpath.serve(self.state.data, self.inbox, self.handle, once)
+
     def handle_one(self):
         """Read one inbox message, waiting for it, and handle it."""
-        self.handle(self.inbox.recv(copy=False))
+        self.serve(once=True)
 
-    def handle(self, frame):
-        """Handle one inbox message (its first frame). Nothing a peer sends is fatal: a malformed
-        message, or one not of this network, is dropped unread; one that fails, whatever it
-        raises (MemoryError and RecursionError too), is answered with a FAULT."""
+    def handle(self, buf):
+        """Handle one inbox message, its first frame `buf` (bytes) just read. Nothing a peer
+        sends is fatal: a malformed message, or one not of this network, is dropped unread;
+        one that fails, whatever it raises (MemoryError and RecursionError too), is answered
+        with a FAULT."""
         header = {}
         try:
-            if not frame.more and wire.is_data(frame.buffer):
-                out = self.state.on_data(frame.buffer)  # the data path: no JSON, no dict
+            if wire.is_data(buf):
+                out = self.state.on_data(buf)  # the data path: no JSON, no dict
             else:
-                frames = [frame]
-                while frames[-1].more:
-                    frames.append(self.inbox.recv(copy=False))
-                header, arrays = wire.unpack(frames)
+                header, arrays = wire.unpack(fastpath.control_frames(self.inbox, buf))
                 out = self.state.handle(header, arrays)
         except wire.WireError:
             return  # malformed: cannot even tell whom to answer
@@ -128,10 +128,10 @@ class Group:
 
     def _onward(self, s):
         flags = zmq.NOBLOCK if s.lease else 0  # a client's pass never blocks a group
+        send, peers = fastpath.send, self.peers  # pyzmq's compiled send (copied under ZERO_COPY bytes)
         for to, msg in s.sends:
-            sock = self.broker if to is BROKER else self.peers[to]
             try:
-                sock.send(msg, flags, copy=len(msg) < sockets.ZERO_COPY)
+                send(self.broker if to is BROKER else peers[to], msg, flags)
             except zmq.Again:
                 if not s.lease:
                     raise

@@ -172,6 +172,7 @@ DATA_CODE = {k: i for i, k in enumerate(DATA_KINDS) if k}
 F_KEEP, F_HEAD, F_ACK, F_LOSS, F_REPLY = 1, 2, 4, 8, 16  # flags of a data message
 ARRAY_DTYPES = (None, np.dtype("<f4"), np.dtype("<f8"), np.dtype("<i8"), np.dtype("|u1"))
 ARRAY_CODE = {d.str: i for i, d in enumerate(ARRAY_DTYPES) if d is not None}
+_CODE_OF = {d: i for i, d in enumerate(ARRAY_DTYPES) if d is not None}  # dtypes compare with their byte order
 _DROP = np.dtype("<i8")
 
 
@@ -192,14 +193,14 @@ def data(kind, flags, fields, array=None, drop=()):
     if array is None:
         return DATA.pack(DATA_MAGIC, kind, flags, 0, *fields, 0, 0) + (
             np.asarray(drop, dtype=_DROP).tobytes() if drop else b"")
-    if array.ndim != 2 or array.dtype.str not in ARRAY_CODE:
+    code = _CODE_OF.get(array.dtype)  # by the dtype itself: its .str costs a microsecond to make
+    if code is None or array.ndim != 2:
         raise WireError(f"a data message carries one 2-d array of {sorted(ARRAY_CODE)}, not {array.dtype} "
                         f"{list(array.shape)}")
-    head = DATA.pack(DATA_MAGIC, kind, flags, ARRAY_CODE[array.dtype.str], *fields, *array.shape)
-    parts = [head, array.tobytes() if array.flags.c_contiguous else np.ascontiguousarray(array).tobytes()]
+    head = DATA.pack(DATA_MAGIC, kind, flags, code, *fields, *array.shape)
     if drop:
-        parts.append(np.asarray(drop, dtype=_DROP).tobytes())
-    return b"".join(parts)
+        return b"".join((head, array.tobytes(), np.asarray(drop, dtype=_DROP).tobytes()))
+    return head + array.tobytes()  # tobytes: C order, whatever the array's layout
 
 
 _new_data = tuple.__new__  # Data from struct's tuple without namedtuple's per-call checks: the hot path

@@ -45,3 +45,13 @@ def test_throughput_runs_a_graph_beside_the_chain(mesh2):
     row = throughput.compare(mesh2.client, "tiny graph", X, Y, spec, 16, rounds=1, log=lambda s: None)
     assert row["bench"] == "tiny graph" and row["torch rows/s"] == "-"
     assert float(row["mesh rows/s"].split()[0].replace(",", "")) > 0
+
+
+def test_dataplane_measures_each_path_beside_bare_pyzmq():
+    from mesh.bench import dataplane
+    rows = dataplane.run(rounds=1, fan_ins=(4,), passes=3, log=lambda *_: None)
+    assert [r["path"] for r in rows] == [*dataplane.PATHS, "bare pyzmq"]
+    assert all(set(r) == set(dataplane.COLUMNS) for r in rows)
+    steps = dataplane.breakdown(fan_in=4, passes=3)
+    assert all(any(step.startswith(f"{what}, {path}") for step in steps)
+               for path in dataplane.PATHS for what in ("build", "send", "receive and handle"))

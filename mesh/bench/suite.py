@@ -38,10 +38,15 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         out["failover"] = table(failover.COLUMNS, [[r[c] for c in failover.COLUMNS] for r in rows])
     if "dataplane" in parts:
         from . import dataplane
-        log("what one data message costs (N upstream groups' parts into one neuron, a process each):")
-        rows = dataplane.run(rounds=1 if quick else rounds, log=log)
+        log("what one data message costs (N upstream groups' parts into one neuron, a process each; the group's "
+            f"loop compiled and pure Python, and a bare pyzmq PUSH -> PULL, alternating; target <= "
+            f"{dataplane.TARGET_US:g} us):")
+        rows = dataplane.run(rounds=1 if quick else rounds, passes=50 if quick else 200, log=log)
         out["dataplane: CPU per data message"] = table(dataplane.COLUMNS, [[r[c] for c in dataplane.COLUMNS]
                                                                           for r in rows])
+        out["dataplane: where a message's CPU goes (one process, inproc, fan-in 100)"] = table(
+            dataplane.BREAKDOWN_COLUMNS, [[r[c] for c in dataplane.BREAKDOWN_COLUMNS]
+                                          for r in dataplane.breakdown_table(passes=50 if quick else 200)])
         log("the original's online test, one process per neuron ([n, n, 1] on 10 inputs):")
         rows = dataplane.online_table(dataplane.per_neuron(ns=(16,) if quick else (16, 64, 100), log=log))
         out["dataplane: per neuron, online"] = table(dataplane.ONLINE_COLUMNS,
