@@ -17,6 +17,8 @@ from .procstat import Meter
 from .lograte import Sometimes
 from .spawner import Spawner
 
+USAGE_SLICE = 0.05  # seconds of /proc reads of its groups' usage one heartbeat may take (Meter.read_some)
+
 log = logging.getLogger("mesh.worker")
 
 
@@ -115,8 +117,9 @@ class Worker:
             if due and not self.welcomed:
                 self._register()  # again: a standby answers it once it has taken over
             elif due:  # with the CPU and memory of each group, for the dashboard
-                use = self.meter.read_all({"self": os.getpid(), "spawner": self.spawner.pid, **self.groups})
-                own, nanny = use.pop("self"), use.pop("spawner")
+                mine = (os.getpid(), self.spawner.pid)
+                own, nanny = (self.meter.read(pid) for pid in mine)
+                use = self.meter.read_some(self.groups, USAGE_SLICE, keep=mine)
                 own[1] += nanny[1]  # the spawner is the worker's own: its memory is counted with the worker's
                 sockets.send(self.sock, {"k": wire.HEARTBEAT, "usage": own, "groups": use,
                                          "load": os.getloadavg()[0] / os.cpu_count()})  # runnable per core

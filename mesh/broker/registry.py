@@ -11,7 +11,7 @@ import time
 import zmq
 
 from .. import sockets, wire
-from . import budgets
+from . import budgets, liveness
 from .losses import group_lost
 from .records import WorkerRecord
 
@@ -97,13 +97,16 @@ def lose_worker(b, wid, why):
 
 
 def expire_workers(b):
-    """Lose the workers silent for their expiry; unless the client socket holds unread messages,
-    which may be the heartbeats that keep them alive."""
+    """Lose the workers silent for their expiry, stretched by the load their host reported as a
+    group's is (liveness.expiry: a starved worker is late, not dead); unless the client socket
+    holds unread messages, which may be the heartbeats that keep them alive."""
     if b.front.poll(0):
         return
+    now = time.monotonic()
     for wid, w in list(b.workers.items()):
-        if w.peer.expired():
-            lose_worker(b, wid, f"worker {w.name} on {w.host} stopped answering heartbeats")
+        silent = now - w.peer.heard
+        if silent > liveness.expiry(w.peer.expiry, w):
+            lose_worker(b, wid, f"worker {w.name} on {w.host} stopped answering heartbeats ({silent:.0f}s)")
 
 
 def forgive(b):
