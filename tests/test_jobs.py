@@ -436,3 +436,21 @@ def test_a_read_larger_than_the_brokers_memory_is_refused_with_the_numbers(monke
     assert not m.sent_kinds(wire.GET) and not got
     Collect(m.ports, m.net, "c1", 2, 60.0, lambda job, layers, optim: got.append(layers), layer=1).begin()
     assert len(m.sent_kinds(wire.GET)) == 1  # layer 2 alone (160 KiB) fits
+
+
+def test_dropping_a_network_whose_create_is_under_way_drops_it_once():
+    """The drop fails the create, whose failure drops the network too (to end what it
+    started): the drop goes on without a second 'dropped' (it raised IllegalTransition)."""
+    import functools
+    import types
+    from mesh.broker import building
+    from mesh.broker.jobs import Create
+    m = Recording()
+    m.net.life = Lifecycle("n1")
+    b = types.SimpleNamespace(nets={"n1": m.net}, flow=m.flow, workers={}, ports=m.ports, reply=m.reply)
+    m.ports.end_net = functools.partial(building.end_net, b)
+    m.ports.break_net = lambda net, why: net.life.can(Event.FAILED) and net.life.fire(Event.FAILED, why)
+    Create(m.ports, m.net, "c1", 1, 60.0).begin()
+    building.stop_net(b, m.net)
+    assert m.net.state is State.DROPPED and "n1" not in b.nets
+    assert not m.answer(1)["ok"] and "dropped" in m.answer(1)["error"]

@@ -125,7 +125,8 @@ def stop_net(b, net):
         if gid in net.push:
             b.flow.to_group(net, gid, {"k": wire.STOP})
     end_work(b, net, f"network {net.id} was dropped")
-    net.life.fire(Event.DROPPED)
+    if net.life.can(Event.DROPPED):  # a create failed by end_work above has dropped it already (end_net)
+        net.life.fire(Event.DROPPED)
     for sock in net.push.values():
         sock.close()
     for g in net.groups.values():
