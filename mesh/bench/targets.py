@@ -46,7 +46,8 @@ def _met(value, ok):
 
 
 def _refused(e):
-    return f"refused by the planner: {e}"
+    """A create the broker refused (the planner's numbers, or why it failed) or that failed here."""
+    return f"refused: {e}" if isinstance(e, RemoteError) else f"failed: {type(e).__name__}: {e}"
 
 
 def per_neuron_online(client, ns, rounds, seconds, log):
@@ -61,7 +62,7 @@ def per_neuron_online(client, ns, rounds, seconds, log):
         beside = f"the original {orig:g}" if orig else "-"
         try:
             got = scaling.measure(client, n, 1, (1,) * rounds, seconds, 100_000, rng, log)
-        except RemoteError as e:
+        except Exception as e:  # a refusal is a result; so is a failure
             rows.append(_row(name, _refused(e), f">= {target:g}" if target else "-", "no" if target else "-", beside))
             log(f"  n={n} per neuron: {_refused(e)}")
             continue
@@ -91,7 +92,7 @@ def per_neuron_small(client, n, rounds, predicts, log):
         t0 = time.perf_counter()
         try:
             net = client.create([n, n, 1], group_size=1, seed=0)
-        except RemoteError as e:
+        except Exception as e:  # a refusal is a result; so is a failure
             return [_row(f"{name}: create s / predict one row p50 ms / PSS per group MiB", _refused(e),
                          "<= 5 s / <= 100 ms / <= 8 MiB", "no")]
         try:
@@ -122,7 +123,7 @@ def per_neuron_big(client, n, log):
     t0 = time.perf_counter()
     try:
         net = client.create([n, n, 1], group_size=1, seed=0, dtype="float64")
-    except RemoteError as e:
+    except Exception as e:  # a refusal is a result; so is a failure
         log(f"  [{n},{n},1] per neuron: {_refused(e)}")
         return [_row(name, _refused(e), target, "no")]
     try:
