@@ -183,17 +183,23 @@ def digits(client, rounds, quick, log):
 
 
 def run(rounds=3, quick=False, log=print):
-    """Every row of the targets' table; (rows, a line saying the budget the planner had)."""
+    """Every row of the targets' table; (rows, a line saying the budget the planner had). The
+    cheap rows first, on a mesh without budgets (group mode, digits, per neuron up to 257
+    processes, as `mesh bench dataplane` ran them before); then the big per-neuron nets on a
+    mesh whose workers have budgets, so that the planner decides whether they may start."""
     size = QUICK if quick else FULL
+    first, *big = size["online_ns"]
+    with LocalMesh(workers=2, timeout=600, start_timeout=120) as client:
+        group = group_mode(client, size["group_n"], rounds, size["seconds"], size["ring_trips"], log)
+        group += digits(client, rounds, quick, log)
+        online = per_neuron_online(client, (first,), rounds, size["seconds"], log)
+        small = per_neuron_small(client, size["small"], rounds, size["predicts"], log)
     each = budget()
-    note = (f"each of 2 workers had a memory budget of {format_size(each)} (MemAvailable "
-            f"{format_size(mem_available())} at the start, less {format_size(MARGIN)}, shared out)")
+    note = (f"the rows from [10, {big[0]}, {big[0]}, 1] per neuron on: each of 2 workers had a memory budget of "
+            f"{format_size(each)} (MemAvailable {format_size(mem_available())} then, less {format_size(MARGIN)}, "
+            "shared out)")
     log(f"  {note}")
-    rows = []
-    with LocalMesh(workers=2, timeout=600, start_timeout=120, worker_memory=each) as client:
-        rows += per_neuron_online(client, size["online_ns"], rounds, size["seconds"], log)
-        rows += per_neuron_small(client, size["small"], rounds, size["predicts"], log)
-        rows += per_neuron_big(client, size["big"], log)
-        rows += group_mode(client, size["group_n"], rounds, size["seconds"], size["ring_trips"], log)
-        rows += digits(client, rounds, quick, log)
-    return rows, note
+    with LocalMesh(workers=2, timeout=300, start_timeout=120, worker_memory=each) as client:
+        online += per_neuron_online(client, big, rounds, size["seconds"], log)
+        large = per_neuron_big(client, size["big"], log)
+    return online + small + large + group, note
