@@ -85,7 +85,7 @@ def _pss_mib(net):
 def per_neuron_small(client, n, rounds, predicts, log):
     """[n, n, 1] per neuron, created `rounds` times: create seconds, the p50 of `predicts`
     single-row predicts (direct, remember=False), and the PSS of every group process."""
-    creates, p50s, pss, procs, failed = [], [], [], 0, []
+    creates, p50s, pss, procs, failed, seen = [], [], [], 0, [], 2 * n + 1
     row = np.random.default_rng(1).random(10)
     name = f"per neuron [{n},{n},1]"
     for r in range(rounds):
@@ -102,7 +102,7 @@ def per_neuron_small(client, n, rounds, predicts, log):
             p50s.append(1e3 * statistics.median(predict_seconds(net, row, predicts, warm=3)))
             each = _pss_mib(net)
             pss += each
-            procs = len(each)
+            procs, seen = 2 * n + 1, min(seen, len(each))
         finally:
             net.drop()
         log(f"  {name} round {r + 1}: created in {creates[-1]:.1f} s, predict p50 {p50s[-1]:.0f} ms, "
@@ -116,8 +116,9 @@ def per_neuron_small(client, n, rounds, predicts, log):
                  _met(statistics.median(creates), lambda v: v <= 5)),
             _row(f"{name}: predict one row p50 ms ({predicts} predicts a round, direct, remember=False)",
                  fmt_spread(p50s), "<= 100", _met(statistics.median(p50s), lambda v: v <= 100)),
-            _row(f"{name}: PSS per group MiB (every group process, every round)", fmt_spread(pss), "<= 8",
-                 _met(statistics.median(pss), lambda v: v <= 8))]
+            _row(f"{name}: PSS per group MiB (every group process, every round"
+                 + ("" if seen == procs else f"; as few as {seen} of {procs} were running in a round") + ")",
+                 fmt_spread(pss), "<= 8", _met(statistics.median(pss), lambda v: v <= 8))]
 
 
 def per_neuron_big(client, n, log):
