@@ -55,3 +55,18 @@ def test_dataplane_measures_each_path_beside_bare_pyzmq():
     steps = dataplane.breakdown(fan_in=4, passes=3)
     assert all(any(step.startswith(f"{what}, {path}") for step in steps)
                for path in dataplane.PATHS for what in ("build", "send", "receive and handle"))
+
+
+def test_dataplane_targets_table_has_every_row_with_a_number_or_a_refusal():
+    from mesh.bench import targets
+    rows, note = targets.run(rounds=1, quick=True, log=lambda *_: None)
+    assert "memory budget" in note and all(set(r) == set(targets.COLUMNS) for r in rows)
+    names = [r["measure"] for r in rows]
+    wanted = ["per neuron, online", "per neuron [4,4,1], 9 processes: create s", "per neuron [4,4,1]: predict one row p50",
+              "per neuron [4,4,1]: PSS per group", "per neuron [5,5,1], 11 processes", "train(batch_size=1)",
+              "online(window=8)", "group mode [10, 100, 100, 1], the original's online test", "small"]
+    assert all(any(w in n for n in names) for w in wanted), names
+    assert sum("per neuron, online" in n for n in names) == 3
+    for r in rows:
+        got = r["measured: median (min-max)"]
+        assert got.startswith(("the broker: ", "failed: ")) or any(c.isdigit() for c in got.split()[0]), r

@@ -253,28 +253,3 @@ BREAKDOWN_COLUMNS = ["step", "us per message"]
 
 def breakdown_table(fan_in=100, passes=200):
     return [{"step": k, "us per message": f"{v:.2f}"} for k, v in breakdown(fan_in, passes).items()]
-
-
-def per_neuron(ns=(16, 64, 100), seconds=3.0, log=print):
-    """The original's online test (predict one row, wait, backprop it, wait) on [n, n, 1] over
-    10 inputs, one process per neuron: rows of scaling.measure."""
-    from ..localmesh import LocalMesh
-    from . import scaling
-    rows = []
-    with LocalMesh(workers=2, timeout=600, start_timeout=120) as client:
-        rng = np.random.default_rng(0)
-        for n in ns:
-            rows += scaling.measure(client, n, 1, (1,), seconds, 100_000, rng, log)
-    return rows
-
-
-ONLINE_COLUMNS = ["n", "processes", "create s", "pairs/s", "the original", "cores"]
-
-
-def online_table(rows):
-    out = []
-    for r in rows:
-        out.append({"n": r["n"], "processes": r["processes"], "create s": f"{r['create_s']:.1f}",
-                    "pairs/s": r.get("error") or f"{r['pairs_per_s']:.2f}",
-                    "the original": r.get("original_pairs_per_s", "-"), "cores": f"{r.get('cores', 0):.2f}"})
-    return out

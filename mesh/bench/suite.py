@@ -47,10 +47,10 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         out["dataplane: where a message's CPU goes (one process, inproc, fan-in 100)"] = table(
             dataplane.BREAKDOWN_COLUMNS, [[r[c] for c in dataplane.BREAKDOWN_COLUMNS]
                                           for r in dataplane.breakdown_table(passes=50 if quick else 200)])
-        log("the original's online test, one process per neuron ([n, n, 1] on 10 inputs):")
-        rows = dataplane.online_table(dataplane.per_neuron(ns=(16,) if quick else (16, 64, 100), log=log))
-        out["dataplane: per neuron, online"] = table(dataplane.ONLINE_COLUMNS,
-                                                     [[r[c] for c in dataplane.ONLINE_COLUMNS] for r in rows])
+        from . import targets
+        log("the data plane's targets, one local mesh whose workers have memory budgets (per neuron and group mode):")
+        rows, note = targets.run(rounds=1 if quick else rounds, quick=quick, log=log)
+        out["dataplane: targets (" + note + ")"] = table(targets.COLUMNS, [[r[c] for c in targets.COLUMNS] for r in rows])
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")
