@@ -79,8 +79,15 @@ def state(b, net, h, arrays):
 
 
 # the group messages handled here; OUT, DONE and FAULT are the data path's (dataflow.Flow)
+def losses(b, net, h, arrays):
+    """An output group's losses of a resident run's steps (broker/resident.py)."""
+    trainer = net.trainer
+    if trainer is not None and hasattr(trainer, "on_losses"):
+        trainer.on_losses(net.groups[h["gid"]], h, arrays)
+
+
 OPS = {wire.HELLO: hello, wire.HEARTBEAT: group_beat, wire.READY: ready, wire.STATE: state,
-       wire.SNAPPED: snapped, wire.KEPT: kept, wire.KEEP: keep}
+       wire.SNAPPED: snapped, wire.KEPT: kept, wire.KEEP: keep, wire.LOSSES: losses}
 
 
 def expire_groups(b, now):
