@@ -74,7 +74,7 @@ class GroupState:
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.data = DataPath(self)
         self.rundata = RunData(self)  # a resident run's steps, made here (rundata.py)
-        self.handlers[wire.RUN] = self.rundata.run
+        self.handlers.update({wire.RUN: self.rundata.run, wire.CUT: self.rundata.cut})
         self.sometimes = Sometimes(log)  # what peers' bad messages log
         self.out = []  # what the message being handled sends, in order
 

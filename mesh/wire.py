@@ -86,6 +86,8 @@ REPLICA = "replica"      # keeper (or broker) -> group: the replica it asked for
 STOP = "stop"            # broker: exit cleanly
 PURGE = "purge"          # broker: drop what waits for a step after "beyond" (it never handed one out)
 RUN = "run"              # broker: a resident run's steps first..first+n-1 (their rows by index) (rundata.py)
+CUT = "cut"              # broker: a resident run stops early (a cancel): drop the steps not started and say
+                         #   how far you got (CUT back, "started"), or with "beyond": make none after it
 
 # resident training data (broker/resident.py): the run's rows and targets, once per host
 STAGE = "stage"          # broker -> worker: rows "at".. of the file "name" ("shape", "dtype"), one bounded part

@@ -27,6 +27,8 @@ from .steplog import SNAPSHOT_EVERY, log_step
 from .training import ExactRun
 
 PART_BYTES = 4 << 20  # bytes of one STAGE message: zmq holds a whole message in memory
+GRANT_SECONDS = 0.25  # a grant lasts about this long (at the rate steps went so far): a cancel waits no longer
+FIRST_GRANT = 8       # steps of the first grant, before the rate is known
 
 
 @dataclass(eq=False)
@@ -34,6 +36,9 @@ class Grant:
     """Steps first.. granted to the groups, their rows by index; the ones logged so far."""
     first: int
     steps: list                    # each step's rows (indices into X)
+    at: float = 0.0                # when it was granted
+    seq: int = 0                   # the first step's first pass
+    cutting: dict = None           # a cancel's cut: row reader -> the last step it started (None: not heard)
     logged: int = 0
     heard: dict = field(default_factory=dict)  # step id -> {output group index: its loss}
 
@@ -46,7 +51,9 @@ class ResidentRun(ExactRun, mode="resident"):
         self.name = f"{self.net.id}-{os.urandom(4).hex()}"  # its files on the hosts
         self.staging = None   # (worker, part) not yet whole; None: not staged (or to stage again)
         self.hosts = set()    # workers that were sent its files
+        self.staged_bytes = 0
         self.grant = None
+        self.size = FIRST_GRANT  # steps the next grant may have, from the rate of the last
 
     # -- the data, once per host ------------------------------------------------------------
     def stage(self):
@@ -55,7 +62,9 @@ class ResidentRun(ExactRun, mode="resident"):
         wids.discard(None)
         self.staging = {(w, part) for w in wids for part in "XY"}
         self.hosts |= wids
-        for part, A in (("X", widened(self.X, net.layer1_width)), ("Y", self.Y)):
+        X = widened(self.X, net.layer1_width)
+        self.staged_bytes = X.nbytes + self.Y.nbytes  # on each of those hosts (budgets.resident_on)
+        for part, A in (("X", X), ("Y", self.Y)):
             A = np.ascontiguousarray(A)
             rows = max(1, PART_BYTES // max(A.shape[1] * A.itemsize, 1))
             for at in range(0, len(A), rows):
@@ -88,9 +97,10 @@ class ResidentRun(ExactRun, mode="resident"):
             self.give()
 
     def give(self):
-        """Grant the steps up to the next boundary: a snapshot, a checkpoint, the epoch's end."""
+        """Grant the steps up to the next boundary (a snapshot, a checkpoint, the epoch's end), or
+        about GRANT_SECONDS of them: a cancel stops at the end of a grant."""
         net, o = self.net, self.options
-        room = SNAPSHOT_EVERY - len(net.log)
+        room = min(SNAPSHOT_EVERY - len(net.log), self.size)
         if o.checkpoint_every:
             room = min(room, o.checkpoint_every - self.steps_done % o.checkpoint_every)
         steps, at = [], self.batch_at
@@ -100,16 +110,59 @@ class ResidentRun(ExactRun, mode="resident"):
         first, seq = net.step + 1, net.seq + 1
         net.step += len(steps)
         net.seq += sum(min(self.micro, len(rows)) for rows in steps)
-        self.grant = Grant(first, steps)
+        self.grant = Grant(first, steps, self.ports.clock(), seq)
         self.forwarding.add(self.grant)  # a step boundary only once it is all logged (cancel, fail)
-        idx = np.concatenate(steps).astype(np.int64)
+        self.send_run([gid for gid, _ in net.row_readers()] + list(net.last()), first, seq, steps)
+
+    def send_run(self, gids, first, seq, steps):
+        net = self.net
         header = {"k": wire.RUN, "name": self.name, "gen": net.gen, "first": first, "seq": seq,
-                  "batch": o.batch_size, "micro": self.micro, "lr": self.lr,
+                  "batch": self.options.batch_size, "micro": self.micro, "lr": self.lr,
                   "head": f"{net.spec.output}:{net.spec.loss}"}
+        idx = np.concatenate(steps).astype(np.int64)
         last = set(net.last())
-        for gid in dict.fromkeys([gid for gid, _ in net.row_readers()] + list(last)):
+        for gid in dict.fromkeys(gids):
             g = net.groups[gid]
             self.flow.to_group(net, gid, dict(header, lo=g.lo, hi=g.hi) if gid in last else header, [idx])
+
+    # -- cancel: the grant cut short ------------------------------------------------------------
+    def cancel(self, by):
+        """A cancel stops within a few steps, not at the grant's end: the row readers drop the
+        steps they have not started and say how far they got (on_cut); the grant then ends at
+        the furthest step any of them started."""
+        super().cancel(by)
+        self.cut_short()
+
+    def cut_short(self):
+        """Cancelled or diverged: ask the row readers how far they got."""
+        grant = self.grant
+        if self.stopping() and not self.finished and grant is not None and grant.cutting is None:
+            grant.cutting = dict.fromkeys(gid for gid, _ in self.net.row_readers())
+            for gid in grant.cutting:
+                self.flow.to_group(self.net, gid, {"k": wire.CUT, "gen": self.net.gen})
+
+    def on_cut(self, g, h):
+        grant = self.grant
+        if grant is None or not grant.cutting or g.gid not in grant.cutting or grant.cutting[g.gid] is not None:
+            return
+        grant.cutting[g.gid] = int(h["started"])
+        if any(v is None for v in grant.cutting.values()):
+            return
+        net, end = self.net, grant.first + len(grant.steps) - 1
+        # the ids after the cut go back unused, unless another step took an id since (then all are made)
+        cut = max(grant.first + grant.logged - 1, *grant.cutting.values()) if net.step == end else end
+        cut = min(cut, end)
+        seqs = np.cumsum([0] + [min(self.micro, len(rows)) for rows in grant.steps])
+        for gid, started in grant.cutting.items():  # the steps they dropped that another started: again
+            if started < cut:
+                j = started + 1 - grant.first
+                self.send_run([gid], started + 1, grant.seq + int(seqs[j]), grant.steps[j:cut + 1 - grant.first])
+        for gid in net.last():
+            self.flow.to_group(net, gid, {"k": wire.CUT, "gen": net.gen, "beyond": cut})
+        del grant.steps[cut + 1 - grant.first:]
+        net.step = min(net.step, cut)
+        if grant.logged == len(grant.steps):
+            self.grant_done(grant)
 
     def on_losses(self, g, h, arrays):
         """An output group's losses of steps granted: log and count the steps now whole."""
@@ -136,13 +189,20 @@ class ResidentRun(ExactRun, mode="resident"):
             self.step_logged(len(rows), loss)
             if self.finished:
                 return
-        if grant.logged == len(grant.steps):
-            self.grant = None
-            self.forwarding.discard(grant)
-            if self.epoch_rows < len(self.X):
-                self.between_batches(self.send_more)
-            else:
-                self.carry_on()
+            self.cut_short()  # diverged: stop within a few steps, as a cancel does
+        if grant.logged == len(grant.steps) and not (grant.cutting and None in grant.cutting.values()):
+            self.grant_done(grant)
+
+    def grant_done(self, grant):
+        """Every step granted is logged: a step boundary."""
+        rate = len(grant.steps) / max(self.ports.clock() - grant.at, 1e-6)
+        self.size = max(1, int(rate * GRANT_SECONDS))
+        self.grant = None
+        self.forwarding.discard(grant)
+        if self.epoch_rows < len(self.X):
+            self.between_batches(self.send_more)
+        else:
+            self.carry_on()
 
     def resend(self, waiting):
         """After a recovery (the logged steps replayed): grant again from where the log ends,

@@ -6,7 +6,7 @@ import numpy as np
 from ..optim import Optimizer
 
 MODES = ("exact", "async")
-RESIDENT = False  # the default: resident data where it applies (broker/resident.py)
+RESIDENT = True  # the default: resident data where it applies (broker/resident.py)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class Train(Job):
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
         self.cancelled = None     # who asked to cancel (a Cancel job), once someone did
-        self.diverged = None      # (step, loss) of the first step whose loss was not a finite number
+        self.diverged = None      # (step, loss, epoch) of the first step whose loss was not a finite number
         self.resuming = False     # rebuilt by a standby broker that took over: restart() resumes at the mark
         self.mark = self.position()
 
@@ -175,8 +175,8 @@ class Train(Job):
             return False
         steps = self.steps_done
         if self.diverged is not None:
-            step, loss = self.diverged
-            self.fail(f"training of network {self.net.id} stopped: the loss of step {step} (epoch {self.epoch + 1}) "
+            step, loss, epoch = self.diverged
+            self.fail(f"training of network {self.net.id} stopped: the loss of step {step} (epoch {epoch}) "
                       f"is {loss}, not a finite number (the run diverged; try a smaller learning rate); the "
                       f"{steps} steps taken are applied", epochs=self.epoch, steps=steps, history=self.history)
             return True
@@ -246,7 +246,7 @@ class Train(Job):
         self.steps_done += 1
         self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=loss / rows, rows=rows)
         if not np.isfinite(loss) and self.diverged is None:
-            self.diverged = (self.steps_done, float(loss) / rows)
+            self.diverged = (self.steps_done, float(loss) / rows, self.epoch + 1)  # the steps after it may end it
         ended = self.epoch_rows >= len(self.X)
         if ended:
             self.history.append(self.loss_sum / len(self.X))
