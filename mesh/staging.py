@@ -35,6 +35,8 @@ def stage(folder, h, arrays):
         raise ValueError(f"a part of {a.dtype} {list(a.shape)} at row {at} of a {dtype} file of {rows} x {cols}")
     tmp = path + ".part"
     if at == 0:
+        if h["part"] == "X":  # a network's older run (its broker failed over before removing them) goes
+            older(folder, h["name"])
         m = open_memmap(tmp, "w+", dtype, (rows, cols))
     else:
         m = open_memmap(tmp, "r+")
@@ -54,6 +56,17 @@ def unstage(folder, name):
     for part in ("X", "Y"):
         path = path_of(folder, name, part)
         for f in glob.glob(glob.escape(path) + "*"):
+            try:
+                os.unlink(f)
+            except FileNotFoundError:
+                pass
+
+
+def older(folder, name):
+    """Remove the files of the same network's other runs: one runs at a time."""
+    net = name.rsplit("-", 1)[0]
+    for f in glob.glob(os.path.join(glob.escape(folder), f"run-{glob.escape(net)}-*")):
+        if not os.path.basename(f).startswith(f"run-{name}-"):
             try:
                 os.unlink(f)
             except FileNotFoundError:

@@ -1,7 +1,10 @@
 """A group's state, one message at a time, without a socket: what each message makes it
 send (outbox.py's records) is the whole of what it did. Step ordering, custody of
 snapshots, and a client's pass under a lease."""
+import os
+
 import numpy as np
+import pytest
 
 from mesh import datapath, sockets, staging, wire
 from mesh.groupstate import GroupState
@@ -247,3 +250,20 @@ def test_an_output_group_takes_its_targets_by_the_same_rows_and_reports_the_loss
         losses += [wire.unpack_data(m)[0].value for o in said if isinstance(o, Onward) for _, m in o.sends]  # OUT
     np.testing.assert_array_equal(out[0].arrays[0], losses)  # the same floats
     np.testing.assert_array_equal(s.neurons.W, ref.neurons.W)
+
+
+def test_a_staged_file_is_whole_before_it_is_named_refuses_paths_and_replaces_a_networks_older_run(tmp_path):
+    A = np.arange(10, dtype=float).reshape(5, 2)
+    part = {"name": "n1-run", "part": "X", "shape": [5, 2], "dtype": "<f8"}
+    assert not staging.stage(str(tmp_path), dict(part, at=0), [A[:3]])
+    assert sorted(os.listdir(tmp_path)) == ["run-n1-run-X.npy.part"]  # no group maps half of it
+    assert staging.stage(str(tmp_path), dict(part, at=3), [A[3:]])
+    np.testing.assert_array_equal(staging.mapped(str(tmp_path), "n1-run", "X"), A)
+    for bad in ({"name": "../n1"}, {"at": 4}, {"dtype": "<f4"}):
+        with pytest.raises(ValueError):
+            staging.stage(str(tmp_path), {**part, "at": 0, **bad}, [A])
+    staging.stage(str(tmp_path), dict(part, name="n12-run", at=0), [A])
+    staging.stage(str(tmp_path), dict(part, name="n1-new", at=0), [A])  # n1's run, staged again after a failover
+    assert sorted(os.listdir(tmp_path)) == ["run-n1-new-X.npy", "run-n12-run-X.npy"]
+    staging.unstage(str(tmp_path), "n1-new")
+    assert sorted(os.listdir(tmp_path)) == ["run-n12-run-X.npy"]
