@@ -15,7 +15,9 @@ Each step is logged as the broker-fed run logs it (its micro-batches, cut from t
 by the same indices), counted when every output group's loss of it is in, and a
 recovery replays it from the log as any other; the steps of a grant not logged are
 granted again, under new ids, from where the log ends. A standby resumes at the mark
-and stages the data again. Cancel and divergence stop at the end of the grant."""
+and stages the data again. A cancel, or a loss that is not a finite number, cuts the grant
+short (CUT): the row readers drop the steps they have not started, and the grant ends at the
+furthest one any of them started."""
 import os
 from dataclasses import dataclass, field
 
@@ -98,7 +100,7 @@ class ResidentRun(ExactRun, mode="resident"):
 
     def give(self):
         """Grant the steps up to the next boundary (a snapshot, a checkpoint, the epoch's end), or
-        about GRANT_SECONDS of them: a cancel stops at the end of a grant."""
+        about GRANT_SECONDS of them (the rate of the last grant says how many)."""
         net, o = self.net, self.options
         room = min(SNAPSHOT_EVERY - len(net.log), self.size)
         if o.checkpoint_every:

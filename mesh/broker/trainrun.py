@@ -321,9 +321,12 @@ def report(run, force=False):
 def chosen(net, opts):
     """The class of the run its options ask for. An unknown mode is the exact run's to refuse
     (options() names it). An exact run's data stays on the hosts (resident.py) when asked (or
-    by default) and the output groups compute the loss themselves (not softmax over several)."""
+    by default), the output groups compute the loss themselves (not softmax over several), and
+    the network has two layers or more: a layer-1 output group would run a whole grant in one
+    go, with no message between its steps to let a cancel in."""
     mode = opts.get("mode", "exact") if isinstance(opts, dict) else None
-    if mode == "exact" and "resident" in Train.runs and bool(opts.get("resident", RESIDENT)) and net.local_head:
+    if mode == "exact" and "resident" in Train.runs and bool(opts.get("resident", RESIDENT)) and net.local_head \
+            and len(net.layers) > 1:
         mode = "resident"
     return Train.runs.get(mode, Train.runs["exact"])
 
