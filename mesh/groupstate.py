@@ -32,6 +32,7 @@ from .faults import Faults
 from .lograte import Sometimes
 from .neurons import Neurons
 from .outbox import Rebroker, Rewire, ToBroker
+from .rundata import RunData
 from .optim import Optimizer
 from .spec import Spec, initial_rows
 from .steps import Watermark
@@ -72,6 +73,8 @@ class GroupState:
         self.epoch = 0  # the highest broker epoch heard (a pair's): a replaced broker's messages are dropped
         self.faults = Faults(self.gid)  # injected by tests only (faults.py)
         self.data = DataPath(self)
+        self.rundata = RunData(self)  # a resident run's steps, made here (rundata.py)
+        self.handlers.update({wire.RUN: self.rundata.run, wire.CUT: self.rundata.cut})
         self.sometimes = Sometimes(log)  # what peers' bad messages log
         self.out = []  # what the message being handled sends, in order
 
@@ -199,6 +202,7 @@ class GroupState:
         self.faults.on_setup()
         self.gen, self.applied = h.get("gen", 0), Watermark(int(h.get("applied", 0)))
         self.data.reset()
+        self.rundata.clear()
         self.waiting.clear()
         self.index, self.fan_in, self.fan_out = h["index"], h["fan_in"], h["fan_out"]
         self.down = [(ep, lo, hi, src) for ep, lo, hi, key, src in h["down"]]

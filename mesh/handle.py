@@ -85,11 +85,15 @@ class Network:
 
     def train(self, X, Y, epochs=1, batch_size=32, learning_rate=0.1, micro_batches=None, optimizer="sgd",
               shuffle=True, seed=0, mode="exact", progress=None, checkpoint_every=0, checkpoint_path=None,
-              on_epoch=None, tol=0.0, n_iter_no_change=None):
+              on_epoch=None, tol=0.0, n_iter_no_change=None, resident=None):
         """Mini-batch training on the mesh, all epochs in one run; returns the mean loss of each epoch.
         on_epoch(epoch, loss) is called as each epoch ends (epoch counts from 1).
         n_iter_no_change=N stops the run early once the epoch's loss has not improved on the best
         by tol for N epochs in a row (as scikit-learn's MLP stops).
+        resident: in exact mode, the rows and targets go to each host once and the groups make
+        every step themselves (no message per step); None: the broker's default, False: the
+        broker sends each step. Async mode, and softmax over several output groups, are always
+        sent by the broker.
         A loss that is not a finite number stops the run: RemoteError naming the step.
         checkpoint_every=N writes the network every N steps (and at the end) to the file named
         checkpoint_path inside the broker's checkpoint folder; its full path on the broker's host is
@@ -104,6 +108,8 @@ class Network:
                 "mode": mode, "checkpoint_every": checkpoint_every,
                 "checkpoint_path": str(checkpoint_path) if checkpoint_path else None, "tol": float(tol),
                 "n_iter_no_change": None if n_iter_no_change is None else int(n_iter_no_change)}
+        if resident is not None:
+            opts["resident"] = bool(resident)
         self.last_cancel = None
         with RunProgress(epochs * len(Y), progress, on_epoch) as shown:
             rid = self.client.send(wire.TRAIN, arrays + [Y], net=self.id, options=opts, **fields)
@@ -114,6 +120,7 @@ class Network:
                 raise KeyboardInterrupt(str(self.last_cancel)) from None
             shown.finished(h["history"])
         self.last_checkpoint = h.get("checkpoint")
+        self.last_resident = h.get("resident")  # whether the run's data was resident in the mesh
         return h["history"]
 
     def _cancel_and_wait(self, rid):

@@ -86,6 +86,14 @@ REPLICA = "replica"      # keeper (or broker) -> group: the replica it asked for
 GOT = "got"              # group -> group: part "part" of a replica's stream (KEEP or REPLICA, "way") is written
 STOP = "stop"            # broker: exit cleanly
 PURGE = "purge"          # broker: drop what waits for a step after "beyond" (it never handed one out)
+RUN = "run"              # broker: a resident run's steps first..first+n-1 (their rows by index) (rundata.py)
+CUT = "cut"              # broker: a resident run stops early (a cancel): drop the steps not started and say
+                         #   how far you got (CUT back, "started"), or with "beyond": make none after it
+
+# resident training data (broker/resident.py): the run's rows and targets, once per host
+STAGE = "stage"          # broker -> worker: rows "at".. of the file "name" ("shape", "dtype"), one bounded part
+STAGED = "staged"        # worker -> broker: the file "name" is whole
+UNSTAGE = "unstage"      # broker -> worker: remove the files of run "name"
 
 # broker inbox (PULL); groups PUSH here
 HELLO = "hello"          # group started: its pid and inbox endpoints
@@ -96,6 +104,7 @@ STATE = "state"          # reply to GET
 SNAPPED = "snapped"      # reply to SNAP: the step the snapshot is at
 KEPT = "kept"            # a keeper holds the replica of "of" at "step"
 FAULT = "fault"          # a group refused a message; says why
+LOSSES = "losses"        # an output group's losses of a resident run, one per step from "step"
 
 # group -> client, for a pass the client sent under a lease (direct.py): OUT with the outputs of
 # its slice, or STALE (the lease no longer holds: a step, a recovery, a new input column).

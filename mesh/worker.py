@@ -10,7 +10,7 @@ import time
 import zmq
 
 from . import group  # noqa: F401  loaded here, so forked groups start without importing anything
-from . import heartbeat, hostmem, settings, sockets, wire
+from . import heartbeat, hostmem, settings, sockets, staging, wire
 from .brokers import Brokers
 from .sizes import format_size
 from .procstat import Meter
@@ -151,11 +151,11 @@ class Worker:
     def _receive(self, backoff):
         """One message from the broker; a malformed one, or one that fails, is logged and dropped."""
         try:
-            _, h, _ = sockets.recv(self.sock)
+            _, h, arrays = sockets.recv(self.sock)
             if self._current(h):  # a replaced broker is no sign of life either
                 self.peer.heard_now()
                 backoff.reset()
-                self._handle(h)
+                self._handle(h, arrays)
         except Exception as e:
             self.sometimes.warning(type(e).__name__, "refused a message from the broker: %s: %s", type(e).__name__,
                                    str(e)[:500])
@@ -169,7 +169,7 @@ class Worker:
             raise ValueError(f"epoch {ep!r}")
         return ep >= self.epoch or (h["k"] == wire.WELCOME and not self.welcomed)
 
-    def _handle(self, h):
+    def _handle(self, h, arrays=()):
         k = h["k"]
         self.epoch = h.get("ep", 0)
         if k == wire.STANDBY:  # it is the standby of a pair: go back to the other, unless it is taking over
@@ -190,6 +190,12 @@ class Worker:
             self.spawner.kill(h["gid"], sig=int(h.get("sig", 15)), pid=h.get("pid"))
         elif k == wire.STOP:
             self.running = False
+        elif k == wire.STAGE:  # a resident run's data, one part (staging.py); removed with the folder at exit
+            if staging.stage(self.state_dir, h, arrays):
+                sockets.send(self.sock, {"k": wire.STAGED, "net": h.get("net"), "name": h["name"],
+                                         "part": h["part"]})
+        elif k == wire.UNSTAGE:
+            staging.unstage(self.state_dir, h["name"])
 
     def _report(self, ev):
         if ev["op"] == "spawned":

@@ -1,9 +1,12 @@
 """A group's state, one message at a time, without a socket: what each message makes it
 send (outbox.py's records) is the whole of what it did. Step ordering, custody of
 snapshots, and a client's pass under a lease."""
-import numpy as np
+import os
 
-from mesh import datapath, sockets, wire
+import numpy as np
+import pytest
+
+from mesh import datapath, sockets, staging, wire
 from mesh.groupstate import GroupState
 from mesh.outbox import BROKER, Answer, Onward, Rewire, Send, ToBroker
 
@@ -211,3 +214,70 @@ def test_a_lease_pass_goes_on_without_blocking_and_a_full_peer_makes_it_stale():
     np.testing.assert_array_equal(a, np.tanh(X @ W.T))
     stale = datapath.stale(out[0].d, "full")  # what the loop sends the client if the next group takes nothing
     assert stale.to == reply and wire.unpack(stale.frames)[0]["k"] == wire.STALE
+
+
+# -- a resident run's steps (rundata.py) ------------------------------------------------------
+def resident_group(tmp_path, down=()):
+    """A group on a host where a run's rows (6 x 2) and targets (6 x 2) are staged."""
+    s = GroupState({"net": "n1", "gid": "n1.1.0", "layer": 0, "lo": 0, "hi": 2, "dtype": "float64", "token": TOK,
+                    "advertise": "127.0.0.1", "state_dir": str(tmp_path)})
+    setup(s, down=down)
+    rows = np.arange(12, dtype=float).reshape(6, 2) / 10
+    for part, A in (("X", rows), ("Y", rows[::-1] / 2)):
+        staging.stage(str(tmp_path), {"name": "n1-run", "part": part, "shape": [6, 2], "dtype": "<f8", "at": 0}, [A])
+    return s, rows
+
+
+def run(s, first=1, steps=3):
+    return control(s, {"k": wire.RUN, "name": "n1-run", "gen": 0, "first": first, "seq": 10, "batch": 2,
+                       "micro": 1, "lr": 0.1, "head": "sigmoid:mse", "lo": 0, "hi": 2},
+                   [np.array([5, 4, 3, 2, 1, 0][:2 * steps])])
+
+
+def test_a_row_reader_makes_each_steps_forward_from_the_staged_rows_and_a_cut_drops_those_not_started(tmp_path):
+    s, rows = resident_group(tmp_path, down=["ipc://@next"])
+    out = run(s)
+    assert kinds(out) == [("ipc://@next", "fwd", 10)]  # step 1's; steps 2 and 3 wait for the step before
+    np.testing.assert_array_equal(passed(out, 10), np.tanh(rows[[5, 4]] @ W.T))
+    assert s.waits() == 1
+    out = control(s, {"k": wire.CUT, "gen": 0})
+    assert [(o.header["k"], o.header["started"]) for o in out] == [(wire.CUT, 1)]  # how far it got
+    assert s.waits() is None  # steps 2 and 3 went
+    out = data(s, {"k": wire.BWD, "seq": 10, "step": 1, "of": 1, "lr": 0.1, "ack": False}, [np.ones((2, 2))])
+    assert s.applied.done == 1 and kinds(out) == []  # applied; nothing follows it
+
+
+def test_an_output_group_takes_its_targets_by_the_same_rows_and_reports_the_losses_in_one_message(tmp_path):
+    s, rows = resident_group(tmp_path)  # layer 1 is the output layer: it reads the rows and has the head
+    out = run(s)
+    assert kinds(out) == [(BROKER, wire.LOSSES)] and s.applied.done == 3  # three steps, one report, no OUT
+    assert out[0].header["steps"] == [1, 2, 3]
+    ref = GroupState({"net": "n1", "gid": "n1.1.0", "layer": 0, "lo": 0, "hi": 2, "dtype": "float64",
+                      "token": TOK, "advertise": "127.0.0.1"})
+    setup(ref)
+    T = rows[::-1] / 2
+    losses = []
+    for step, idx in enumerate(([5, 4], [3, 2], [1, 0]), 1):  # the broker-fed run's messages
+        data(ref, {"k": wire.TARGET, "seq": step, "step": step, "of": 1, "lr": 0.1, "ack": False, "rows": 2,
+                   "output": "sigmoid", "loss": "mse"}, [T[idx]])
+        said = data(ref, {"k": wire.FWD, "seq": step, "after": step - 1, "keep": True, "head": True}, [rows[idx]])
+        losses += [wire.unpack_data(m)[0].value for o in said if isinstance(o, Onward) for _, m in o.sends]  # OUT
+    np.testing.assert_array_equal(out[0].arrays[0], losses)  # the same floats
+    np.testing.assert_array_equal(s.neurons.W, ref.neurons.W)
+
+
+def test_a_staged_file_is_whole_before_it_is_named_refuses_paths_and_replaces_a_networks_older_run(tmp_path):
+    A = np.arange(10, dtype=float).reshape(5, 2)
+    part = {"name": "n1-run", "part": "X", "shape": [5, 2], "dtype": "<f8"}
+    assert not staging.stage(str(tmp_path), dict(part, at=0), [A[:3]])
+    assert sorted(os.listdir(tmp_path)) == ["run-n1-run-X.npy.part"]  # no group maps half of it
+    assert staging.stage(str(tmp_path), dict(part, at=3), [A[3:]])
+    np.testing.assert_array_equal(staging.mapped(str(tmp_path), "n1-run", "X"), A)
+    for bad in ({"name": "../n1"}, {"at": 4}, {"dtype": "<f4"}):
+        with pytest.raises(ValueError):
+            staging.stage(str(tmp_path), {**part, "at": 0, **bad}, [A])
+    staging.stage(str(tmp_path), dict(part, name="n12-run", at=0), [A])
+    staging.stage(str(tmp_path), dict(part, name="n1-new", at=0), [A])  # n1's run, staged again after a failover
+    assert sorted(os.listdir(tmp_path)) == ["run-n1-new-X.npy", "run-n12-run-X.npy"]
+    staging.unstage(str(tmp_path), "n1-new")
+    assert sorted(os.listdir(tmp_path)) == ["run-n12-run-X.npy"]

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from mesh import wire
+from mesh.broker import budgets
 from mesh.broker.dataflow import Flow
 from mesh.broker.jobs import Backprop, Predict
 from mesh.broker.network import Network
 from mesh.broker.ports import Ports
 from mesh.broker.records import GroupRecord, SnapshotRecord
+from mesh.broker.resident import ResidentRun
 from mesh.broker.states import TRANSITIONS, Event, IllegalTransition, Lifecycle, State
 from mesh.broker.steplog import SNAPSHOT_EVERY
 from mesh.broker.cancel import Cancel
@@ -34,7 +36,7 @@ class FakeMesh:
             gid = f"n1.{layer + 1}.0"
             net.layers[layer].append(gid)
             net.groups[gid] = GroupRecord(gid=gid, layer=layer, lo=0, hi=size, host="h", pid=100 + layer, alive=True,
-                                          worker_name="w1")
+                                          worker_name="w1", worker=b"w1")
         net.life.fire(Event.CREATED)
         net.snapshot = SnapshotRecord(id=0, step=0, inputs=inputs)
         self.flow = Flow(self.send, self.abandon)
@@ -43,11 +45,15 @@ class FakeMesh:
                            run_deferred=lambda net: None, take_snapshot=lambda net, then: then(),
                            snapshot_due=lambda net: None, checkpoint_file=lambda name: name,
                            encode_again=lambda net, rows: (None, 0),
-                           clock=lambda: self.now)
+                           clock=lambda: self.now, to_worker=self.to_worker)
+        self.to_workers = []  # (worker, header, arrays): a resident run's data (resident.py)
 
     # what the broker would do
     def send(self, net, gid, header, arrays=()):
         self.sent.append((gid, header, arrays))
+
+    def to_worker(self, wid, header, arrays=()):
+        self.to_workers.append((wid, header, arrays))
 
     def reply(self, client, req, arrays=(), **fields):
         self.replies.append((client, req, fields, list(arrays)))
@@ -76,11 +82,13 @@ class FakeMesh:
         return next(fields for _, r, fields, _ in self.replies if r == req and fields.get("k") != wire.PROGRESS)
 
 
-def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1, micro=1):
+def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1, micro=1, resident=False):
+    """A run the broker feeds step by step (resident=False; resident.py's run: resident=True)."""
     X = np.arange(rows * 2, dtype=np.float64).reshape(rows, 2) / 10
     Y = np.full((rows, 1), 0.25)
     job = Train(m.ports, m.net, "c1", req, 60.0, X, Y, {"epochs": epochs, "batch_size": batch, "mode": mode,
-                                                         "shuffle": False, "micro_batches": micro})
+                                                         "shuffle": False, "micro_batches": micro,
+                                                         "resident": resident})
     job.begin()
     for gid in m.net.groups:  # every group took the optimizer settings
         job.on_ready(gid)
@@ -88,13 +96,111 @@ def train_job(m, rows=8, batch=4, mode="exact", epochs=1, req=1, micro=1):
 
 
 def test_a_training_run_is_its_modes_and_its_options_rebuild_it():
-    for mode, run in (("exact", ExactRun), ("async", AsyncRun)):
-        job = train_job(FakeMesh(), mode=mode)
+    for mode, resident, run in (("exact", False, ExactRun), ("async", False, AsyncRun), ("exact", True, ResidentRun),
+                                ("async", True, AsyncRun)):  # async: never resident
+        job = train_job(FakeMesh(), mode=mode, resident=resident)
         assert type(job) is run and (job.mark is None) == (mode == "async")  # only an exact run resumes
         assert options(job.opts, 8) == job.options  # what a standby rebuilds it from (replication.py)
     m = FakeMesh()
     with pytest.raises(ValueError, match="unknown mode 'sync'"):
         Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((4, 2)), np.zeros((4, 1)), {"mode": "sync"})
+
+
+def test_a_resident_run_stages_once_grants_steps_and_logs_them_from_batched_losses():
+    m = FakeMesh(sizes=(3, 1))
+    job = train_job(m, rows=10, batch=4, epochs=2, micro=2, resident=True)
+    stages = [(w, h["part"], h["at"]) for w, h, _ in m.to_workers if h["k"] == wire.STAGE]
+    assert stages == [(b"w1", "X", 0), (b"w1", "Y", 0)]  # once per host, both layers' groups on it
+    assert budgets.resident_on([m.net], b"w1") == job.X.nbytes + job.Y.nbytes  # planned there, once
+    assert budgets.resident_on([m.net], b"w2") == 0
+    assert not m.sent_kinds(wire.RUN) and not m.sent_kinds(wire.FWD)  # nothing before the files are whole
+    job.on_staged(b"w1", job.name, "X")
+    assert not m.sent_kinds(wire.RUN)
+    job.on_staged(b"w1", job.name, "Y")
+    runs = [(gid, h, a) for gid, h, a in m.sent if h["k"] == wire.RUN]
+    assert [gid for gid, _, _ in runs] == ["n1.1.0", "n1.2.0"]  # the row reader, then the output group
+    _, h, (idx,) = runs[0]
+    assert (h["first"], h["batch"], h["micro"]) == (1, 4, 2) and idx.tolist() == list(range(10))  # the epoch
+    assert (runs[1][1]["lo"], runs[1][1]["hi"]) == (0, 1) and m.net.step == 3 and not m.sent_kinds(wire.FWD)
+    out = {"gid": "n1.2.0", "net": "n1"}
+    job.on_losses(m.net.groups["n1.2.0"], dict(out, steps=[1, 2]), [np.array([0.4, 0.8])])
+    assert job.steps_done == 2 and len(m.sent_kinds(wire.RUN)) == 2  # the grant is not whole: no new one
+    assert [e[1] for e in m.net.log if e[0] == "step"] == [1, 2]  # logged, with rows a recovery replays
+    step = [e for e in m.net.log if e[0] == "step"][1]
+    assert [X.tolist() for X, _ in step[2]] == [job.X[[4, 5]].tolist(), job.X[[6, 7]].tolist()]
+    job.on_losses(m.net.groups["n1.2.0"], dict(out, steps=[3]), [np.array([0.2])])  # the epoch's end
+    assert job.epoch == 1 and job.history == [pytest.approx(1.4 / 10)]
+    runs = [(gid, h) for gid, h, _ in m.sent if h["k"] == wire.RUN]
+    assert len(runs) == 4 and runs[-1][1]["first"] == 4  # the next epoch's grant, new ids
+    job.on_losses(m.net.groups["n1.2.0"], dict(out, steps=[4, 5, 6]), [np.array([0.1, 0.1, 0.1])])
+    assert m.answer(1)["history"] == [pytest.approx(0.14), pytest.approx(0.03)] and m.answer(1)["resident"]
+    assert [(w, h["k"]) for w, h, _ in m.to_workers[-1:]] == [(b"w1", wire.UNSTAGE)]  # its files go
+    assert budgets.resident_on([m.net], b"w1") == 0
+
+
+def test_a_cancel_cuts_a_resident_runs_grant_where_the_row_readers_got():
+    m = FakeMesh(sizes=(3, 1))
+    job = train_job(m, rows=12, batch=2, epochs=1, micro=1, resident=True)
+    job.on_staged(b"w1", job.name, "X")
+    job.on_staged(b"w1", job.name, "Y")
+    (_, h, (idx,)), = [(gid, h, a) for gid, h, a in m.sent if h["k"] == wire.RUN and gid == "n1.1.0"]
+    assert len(idx) == 12 and m.net.step == 6  # 6 steps granted: fewer than the first grant
+    out = m.net.groups["n1.2.0"]
+    job.on_losses(out, {"steps": [1]}, [np.array([0.5])])
+    Cancel(m.ports, m.net, "c2", 9, 60.0).begin()
+    assert [gid for gid, h, _ in m.sent if h["k"] == wire.CUT] == ["n1.1.0"]  # the row reader: how far?
+    job.on_losses(out, {"steps": [2]}, [np.array([0.5])])
+    job.on_cut(m.net.groups["n1.1.0"], {"started": 3})
+    assert [(gid, h.get("beyond")) for gid, h, _ in m.sent if h["k"] == wire.CUT][1:] == [("n1.2.0", 3)]
+    assert m.net.step == 3 and not job.finished  # ids 4..6 go back unused; step 3 is on its way
+    job.on_losses(out, {"steps": [3]}, [np.array([0.5])])
+    assert job.finished and job.steps_done == 3
+    assert m.answer(9)["steps"] == 3 and m.answer(9)["cancelled"] == ["train"]
+
+
+def boundaries_run(m, every, resident):
+    """A run of 150 one-row steps whose snapshots and checkpoints are noted in `taken` as
+    (what, steps done, log length, mini-batches on their way)."""
+    taken = []
+
+    def snapshot(net, then):
+        taken.append(("snapshot", job.steps_done, len(net.log), len(job.batches)))
+        net.log.clear()
+        then()
+
+    def checkpoint(then):
+        taken.append(("checkpoint", job.steps_done, len(m.net.log), len(job.batches)))
+        then()
+    m.ports.take_snapshot = snapshot
+    job = Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((150, 2)), np.zeros((150, 1)),
+                {"batch_size": 1, "shuffle": False, "micro_batches": 1, "checkpoint_every": every,
+                 "checkpoint_path": "x" if every else None, "resident": resident})
+    job.write_checkpoint = checkpoint
+    job.begin()
+    for gid in m.net.groups:
+        job.on_ready(gid)
+    return job, taken
+
+
+@pytest.mark.parametrize("every", [0, 50])
+def test_a_resident_runs_grants_end_where_a_snapshot_or_a_checkpoint_is_due(every):
+    m = FakeMesh()
+    job, taken = boundaries_run(m, every, resident=True)
+    job.on_staged(b"w1", job.name, "X")
+    job.on_staged(b"w1", job.name, "Y")
+    granted = 0
+    while not job.finished:
+        runs = [h for gid, h, a in m.sent if h["k"] == wire.RUN and gid == "n1.2.0"]
+        assert len(runs) == granted + 1, "one grant at a time"
+        granted += 1
+        first, n = runs[-1]["first"], len([a for gid, h, a in m.sent if h is runs[-1]][0][0])
+        m.now += 0.001 * n  # a millisecond a step: grants of about GRANT_SECONDS
+        job.on_losses(m.net.groups["n1.2.0"], {"steps": list(range(first, first + n))}, [np.full(n, 0.1)])
+    snaps = [t for t in taken if t[0] == "snapshot"]
+    assert snaps and all(log == SNAPSHOT_EVERY for _, _, log, _ in snaps), taken  # never past it
+    if every:
+        assert [t[1] for t in taken if t[0] == "checkpoint"] == [50, 100, 150]
+    assert job.steps_done == 150 and m.answer(1)["resident"]
 
 
 def test_the_state_machine_refuses_what_cannot_happen():
@@ -236,24 +342,7 @@ def test_steps_ahead_stop_where_a_snapshot_or_a_checkpoint_is_due(every):
     """No mini-batch starts past the step after which the log is long enough for a
     snapshot, or a checkpoint is due: the steps on their way drain, and it is taken there."""
     m = FakeMesh()
-    taken = []
-
-    def snapshot(net, then):
-        taken.append(("snapshot", job.steps_done, len(net.log), len(job.batches)))
-        net.log.clear()
-        then()
-
-    def checkpoint(then):
-        taken.append(("checkpoint", job.steps_done, len(m.net.log), len(job.batches)))
-        then()
-    m.ports.take_snapshot = snapshot
-    job = Train(m.ports, m.net, "c1", 1, 60.0, np.zeros((150, 2)), np.zeros((150, 1)),
-                {"batch_size": 1, "shuffle": False, "micro_batches": 1, "checkpoint_every": every,
-                 "checkpoint_path": "x" if every else None})
-    job.write_checkpoint = checkpoint
-    job.begin()
-    for gid in m.net.groups:
-        job.on_ready(gid)
+    job, taken = boundaries_run(m, every, resident=False)
     while job.forwarding:
         m.output(min(job.forwarding, key=lambda p: p.seq), loss=0.1)
     for p in list(job.outstanding):  # the last mini-batch reports its dones: the run ends

@@ -61,3 +61,11 @@ def table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def main_table(run, columns):
+    """`python -m mesh.bench.X`: one benchmark's table alone, on a local mesh of two workers."""
+    from ..localmesh import LocalMesh
+    with LocalMesh(workers=2, timeout=600) as client:
+        rows = run(client)
+    print(table(columns, [[r[c] for c in columns] for r in rows]))

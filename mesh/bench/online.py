@@ -7,8 +7,7 @@ is paired with a ring of four processes that only relay one message (ring.py):
 the most pairs per second any chain of four hops reaches on this machine then."""
 import numpy as np
 
-from ..localmesh import LocalMesh
-from .common import CpuMeter, fmt_spread, mesh_pids, table
+from .common import CpuMeter, fmt_spread, main_table, mesh_pids
 from .ring import apart
 from .scaling import INPUTS, ORIGINAL
 
@@ -50,9 +49,7 @@ COLUMNS = ["n", "pairs/s", "ms per step", "4-hop ring/s", "pairs/s / ring", "cor
 
 def main():
     """python -m mesh.bench.online: this table alone."""
-    with LocalMesh(workers=2, timeout=600) as client:
-        rows = run(client)
-    print(table(COLUMNS, [[r[c] for c in COLUMNS] for r in rows]))
+    main_table(run, COLUMNS)
 
 
 if __name__ == "__main__":

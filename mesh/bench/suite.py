@@ -20,6 +20,11 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
             log("online training, one row a step ([n, n, 1] on 10 inputs, train(batch_size=1)):")
             rows = online.run(client, rounds=1 if quick else rounds, rows=256 if quick else 1024, log=log)
             out["online"] = table(online.COLUMNS, [[r[c] for c in online.COLUMNS] for r in rows])
+        if "resident" in parts:
+            from . import resident
+            log("training data resident against broker-fed, [10, 100, 100, 1] groups, train(batch_size=1):")
+            rows = resident.run(client, rounds=1 if quick else max(rounds, 5), rows=256 if quick else 1024, log=log)
+            out["resident"] = table(resident.COLUMNS, [[r[c] for c in resident.COLUMNS] for r in rows])
         if "sklearn" in parts:
             from . import sklearn
             log("digits, hidden (64,), 100 iterations, the same split: fit against scikit-learn's MLPClassifier:")

@@ -49,8 +49,17 @@ def budget_of(workers, wid, kind="memory"):
 
 def planned_on(nets, wid, disk=False):
     if disk:
-        return sum(g.planned_disk for net in nets for g in net.groups.values() if g.worker == wid)
-    return memory.worker_bytes(g.planned for net in nets for g in net.groups.values() if g.worker == wid)
+        return sum(g.planned_disk for net in nets for g in net.groups.values() if g.worker == wid) + \
+            resident_on(nets, wid)
+    return memory.worker_bytes(g.planned for net in nets for g in net.groups.values() if g.worker == wid) + \
+        resident_on(nets, wid)
+
+
+def resident_on(nets, wid):
+    """A resident run's rows and targets on a worker's host (broker/resident.py): one file each,
+    on its disk and, mapped by its groups, once in its memory, whatever the number of groups."""
+    runs = [getattr(net, "trainer", None) for net in nets]
+    return sum(run.staged_bytes for run in runs if wid in getattr(run, "hosts", ()))
 
 
 def measured_on(worker, nets, wid):

@@ -17,6 +17,7 @@ from .encoding import encode
 from .jobs import Backprop, Collect, Predict, SetWeights
 from .states import State
 from .cancel import Cancel
+from .resident import ResidentRun  # noqa: F401  the resident run, chosen by Train(...)
 from .training import Train
 
 DEFAULT_TIMEOUT = 60.0

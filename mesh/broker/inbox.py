@@ -79,8 +79,22 @@ def state(b, net, h, arrays):
 
 
 # the group messages handled here; OUT, DONE and FAULT are the data path's (dataflow.Flow)
+def losses(b, net, h, arrays):
+    """An output group's losses of a resident run's steps (broker/resident.py)."""
+    trainer = net.trainer
+    if trainer is not None and hasattr(trainer, "on_losses"):
+        trainer.on_losses(net.groups[h["gid"]], h, arrays)
+
+
+def cut(b, net, h, arrays):
+    """How far a row reader got when a cancel cut a resident run's grant short."""
+    trainer = net.trainer
+    if trainer is not None and hasattr(trainer, "on_cut"):
+        trainer.on_cut(net.groups[h["gid"]], h)
+
+
 OPS = {wire.HELLO: hello, wire.HEARTBEAT: group_beat, wire.READY: ready, wire.STATE: state,
-       wire.SNAPPED: snapped, wire.KEPT: kept, wire.KEEP: keep}
+       wire.SNAPPED: snapped, wire.KEPT: kept, wire.KEEP: keep, wire.LOSSES: losses, wire.CUT: cut}
 
 
 def expire_groups(b, now):

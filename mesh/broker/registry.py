@@ -44,8 +44,8 @@ def register(b, wid, h):
     w = b.workers[wid]
     waiting, w.waiting = w.waiting or [], None
     send_worker(b, wid, {"k": wire.WELCOME, "inbox_port": b.inbox_port, "inbox_ipc": b.inbox_ipc})
-    for header in waiting:  # sent to it after a failover, before it came back
-        send_worker(b, wid, header)
+    for header, arrays in waiting:  # sent to it after a failover, before it came back
+        send_worker(b, wid, header, arrays)
     runs = dict(h.get("groups") or {})
     for gid, pid in runs.items():  # back after we gave it up: end what it still runs
         _, g = _group(b, wid, gid)
@@ -84,7 +84,16 @@ def exited(b, wid, h):
         group_lost(b, net, [h["gid"]], f"{net.describe(h['gid'])} exited with code {h['code']}")
 
 
-OPS = {wire.REGISTER: register, wire.HEARTBEAT: worker_beat, wire.SPAWNED: spawned, wire.EXITED: exited}
+def staged(b, wid, h):
+    """A resident run's file is whole on that worker's host (broker/resident.py)."""
+    net = b.nets.get(h.get("net"))
+    trainer = net.trainer if net is not None else None
+    if trainer is not None and hasattr(trainer, "on_staged"):
+        trainer.on_staged(wid, h["name"], h["part"])
+
+
+OPS = {wire.REGISTER: register, wire.HEARTBEAT: worker_beat, wire.SPAWNED: spawned, wire.EXITED: exited,
+       wire.STAGED: staged}
 
 
 def lose_worker(b, wid, why):
@@ -126,14 +135,14 @@ def heartbeat_workers(b):
             send_worker(b, wid, {"k": wire.HEARTBEAT})
 
 
-def send_worker(b, wid, header):
+def send_worker(b, wid, header, arrays=()):
     if b.paired is not None:
         header["ep"] = b.paired.epoch
         w = b.workers.get(wid)
         if w is not None and w.waiting is not None:  # after a failover, until it comes back (register)
-            return w.waiting.append(header)
+            return w.waiting.append((header, arrays))
     try:
-        sockets.send(b.front, header, identity=wid, flags=zmq.NOBLOCK)
+        sockets.send(b.front, header, arrays, identity=wid, flags=zmq.NOBLOCK)
     except zmq.ZMQError:
         pass
 

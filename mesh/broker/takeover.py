@@ -15,6 +15,7 @@ from .network import Network
 from .records import WorkerRecord
 from .recovery import Recover
 from .states import State
+from .resident import ResidentRun  # noqa: F401  the resident run, chosen by Train(...)
 from .training import Train
 
 GEN_EPOCH = 1 << 32  # generations a broker of epoch e hands out start at e * GEN_EPOCH: never an old one's

@@ -6,6 +6,7 @@ import numpy as np
 from ..optim import Optimizer
 
 MODES = ("exact", "async")
+RESIDENT = True  # the default: resident data where it applies (broker/resident.py)
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class TrainOptions:
     tol: float = 0.0
     n_iter_no_change: object = None
     optimizer: dict = field(default_factory=dict)  # the optimizer's settings
+    resident: bool = False         # exact mode: the data goes to the hosts once, groups make the steps
 
     def to_dict(self):
         return asdict(self)
@@ -35,7 +37,8 @@ def options(o, rows):
            "learning_rate": float(o.get("learning_rate", 0.1)), "micro_batches": o.get("micro_batches"),
            "mode": o.get("mode", "exact"), "shuffle": bool(o.get("shuffle", True)), "seed": o.get("seed", 0),
            "checkpoint_every": int(o.get("checkpoint_every") or 0), "checkpoint_path": o.get("checkpoint_path"),
-           "tol": float(o.get("tol") or 0.0), "n_iter_no_change": o.get("n_iter_no_change")}
+           "tol": float(o.get("tol") or 0.0), "n_iter_no_change": o.get("n_iter_no_change"),
+           "resident": bool(o.get("resident", RESIDENT))}
     if out["n_iter_no_change"] is not None:
         if isinstance(out["n_iter_no_change"], bool) or not isinstance(out["n_iter_no_change"], int) \
                 or out["n_iter_no_change"] < 1:

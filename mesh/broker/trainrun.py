@@ -8,7 +8,7 @@ from .checkpoints import WriteCheckpoint
 from .jobs import Job
 from .states import Event
 from .steplog import SNAPSHOT_EVERY, send_step_backward, submit_step
-from .trainopts import converged, micro_count, options
+from .trainopts import RESIDENT, converged, micro_count, options
 
 PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
 
@@ -16,15 +16,14 @@ PROGRESS_EVERY = 0.5  # seconds between progress reports to the client
 class Train(Job):
     """A training run; Train(...) is the run of the mode its options name."""
     runs = {}  # mode -> the class of its runs (training.py)
+    resident = False  # the data on the hosts, each step made there (resident.py)
 
     def __init_subclass__(cls, mode, **kwargs):
         super().__init_subclass__(**kwargs)
         Train.runs[mode] = cls
 
     def __new__(cls, ports, net, client, req, timeout, X, Y, opts):
-        if cls is Train:  # an unknown mode is the exact run's to refuse: options() names it
-            cls = Train.runs.get(opts.get("mode", "exact") if isinstance(opts, dict) else None, Train.runs["exact"])
-        return super().__new__(cls)
+        return super().__new__(chosen(net, opts) if cls is Train else cls)
 
     def __init__(self, ports, net, client, req, timeout, X, Y, opts):
         Y = targets(Y, len(X), net.spec.sizes[-1])
@@ -44,7 +43,7 @@ class Train(Job):
         self.outstanding = set()  # passes sent and not yet done
         self.finishing = False    # every step is sent; the last dones are awaited
         self.cancelled = None     # who asked to cancel (a Cancel job), once someone did
-        self.diverged = None      # (step, loss) of the first step whose loss was not a finite number
+        self.diverged = None      # (step, loss, epoch) of the first step whose loss was not a finite number
         self.resuming = False     # rebuilt by a standby broker that took over: restart() resumes at the mark
         self.mark = self.position()
 
@@ -176,8 +175,8 @@ class Train(Job):
             return False
         steps = self.steps_done
         if self.diverged is not None:
-            step, loss = self.diverged
-            self.fail(f"training of network {self.net.id} stopped: the loss of step {step} (epoch {self.epoch + 1}) "
+            step, loss, epoch = self.diverged
+            self.fail(f"training of network {self.net.id} stopped: the loss of step {step} (epoch {epoch}) "
                       f"is {loss}, not a finite number (the run diverged; try a smaller learning rate); the "
                       f"{steps} steps taken are applied", epochs=self.epoch, steps=steps, history=self.history)
             return True
@@ -223,6 +222,10 @@ class Train(Job):
             loss = send_step_backward(self.flow, self.net, p, p.ack)
         if not self.logged(p, loss) or self.finished:
             return
+        self.carry_on()
+
+    def carry_on(self):
+        """Steps were logged: hand out more, start the next epoch, or finish."""
         o = self.options
         if self.epoch_rows < len(self.X):
             self.next_batches()
@@ -243,12 +246,12 @@ class Train(Job):
         self.steps_done += 1
         self.net.note("loss", step=self.steps_done, epoch=self.epoch + 1, loss=loss / rows, rows=rows)
         if not np.isfinite(loss) and self.diverged is None:
-            self.diverged = (self.steps_done, float(loss) / rows)
+            self.diverged = (self.steps_done, float(loss) / rows, self.epoch + 1)  # the steps after it may end it
         ended = self.epoch_rows >= len(self.X)
         if ended:
             self.history.append(self.loss_sum / len(self.X))
             self.epoch += 1
-        self.report(force=ended)
+        report(self, force=ended)
         self.mark = self.position()
         self.ports.fault("step", self.steps_done)
 
@@ -275,7 +278,7 @@ class Train(Job):
 
     def done(self):
         self.reply(history=self.history, seconds=self.ports.clock() - self.started, rows=self.rows_done,
-                   checkpoint=self.checkpoint_path)
+                   checkpoint=self.checkpoint_path, resident=self.resident)
 
     def between_batches(self, then):
         """Between steps: stop if cancelled; else take a snapshot first if the log has
@@ -297,22 +300,35 @@ class Train(Job):
         WriteCheckpoint(self.ports, self.net, self.checkpoint_path, {"steps": self.steps_done}, then,
                         self.fail).begin()
 
-    def report(self, force=False):
-        """Status's progress record now; the client's at most every PROGRESS_EVERY, and at the end
-        of each epoch (force), with every epoch's loss so far: the client prints a line per epoch."""
-        now = self.ports.clock()
-        n, epochs = len(self.X), self.options.epochs
-        ended = self.epoch_rows >= n  # self.epoch counts it already
-        rows = (n if self.epoch >= epochs else 0) if ended else self.epoch_rows
-        loss = self.loss_sum / max(self.epoch_rows, 1)
-        rate = self.rows_done / max(now - self.started, 1e-9)
-        self.net.progress = {"epoch": min(self.epoch + 1, epochs), "epochs": epochs, "step": self.steps_done,
-                             "loss": loss, "rate": rate, "cancelling": bool(self.cancelled)}
-        if now - self.reported < PROGRESS_EVERY and not force:
-            return
-        self.reported = now
-        self.ports.reply(self.client, self.req, k=wire.PROGRESS, epoch=self.net.progress["epoch"], epochs=epochs,
-                         rows=rows, total=n, loss=loss, rate=rate, step=self.steps_done, history=self.history)
+def report(run, force=False):
+    """A run's progress (Train.step_logged): status's progress record now; the client's at most every PROGRESS_EVERY, and at the end
+    of each epoch (force), with every epoch's loss so far: the client prints a line per epoch."""
+    now = run.ports.clock()
+    n, epochs = len(run.X), run.options.epochs
+    ended = run.epoch_rows >= n  # run.epoch counts it already
+    rows = (n if run.epoch >= epochs else 0) if ended else run.epoch_rows
+    loss = run.loss_sum / max(run.epoch_rows, 1)
+    rate = run.rows_done / max(now - run.started, 1e-9)
+    run.net.progress = {"epoch": min(run.epoch + 1, epochs), "epochs": epochs, "step": run.steps_done,
+                        "loss": loss, "rate": rate, "cancelling": bool(run.cancelled)}
+    if now - run.reported < PROGRESS_EVERY and not force:
+        return
+    run.reported = now
+    run.ports.reply(run.client, run.req, k=wire.PROGRESS, epoch=run.net.progress["epoch"], epochs=epochs,
+                    rows=rows, total=n, loss=loss, rate=rate, step=run.steps_done, history=run.history)
+
+
+def chosen(net, opts):
+    """The class of the run its options ask for. An unknown mode is the exact run's to refuse
+    (options() names it). An exact run's data stays on the hosts (resident.py) when asked (or
+    by default), the output groups compute the loss themselves (not softmax over several), and
+    the network has two layers or more: a layer-1 output group would run a whole grant in one
+    go, with no message between its steps to let a cancel in."""
+    mode = opts.get("mode", "exact") if isinstance(opts, dict) else None
+    if mode == "exact" and "resident" in Train.runs and bool(opts.get("resident", RESIDENT)) and net.local_head \
+            and len(net.layers) > 1:
+        mode = "resident"
+    return Train.runs.get(mode, Train.runs["exact"])
 
 
 def targets(Y, rows, n_out):

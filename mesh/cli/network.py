@@ -113,10 +113,13 @@ def predict(net, rows, csv_path, allow_new_kinds, raw, broker, timeout):
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=0, show_default=True,
               help="Write the network every N steps and at the end, inside the broker's --checkpoint-dir.")
 @click.option("--checkpoint-name", default=None, help="File name for --checkpoint-every (default: NET.npz).")
+@click.option("--resident/--no-resident", default=None,
+              help="Exact mode: the rows go to each host once and the groups make every step (the broker's "
+                   "default), or the broker sends each step.")
 @broker_option
 @timeout_option
 def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, alpha, micro_batches, mode, seed,
-          checkpoint_every, checkpoint_name, broker, timeout):
+          checkpoint_every, checkpoint_name, resident, broker, timeout):
     """Train NET on a CSV file, learning column TARGET from the others.
 
     Numbers are standardised with this file's statistics (kept with the network and
@@ -143,7 +146,8 @@ def train(net, csv_path, target, epochs, batch_size, learning_rate, optimizer, a
                 rows, Y, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                 micro_batches=micro_batches, optimizer={"name": optimizer, "alpha": alpha}, mode=mode, seed=seed,
                 progress=None if sys.stderr.isatty() else False, checkpoint_every=checkpoint_every,
-                checkpoint_path=(checkpoint_name or f"{net}.npz") if checkpoint_every else None, on_epoch=said))
+                checkpoint_path=(checkpoint_name or f"{net}.npz") if checkpoint_every else None, on_epoch=said,
+                resident=resident))
         except KeyboardInterrupt:  # Network.train cancelled it first
             stopped = getattr(network, "last_cancel", None)
             where = f"in epoch {stopped.epochs + 1} of {epochs}: " if stopped is not None and stopped.epochs < epochs \
