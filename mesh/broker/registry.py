@@ -11,7 +11,7 @@ import time
 import zmq
 
 from .. import sockets, wire
-from . import budgets, liveness
+from . import budgets
 from .losses import group_lost
 from .records import WorkerRecord
 
@@ -106,16 +106,15 @@ def lose_worker(b, wid, why):
 
 
 def expire_workers(b):
-    """Lose the workers silent for their expiry, stretched by the load their host reported as a
-    group's is (liveness.expiry: a starved worker is late, not dead); unless the client socket
-    holds unread messages, which may be the heartbeats that keep them alive."""
+    """Lose the workers silent for their expiry; unless the client socket holds unread messages,
+    which may be the heartbeats that keep them alive. Not stretched by the load, as a group's
+    is: nothing but the worker speaks for its host, and a cut link is silent too (a worker
+    keeps its heartbeat cheap instead: worker.py reads its groups' usage a slice a beat)."""
     if b.front.poll(0):
         return
-    now = time.monotonic()
     for wid, w in list(b.workers.items()):
-        silent = now - w.peer.heard
-        if silent > liveness.expiry(w.peer.expiry, w):
-            lose_worker(b, wid, f"worker {w.name} on {w.host} stopped answering heartbeats ({silent:.0f}s)")
+        if w.peer.expired():
+            lose_worker(b, wid, f"worker {w.name} on {w.host} stopped answering heartbeats")
 
 
 def forgive(b):
