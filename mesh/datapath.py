@@ -275,6 +275,7 @@ class DataPath:
             g.emit(Onward([(to, fastpath.data(BWD, ack, (self.tok, self.net, self.layer, 0, 0, d.gen, seq, 0, -1, step,
                                                          at, of, 0, lr, b"", 0, b""), dX[:, lo:hi]))
                            for to, lo, hi, at in g.feeders], d))
+            g.flush()  # the step's chain goes on upstream while this group updates
         if report is not None and not g.rundata.took(seq, report[1]):  # a resident run's: in a batch
             self.to_broker(OUT, seq, report[0], loss=report[1])
         seen = self.step_counts.get(step, 0) + 1

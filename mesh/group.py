@@ -41,6 +41,7 @@ class Group:
         self.peers = {}    # endpoint -> PUSH socket, of the groups its setup names
         self.clients = {}  # reply address -> PUSH socket, of clients that predict under a lease
         self.sent = 0      # messages sent, heartbeats aside: the dashboard shows their rate
+        state.sender = self.execute
         self.sends = {Send: self._send, ToBroker: self._to_broker, Onward: self._onward, Answer: self._answer,
                       Rewire: self._rewire, Rebroker: self._rebroker}
 

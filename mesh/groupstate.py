@@ -77,6 +77,7 @@ class GroupState:
         self.handlers.update({wire.RUN: self.rundata.run, wire.CUT: self.rundata.cut})
         self.sometimes = Sometimes(log)  # what peers' bad messages log
         self.out = []  # what the message being handled sends, in order
+        self.sender = None  # set by a process that sends (group.py): flush sends through it at once
 
     # -- in: one message, and what it sends ------------------------------------------------
     def on_data(self, buf):
@@ -106,6 +107,14 @@ class GroupState:
 
     def emit(self, instruction):
         self.out.append(instruction)
+
+    def flush(self):
+        """Send what was emitted so far now, when a process sends: what the next step waits on
+        (a pass's dL/dx upstream) goes before the work that does not hold it up (the update).
+        Without a sender (a test of the state alone) the records wait for take(), in order."""
+        if self.sender is not None and self.out:
+            out, self.out = self.out, []
+            self.sender(out)
 
     def tell_broker(self, header, arrays=()):
         self.emit(ToBroker(dict(header, net=self.net, gid=self.gid, tok=self.token, gen=self.gen), arrays))

@@ -87,6 +87,8 @@ def profiled(name):
         yield
         return
     import cProfile
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a group is ended by SIGTERM: dump first
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     profiler = cProfile.Profile()
     profiler.enable()
     try:
