@@ -3,7 +3,7 @@
 The run's rows and targets are files on this host (staging.py), mapped read-only. RUN
 grants steps first..first+n-1 and carries their rows by index (the run's order, cut into
 mini-batches of `batch`): a group that reads the rows makes each step's forward passes
-from the mapped rows, split into micro-batches as the broker would (np.array_split),
+from the mapped rows, split into micro-batches as the broker would (steps.micro_batches),
 under sequence numbers from `seq` on; an output group takes each pass's targets from the
 mapped targets by the same indices. Both go through the data path as the broker's FWD
 and TARGET would (the same checks, the same order: each step's forwards wait until the
@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 from . import staging, wire
+from .steps import micro_batches
 
 REPORT_STEPS = 16      # steps' losses per LOSSES message, at most
 REPORT_SECONDS = 0.05  # ...or as often as this, when steps are slow
@@ -62,7 +63,7 @@ class RunData:
         self.last = first + len(steps) - 1
         for j, rows in enumerate(steps):
             step = first + j
-            pieces = np.array_split(rows, min(micro, len(rows)))
+            pieces = micro_batches(rows, micro)
             for m, piece in enumerate(pieces):
                 if output:  # its targets first: a group that is both finds them when its output is made
                     self.seqs[seq] = (step, m, len(pieces))

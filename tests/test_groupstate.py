@@ -90,6 +90,27 @@ def test_a_step_applied_out_of_order_releases_nothing_until_the_ones_before_it()
     assert kinds(out) == [(BROKER, "done", 1), (BROKER, wire.STATE)] and out[1].header["applied"] == 2
 
 
+def test_with_a_sender_the_gradient_upstream_goes_before_the_update():
+    """A process that sends (group.py) gets a pass's dL/dx as soon as it is made, before the
+    group updates its own weights (the next step waits on the one, not the other); the
+    records after it, and what a state without a sender returns, keep their order."""
+    s, _ = group("n1.2.0", layer=1, up=[["ipc://@up", 0, 2, None, 0]])
+    data(s, {"k": wire.FWD, "seq": 1, "after": 0, "keep": True}, [X])
+    seen = []
+    s.sender = lambda out: seen.append((kinds(out), s.applied.done, s.neurons.W.copy()))
+    rest = data(s, {"k": wire.BWD, "seq": 1, "step": 1, "of": 1, "lr": 0.5, "ack": True}, [np.ones((1, 2))])
+    (flushed, applied, W_then), = seen
+    assert flushed == [("ipc://@up", "bwd", 1)] and applied == 0
+    np.testing.assert_array_equal(W_then, W)  # sent before the update...
+    assert s.applied.done == 1 and not np.allclose(s.neurons.W, W)  # ...which came after
+    assert all(k[1] != "bwd" for k in kinds(rest))
+
+    quiet, _ = group("n1.2.0", layer=1, up=[["ipc://@up", 0, 2, None, 0]])
+    data(quiet, {"k": wire.FWD, "seq": 1, "after": 0, "keep": True}, [X])
+    out = data(quiet, {"k": wire.BWD, "seq": 1, "step": 1, "of": 1, "lr": 0.5, "ack": True}, [np.ones((1, 2))])
+    assert kinds(out)[0] == ("ipc://@up", "bwd", 1) and quiet.applied.done == 1
+
+
 def test_a_purge_drops_what_waits_for_a_step_never_handed_out():
     s, _ = group()
     control(s, {"k": wire.GET, "after": 9, "req": "never"})

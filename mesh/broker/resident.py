@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import wire
 from ..encoder import widened
+from ..steps import cut_count, micro_batches
 from .steplog import SNAPSHOT_EVERY, log_step
 from .training import ExactRun
 
@@ -111,7 +112,7 @@ class ResidentRun(ExactRun, mode="resident"):
             at += len(steps[-1])
         first, seq = net.step + 1, net.seq + 1
         net.step += len(steps)
-        net.seq += sum(min(self.micro, len(rows)) for rows in steps)
+        net.seq += sum(cut_count(len(rows), self.micro) for rows in steps)
         self.grant = Grant(first, steps, self.ports.clock(), seq)
         self.forwarding.add(self.grant)  # a step boundary only once it is all logged (cancel, fail)
         self.send_run([gid for gid, _ in net.row_readers()] + list(net.last()), first, seq, steps)
@@ -154,7 +155,7 @@ class ResidentRun(ExactRun, mode="resident"):
         # the ids after the cut go back unused, unless another step took an id since (then all are made)
         cut = max(grant.first + grant.logged - 1, *grant.cutting.values()) if net.step == end else end
         cut = min(cut, end)
-        seqs = np.cumsum([0] + [min(self.micro, len(rows)) for rows in grant.steps])
+        seqs = np.cumsum([0] + [cut_count(len(rows), self.micro) for rows in grant.steps])
         for gid, started in grant.cutting.items():  # the steps they dropped that another started: again
             if started < cut:
                 j = started + 1 - grant.first
@@ -184,7 +185,7 @@ class ResidentRun(ExactRun, mode="resident"):
             for i in sorted(parts):
                 loss += parts[i]
             rows = grant.steps[grant.logged]
-            micros = [(self.X[p], self.Y[p]) for p in np.array_split(rows, min(self.micro, len(rows)))]
+            micros = [(self.X[p], self.Y[p]) for p in micro_batches(rows, self.micro)]
             log_step(self.net, step, micros, len(rows), self.lr)  # a recovery replays it from here
             grant.logged += 1
             self.batch_at += len(rows)

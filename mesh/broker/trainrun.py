@@ -4,6 +4,7 @@ resume; the mode sends its steps and says when they are logged."""
 import numpy as np
 
 from .. import wire
+from ..steps import micro_batches
 from .checkpoints import WriteCheckpoint
 from .jobs import Job
 from .states import Event
@@ -131,7 +132,7 @@ class Train(Job):
         bs = self.options.batch_size
         idx = self.order[self.batch_at:self.batch_at + bs]
         self.batch_at += len(idx)
-        micros = [(self.X[piece], self.Y[piece]) for piece in np.array_split(idx, min(self.micro, len(idx)))]
+        micros = [(self.X[piece], self.Y[piece]) for piece in micro_batches(idx, self.micro)]
         self.start(micros, len(idx), self.epoch == self.options.epochs - 1 and self.batch_at >= len(self.X))
 
     def submit(self, micros, rows, wait, last):
