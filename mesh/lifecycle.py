@@ -88,7 +88,10 @@ def profiled(name):
         return
     import cProfile
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # a group is ended by SIGTERM: dump first
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        def ended(*_):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: a second one would cut the dump short
+            raise KeyboardInterrupt
+        signal.signal(signal.SIGTERM, ended)
     profiler = cProfile.Profile()
     profiler.enable()
     try:

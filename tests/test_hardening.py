@@ -5,6 +5,7 @@ sockets on loopback) one message at a time, so what it did with each is an
 event the test sees, not a guess about timing; the rest send the same bytes to
 a real mesh (test_hardening_mesh.py)."""
 import json
+import time
 import types
 import zipfile
 
@@ -186,3 +187,28 @@ def test_a_flood_of_evictions_logs_a_few_lines(caplog):
     assert b.evicted == 999
     said = [r.getMessage() for r in caplog.records]
     assert len(said) == 10 and said[-1].endswith("(512 so far)")  # the 1st, 2nd, 4th ... 512th
+
+
+def test_an_ipc_endpoint_counts_as_listening_only_while_one_is_bound_and_the_probe_takes_nothing(ctx):
+    """The check before dialling a peer's unix socket (sockets.nearest): a name bound here is
+    listening, one never bound or no longer bound is not, a tcp address never is; and the
+    socket probed still takes its messages."""
+    pull = ctx.socket(zmq.PULL)
+    ep = sockets.abstract_ipc("probe")
+    pull.bind(ep)
+    assert sockets.ipc_listening(ep) and not sockets.ipc_listening(ep + "x")
+    assert not sockets.ipc_listening("tcp://127.0.0.1:1") and not sockets.ipc_listening(None)
+    assert sockets.nearest("tcp://127.0.0.1:1", ep, same_host=True) == ep
+    assert sockets.nearest("tcp://127.0.0.1:1", ep + "x", same_host=True) == "tcp://127.0.0.1:1"
+    push = ctx.socket(zmq.PUSH)
+    push.connect(ep)
+    push.send(b"after the probe", zmq.NOBLOCK if push.poll(5000, zmq.POLLOUT) else 0)
+    assert pull.poll(5000) and pull.recv() == b"after the probe"
+    push.close(0)
+    pull.unbind(ep)
+    pull.close(0)
+    for _ in range(200):  # zmq's own thread closes the listener: waited for, bounded
+        if not sockets.ipc_listening(ep):
+            break
+        time.sleep(0.05)
+    assert not sockets.ipc_listening(ep)
