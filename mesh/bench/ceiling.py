@@ -508,37 +508,46 @@ def verify(n, results):
             raise AssertionError(f"pair {k}: O sent {o} (want {want_o}), A sent {s} (want {want_s})")
 
 
+def busy_seconds():
+    """CPU seconds this machine's cores have been busy (all processes, /proc/stat)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def measure(driver, kids, n, rounds, seconds, warm=3):
     """Pairs per second and CPU seconds per pair (driver + every child) of each round;
     median PSS (MiB) of the A and B processes after the traffic."""
     pids = [os.getpid()] + list(kids.values())
     results = [(k, *driver.pair(k)) for k in range(warm)]
-    rates, cpu, k = [], [], warm
+    rates, cpu, others, k = [], [], [], warm
     for _ in range(rounds):
-        c0 = sum(map(cpu_seconds, pids))
+        c0, m0 = sum(map(cpu_seconds, pids)), busy_seconds()
         t0, done = time.perf_counter(), 0
         while time.perf_counter() - t0 < seconds:
             results.append((k, *driver.pair(k)))
             k, done = k + 1, done + 1
-        rates.append(done / (time.perf_counter() - t0))
-        cpu.append((sum(map(cpu_seconds, pids)) - c0) / done)
+        wall, used = time.perf_counter() - t0, sum(map(cpu_seconds, pids)) - c0
+        rates.append(done / wall)
+        cpu.append(used / done)
+        others.append((busy_seconds() - m0 - used) / wall)  # cores other programs took meanwhile
     verify(n, results)  # after the rounds: the check costs nothing inside them
     pss = statistics.median(pss_bytes(pid) for (r, _), pid in kids.items() if r in "AB") / 2**20
-    return rates, cpu, pss, getattr(driver, "rescues", lambda: None)()
+    return rates, cpu, pss, getattr(driver, "rescues", lambda: None)(), statistics.median(others)
 
 
 NOTES = {"push": "2n^2+4n+2 messages a pair; 2 connections per A-B pair",
          "pair-router": "same messages; 1 connection per A-B pair",
-         "pub": "n^2+... deliveries; 2n+4 sends a pair",
-         "shm": "no messages; ~4n eventfd wakes a pair"}
+         "pub": "same deliveries (2n^2+4n+2); 4n+4 sends a pair",
+         "shm": "no messages; ~4n+4 eventfd wakes a pair"}
 
 
 def bench(n, rounds, seconds, designs):
     rows = []
     for design in designs:
         t = time.perf_counter()
-        rates, cpu, pss, rescues = with_design(design, n, lambda d, kids: measure(d, kids, n, rounds, seconds))
-        note = NOTES[design] + f"; setup+run {time.perf_counter() - t:.0f}s"
+        rates, cpu, pss, rescues, others = with_design(design, n, lambda d, kids: measure(d, kids, n, rounds, seconds))
+        note = NOTES[design] + f"; setup+run {time.perf_counter() - t:.0f}s; other programs {others:.2f} cores"
         if rescues is not None:
             note += f"; rescues {rescues}"
         rows.append([design, fmt_spread(rates), f"{statistics.median(cpu) * 1e3:.1f}", f"{pss:.1f}", note])
