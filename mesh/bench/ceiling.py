@@ -191,18 +191,20 @@ class PairRouter(Push):
         while the connection is not up), the bound side answers once it heard it."""
         unsent, heard = set(self.upper), set()
         while len(heard) < len(self.ids):
-            for peer in list(unsent):
+            for peer in list(unsent):  # retried every 50 ms at most: 400 processes retrying flat out starve the connects
                 try:
                     self.sock.send_multipart([peer, b"hello"], flags=zmq.NOBLOCK)
                     unsent.discard(peer)
                 except zmq.ZMQError as e:
                     if e.errno not in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                         raise
-            if self.sock.poll(10):
+            ready = self.sock.poll(50)
+            while ready:
                 peer, _ = self.sock.recv_multipart()
                 if peer not in self.upper and peer not in heard:
                     self.sock.send_multipart([peer, b"hello"])
                 heard.add(peer)
+                ready = self.sock.poll(0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pair-router: heard {len(heard)} of {len(self.ids)} neighbours")
 
@@ -235,8 +237,10 @@ class Pub(Push):
         to it is dropped (a PUB drops what it sends before the subscription arrives)."""
         seen = 0
         while seen < self.subscribers:
-            if self.pub.poll(10) and self.pub.recv()[:1] == b"\x01":
-                seen += 1
+            ready = self.pub.poll(50)
+            while ready:
+                seen += self.pub.recv()[:1] == b"\x01"
+                ready = self.pub.poll(0)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"pub: {seen} of {self.subscribers} subscriptions")
 
@@ -255,7 +259,7 @@ def zmq_child(design, tag, role, idx, n, driver):
     ctx = zmq.Context()
     try:
         tr = TRANSPORTS[design](ctx, tag, role, idx, n)
-        tr.handshake(time.monotonic() + WAIT)
+        tr.handshake(time.monotonic() + WAIT + n)
         ctl = opts(ctx.socket(zmq.PUSH))
         ctl.connect(addr(tag, "ctl", 0))
         ctl.send(b"ready")
@@ -279,7 +283,7 @@ class ZmqDriver:
         self.inbox = Inbox("D", 0, n)
         ctl = opts(ctx.socket(zmq.PULL))
         ctl.bind(addr(tag, "ctl", 0))
-        self.tr.handshake(time.monotonic() + WAIT)
+        self.tr.handshake(time.monotonic() + WAIT + n)  # setup grows with n: n^2 connections
         for _ in kids:  # each child is ready (its handshake done) before any traffic
             if not ctl.poll(int(WAIT * 1000)):
                 raise TimeoutError(f"{design}: a child never got ready")
