@@ -58,13 +58,11 @@ def count(role, n):
     return n if role in "AB" else 1
 
 
-def neighbours(role, n):
-    """The roles a process of this role exchanges with, both directions."""
-    return {"D": "AO", "A": "DB", "B": "AO", "O": "BD"}[role]
+NEIGHBOURS = {"D": "AO", "A": "DB", "B": "AO", "O": "BD"}  # the layers a process exchanges with, both ways
 
 
 def peers(role, n):
-    return [(r, i) for r in neighbours(role, n) for i in range(count(r, n))]
+    return [(r, i) for r in NEIGHBOURS[role] for i in range(count(r, n))]
 
 
 def fan_in(role, p, n):
@@ -191,7 +189,7 @@ class PairRouter(Push):
         while the connection is not up), the bound side answers once it heard it."""
         unsent, heard = set(self.upper), set()
         while len(heard) < len(self.ids):
-            for peer in list(unsent):  # retried every 50 ms at most: 400 processes retrying flat out starve the connects
+            for peer in list(unsent):  # every 50 ms at most: 400 processes retrying flat out starve the connects
                 try:
                     self.sock.send_multipart([peer, b"hello"], flags=zmq.NOBLOCK)
                     unsent.discard(peer)
