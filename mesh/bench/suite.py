@@ -56,6 +56,17 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         log("the data plane's targets, one local mesh whose workers have memory budgets (per neuron and group mode):")
         rows, note = targets.run(rounds=1 if quick else rounds, quick=quick, log=log)
         out["dataplane: targets (" + note + ")"] = table(targets.COLUMNS, [[r[c] for c in targets.COLUMNS] for r in rows])
+    if "ceiling" in parts:
+        import subprocess
+        import sys
+        n, rounds_, seconds = (10, 1, 1.0) if quick else (100, rounds, 4.0)
+        log(f"the transport's ceiling for a bare per-neuron [10, {n}, {n}, 1] mesh (no neural network: push, one "
+            "connection per pair, pub, shared-memory boards):")
+        done = subprocess.run([sys.executable, "-m", "mesh.bench.ceiling", "--n", str(n), "--rounds", str(rounds_),
+                               "--seconds", str(seconds)], capture_output=True, text=True, timeout=3600,
+                              stdin=subprocess.DEVNULL, check=True)  # it forks: a process without a zmq context
+        title, text = done.stdout.split("\n", 1)
+        out[f"ceiling: {title}"] = text.rstrip()
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")
