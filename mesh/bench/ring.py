@@ -37,7 +37,9 @@ def relay(inbox, onward, n):
                 break
             push.send_multipart(pull.recv_multipart())
     finally:
-        ctx.destroy(linger=0)
+        # not linger=0: the last message may still be queued in this process when the
+        # loop ends, and linger=0 drops it (the driver then waited 10 s for its last trip)
+        ctx.destroy(linger=1000)
 
 
 def apart(hops=4, n=2000, size=1024):
