@@ -28,7 +28,7 @@ TIERS = {
 }
 TIER_OF = {"unit": ("test_failover", "test_fastpath", "test_groupstate", "test_hardening", "test_jobs", "test_memory",
                     "test_pair", "test_records", "test_reference", "test_wire"),
-           "cli": ("test_ceiling", "test_cli", "test_cli_train", "test_docs", "test_procfile"),
+           "cli": ("test_ceiling", "test_shmring", "test_cli", "test_cli_train", "test_docs", "test_procfile"),
            "system": ("test_capacity", "test_capped_hosts", "test_dashboard_browser", "test_multihost", "test_slurm")}
 MODULE_TIER = {module: tier for tier, modules in TIER_OF.items() for module in modules}
 
