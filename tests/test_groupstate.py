@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from mesh import datapath, sockets, staging, wire
+from mesh import datapath, rundata, sockets, staging, wire
 from mesh.groupstate import GroupState
 from mesh.outbox import BROKER, Answer, Onward, Rewire, Send, ToBroker
 
@@ -268,7 +268,9 @@ def test_a_row_reader_makes_each_steps_forward_from_the_staged_rows_and_a_cut_dr
     assert s.applied.done == 1 and kinds(out) == []  # applied; nothing follows it
 
 
-def test_an_output_group_takes_its_targets_by_the_same_rows_and_reports_the_losses_in_one_message(tmp_path):
+def test_an_output_group_takes_its_targets_by_the_same_rows_and_reports_the_losses_in_one_message(tmp_path,
+                                                                                                   monkeypatch):
+    monkeypatch.setattr(rundata, "REPORT_SECONDS", 3600)  # by count and at the grant's end only: never by the clock
     s, rows = resident_group(tmp_path)  # layer 1 is the output layer: it reads the rows and has the head
     out = run(s)
     assert kinds(out) == [(BROKER, wire.LOSSES)] and s.applied.done == 3  # three steps, one report, no OUT

@@ -4,6 +4,8 @@ A FakeMesh wires a job's Ports to recorders (what was sent to which group,
 what each client was told) and plays the groups' side by hand: an output
 here, a DONE there, in the order a test chooses. The sequences of the six
 bugs of the last review are replayed here, each in milliseconds."""
+import collections
+
 import numpy as np
 import pytest
 
@@ -536,10 +538,13 @@ def test_dropping_a_network_whose_create_is_under_way_drops_it_once():
     from mesh.broker.jobs import Create
     m = Recording()
     m.net.life = Lifecycle("n1")
-    b = types.SimpleNamespace(nets={"n1": m.net}, flow=m.flow, workers={}, ports=m.ports, reply=m.reply)
+    b = types.SimpleNamespace(nets={"n1": m.net}, flow=m.flow, workers={}, ports=m.ports, reply=m.reply,
+                              pending=collections.deque())
     m.ports.end_net = functools.partial(building.end_net, b)
     m.ports.break_net = lambda net, why: net.life.can(Event.FAILED) and net.life.fire(Event.FAILED, why)
     Create(m.ports, m.net, "c1", 1, 60.0).begin()
     building.stop_net(b, m.net)
+    for steps in b.pending:  # the STOPs, a slice of the loop's rounds at a time
+        list(steps)
     assert m.net.state is State.DROPPED and "n1" not in b.nets
     assert not m.answer(1)["ok"] and "dropped" in m.answer(1)["error"]

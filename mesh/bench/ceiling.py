@@ -41,6 +41,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 
 import numpy as np
 import zmq
@@ -457,7 +458,10 @@ def fork_children(n, body):
                 libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: gone with the driver, however it ends
                 body(*key)
                 code = 0
+            except BaseException:
+                traceback.print_exc()  # os._exit below skips the interpreter's own report
             finally:
+                sys.stderr.flush()
                 os._exit(code)
         kids[key] = pid
     return kids

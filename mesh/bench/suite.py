@@ -67,6 +67,15 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
                               stdin=subprocess.DEVNULL, check=True)  # it forks: a process without a zmq context
         title, text = done.stdout.split("\n", 1)
         out[f"ceiling: {title}"] = text.rstrip()
+    if "shmring" in parts:
+        import subprocess
+        import sys
+        log("a ring of four processes, a hop as a zmq message or as a shared-memory slot and an eventfd wake:")
+        done = subprocess.run([sys.executable, "-m", "mesh.bench.shmring", "--rounds", str(1 if quick else rounds),
+                               "--trips", str(200 if quick else 2000)], capture_output=True, text=True, timeout=1800,
+                              stdin=subprocess.DEVNULL, check=True)
+        title, text = done.stdout.split("\n", 1)
+        out[f"shmring: {title}"] = text.rstrip()
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")

@@ -121,17 +121,23 @@ def respawn(b, net, gid):
 
 def stop_net(b, net):
     b.nets.pop(net.id, None)  # first: the jobs failed below must not try to recover it
-    for gid in net.groups:
-        if gid in net.push:
-            b.flow.to_group(net, gid, {"k": wire.STOP})
+    b.pending.append(_stop_groups(b, net, [gid for gid in net.groups if gid in net.push]))
     end_work(b, net, f"network {net.id} was dropped")
     if net.life.can(Event.DROPPED):  # a create failed by end_work above has dropped it already (end_net)
         net.life.fire(Event.DROPPED)
-    for sock in net.push.values():
-        sock.close()
     for g in net.groups.values():
         if g.worker in b.workers:
             b.workers[g.worker].groups.discard(g.gid)
+
+
+def _stop_groups(b, net, gids):
+    """STOP to each group, and the broker's socket to it closed, one a step: hundreds of them
+    never hold the loop (work). A second drop's finds the sockets gone and sends nothing."""
+    for gid in gids:
+        if gid in net.push:
+            b.flow.to_group(net, gid, {"k": wire.STOP})
+            net.push.pop(gid).close()
+        yield
 
 
 def end_net(b, net):

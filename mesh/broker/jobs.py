@@ -94,8 +94,19 @@ class Create(Job):
         self.stage = "start"
 
     def run(self):
-        for gid in self.net.groups:
-            self.ports.respawn(self.net, gid)
+        self.ports.in_slices(self.spawns())  # hundreds of spawns never hold the broker's loop
+
+    def spawns(self):
+        """Each group's process asked of its worker, one a step; none once the create has ended
+        (failed, or its network dropped); one that cannot be asked fails the create."""
+        for gid in list(self.net.groups):
+            if self.finished:
+                return
+            try:
+                self.ports.respawn(self.net, gid)
+            except Exception as e:  # no worker left to ask, say
+                return self.fail(f"could not start {self.net.describe(gid)}: {type(e).__name__}: {e}")
+            yield
 
     def waiting_for(self):
         names = ", ".join(self.net.describe(g) for g in sorted(self.missing)[:3])

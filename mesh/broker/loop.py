@@ -75,7 +75,8 @@ class Broker:
                            when_shipped=lambda then: then() if self.paired is None else self.paired.when_shipped(then),
                            rebroker=partial(inbox.rebroker, self), end_net=partial(building.end_net, self),
                            fault=lambda event, count: self.faults.at(event, count, f"at {event} {count}"),
-                           to_worker=partial(registry.send_worker, self))
+                           to_worker=partial(registry.send_worker, self),
+                           in_slices=lambda steps: self.pending.append(iter(steps)))
         self.worker_ops = {k: partial(op, self) for k, op in registry.OPS.items()}
         self.inbox_ops = {**{k: partial(op, self) for k, op in inbox.OPS.items()},
                           wire.OUT: self.flow.out, wire.DONE: self.flow.done, wire.FAULT: self.flow.fault}

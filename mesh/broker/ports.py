@@ -11,7 +11,8 @@ class Ports:
     def __init__(self, *, flow, reply, wire_up, respawn, abandon_step, break_net, run_deferred, take_snapshot,
                  snapshot_due, checkpoint_file, encode_again, clock=time.monotonic,
                  when_shipped=lambda then: then(), rebroker=None, fault=lambda event, count: None,
-                 end_net=lambda net: None, to_worker=lambda wid, header, arrays=(): None):
+                 end_net=lambda net: None, to_worker=lambda wid, header, arrays=(): None,
+                 in_slices=lambda steps: [None for _ in steps]):
         self.flow = flow                    # dataflow.Flow: to_group, submit, pump, finish_pass, send_backward
         self.reply = reply                  # (client, req, arrays=(), **fields): answer a client, never blocks
         self.wire_up = wire_up              # (net, layers, optimizer, restore=False): weights and neighbours to all
@@ -29,4 +30,5 @@ class Ports:
         self.fault = fault                  # (event, count): a test's fault at a known point (faults.py)
         self.end_net = end_net              # (net): drop it and end every process it started
         self.to_worker = to_worker          # (worker id, header, arrays=()): a resident run's data to a host
+        self.in_slices = in_slices          # (steps): run an iterable's steps a slice of each round of the loop
         self.jobs = set()                   # every unfinished job, for deadlines

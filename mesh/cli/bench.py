@@ -4,7 +4,8 @@ import click
 
 @click.command()
 @click.argument("parts", nargs=-1, type=click.Choice(["throughput", "latency", "scaling", "dashboard", "failover",
-                                                                 "dataplane", "sklearn", "resident", "ceiling"]))
+                                                                 "dataplane", "sklearn", "resident", "ceiling",
+                                                                 "shmring"]))
 @click.option("--rounds", type=int, default=3, show_default=True, help="Rounds per measurement (median, min-max).")
 @click.option("--quick", is_flag=True, help="Smaller data and fewer rounds: a smoke run, not a result.")
 def bench(parts, rounds, quick):
