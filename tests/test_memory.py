@@ -1,6 +1,5 @@
 """The memory model (mesh/memory.py) and placement under budgets
 (mesh/broker/placement.py plan): pure, in milliseconds."""
-import collections
 import itertools
 
 import pytest
@@ -196,22 +195,6 @@ def test_replicas_counted_where_the_keepers_are():
     assert planned["c"] == planned["a"] == model.bytes(0, 10, [(0, 10)]) > planned["b"] == model.bytes(0, 10)
     disk = planned_bytes(records, model, disk=True)  # two replicas on c's disk, one on a's
     assert disk["c"] - disk["a"] == model.disk(0, 10, [(0, 10)]) - model.disk(0, 10) == disk["a"] - disk["b"]
-
-
-def test_replicas_are_spread_over_the_other_hosts_groups_not_heaped_on_one():
-    """A per-neuron layer placed in two contiguous runs: each group's keeper is on the other
-    worker, and none keeps more than its share (before, the other run's first group kept them
-    all); with three hosts, each host's groups are kept by the next host's."""
-    records = [GroupRecord(gid=f"g{i}", layer=0, lo=i, hi=i + 1, worker="w1" if i < 129 else "w2", host="h")
-               for i in range(257)]
-    keeper = keepers(records)
-    assert all(keeper[r.gid].worker != r.worker for r in records)
-    kept = collections.Counter(k.gid for k in keeper.values())
-    assert max(kept.values()) <= 2 and len(kept) >= 128
-    three = [GroupRecord(gid=f"g{i}", layer=0, lo=i, hi=i + 1, worker=f"w{i % 3}", host=f"h{i % 3}") for i in range(9)]
-    keeper = keepers(three)
-    assert all(int(keeper[r.gid].host[1]) == (int(r.host[1]) + 1) % 3 for r in three)
-    assert collections.Counter(k.gid for k in keeper.values()) == collections.Counter({r.gid: 1 for r in three})
 
 
 def test_status_lines_show_planned_and_measured_memory():

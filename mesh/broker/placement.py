@@ -59,18 +59,15 @@ def link(src_host, dst):
 
 
 def keepers(groups, fixed=None):
-    """Who keeps whose snapshot replica: for each group (in network order), a group on
-    another host, so that a lost host is still recoverable; failing that, on another
-    worker; failing that, the next group; with one group, nobody (the broker keeps it).
-    The replicas are spread: the k-th group of a host is kept by the k-th group of the
-    hosts after it (round), so no one group keeps a whole host's (a per-neuron layer's
-    hundreds of replicas, streamed into one process at every snapshot). fixed: {gid:
-    keeper gid} already decided (the group that holds the replica a new process must
-    fetch). -> {gid: keeper record or None}"""
+    """Who keeps whose snapshot replica: for each group (in network order), the next
+    group on another host, so that a lost host is still recoverable; failing that,
+    on another worker; failing that, the next group; with one group, nobody (the
+    broker keeps it). fixed: {gid: keeper gid} already decided (the group that holds
+    the replica a new process must fetch). -> {gid: keeper record or None}"""
     by_gid = {g.gid: g for g in groups}
     out = {gid: by_gid[k] for gid, k in (fixed or {}).items()}
     n = len(groups)
-    other_host, other_worker = _spread(groups, "host"), _spread(groups, "worker")
+    other_host, other_worker = _next_other(groups, "host"), _next_other(groups, "worker")
     for i, g in enumerate(groups):
         if g.gid in out:
             continue
@@ -79,23 +76,15 @@ def keepers(groups, fixed=None):
     return out
 
 
-def _spread(groups, field):
-    """For each group, the index of a group whose `field` differs from its own, or None when
-    all share one: the k-th group with a value gets the k-th (round) of the groups with the
-    values after it, in the order values first appear. O(values x groups)."""
-    values = list(dict.fromkeys(getattr(g, field) for g in groups))
-    if len(values) < 2:
-        return [None] * len(groups)
-    members = {v: [] for v in values}
-    for i, g in enumerate(groups):
-        members[getattr(g, field)].append(i)
-    others = {v: [j for w in values[at + 1:] + values[:at] for j in members[w]] for at, v in enumerate(values)}
-    rank, out = dict.fromkeys(values, 0), []
-    for g in groups:
-        v = getattr(g, field)
-        out.append(others[v][rank[v] % len(others[v])])
-        rank[v] += 1
-    return out
+def _next_other(groups, field):
+    """For each group, the index of the next one around the ring whose `field` differs from its
+    own, or None: O(groups), where a search from every group would be O(groups²)."""
+    n = len(groups)
+    values = [getattr(g, field) for g in groups] * 2
+    after = [None] * (2 * n)  # the first index past i, in the doubled list, whose value differs
+    for i in range(2 * n - 2, -1, -1):
+        after[i] = i + 1 if values[i + 1] != values[i] else after[i + 1]
+    return [after[i] % n if after[i] is not None and after[i] < i + n else None for i in range(n)]
 
 
 def wiring(layers, fixed_keepers=None, graph=None, rows=0):
