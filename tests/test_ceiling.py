@@ -4,14 +4,11 @@ and leaves no process and no /dev/shm file behind. No timing is asserted: the
 timeouts only bound a hang."""
 import glob
 import json
-import os
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from benchrun import group_gone, run_bench
 from mesh.bench.ceiling import HDR, DESIGNS, Inbox
 
 N, PAIRS = 3, 5
@@ -28,20 +25,11 @@ def want(n, k):
 
 @pytest.mark.parametrize("design", DESIGNS)
 def test_every_pass_arrives_whole(design):
-    proc = subprocess.Popen([sys.executable, "-m", "mesh.bench.ceiling", "--n", str(N), "--check", str(PAIRS),
-                             "--designs", design], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)  # its own group: all of it ends
-    try:
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, out, err, pid = run_bench("mesh.bench.ceiling", "--n", N, "--check", PAIRS, "--designs", design, timeout=90)
+    assert code == 0, err
     assert json.loads(out)[design] == [want(N, k) for k in range(PAIRS)]
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # no child of the run outlived it
-    assert not glob.glob(f"/dev/shm/ceil-{proc.pid}-*")
+    assert group_gone(pid)  # no child of the run outlived it
+    assert not glob.glob(f"/dev/shm/ceil-{pid}-*")
 
 
 def part(p, src, value):

@@ -4,12 +4,8 @@ the run leaves no process and no /dev/shm file behind. No timing is asserted: th
 timeouts only bound a hang."""
 import glob
 import json
-import os
-import signal
-import subprocess
-import sys
 
-import pytest
+from benchrun import group_gone, run_bench
 
 HOPS, TRIPS, SIZE = 3, 50, 1024
 
@@ -20,20 +16,12 @@ def payload(k):
 
 
 def test_every_trip_comes_back_whole():
-    proc = subprocess.Popen([sys.executable, "-m", "mesh.bench.shmring", "--hops", str(HOPS), "--check", str(TRIPS),
-                             "--bytes", str(SIZE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL, start_new_session=True)  # its own group: all of it ends
-    try:
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err
+    code, out, err, pid = run_bench("mesh.bench.shmring", "--hops", HOPS, "--check", TRIPS, "--bytes", SIZE,
+                                    timeout=60)
+    assert code == 0, err
     back = json.loads(out)
     assert [k for k, _ in back] == list(range(TRIPS))
     for k, body in back:
         assert bytes.fromhex(body) == payload(k), f"trip {k}"
-    with pytest.raises(ProcessLookupError):
-        os.killpg(proc.pid, 0)  # no relay outlived the run
-    assert not glob.glob(f"/dev/shm/shmring-{proc.pid}*")
+    assert group_gone(pid)  # no relay outlived the run
+    assert not glob.glob(f"/dev/shm/shmring-{pid}*")

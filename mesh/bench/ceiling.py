@@ -31,15 +31,12 @@ import argparse
 import ctypes
 import gc
 import json
-import mmap
 import os
 import resource
-import select
 import signal
 import statistics
 import struct
 import sys
-import threading
 import time
 import traceback
 
@@ -47,55 +44,14 @@ import numpy as np
 import zmq
 
 from ..procstat import cpu_seconds, pss_bytes
+from .ceiling_shape import WAIT, check_alive, count, expected, fan_in, pair_inputs, peers, react
+from .ceiling_shm import ShmDriver, make_boards, shm_child
 from .common import fmt_spread, table
+from .forked import end
 
 DESIGNS = ("push", "pair-router", "pub", "shm")
 HDR = struct.Struct("<qii")  # pass number, source index, 1 when the payload holds one value per consumer
 RANK = {"D": 0, "A": 1, "B": 2, "O": 3}  # of a pair of neighbours, the lower connects (pair-router)
-WAIT = 30.0  # seconds: a bound against hangs, never reached when all is well
-
-
-def count(role, n):
-    return n if role in "AB" else 1
-
-
-NEIGHBOURS = {"D": "AO", "A": "DB", "B": "AO", "O": "BD"}  # the layers a process exchanges with, both ways
-
-
-def peers(role, n):
-    return [(r, i) for r in NEIGHBOURS[role] for i in range(count(r, n))]
-
-
-def fan_in(role, p, n):
-    """Parts a process of this role waits for in pass p (odd: forward, even: backward)."""
-    fwd = p % 2 == 1
-    return {"A": 1 if fwd else n, "B": n if fwd else 1, "O": n if fwd else 1, "D": 1 if fwd else n}[role]
-
-
-def react(role, idx, n, p, got):
-    """What a process sends on once it has all the parts of pass p: (to whom, values,
-    one value per consumer?). Integer-valued float64 sums are exact in any order."""
-    fwd = p % 2 == 1
-    if role == "A":
-        return ("B" if fwd else "D"), np.array([got.sum() + idx]), False
-    if role == "B":
-        return ("O", np.array([got.sum() + idx]), False) if fwd else ("A", got[0] * (idx + 1) + np.arange(n), True)
-    return ("D", np.array([got.sum()]), False) if fwd else ("B", np.array(got[:1]), False)
-
-
-def pair_inputs(k):
-    """The 10 inputs and the target of pair k; its passes are 2k+1 (forward) and 2k+2 (backward)."""
-    return np.arange(10.0) + k, np.array([float(k % 7 + 1)])
-
-
-def expected(n, k):
-    """What O sends back and what each A sends back in pair k, computed in this process."""
-    x, t = pair_inputs(k)
-    a = [react("A", i, n, 2 * k + 1, x)[1] for i in range(n)]
-    b = [react("B", j, n, 2 * k + 1, np.concatenate(a))[1] for j in range(n)]
-    o = react("O", 0, n, 2 * k + 1, np.concatenate(b))[1][0]
-    h = np.array([react("B", j, n, 2 * k + 2, t)[1] for j in range(n)])
-    return o, np.array([react("A", i, n, 2 * k + 2, h[:, i])[1][0] for i in range(n)])
 
 
 class Inbox:
@@ -307,143 +263,6 @@ class ZmqDriver:
                 check_alive(self.kids, deadline)
 
 
-# shm: name -> (producer slots, float64 per slot, consumers' layer). Row j of "h" is
-# what B_j sends to every A (A_i reads column i); "r" counts rescues, not traffic.
-BOARDS = {"x": (1, 10, "A"), "a": ("n", 1, "B"), "b": ("n", 1, "O"), "o": (1, 1, "D"),
-          "t": (1, 1, "O"), "g": (1, 1, "B"), "h": ("n", "n", "A"), "s": ("n", 1, "D"), "r": ("2n+1", 1, "")}
-SHM_FLOW = {"A": ("x", "a", "h", "s"), "B": ("a", "b", "g", "h"), "O": ("b", "o", "t", "g")}  # in, out: fwd, bwd
-_FENCE = threading.Lock()
-
-
-def fence():
-    """A full memory barrier: the lock's atomic compare-and-swap (LOCK-prefixed on x86)
-    drains this core's store buffer. x86 lets a load pass an earlier store, so without
-    it the two last producers of a layer could each miss the other's stamp and neither
-    would wake the consumers; with it at least one sees the layer complete."""
-    _FENCE.acquire()
-    _FENCE.release()
-
-
-class Board:
-    """One layer's values in a file under /dev/shm: per producer a row of float64 and
-    its stamp (the pass the row holds). Made by the driver before it forks: the
-    children inherit the mapping."""
-
-    def __init__(self, path, slots, width):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.ftruncate(fd, 8 * slots * (width + 1))
-            self.map = mmap.mmap(fd, 8 * slots * (width + 1))
-        finally:
-            os.close(fd)
-        self.stamp = np.frombuffer(self.map, np.int64, slots)
-        self.val = np.frombuffer(self.map, np.float64, slots * width, 8 * slots).reshape(slots, width)
-
-    def complete(self, p):
-        return bool((self.stamp == p).all())
-
-    def read(self, idx):
-        """The whole vector a consumer needs at once (A_i: column i of B's rows)."""
-        slots, width = self.val.shape
-        return self.val[:, 0] if width == 1 else self.val[0] if slots == 1 else self.val[:, idx]
-
-    def write(self, slot, vec, p):
-        """The values, then the stamp (x86 keeps stores in order: whoever sees the stamp
-        sees the values). True when this write may have completed the layer; two
-        producers may both see it (a harmless extra wake), never neither (fence)."""
-        self.val[slot] = vec
-        self.stamp[slot] = p
-        if len(self.stamp) == 1:
-            return True
-        fence()
-        return self.complete(p)
-
-
-def make_boards(n, tag):
-    size = {"n": n, "2n+1": 2 * n + 1}
-    boards = {}
-    for name, (slots, width, _) in BOARDS.items():
-        path = f"/dev/shm/ceil-{tag}-{name}"
-        boards[name] = Board(path, size.get(slots, slots), size.get(width, width))
-        boards[name].path = path
-    return boards
-
-
-def wake(wakes, role, n):
-    for i in range(count(role, n)):
-        os.eventfd_write(wakes[(role, i)], 1)
-
-
-def await_board(board, p, poller, fd, alive, deadline=None):
-    """Blocks until every producer's stamp on board is p, woken through this process's
-    eventfd. Returns 1 if it found the board complete after a second without a wake
-    (a missed wake would show here as a rescue), else 0."""
-    while not board.complete(p):
-        if poller.poll(1000):
-            try:
-                os.eventfd_read(fd)  # resets the count: extra wakes fold into one
-            except BlockingIOError:
-                pass
-        elif board.complete(p):
-            return 1
-        elif not alive() or deadline and time.monotonic() > deadline:
-            raise TimeoutError(f"pass {p} never completed")
-    return 0
-
-
-def shm_child(boards, wakes, role, idx, n, driver):
-    fd = wakes[(role, idx)]
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    alive = lambda: os.getppid() == driver  # noqa: E731
-    me = {"A": idx, "B": n + idx, "O": 2 * n}[role]
-    p = 1
-    while alive():
-        src, dst = SHM_FLOW[role][:2] if p % 2 else SHM_FLOW[role][2:]
-        boards["r"].val[me, 0] += await_board(boards[src], p, poller, fd, alive)
-        _, vec, _ = react(role, idx, n, p, boards[src].read(idx))
-        if boards[dst].write(idx, vec, p):
-            wake(wakes, BOARDS[dst][2], n)
-        p += 1
-
-
-class ShmDriver:
-    def __init__(self, boards, wakes, n, kids):
-        self.boards, self.wakes, self.n, self.kids = boards, wakes, n, kids
-        self.fd, self.rescued = wakes[("D", 0)], 0
-        self.poller = select.poll()
-        self.poller.register(self.fd, select.POLLIN)
-
-    def pair(self, k):
-        x, t = pair_inputs(k)
-        self.send("x", x, 2 * k + 1, "A")
-        o = self.wait("o", 2 * k + 1)[0]
-        self.send("t", t, 2 * k + 2, "O")
-        return o, self.wait("s", 2 * k + 2).copy()
-
-    def send(self, name, vec, p, role):
-        self.boards[name].write(0, vec, p)
-        wake(self.wakes, role, self.n)
-
-    def wait(self, name, p):
-        deadline = time.monotonic() + WAIT
-        alive = lambda: check_alive(self.kids, deadline)  # noqa: E731
-        self.rescued += await_board(self.boards[name], p, self.poller, self.fd, alive, deadline)
-        return self.boards[name].read(0)
-
-    def rescues(self):
-        return int(self.boards["r"].val.sum()) + self.rescued
-
-
-def check_alive(kids, deadline):
-    """Raises when a child has died (its traceback is on stderr) or the deadline passed."""
-    for key, pid in kids.items():
-        if os.waitpid(pid, os.WNOHANG)[0]:
-            raise RuntimeError(f"process {key[0]}{key[1]} (pid {pid}) died")
-    if time.monotonic() > deadline:
-        raise TimeoutError("a pass did not complete in time")
-    return True
-
 
 def fork_children(n, body):
     """Forks A0..An-1, B0..Bn-1 and O, each running body(role, idx): {(role, idx): pid}."""
@@ -466,18 +285,6 @@ def fork_children(n, body):
         kids[key] = pid
     return kids
 
-
-def end(kids):
-    for pid in kids.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in kids.values():
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:  # already reaped by check_alive
-            pass
 
 
 def with_design(design, n, body):
@@ -590,3 +397,4 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+

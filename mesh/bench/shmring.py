@@ -33,6 +33,7 @@ import traceback
 
 from . import ring
 from .common import fmt_spread, table
+from .forked import end
 
 SEQ = struct.Struct("<q")  # at the start of a slot: the trip its message belongs to
 HEAD = 64  # the sequence number has a cache line of its own; the message starts aligned
@@ -210,21 +211,6 @@ def child(libc, driver, rb, me, trips):
     finally:
         sys.stderr.flush()
         os._exit(code)
-
-
-def end(kids):
-    """Kill and reap every relay still there (one that finished is a zombie: kill is harmless)."""
-    for pid in kids.values():
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    for pid in kids.values():
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:
-            pass
-    kids.clear()
 
 
 def shm_round(hops, trips, size, warm=WARM, keep=False):

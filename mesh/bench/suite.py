@@ -57,28 +57,31 @@ def run(parts=("throughput", "latency"), rounds=3, quick=False, log=print):
         rows, note = targets.run(rounds=1 if quick else rounds, quick=quick, log=log)
         out["dataplane: targets (" + note + ")"] = table(targets.COLUMNS, [[r[c] for c in targets.COLUMNS] for r in rows])
     if "ceiling" in parts:
-        import subprocess
-        import sys
         n, rounds_, seconds = (10, 1, 1.0) if quick else (100, rounds, 4.0)
         log(f"the transport's ceiling for a bare per-neuron [10, {n}, {n}, 1] mesh (no neural network: push, one "
             "connection per pair, pub, shared-memory boards):")
-        done = subprocess.run([sys.executable, "-m", "mesh.bench.ceiling", "--n", str(n), "--rounds", str(rounds_),
-                               "--seconds", str(seconds)], capture_output=True, text=True, timeout=3600,
-                              stdin=subprocess.DEVNULL, check=True)  # it forks: a process without a zmq context
-        title, text = done.stdout.split("\n", 1)
-        out[f"ceiling: {title}"] = text.rstrip()
+        title, text = _apart(3600, "mesh.bench.ceiling", "--n", n, "--rounds", rounds_, "--seconds", seconds)
+        out[f"ceiling: {title}"] = text
     if "shmring" in parts:
-        import subprocess
-        import sys
         log("a ring of four processes, a hop as a zmq message or as a shared-memory slot and an eventfd wake:")
-        done = subprocess.run([sys.executable, "-m", "mesh.bench.shmring", "--rounds", str(1 if quick else rounds),
-                               "--trips", str(200 if quick else 2000)], capture_output=True, text=True, timeout=1800,
-                              stdin=subprocess.DEVNULL, check=True)
-        title, text = done.stdout.split("\n", 1)
-        out[f"shmring: {title}"] = text.rstrip()
+        title, text = _apart(1800, "mesh.bench.shmring", "--rounds", 1 if quick else rounds,
+                             "--trips", 200 if quick else 2000)
+        out[f"shmring: {title}"] = text
     if "scaling" in parts:
         from . import scaling
         log("scaling ([n, n, 1] on 10 inputs, online):")
         rows = scaling.run(**(dict(ns_grouped=(5, 50, 400), ns_neuron=(1, 8), seconds=1.0) if quick else {}), log=log)
         out["scaling"] = scaling.table(rows)
     return out
+
+
+def _apart(timeout, module, *args):
+    """A bare benchmark that forks its own processes, run in a process of its own (one without a
+    zmq context), bounded by `timeout` seconds against hangs: the first line it prints, and the
+    table after it."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-m", module, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=True)
+    title, text = done.stdout.split("\n", 1)
+    return title, text.rstrip()
